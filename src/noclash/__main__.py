@@ -1,0 +1,3 @@
+from noclash.cli import main
+
+main()

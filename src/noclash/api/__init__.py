@@ -1,0 +1,1 @@
+"""The HTTP API: a thin front over :mod:`noclash.chat`."""

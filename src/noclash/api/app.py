@@ -1,0 +1,36 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from noclash import __version__
+from noclash.api import errors
+from noclash.api.limits import BodyLimitMiddleware
+from noclash.api.routes import chatbots, health
+from noclash.config import Settings
+from noclash.db.engine import create_engine
+
+ROUTERS = [health.router, chatbots.router]
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app on ``engine`` (or one made from ``settings``).
+
+    The app holds no state beyond its engine: several processes on several hosts can
+    serve the same database, and every uniqueness rule is decided there.
+    """
+    settings = settings or Settings()
+    app = FastAPI(
+        title="noclash",
+        version=__version__,
+        description="Chat backend where a duplicate key is never a 500.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or create_engine(settings.sqlalchemy_url, settings)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,128 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses.
+
+Every error answer is ``application/problem+json`` with ``type``, ``title``, ``status``,
+``detail`` and, where a field is at fault, ``fields``. A unique violation that escapes the
+domain code, wherever it comes from, is a 409 naming the columns; an unexpected exception
+is logged with its traceback and answered with a bare 500 problem, never the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from noclash.db.tables import metadata
+from noclash.unique import UniqueViolation, translate
+
+log = logging.getLogger("noclash.api")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://noclash.dev/problems/"
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind if kind else "about:blank",
+        "title": phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def unique_violation_problem(exc: UniqueViolation) -> JSONResponse:
+    fields = list(exc.columns)
+    what = ", ".join(fields) or "a unique key"
+    return problem(
+        409,
+        f"another {exc.table or 'record'} already has this {what}",
+        kind="unique-violation",
+        fields=fields,
+        constraint=exc.constraint,
+    )
+
+
+def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append({"field": ".".join(loc), "message": err.get("msg", ""), "type": err["type"]})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(UniqueViolation)
+    async def _unique(_req: Request, exc: UniqueViolation) -> JSONResponse:
+        return unique_violation_problem(exc)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
+        return problem(404, str(exc), kind="not-found")
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauth(_req: Request, exc: Unauthenticated) -> JSONResponse:
+        return problem(
+            401, str(exc), kind="unauthenticated", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_req: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, str(exc), kind="forbidden")
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_req: Request, exc: InvalidInput) -> JSONResponse:
+        fields = [{"field": exc.field, "message": str(exc)}] if exc.field else None
+        return problem(422, str(exc), kind="invalid-input", fields=fields)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_req: Request, exc: Conflict) -> JSONResponse:
+        return problem(409, str(exc), kind="conflict", fields=list(exc.fields), **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = _validation_fields(exc)
+        if any(f["type"] == "json_invalid" for f in fields):
+            return problem(400, "the request body is not valid JSON", kind="malformed-json")
+        return problem(
+            422, "the request does not match the schema", kind="invalid-input", fields=fields
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _db(req: Request, exc: DBAPIError) -> JSONResponse:
+        violation = translate(exc, metadata)
+        if violation is not None:
+            return unique_violation_problem(violation)
+        if isinstance(exc, OperationalError):
+            log.warning("database unavailable on %s %s: %s", req.method, req.url.path, exc)
+            return problem(503, "the database is unavailable; retry later", kind="unavailable")
+        log.exception("database error on %s %s", req.method, req.url.path)
+        return problem(500, "internal error", kind="internal")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", req.method, req.url.path, exc_info=exc)
+        return problem(500, "internal error", kind="internal")

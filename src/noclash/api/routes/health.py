@@ -1,0 +1,40 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from noclash.api.deps import get_engine
+from noclash.api.errors import problem
+from noclash.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """The process is up (no database access)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(engine: Engine = Depends(get_engine)) -> dict | JSONResponse:
+    """The database answers and its schema is at the newest migration."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        return problem(503, f"database unreachable: {type(exc).__name__}", kind="not-ready")
+    head = head_revision()
+    if current != head:
+        return problem(
+            503,
+            f"database at migration {current or 'none'}, expected {head}",
+            kind="not-ready",
+        )
+    return {"status": "ready", "migration": current}

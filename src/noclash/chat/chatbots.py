@@ -1,0 +1,83 @@
+"""Chatbots and their public tokens.
+
+``public_token`` is a UUIDv4 made by the database on PostgreSQL (``gen_random_uuid()``
+default, read back with ``RETURNING``) and by the application on SQLite. There is no
+pre-check SELECT: the unique index is the guarantee, and the 122 random bits make the
+index practically never fire (seeds 000/001 used short strings and a racy check).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.errors import NotFound
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import chatbots
+from noclash.db.types import utcnow
+from noclash.unique import translating, uuid4, uuid7
+from noclash.unique.ids import parse_uuid
+
+Row = sa.Row[Any]
+
+
+def create_chatbot(
+    conn: Connection,
+    *,
+    owner_id: UUID,
+    name: str,
+    slack_channel_id: str | None = None,
+    asana_project_id: str | None = None,
+    require_auth: bool = False,
+) -> Row:
+    """Insert a chatbot in one statement and return the stored row."""
+    values: dict[str, Any] = {
+        "id": uuid7(),
+        "owner_id": owner_id,
+        "name": name,
+        "slack_channel_id": slack_channel_id,
+        "asana_project_id": asana_project_id,
+        "require_auth": require_auth,
+        "created_at": utcnow(),
+    }
+    if not dialect_for(conn).server_generates_uuid4:
+        values["public_token"] = uuid4()
+    with translating(chatbots.metadata):
+        return conn.execute(sa.insert(chatbots).values(values).returning(*chatbots.c)).one()
+
+
+def get_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> Row:
+    """The caller's chatbot; another user's or a malformed id is NotFound."""
+    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
+    if ident is None:
+        raise NotFound("chatbot not found")
+    row = conn.execute(
+        sa.select(chatbots).where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
+    ).first()
+    if row is None:
+        raise NotFound("chatbot not found")
+    return row
+
+
+def get_chatbot_by_public_token(conn: Connection, public_token: str) -> Row:
+    """Public lookup; a malformed token is a miss, never a failed uuid cast."""
+    token = parse_uuid(public_token)
+    if token is None:
+        raise NotFound("chatbot not found")
+    row = conn.execute(sa.select(chatbots).where(chatbots.c.public_token == token)).first()
+    if row is None:
+        raise NotFound("chatbot not found")
+    return row
+
+
+def list_chatbots(
+    conn: Connection, *, owner_id: UUID, after: UUID | None, limit: int
+) -> list[Row]:
+    """Keyset page of the caller's chatbots in creation order (ids are UUIDv7)."""
+    query = sa.select(chatbots).where(chatbots.c.owner_id == owner_id)
+    if after is not None:
+        query = query.where(chatbots.c.id > after)
+    return list(conn.execute(query.order_by(chatbots.c.id).limit(limit)))

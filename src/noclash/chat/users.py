@@ -1,0 +1,84 @@
+"""Users and their API tokens (stored hashed; shown once)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from noclash.db.tables import users
+from noclash.db.types import utcnow
+from noclash.unique import insert_or_get, translating, uuid7
+from noclash.unique.ids import new_api_token, token_hash
+
+ADMIN_EMAIL = "admin@localhost"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class InvalidEmail(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: UUID
+    email: str
+    is_admin: bool
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise InvalidEmail(f"not an e-mail address: {email!r}")
+    return email
+
+
+def _values(email: str, token: str, is_admin: bool) -> dict:
+    return {
+        "id": uuid7(),
+        "email": email,
+        "token_hash": token_hash(token),
+        "is_admin": is_admin,
+        "created_at": utcnow(),
+    }
+
+
+def create_user(engine: Engine, email: str, *, is_admin: bool = False) -> tuple[User, str]:
+    """Create a user; return it with its API token. A taken e-mail raises UniqueViolation."""
+    email = normalise_email(email)
+    token = new_api_token()
+    with engine.begin() as conn, translating(users.metadata):
+        row = conn.execute(
+            sa.insert(users).values(_values(email, token, is_admin)).returning(*users.c)
+        ).one()
+    return User(row.id, row.email, row.is_admin), token
+
+
+def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
+    """On an empty database, create the local admin; return (email, token) if this call did.
+
+    Two processes starting at once both try; the unique e-mail decides, and only the
+    winner gets (and prints) a token.
+    """
+    with engine.begin() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one():
+            return None
+        token = new_api_token()
+        _row, created = insert_or_get(
+            conn, users, _values(ADMIN_EMAIL, token, True), key="uq_users_email"
+        )
+    return (ADMIN_EMAIL, token) if created else None
+
+
+def authenticate(engine: Engine, token: str) -> User | None:
+    """The user holding ``token``, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(users.c.id, users.c.email, users.c.is_admin).where(
+                users.c.token_hash == token_hash(token)
+            )
+        ).first()
+    return User(row.id, row.email, row.is_admin) if row else None

@@ -1,0 +1,151 @@
+"""``noclash serve | user | db | doctor | repair | lint | bench``.
+
+Each command parses its flags, calls one library function and formats the result; errors
+become CLI errors (exit codes) only here, at the edge.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from noclash.config import Settings
+
+app = typer.Typer(
+    help="noclash: chat backends where a duplicate key is never a 500.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
+db_app = typer.Typer(help="Migrate the database.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(db_app, name="db")
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="NOCLASH_DATABASE_URL", help="Database URL."),
+]
+
+
+def _settings(database_url: str | None) -> Settings:
+    return Settings(database_url=database_url) if database_url else Settings()
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    database_url: DatabaseOption = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="Migrate to head before serving (default: on for SQLite, off otherwise).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the HTTP API and the channel webhooks."""
+    import uvicorn
+
+    from noclash.api.app import create_app
+    from noclash.chat.users import bootstrap_admin
+    from noclash.db.engine import create_engine
+    from noclash.db.migrate import is_at_head, upgrade_engine
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    embedded = engine.dialect.name == "sqlite"
+    if migrate if migrate is not None else embedded:
+        upgrade_engine(engine)
+    elif not is_at_head(engine):
+        _err("the database is not at the latest migration: run `noclash db upgrade` first")
+        raise typer.Exit(2)
+    if embedded:
+        created = bootstrap_admin(engine)
+        if created is not None:
+            email, token = created
+            _err(f"Created the local admin {email}. Its API token (shown once):")
+            typer.echo(token)
+            sys.stdout.flush()
+    uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
+    admin: Annotated[bool, typer.Option(help="Make the user an administrator.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a user and print its API token, and only it, on stdout."""
+    from noclash.chat.users import InvalidEmail, create_user
+    from noclash.db.engine import create_engine
+    from noclash.unique import UniqueViolation
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        _user, token = create_user(engine, email, is_admin=admin)
+    except UniqueViolation:
+        _err(f"a user with the e-mail {email} already exists")
+        raise typer.Exit(1) from None
+    except InvalidEmail as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(token)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Migrate the database to REVISION (default: head)."""
+    from noclash.db.engine import create_engine
+    from noclash.db.migrate import current_revision, upgrade_engine
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        upgrade_engine(engine, revision)
+        _err(f"database at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseOption = None) -> None:
+    """Print the database's revision and whether it is the head."""
+    from noclash.db.engine import create_engine
+    from noclash.db.migrate import current_revision, head_revision
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        current, head = current_revision(engine), head_revision()
+    finally:
+        engine.dispose()
+    typer.echo(f"{current or 'empty'} (head: {head})")
+    if current != head:
+        raise typer.Exit(1)
+
+
+def _register_plugins() -> None:
+    from noclash.doctor.commands import register as register_doctor
+
+    register_doctor(app)
+
+
+_register_plugins()
+
+
+def main() -> None:
+    app()

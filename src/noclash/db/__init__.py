@@ -1,0 +1,1 @@
+"""Database layer: engine, table definitions, migrations and per-dialect behaviour."""

@@ -1,0 +1,74 @@
+"""The portable contract every dialect fulfils.
+
+Subclasses override only what differs and state each capability as a flag with a comment.
+SQL that differs is a class attribute; dialect-specific imports (the ``insert`` that knows
+``on_conflict_do_nothing``) stay inside the dialect modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy import Index, Table
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+
+class UnsupportedDialect(Exception):
+    """The database is neither SQLite nor PostgreSQL."""
+
+
+@dataclass(frozen=True)
+class DriverUniqueError:
+    """What the driver says about a unique violation, before mapping it to metadata.
+
+    PostgreSQL names the constraint (``diag.constraint_name``) and the table; SQLite names
+    the table and columns (``UNIQUE constraint failed: t.a, t.b``) or, for an expression
+    index, the index (``UNIQUE constraint failed: index 'ix'``).
+    """
+
+    table: str | None
+    columns: tuple[str, ...]
+    constraint: str | None
+    message: str
+
+
+class Dialect:
+    """Behaviour shared by every supported database; subclasses override what differs."""
+
+    name: ClassVar[str] = "base"
+    # The server fills a UUIDv4 column from its default (``gen_random_uuid()``), so an
+    # INSERT ... RETURNING gets the value without the application generating it.
+    server_generates_uuid4: ClassVar[bool] = False
+    # A failed statement aborts the whole transaction, so a retry needs a SAVEPOINT.
+    error_aborts_transaction: ClassVar[bool] = False
+    # INSERT/UPDATE inside a WITH clause (one round trip for two writes).
+    supports_dml_in_cte: ClassVar[bool] = False
+    # CREATE INDEX CONCURRENTLY and friends.
+    supports_concurrent_index_build: ClassVar[bool] = False
+
+    # -- statements -------------------------------------------------------------------------
+    def insert(self, table: Table) -> Any:
+        """An INSERT construct that supports ``on_conflict_do_nothing``."""
+        raise NotImplementedError
+
+    def index_where(self, index: Index) -> ColumnElement[bool] | None:
+        """The WHERE predicate of a partial index, as declared for this dialect."""
+        return index.dialect_options[self.name].get("where")
+
+    # -- errors -----------------------------------------------------------------------------
+    def unique_error(self, exc: BaseException) -> DriverUniqueError | None:
+        """Parse a DBAPI exception; ``None`` when it is not a unique violation."""
+        raise NotImplementedError
+
+    # -- engines and migrations -------------------------------------------------------------
+    def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
+        """Keyword arguments for :func:`sqlalchemy.create_engine`."""
+        return {}
+
+    def configure_engine(self, engine: Engine, *, busy_timeout_ms: int) -> None:
+        """Install per-connection settings (events) on a new engine."""
+
+    def lock_for_migrations(self, conn: Connection) -> None:
+        """Serialise concurrent migration runs from several processes (same transaction)."""

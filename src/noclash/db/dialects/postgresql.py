@@ -1,0 +1,47 @@
+"""PostgreSQL: production, and the road to scale."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import Table, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from noclash.db.dialects.base import Dialect, DriverUniqueError
+
+UNIQUE_VIOLATION = "23505"
+
+
+class PostgreSQLDialect(Dialect):
+    name: ClassVar[str] = "postgresql"
+    # gen_random_uuid() is built in since PostgreSQL 13.
+    server_generates_uuid4: ClassVar[bool] = True
+    # After an error the transaction only accepts ROLLBACK (or ROLLBACK TO SAVEPOINT).
+    error_aborts_transaction: ClassVar[bool] = True
+    # WITH s AS (INSERT ... RETURNING) INSERT ...: two writes, one round trip.
+    supports_dml_in_cte: ClassVar[bool] = True
+    supports_concurrent_index_build: ClassVar[bool] = True
+
+    # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
+    MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
+
+    def insert(self, table: Table) -> Any:
+        return pg_insert(table)
+
+    def unique_error(self, exc: BaseException) -> DriverUniqueError | None:
+        if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+            return None
+        diag = getattr(exc, "diag", None)
+        return DriverUniqueError(
+            table=getattr(diag, "table_name", None),
+            columns=(),
+            constraint=getattr(diag, "constraint_name", None),
+            message=str(exc).strip(),
+        )
+
+    def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
+        return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_pre_ping": True}
+
+    def lock_for_migrations(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.MIGRATION_LOCK_KEY})

@@ -1,0 +1,79 @@
+"""SQLite: the embedded default.
+
+Two things make SQLite safe under concurrent writers:
+
+- WAL mode, so readers never block the writer and the writer never blocks readers;
+- ``BEGIN IMMEDIATE`` for every transaction, with a busy timeout. A deferred transaction
+  that reads and then writes cannot wait for the lock (SQLite reports ``database is locked``
+  at once to avoid a deadlock); an immediate one takes the write lock up front and queues
+  for up to ``busy_timeout`` instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any, ClassVar
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+from noclash.db.dialects.base import Dialect, DriverUniqueError
+
+# SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY (extended result codes).
+_UNIQUE_CODES = {2067, 1555}
+_COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w.]+(?:, [\w.]+)*)$")
+_INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
+
+
+class SQLiteDialect(Dialect):
+    name: ClassVar[str] = "sqlite"
+    # No gen_random_uuid(): the application generates UUIDv4 values.
+    server_generates_uuid4: ClassVar[bool] = False
+    # A failed statement is rolled back alone; the transaction stays usable.
+    error_aborts_transaction: ClassVar[bool] = False
+    # SQLite's WITH clause only holds SELECTs.
+    supports_dml_in_cte: ClassVar[bool] = False
+
+    def insert(self, table: Table) -> Any:
+        return sqlite_insert(table)
+
+    def unique_error(self, exc: BaseException) -> DriverUniqueError | None:
+        if not isinstance(exc, sqlite3.IntegrityError):
+            return None
+        code = getattr(exc, "sqlite_errorcode", None)
+        message = str(exc)
+        if code is not None and code not in _UNIQUE_CODES:
+            return None
+        if m := _INDEX.search(message):
+            return DriverUniqueError(None, (), m.group("name"), message)
+        if m := _COLUMNS.search(message):
+            pairs = [c.split(".", 1) for c in m.group("cols").split(", ")]
+            tables = {p[0] for p in pairs}
+            table = pairs[0][0] if len(tables) == 1 else None
+            return DriverUniqueError(table, tuple(p[-1] for p in pairs), None, message)
+        return None
+
+    def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
+        return {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+        }
+
+    def configure_engine(self, engine: Engine, *, busy_timeout_ms: int) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is DEFERRED).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

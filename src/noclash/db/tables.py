@@ -1,0 +1,244 @@
+"""Every table of noclash, in SQLAlchemy Core.
+
+Every uniqueness rule of the product is declared here, where the database enforces it:
+primary keys are UUIDv7 (time-ordered, made by the application, no sequences), secrets and
+public tokens are UUIDv4 with a unique index, and lifecycle rules are partial unique
+indexes declared for both dialects (``postgresql_where`` and ``sqlite_where``). The
+primitives in :mod:`noclash.unique` read these declarations to build ``ON CONFLICT``
+targets and to name the field in a 409.
+
+The migrations in ``db/migrations`` create exactly this schema; a test compares them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    FetchedValue,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from noclash.db.types import UTCDateTime
+
+# Stable names, so that a PostgreSQL error's constraint_name maps back to a declaration and
+# so that the doctor and the docs can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ACTIVE_STATUSES = ("OPEN", "SNOOZED")
+STATUSES = (*ACTIVE_STATUSES, "CLOSED")
+CHANNELS = ("messenger", "instagram", "telegram", "widget")
+DIRECTIONS = ("in", "out")
+
+_ACTIVE = text("status IN ('OPEN', 'SNOOZED')")
+
+
+def _id() -> Column:
+    return Column("id", Uuid, primary_key=True)
+
+
+def _created_at() -> Column:
+    return Column("created_at", UTCDateTime, nullable=False)
+
+
+users = Table(
+    "users",
+    metadata,
+    _id(),
+    Column("email", String(320), nullable=False),
+    # sha256 of the API token; the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False),
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    _created_at(),
+    UniqueConstraint("email"),
+    UniqueConstraint("token_hash"),
+)
+
+chatbots = Table(
+    "chatbots",
+    metadata,
+    _id(),
+    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    # UUIDv4. On PostgreSQL the column default is gen_random_uuid() (see the migration);
+    # FetchedValue tells SQLAlchemy the server may fill it.
+    Column("public_token", Uuid, nullable=False, server_default=FetchedValue()),
+    Column("require_auth", Boolean, nullable=False, server_default=text("false")),
+    Column("slack_channel_id", String(200)),
+    Column("asana_project_id", String(200)),
+    _created_at(),
+    UniqueConstraint("public_token"),
+    Index("ix_chatbots_owner_id_id", "owner_id", "id"),
+)
+
+connections = Table(
+    "connections",
+    metadata,
+    _id(),
+    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(20), nullable=False),
+    # The platform's id of the receiving side: page id, Instagram account id, bot id, or for
+    # the widget the chatbot's public token.
+    Column("external_id", String(200), nullable=False),
+    Column("secret", String(256)),
+    _created_at(),
+    CheckConstraint(
+        "channel IN ('messenger', 'instagram', 'telegram', 'widget')", name="channel"
+    ),
+    UniqueConstraint("channel", "external_id"),
+    Index("ix_connections_chatbot_id_id", "chatbot_id", "id"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    _id(),
+    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    # NULL for conversations created through the API without a channel.
+    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE")),
+    Column("psid", String(200)),
+    Column("status", String(10), nullable=False, server_default=text("'OPEN'")),
+    Column("title", String(500)),
+    # Current slug; every slug a conversation ever had is in conversation_slugs, which is
+    # what keeps a former slug from being handed to another conversation.
+    Column("slug", String(120), nullable=False),
+    Column("last_message_at", UTCDateTime),
+    Column("snoozed_until", UTCDateTime),
+    _created_at(),
+    Column("closed_at", UTCDateTime),
+    CheckConstraint("status IN ('OPEN', 'SNOOZED', 'CLOSED')", name="status"),
+    UniqueConstraint("chatbot_id", "slug"),
+    # Seed 002 done right: at most one OPEN or SNOOZED conversation per (connection, psid),
+    # any number of CLOSED ones.
+    Index(
+        "uq_conversations_active_connection_id_psid",
+        "connection_id",
+        "psid",
+        unique=True,
+        postgresql_where=_ACTIVE,
+        sqlite_where=_ACTIVE,
+    ),
+    Index("ix_conversations_connection_id_psid_status", "connection_id", "psid", "status"),
+    Index(
+        "ix_conversations_connection_id_status_last_message_at",
+        "connection_id",
+        "status",
+        "last_message_at",
+    ),
+    Index("ix_conversations_chatbot_id_id", "chatbot_id", "id"),
+)
+
+conversation_slugs = Table(
+    "conversation_slugs",
+    metadata,
+    # The authority for slugs: a (chatbot, slug) pair is inserted once and never reused,
+    # so old links keep resolving (308 to the current slug).
+    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", String(120), nullable=False),
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    _created_at(),
+    PrimaryKeyConstraint("chatbot_id", "slug"),
+    Index("ix_conversation_slugs_conversation_id", "conversation_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    _id(),
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE")),
+    # The platform's message id (Meta mid, Telegram update_id, widget client_message_id):
+    # the dedupe key of redelivered webhooks. NULL for agent replies.
+    Column("platform_message_id", String(300)),
+    Column("direction", String(3), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("sent_at", UTCDateTime),
+    _created_at(),
+    CheckConstraint("direction IN ('in', 'out')", name="direction"),
+    UniqueConstraint("connection_id", "platform_message_id"),
+    Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    _id(),
+    # Seed 003 done right: NOT NULL, unique, UUIDv4 made by the server (database default on
+    # PostgreSQL), never taken from the client.
+    Column("session_id", Uuid, nullable=False, server_default=FetchedValue()),
+    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("conversation_id", Uuid, ForeignKey("conversations.id", ondelete="SET NULL")),
+    _created_at(),
+    UniqueConstraint("session_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    _id(),
+    # Who sent the key: a user id, or a widget token plus session for public callers.
+    Column("scope", String(200), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", String(500), nullable=False),
+    # sha256 of method, path and body: the same key with another request is a 422.
+    Column("request_hash", String(64), nullable=False),
+    # NULL while the first request is still executing.
+    Column("response_status", Integer),
+    Column("response_headers", JSON),
+    Column("response_body", LargeBinary),
+    _created_at(),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("scope", "key"),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "CHANNELS",
+    "DIRECTIONS",
+    "STATUSES",
+    "chatbots",
+    "connections",
+    "conversation_slugs",
+    "conversations",
+    "idempotency_keys",
+    "messages",
+    "metadata",
+    "sessions",
+    "users",
+]

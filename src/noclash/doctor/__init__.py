@@ -1,0 +1,1 @@
+"""Doctor and repair: find duplicate-key hazards in any SQLite or PostgreSQL database."""

@@ -1,0 +1,53 @@
+"""Identifiers and secrets.
+
+- Primary keys are UUIDv7: time-ordered, so B-tree inserts append and keyset pagination
+  by id follows creation order, with no sequence to fall behind after an import.
+- Public tokens, session ids and API tokens are UUIDv4: 122 random bits, so the birthday
+  bound stays negligible at any realistic row count (seeds 000/001 used short strings).
+  Their unique index stays: entropy makes a collision improbable, the index makes it
+  impossible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import uuid
+from uuid import UUID
+
+if sys.version_info >= (3, 14):  # pragma: no cover - depends on the interpreter
+    from uuid import uuid7 as _uuid7
+else:
+    from uuid6 import uuid7 as _uuid7
+
+
+def uuid7() -> UUID:
+    """A new UUIDv7 as a plain :class:`uuid.UUID`."""
+    return UUID(int=_uuid7().int)
+
+
+def uuid4() -> UUID:
+    """A new random UUIDv4."""
+    return uuid.uuid4()
+
+
+def parse_uuid(value: str) -> UUID | None:
+    """``value`` as a UUID, or ``None`` if it is not one.
+
+    Lookups by a client-supplied token go through here first, so a malformed token is a
+    miss (404) instead of a failed cast in the database (seed 001's 500).
+    """
+    try:
+        return UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def new_api_token(prefix: str = "nc_") -> str:
+    """A bearer token: a recognisable prefix (for secret scanners) and a UUIDv4."""
+    return prefix + uuid.uuid4().hex
+
+
+def token_hash(token: str) -> str:
+    """How API tokens are stored: sha256, so a database leak does not leak credentials."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,79 @@
+"""The single boundary where driver errors become :class:`UniqueViolation`.
+
+PostgreSQL (psycopg 3) reports SQLSTATE 23505 with ``diag.constraint_name``; SQLite
+reports extended code 2067 (1555 for a primary key) with ``UNIQUE constraint failed:
+t.c1, t.c2`` or ``... index 'name'``. Both are mapped back to the constraint or index
+declared in the table metadata, so callers learn *which* key fired, partial indexes
+included, and the API can name the field in its 409.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError
+
+from noclash.db.dialects.base import DriverUniqueError
+from noclash.db.dialects.postgresql import PostgreSQLDialect
+from noclash.db.dialects.sqlite import SQLiteDialect
+from noclash.unique.errors import UniqueViolation
+from noclash.unique.keys import key_by_columns, key_by_name
+
+_PARSERS = (PostgreSQLDialect(), SQLiteDialect())
+_PG_DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
+
+
+def _driver_error(exc: BaseException) -> DriverUniqueError | None:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    for parser in _PARSERS:
+        if (found := parser.unique_error(orig)) is not None:
+            return found
+    return None
+
+
+def _pg_detail_columns(exc: BaseException) -> tuple[str, ...]:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    detail = getattr(getattr(orig, "diag", None), "message_detail", None) or ""
+    if m := _PG_DETAIL_KEY.search(detail):
+        return tuple(c.strip().strip('"') for c in m.group("cols").split(","))
+    return ()
+
+
+def translate(exc: BaseException, metadata: MetaData | None = None) -> UniqueViolation | None:
+    """``exc`` as a :class:`UniqueViolation`, or ``None`` if it is not a unique violation.
+
+    Accepts a SQLAlchemy ``DBAPIError`` or a raw driver exception.
+    """
+    found = _driver_error(exc)
+    if found is None:
+        return None
+    key = None
+    if metadata is not None:
+        if found.constraint:
+            key = key_by_name(metadata, found.constraint)
+        elif found.table:
+            key = key_by_columns(metadata, found.table, found.columns)
+    if key is not None:
+        table, columns, constraint = key.table.name, key.columns, key.name
+    else:
+        table = found.table
+        columns = found.columns or _pg_detail_columns(exc)
+        constraint = found.constraint
+    what = ", ".join(columns) if columns else (constraint or "a unique key")
+    message = f"duplicate value for {table or '?'} ({what})"
+    return UniqueViolation(message, table=table, columns=tuple(columns), constraint=constraint)
+
+
+@contextmanager
+def translating(metadata: MetaData | None = None) -> Iterator[None]:
+    """Re-raise unique violations inside the block as :class:`UniqueViolation`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        violation = translate(exc, metadata)
+        if violation is None:
+            raise
+        raise violation from exc
