@@ -8,11 +8,27 @@ from sqlalchemy.engine import Engine
 from noclash import __version__
 from noclash.api import errors
 from noclash.api.limits import BodyLimitMiddleware
-from noclash.api.routes import chatbots, health
+from noclash.api.routes import (
+    chatbots,
+    connections,
+    conversations,
+    health,
+    slugs,
+    webhooks,
+    widget,
+)
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 
-ROUTERS = [health.router, chatbots.router]
+ROUTERS = [
+    health.router,
+    chatbots.router,
+    connections.router,
+    conversations.router,
+    slugs.router,
+    widget.router,
+    webhooks.router,
+]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
