@@ -1,0 +1,211 @@
+"""Creating conversations: the active-conversation claim and the slug, decided by the database.
+
+A conversation has two unique keys that a create can hit:
+
+- ``uq_conversations_active_connection_id_psid``: at most one OPEN or SNOOZED conversation
+  per (connection, psid), a partial unique index, so any number of CLOSED ones may exist
+  (seed 002 dropped its constraint instead and let concurrent requests both create);
+- ``(chatbot_id, slug)`` in ``conversations`` for current slugs, and the primary key of
+  ``conversation_slugs``, the registry of every slug ever given, so a former slug keeps
+  redirecting and is never handed to another conversation.
+
+Each attempt is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (on PostgreSQL the
+conversation and its registry row go in one statement, a data-modifying CTE). No row back
+means a key is taken: the active winner is read by the partial index, or else the slug was
+taken and the next candidate is tried. No SELECT decides anything before the INSERT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from itertools import islice
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import ACTIVE_STATUSES, conversation_slugs, conversations
+from noclash.db.types import utcnow
+from noclash.unique import UniqueViolation, translating, uuid7
+from noclash.unique.slugs import slug_candidates, slugify
+
+Row = sa.Row[Any]
+
+DEFAULT_SLUG_BASE = "conversation"
+# Candidates tried before giving up; with suffix growth, reaching it is practically impossible.
+MAX_SLUG_ATTEMPTS = 40
+
+_ACTIVE_KEY_WHERE = conversations.c.status.in_(ACTIVE_STATUSES)
+
+
+def slug_base(title: str | None, slug_source: str | None = None) -> str:
+    """The slug base: from the title, else from the first message, else a generic word."""
+    return slugify(title) or slugify(slug_source) or DEFAULT_SLUG_BASE
+
+
+def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+    """One round trip: conversation and registry row, ``(row, slug_registered)``."""
+    dialect = dialect_for(conn)
+    new = (
+        dialect.insert(conversations)
+        .values(values)
+        .on_conflict_do_nothing()
+        .returning(*conversations.c)
+        .cte("new")
+    )
+    registered = (
+        dialect.insert(conversation_slugs)
+        .from_select(
+            ["chatbot_id", "slug", "conversation_id", "created_at"],
+            sa.select(new.c.chatbot_id, new.c.slug, new.c.id, new.c.created_at),
+        )
+        .on_conflict_do_nothing()
+        .returning(conversation_slugs.c.conversation_id)
+        .cte("registered")
+    )
+    query = sa.select(
+        *new.c, registered.c.conversation_id.is_not(None).label("slug_registered")
+    ).select_from(new.outerjoin(registered, sa.true()))
+    row = conn.execute(query).first()
+    if row is None:
+        return None, False
+    return row, bool(row.slug_registered)
+
+
+def _insert_two_statements(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+    dialect = dialect_for(conn)
+    row = conn.execute(
+        dialect.insert(conversations)
+        .values(values)
+        .on_conflict_do_nothing()
+        .returning(*conversations.c)
+    ).first()
+    if row is None:
+        return None, False
+    return row, _register(conn, row.chatbot_id, row.slug, row.id, row.created_at)
+
+
+def _register(
+    conn: Connection, chatbot_id: UUID, slug: str, conversation_id: UUID, now: datetime
+) -> bool:
+    """Claim ``slug`` in the registry for ``conversation_id``; False if it belongs to another."""
+    stmt = (
+        dialect_for(conn)
+        .insert(conversation_slugs)
+        .values(chatbot_id=chatbot_id, slug=slug, conversation_id=conversation_id, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(conversation_slugs.c.conversation_id)
+    )
+    if conn.execute(stmt).first() is not None:
+        return True
+    owner = conn.execute(
+        sa.select(conversation_slugs.c.conversation_id).where(
+            conversation_slugs.c.chatbot_id == chatbot_id, conversation_slugs.c.slug == slug
+        )
+    ).scalar()
+    return owner == conversation_id
+
+
+def assign_slug(
+    conn: Connection,
+    conversation: Row,
+    candidates: Iterable[str],
+    *,
+    now: datetime | None = None,
+) -> Row:
+    """Give ``conversation`` the first candidate the registry accepts; return the new row.
+
+    Each attempt claims the candidate in ``conversation_slugs`` (one INSERT the primary
+    key decides), then points the conversation at it. A candidate that is the
+    conversation's own former slug is accepted again (renaming back keeps old links).
+    """
+    now = now or utcnow()
+    for slug in islice(candidates, MAX_SLUG_ATTEMPTS):
+        if slug == conversation.slug:
+            return conversation
+        if not _register(conn, conversation.chatbot_id, slug, conversation.id, now):
+            continue
+        with translating(conversations.metadata):
+            return conn.execute(
+                sa.update(conversations)
+                .where(conversations.c.id == conversation.id)
+                .values(slug=slug)
+                .returning(*conversations.c)
+            ).one()
+    raise UniqueViolation(
+        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
+        table="conversations",
+        columns=("slug",),
+        constraint="pk_conversation_slugs",
+    )
+
+
+def insert_conversation(
+    conn: Connection,
+    *,
+    chatbot_id: UUID,
+    connection_id: UUID | None = None,
+    psid: str | None = None,
+    title: str | None = None,
+    slug_source: str | None = None,
+    status: str = "OPEN",
+    now: datetime | None = None,
+) -> tuple[Row, bool]:
+    """Create a conversation with a unique slug; return ``(row, created)``.
+
+    With ``connection_id`` and ``psid`` and an active ``status`` this is a claim: if an
+    OPEN or SNOOZED conversation already holds (connection, psid), that one is returned
+    with ``created=False`` and nothing is written. The slug comes from ``title``, else
+    from ``slug_source`` (the first message), else ``"conversation"``; the plain slug is
+    kept when free, else a random suffix is tried, growing on repeated collisions.
+    Runs in the caller's transaction.
+    """
+    now = now or utcnow()
+    claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
+    dialect = dialect_for(conn)
+    insert = _insert_pg if dialect.supports_dml_in_cte else _insert_two_statements
+    base = slug_base(title, slug_source)
+    winner_query = sa.select(conversations).where(
+        conversations.c.connection_id == connection_id,
+        conversations.c.psid == psid,
+        _ACTIVE_KEY_WHERE,
+    )
+    conversation_id = uuid7()
+    for slug in islice(slug_candidates(base), MAX_SLUG_ATTEMPTS):
+        values = {
+            "id": conversation_id,
+            "chatbot_id": chatbot_id,
+            "connection_id": connection_id,
+            "psid": psid,
+            "status": status,
+            "title": title,
+            "slug": slug,
+            "created_at": now,
+            "closed_at": now if status == "CLOSED" else None,
+        }
+        with translating(conversations.metadata):
+            row, registered = insert(conn, values)
+        if row is not None:
+            if not registered:
+                # The slug is a former slug of another conversation: move on from it.
+                row = assign_slug(conn, row, slug_candidates(base, first=False), now=now)
+            return row, True
+        if claims:
+            winner = conn.execute(winner_query).first()
+            if winner is not None:
+                return winner, False
+    raise UniqueViolation(
+        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
+        table="conversations",
+        columns=("slug",),
+        constraint="uq_conversations_chatbot_id_slug",
+    )
+
+
+def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
+    return conn.execute(
+        sa.select(conversations).where(conversations.c.id == conversation_id)
+    ).first()
