@@ -1,0 +1,109 @@
+"""Connections: one chatbot's presence on one channel.
+
+A connection is ``(channel, external_id)``: the Messenger page id, the Instagram account
+id, the Telegram bot id, or the widget's public token. It replaces the seed's four
+nullable per-platform columns on conversations (``pageConnectionId``,
+``instagramConnectionId``, ...) with one ``connection_id``, so one partial unique index
+covers every channel instead of four indexes that each miss the others' rows.
+
+``(channel, external_id)`` is unique in the database: a second connection for the same
+page is rejected by the index (a :class:`~noclash.unique.UniqueViolation`, answered 409
+naming ``channel, external_id``), with no SELECT before the INSERT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.chatbots import get_chatbot
+from noclash.chat.errors import InvalidInput, NotFound
+from noclash.db.tables import CHANNELS, chatbots, connections
+from noclash.db.types import utcnow
+from noclash.unique import translating, uuid7
+from noclash.unique.ids import parse_uuid
+
+Row = sa.Row[Any]
+
+# Channels whose webhook is authenticated by the connection's own secret.
+SECRET_REQUIRED = frozenset({"telegram"})
+
+
+def create_connection(
+    conn: Connection,
+    *,
+    chatbot_id: UUID | str,
+    owner_id: UUID,
+    channel: str,
+    external_id: str,
+    secret: str | None = None,
+) -> Row:
+    """Connect the caller's chatbot to ``channel``; return the stored row.
+
+    Another user's chatbot is NotFound. A Telegram connection needs a ``secret`` (the
+    ``secret_token`` given to ``setWebhook``): without it its webhook could not be
+    authenticated at all.
+    """
+    if channel not in CHANNELS:
+        raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
+    if channel in SECRET_REQUIRED and not secret:
+        raise InvalidInput(f"a {channel} connection needs a secret", field="secret")
+    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    values = {
+        "id": uuid7(),
+        "chatbot_id": bot.id,
+        "channel": channel,
+        "external_id": external_id,
+        "secret": secret,
+        "created_at": utcnow(),
+    }
+    with translating(connections.metadata):
+        return conn.execute(sa.insert(connections).values(values).returning(*connections.c)).one()
+
+
+def _owned() -> sa.Select[Any]:
+    return sa.select(connections).join(chatbots, chatbots.c.id == connections.c.chatbot_id)
+
+
+def get_connection(conn: Connection, connection_id: UUID | str, *, owner_id: UUID) -> Row:
+    """The caller's connection; another user's or a malformed id is NotFound."""
+    ident = connection_id if isinstance(connection_id, UUID) else parse_uuid(connection_id)
+    if ident is None:
+        raise NotFound("connection not found")
+    row = conn.execute(
+        _owned().where(connections.c.id == ident, chatbots.c.owner_id == owner_id)
+    ).first()
+    if row is None:
+        raise NotFound("connection not found")
+    return row
+
+
+def list_connections(
+    conn: Connection, *, chatbot_id: UUID | str, owner_id: UUID, after: UUID | None, limit: int
+) -> list[Row]:
+    """Keyset page of one of the caller's chatbots' connections, in creation order."""
+    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    query = sa.select(connections).where(connections.c.chatbot_id == bot.id)
+    if after is not None:
+        query = query.where(connections.c.id > after)
+    return list(conn.execute(query.order_by(connections.c.id).limit(limit)))
+
+
+def find_connection(conn: Connection, channel: str, external_id: str) -> Row | None:
+    """Webhook routing: the connection for a platform recipient id (unique by index)."""
+    return conn.execute(
+        sa.select(connections).where(
+            connections.c.channel == channel, connections.c.external_id == external_id
+        )
+    ).first()
+
+
+def connection_by_id(conn: Connection, connection_id: UUID | str) -> Row | None:
+    """Webhook routing by URL (Telegram): no owner, the channel secret authenticates."""
+    ident = connection_id if isinstance(connection_id, UUID) else parse_uuid(connection_id)
+    if ident is None:
+        return None
+    return conn.execute(sa.select(connections).where(connections.c.id == ident)).first()

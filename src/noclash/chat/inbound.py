@@ -1,0 +1,242 @@
+"""The one inbound path: every channel's customer message goes through :func:`receive_message`.
+
+In one transaction:
+
+1. **Dedupe fast path.** If ``(connection_id, platform_message_id)`` is already stored, the
+   answer is ``duplicate=True`` with that message's conversation, and nothing is written.
+   This read is an optimisation (a redelivered webhook does not even claim a
+   conversation); the guarantee is step 3's unique key.
+2. **Claim.** :func:`noclash.chat.conversations.insert_conversation` runs
+   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the partial unique index
+   ``uq_conversations_active_connection_id_psid`` and reads the winner when it loses, so two
+   deliveries racing for a new customer end up in the same conversation. The winner is then
+   locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+   excludes other writers) and re-checked: if an agent closed it in between, the claim runs
+   again and creates the next conversation, so a message never lands in a CLOSED one.
+3. **Store.** The message is ``INSERT ... ON CONFLICT (connection_id, platform_message_id)
+   DO NOTHING``. No row back means a concurrent delivery of the same message won: nothing
+   is stored twice, and a conversation this call created only for it is removed again.
+4. **Touch.** ``last_message_at`` becomes ``max(last_message_at, sent_at)``, so an
+   out-of-order delivery never rewinds it, and a SNOOZED conversation is re-opened.
+
+There are no in-process locks: any number of processes can run this concurrently, and the
+database's unique keys decide every race.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from noclash.chat.conversations import insert_conversation
+from noclash.chat.errors import InvalidInput, NotFound
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import ACTIVE_STATUSES, connections, conversations, messages
+from noclash.db.types import UTCDateTime, utcnow
+from noclash.unique import ClaimNotSettled, translating, uuid7
+
+Row = sa.Row[Any]
+
+# How often the claim is retried when the claimed conversation is closed under our feet.
+CLAIM_ATTEMPTS = 5
+MAX_PLATFORM_ID_LENGTH = 300
+MAX_PSID_LENGTH = 200
+MAX_TITLE_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What :func:`receive_message` did.
+
+    ``duplicate`` is true when this platform message id was already stored (a redelivery):
+    then ``message_id`` is the stored message and nothing was written.
+    ``created_conversation`` is true when this message started a new conversation.
+    """
+
+    conversation_id: UUID
+    message_id: UUID
+    duplicate: bool
+    created_conversation: bool
+
+
+def receive_message(
+    bind: Engine | Connection,
+    *,
+    connection_id: UUID,
+    psid: str,
+    platform_message_id: str,
+    text: str,
+    sent_at: datetime | None = None,
+    username: str | None = None,
+    now: datetime | None = None,
+) -> InboundResult:
+    """Store one inbound customer message; safe to call any number of times concurrently.
+
+    ``bind`` is an engine (this call owns one transaction) or a connection inside the
+    caller's transaction (the widget and batch webhooks pass their own). ``psid`` is the
+    customer's id within the connection (Meta PSID/IGSID, Telegram chat id, widget
+    session); ``platform_message_id`` is the platform's message id and the dedupe key.
+    ``sent_at`` (timezone-aware) is when the platform says the message was sent; it feeds
+    ``last_message_at``, which only moves forward. ``username`` becomes the title of a
+    conversation this message starts. An unknown ``connection_id`` raises NotFound.
+    """
+    if not psid or len(psid) > MAX_PSID_LENGTH:
+        raise InvalidInput(f"psid must be 1 to {MAX_PSID_LENGTH} characters", field="psid")
+    if not platform_message_id or len(platform_message_id) > MAX_PLATFORM_ID_LENGTH:
+        raise InvalidInput(
+            f"message id must be 1 to {MAX_PLATFORM_ID_LENGTH} characters", field="message_id"
+        )
+    if sent_at is not None and sent_at.tzinfo is None:
+        raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            return _receive(
+                conn, connection_id, psid, platform_message_id, text, sent_at, username, now
+            )
+    return _receive(
+        conn=bind,
+        connection_id=connection_id,
+        psid=psid,
+        platform_message_id=platform_message_id,
+        text=text,
+        sent_at=sent_at,
+        username=username,
+        now=now,
+    )
+
+
+def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
+    return conn.execute(
+        sa.select(messages.c.id, messages.c.conversation_id).where(
+            messages.c.connection_id == connection_id,
+            messages.c.platform_message_id == platform_message_id,
+        )
+    ).first()
+
+
+def _claim(
+    conn: Connection,
+    *,
+    chatbot_id: UUID,
+    connection_id: UUID,
+    psid: str,
+    title: str | None,
+    slug_source: str,
+    now: datetime,
+) -> tuple[Row, bool]:
+    """The active conversation of (connection, psid), locked; created if there is none."""
+    for _ in range(CLAIM_ATTEMPTS):
+        row, created = insert_conversation(
+            conn,
+            chatbot_id=chatbot_id,
+            connection_id=connection_id,
+            psid=psid,
+            title=title,
+            slug_source=slug_source,
+            now=now,
+        )
+        if created:
+            return row, True
+        # Lock the winner and re-read it: on PostgreSQL (READ COMMITTED) a close that
+        # committed since the claim read it is now visible, and no close can start until
+        # this transaction ends.
+        locked = conn.execute(
+            sa.select(conversations).where(conversations.c.id == row.id).with_for_update()
+        ).first()
+        if locked is not None and locked.status in ACTIVE_STATUSES:
+            return locked, False
+    raise ClaimNotSettled(
+        f"the active conversation of {psid!r} kept closing during {CLAIM_ATTEMPTS} claims"
+    )
+
+
+def _receive(
+    conn: Connection,
+    connection_id: UUID,
+    psid: str,
+    platform_message_id: str,
+    text: str,
+    sent_at: datetime | None,
+    username: str | None,
+    now: datetime | None,
+) -> InboundResult:
+    now = now or utcnow()
+    connection = conn.execute(
+        sa.select(connections.c.id, connections.c.chatbot_id).where(
+            connections.c.id == connection_id
+        )
+    ).first()
+    if connection is None:
+        raise NotFound("connection not found")
+
+    if (known := _stored(conn, connection_id, platform_message_id)) is not None:
+        return InboundResult(known.conversation_id, known.id, True, False)
+
+    title = username[:MAX_TITLE_LENGTH] if username else None
+    conversation, created = _claim(
+        conn,
+        chatbot_id=connection.chatbot_id,
+        connection_id=connection_id,
+        psid=psid,
+        title=title,
+        slug_source=text,
+        now=now,
+    )
+
+    stmt = (
+        dialect_for(conn)
+        .insert(messages)
+        .values(
+            id=uuid7(),
+            conversation_id=conversation.id,
+            connection_id=connection_id,
+            platform_message_id=platform_message_id,
+            direction="in",
+            text=text,
+            sent_at=sent_at,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id)
+    )
+    with translating(messages.metadata):
+        message_id = conn.execute(stmt).scalar()
+    if message_id is None:
+        # A concurrent delivery of the same message committed after our fast-path read.
+        if created:
+            conn.execute(sa.delete(conversations).where(conversations.c.id == conversation.id))
+        known = _stored(conn, connection_id, platform_message_id)
+        if known is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise ClaimNotSettled("a conflicting message was not readable")
+        return InboundResult(known.conversation_id, known.id, True, False)
+
+    touch(conn, conversation.id, sent_at or now, reopen_snoozed=True)
+    return InboundResult(conversation.id, message_id, False, created)
+
+
+def touch(conn: Connection, conversation_id: UUID, at: datetime, *, reopen_snoozed: bool) -> None:
+    """Move ``last_message_at`` forward to ``at`` (never back); optionally wake a snooze.
+
+    One UPDATE with a CASE, so the comparison happens in the database under the row lock
+    and concurrent or out-of-order deliveries cannot rewind it.
+    """
+    at_param = sa.literal(at, UTCDateTime())
+    last = conversations.c.last_message_at
+    values: dict[str, Any] = {
+        "last_message_at": sa.case((sa.or_(last.is_(None), last < at_param), at_param), else_=last)
+    }
+    if reopen_snoozed:
+        snoozed = conversations.c.status == "SNOOZED"
+        values["status"] = sa.case((snoozed, sa.literal("OPEN")), else_=conversations.c.status)
+        values["snoozed_until"] = sa.case((snoozed, sa.null()), else_=conversations.c.snoozed_until)
+    conn.execute(
+        sa.update(conversations).where(conversations.c.id == conversation_id).values(values)
+    )
+
+
+__all__ = ["InboundResult", "receive_message", "touch"]

@@ -1,0 +1,143 @@
+"""receive_message: the one inbound path, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from noclash.chat.errors import InvalidInput, NotFound
+from noclash.chat.inbound import receive_message
+from noclash.db.tables import conversations, messages
+from noclash.unique import uuid7
+from tests.support.factories import make_chatbot, make_connection
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def connection(engine):
+    bot = make_chatbot(engine)
+    return make_connection(engine, bot.id)
+
+
+def _convs(engine, connection_id, psid="p1"):
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(conversations)
+            .where(conversations.c.connection_id == connection_id, conversations.c.psid == psid)
+            .order_by(conversations.c.id)
+        ).all()
+
+
+def _msgs(engine, conversation_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(messages)
+            .where(messages.c.conversation_id == conversation_id)
+            .order_by(messages.c.id)
+        ).all()
+
+
+def _recv(engine, connection, mid, psid="p1", **kw):
+    return receive_message(
+        engine, connection_id=connection.id, psid=psid, platform_message_id=mid,
+        text=kw.pop("text", f"text {mid}"), **kw,
+    )  # fmt: skip
+
+
+def test_first_message_creates_then_joins(engine, connection):
+    first = _recv(engine, connection, "m1", username="Ada", sent_at=T0)
+    second = _recv(engine, connection, "m2", sent_at=T0 + timedelta(seconds=5))
+    assert first.created_conversation and not first.duplicate
+    assert second.conversation_id == first.conversation_id
+    assert not second.created_conversation and not second.duplicate
+    (conv,) = _convs(engine, connection.id)
+    assert conv.status == "OPEN" and conv.title == "Ada"
+    assert conv.last_message_at == T0 + timedelta(seconds=5)
+    assert [m.platform_message_id for m in _msgs(engine, conv.id)] == ["m1", "m2"]
+    assert {m.direction for m in _msgs(engine, conv.id)} == {"in"}
+
+
+def test_redelivery_stores_nothing(engine, connection):
+    first = _recv(engine, connection, "m1")
+    again = _recv(engine, connection, "m1", text="changed")
+    assert again.duplicate and not again.created_conversation
+    assert (again.conversation_id, again.message_id) == (first.conversation_id, first.message_id)
+    (msg,) = _msgs(engine, first.conversation_id)
+    assert msg.text == "text m1"
+
+
+def test_redelivery_after_close_creates_no_conversation(engine, connection):
+    first = _recv(engine, connection, "m1")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(conversations)
+            .where(conversations.c.id == first.conversation_id)
+            .values(status="CLOSED", closed_at=T0)
+        )
+    again = _recv(engine, connection, "m1")
+    assert again.duplicate and again.conversation_id == first.conversation_id
+    assert len(_convs(engine, connection.id)) == 1
+
+
+def test_last_message_at_never_rewinds(engine, connection):
+    _recv(engine, connection, "late", sent_at=T0 + timedelta(minutes=10))
+    _recv(engine, connection, "early", sent_at=T0)
+    (conv,) = _convs(engine, connection.id)
+    assert conv.last_message_at == T0 + timedelta(minutes=10)
+
+
+def test_new_message_reopens_snoozed(engine, connection):
+    first = _recv(engine, connection, "m1")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(conversations)
+            .where(conversations.c.id == first.conversation_id)
+            .values(status="SNOOZED", snoozed_until=T0)
+        )
+    dup = _recv(engine, connection, "m1")
+    assert dup.duplicate
+    assert _convs(engine, connection.id)[0].status == "SNOOZED"
+    second = _recv(engine, connection, "m2")
+    assert second.conversation_id == first.conversation_id
+    (conv,) = _convs(engine, connection.id)
+    assert conv.status == "OPEN" and conv.snoozed_until is None
+
+
+def test_same_mid_on_another_connection_is_another_message(engine, connection):
+    other = make_connection(engine, connection.chatbot_id, channel="instagram")
+    a = _recv(engine, connection, "m1")
+    b = _recv(engine, other, "m1")
+    assert not b.duplicate and a.conversation_id != b.conversation_id
+
+
+def test_bad_input_stores_nothing(engine, connection):
+    with pytest.raises(NotFound):
+        receive_message(engine, connection_id=uuid7(), psid="p", platform_message_id="m",
+                        text="x")  # fmt: skip
+    with pytest.raises(InvalidInput):
+        _recv(engine, connection, "")
+    with pytest.raises(InvalidInput):
+        _recv(engine, connection, "m", sent_at=datetime(2026, 1, 1))  # naive
+    assert _convs(engine, connection.id) == []
+
+
+def test_concurrent_first_messages_share_one_conversation(engine, connection):
+    """Writers held at a barrier: one conversation, every distinct mid stored once."""
+    n = 16
+    barrier = threading.Barrier(n)
+
+    def deliver(i: int):
+        barrier.wait()
+        return _recv(engine, connection, f"m{i % 8}")
+
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(deliver, range(n)))
+    assert len({r.conversation_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 8
+    (conv,) = _convs(engine, connection.id)
+    assert len(_msgs(engine, conv.id)) == 8
