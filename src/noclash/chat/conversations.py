@@ -26,10 +26,12 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat.errors import NotFound
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import ACTIVE_STATUSES, conversation_slugs, conversations
+from noclash.db.tables import ACTIVE_STATUSES, chatbots, conversation_slugs, conversations
 from noclash.db.types import utcnow
 from noclash.unique import UniqueViolation, translating, uuid7
+from noclash.unique.ids import parse_uuid
 from noclash.unique.slugs import slug_candidates, slugify
 
 Row = sa.Row[Any]
@@ -209,3 +211,76 @@ def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
     return conn.execute(
         sa.select(conversations).where(conversations.c.id == conversation_id)
     ).first()
+
+
+# -- reading (issue 3: lifecycle and channels) -------------------------------------------------
+
+
+def active_conversation_query(connection_id: UUID, psid: str) -> sa.Select[Any]:
+    """The active conversation of (connection, psid): the lookup the partial index serves.
+
+    Its WHERE repeats the index predicate (``status IN ('OPEN', 'SNOOZED')``) so that
+    PostgreSQL and SQLite can use ``uq_conversations_active_connection_id_psid``, which
+    holds only active rows and so stays small however many CLOSED conversations pile up.
+    """
+    return sa.select(conversations).where(
+        conversations.c.connection_id == connection_id,
+        conversations.c.psid == psid,
+        _ACTIVE_KEY_WHERE,
+    )
+
+
+def find_active(conn: Connection, connection_id: UUID, psid: str) -> Row | None:
+    """The OPEN or SNOOZED conversation of (connection, psid), if any (at most one exists)."""
+    return conn.execute(active_conversation_query(connection_id, psid)).first()
+
+
+def _owned(owner_id: UUID) -> sa.Select[Any]:
+    return (
+        sa.select(conversations)
+        .join(chatbots, chatbots.c.id == conversations.c.chatbot_id)
+        .where(chatbots.c.owner_id == owner_id)
+    )
+
+
+def get_conversation(
+    conn: Connection, conversation_id: UUID | str, *, owner_id: UUID, lock: bool = False
+) -> Row:
+    """The caller's conversation; another user's or a malformed id is NotFound.
+
+    ``lock=True`` also takes the row lock (``FOR UPDATE OF conversations`` on PostgreSQL),
+    so a lifecycle change and a concurrent inbound message on it are serialised.
+    """
+    ident = conversation_id if isinstance(conversation_id, UUID) else parse_uuid(conversation_id)
+    if ident is None:
+        raise NotFound("conversation not found")
+    query = _owned(owner_id).where(conversations.c.id == ident)
+    if lock:
+        query = query.with_for_update(of=conversations)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound("conversation not found")
+    return row
+
+
+def list_conversations(
+    conn: Connection,
+    *,
+    owner_id: UUID,
+    chatbot_id: UUID | None = None,
+    status: str | None = None,
+    psid: str | None = None,
+    after: UUID | None = None,
+    limit: int = 50,
+) -> list[Row]:
+    """Keyset page of the caller's conversations in creation order (ids are UUIDv7)."""
+    query = _owned(owner_id)
+    if chatbot_id is not None:
+        query = query.where(conversations.c.chatbot_id == chatbot_id)
+    if status is not None:
+        query = query.where(conversations.c.status == status)
+    if psid is not None:
+        query = query.where(conversations.c.psid == psid)
+    if after is not None:
+        query = query.where(conversations.c.id > after)
+    return list(conn.execute(query.order_by(conversations.c.id).limit(limit)))
