@@ -1,0 +1,36 @@
+"""The importable API stays small and honest (like httpx's test_exported_members)."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import noclash.unique
+
+
+def test_unique_exports_are_sorted_and_real():
+    names = noclash.unique.__all__
+    assert names == sorted(names)
+    for name in names:
+        assert getattr(noclash.unique, name) is not None
+    public = {n for n in dir(noclash.unique) if not n.startswith("_")}
+    submodules = {"claim", "errors", "ids", "keys", "translate", "slugs", "idempotency"}
+    assert public - (submodules - set(names)) == set(names)
+
+
+def test_unique_knows_nothing_of_chat():
+    root = pathlib.Path(noclash.unique.__file__).parent
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert "noclash.chat" not in text and "noclash.api" not in text, path.name
+        assert "noclash.db.tables" not in text, path.name
+
+
+def test_no_short_random_token_generator_in_the_code():
+    """Seeds 000/001: short random strings as tokens. None may come back."""
+    src = pathlib.Path(noclash.unique.__file__).parents[1]
+    pattern = re.compile(r"token_urlsafe\(\s*\d|token_hex\(\s*\d|random\.choices?\(")
+    offenders = [
+        str(p.relative_to(src)) for p in src.rglob("*.py") if pattern.search(p.read_text())
+    ]
+    assert offenders == []

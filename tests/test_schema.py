@@ -1,0 +1,93 @@
+"""The migrated schema is the declared one, and the rules live in the database."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from noclash.db.migrate import current_revision, head_revision, is_at_head
+from noclash.db.tables import metadata
+
+
+def test_migrations_create_exactly_the_declared_tables(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    # FetchedValue server defaults (PostgreSQL's gen_random_uuid()) are not compared.
+    assert diff == []
+    assert is_at_head(engine) and current_revision(engine) == head_revision()
+
+
+def test_required_table_names(engine):
+    names = set(sa.inspect(engine).get_table_names())
+    assert {
+        "users",
+        "chatbots",
+        "connections",
+        "conversations",
+        "messages",
+        "idempotency_keys",
+    } <= names
+
+
+def test_no_integer_sequences(engine):
+    inspector = sa.inspect(engine)
+    for table in metadata.tables.values():
+        for column in inspector.get_columns(table.name):
+            if column["name"] == "id":
+                assert not isinstance(column["type"], sa.Integer), table.name
+
+
+def test_postgresql_public_token_is_uuid_with_server_default(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("catalog check for PostgreSQL")
+    with engine.connect() as conn:
+        column = conn.execute(
+            sa.text(
+                """
+                SELECT data_type, is_nullable, column_default
+                FROM information_schema.columns
+                WHERE table_name = 'chatbots' AND column_name = 'public_token'
+                """
+            )
+        ).one()
+        indexes = conn.execute(
+            sa.text(
+                """
+                SELECT i.indisunique, pg_get_indexdef(i.indexrelid)
+                FROM pg_index i
+                JOIN pg_class t ON t.oid = i.indrelid
+                JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(i.indkey)
+                WHERE t.relname = 'chatbots' AND a.attname = 'public_token'
+                """
+            )
+        ).all()
+    assert column.data_type == "uuid"
+    assert column.is_nullable == "NO"
+    assert column.column_default == "gen_random_uuid()"
+    assert any(unique and "(public_token)" in ddl for unique, ddl in indexes)
+
+
+def test_sqlite_runs_in_wal_with_a_busy_timeout(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_partial_index_on_both_dialects(engine):
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master "
+                "WHERE name = 'uq_conversations_active_connection_id_psid'"
+            ).scalar()
+        else:
+            ddl = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes "
+                "WHERE indexname = 'uq_conversations_active_connection_id_psid'"
+            ).scalar()
+    assert "UNIQUE" in ddl.upper() and "WHERE" in ddl.upper() and "SNOOZED" in ddl
