@@ -1,0 +1,152 @@
+"""The idempotency primitive on both dialects: claim, replay, mismatch, expiry, takeover."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from noclash.db.tables import idempotency_keys
+from noclash.db.types import utcnow
+from noclash.unique import idempotency as keys
+
+TTL = timedelta(hours=24)
+RESPONSE = keys.StoredResponse(201, [("content-type", "application/json")], b'{"id": 1}')
+
+
+def _claim(engine, *, key="k1", scope="user:a", body=b"{}", now=None, **kwargs):
+    with engine.begin() as conn:
+        return keys.claim(
+            conn,
+            scope=scope,
+            key=key,
+            method="POST",
+            path="/api/things",
+            request_hash=keys.request_hash("POST", "/api/things", body),
+            ttl=kwargs.pop("ttl", TTL),
+            now=now,
+            **kwargs,
+        )
+
+
+def _complete(engine, outcome, response=RESPONSE):
+    with engine.begin() as conn:
+        return keys.complete(conn, outcome.claim_id, response)
+
+
+def _rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(idempotency_keys)).scalar()
+
+
+def test_first_claims_then_in_progress_then_replay(engine):
+    first = _claim(engine)
+    assert isinstance(first, keys.Claimed)
+    assert isinstance(_claim(engine), keys.InProgress)
+    assert _complete(engine, first)
+    again = _claim(engine)
+    assert isinstance(again, keys.Replay)
+    assert again.response == RESPONSE
+    assert _rows(engine) == 1
+
+
+def test_same_key_other_request_is_a_mismatch(engine):
+    _complete(engine, _claim(engine, body=b'{"name": "a"}'))
+    outcome = _claim(engine, body=b'{"name": "b"}')
+    assert outcome == keys.Mismatch("POST", "/api/things")
+
+
+def test_json_body_is_compared_canonically():
+    a = keys.request_hash("POST", "/p", b'{"a": 1, "b": [1, 2]}')
+    b = keys.request_hash("POST", "/p", b'{"b":[1,2],"a":1}')
+    assert a == b
+    assert a != keys.request_hash("POST", "/p", b'{"a": 2, "b": [1, 2]}')
+    assert a != keys.request_hash("POST", "/q", b'{"a": 1, "b": [1, 2]}')
+    assert keys.request_hash("POST", "/p", b"not json") != keys.request_hash("POST", "/p", b"")
+
+
+def test_keys_are_scoped(engine):
+    assert isinstance(_claim(engine, scope="user:a"), keys.Claimed)
+    assert isinstance(_claim(engine, scope="user:b"), keys.Claimed)
+    assert _rows(engine) == 2
+
+
+def test_expired_key_is_replaced_and_runs_anew(engine):
+    start = utcnow()
+    first = _claim(engine, now=start, ttl=timedelta(seconds=10))
+    _complete(engine, first)
+    later = start + timedelta(seconds=11)
+    second = _claim(engine, now=later, body=b'{"other": true}')
+    assert isinstance(second, keys.Claimed) and second.claim_id != first.claim_id
+    assert _rows(engine) == 1
+
+
+def test_stale_claim_is_taken_over_once(engine):
+    """A claim whose request died is taken over after the lease; the dead one cannot
+    complete afterwards, so a late finisher never overwrites the new response."""
+    start = utcnow()
+    dead = _claim(engine, now=start)
+    lease = timedelta(seconds=30)
+    assert isinstance(
+        _claim(engine, now=start + timedelta(seconds=29), lease=lease), keys.InProgress
+    )
+    taker = _claim(engine, now=start + timedelta(seconds=31), lease=lease)
+    assert isinstance(taker, keys.Claimed)
+    assert not _complete(engine, dead)
+    assert _complete(engine, taker)
+
+
+def test_release_lets_a_retry_run(engine):
+    first = _claim(engine)
+    with engine.begin() as conn:
+        keys.release(conn, first.claim_id)
+    assert isinstance(_claim(engine), keys.Claimed)
+
+
+def test_purge_expired(engine):
+    start = utcnow()
+    _claim(engine, key="old", now=start - timedelta(days=2))
+    _claim(engine, key="new", now=start)
+    with engine.begin() as conn:
+        assert keys.purge_expired(conn, now=start) == 1
+    assert _rows(engine) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 256, "tab\there", "é"])
+def test_bad_keys_are_refused(bad):
+    with pytest.raises(keys.InvalidIdempotencyKey):
+        keys.check_key(bad)
+
+
+def test_concurrent_claims_have_one_winner(engine):
+    """20 threads held at a barrier claim one key: exactly one is told to run."""
+    n = 20
+    barrier = threading.Barrier(n)
+
+    def run(_: int):
+        barrier.wait()
+        return _claim(engine)
+
+    with ThreadPoolExecutor(n) as pool:
+        outcomes = list(pool.map(run, range(n)))
+    assert sum(isinstance(o, keys.Claimed) for o in outcomes) == 1
+    assert all(isinstance(o, keys.Claimed | keys.InProgress) for o in outcomes)
+
+
+def test_concurrent_takeovers_of_an_expired_key_have_one_winner(engine):
+    start = utcnow()
+    _complete(engine, _claim(engine, now=start, ttl=timedelta(seconds=1)))
+    n = 12
+    barrier = threading.Barrier(n)
+    later = start + timedelta(seconds=5)
+
+    def run(_: int):
+        barrier.wait()
+        return _claim(engine, now=later)
+
+    with ThreadPoolExecutor(n) as pool:
+        outcomes = list(pool.map(run, range(n)))
+    assert sum(isinstance(o, keys.Claimed) for o in outcomes) == 1
