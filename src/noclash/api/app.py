@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 
 from noclash import __version__
 from noclash.api import errors
+from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.routes import (
     chatbots,
@@ -48,5 +49,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(IdempotencyMiddleware)  # inside the body limit: it reads bodies
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -1,0 +1,124 @@
+"""``Idempotency-Key`` over real HTTP on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import sqlalchemy as sa
+
+from noclash.api.app import create_app
+from noclash.api.idempotency import creating_routes
+from noclash.config import Settings
+from noclash.db.tables import chatbots, idempotency_keys
+
+PROBLEM = "application/problem+json"
+
+
+def _count(engine, table=chatbots) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def test_every_creating_post_is_covered(tmp_path):
+    """The middleware covers each POST declared 201; this list is the contract."""
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    covered = set(creating_routes(app))
+    assert {"/api/chatbots"} <= covered
+    assert not any(path.startswith("/webhooks") for path in covered)
+
+
+def test_retry_replays_the_first_response(live_server):
+    client = live_server.client(live_server.user())
+    headers = {"Idempotency-Key": "create-support-bot"}
+    first = client.post("/api/chatbots", json={"name": "Support"}, headers=headers)
+    second = client.post("/api/chatbots", json={"name": "Support"}, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.content == first.content
+    assert second.headers["content-type"] == first.headers["content-type"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert _count(live_server.engine) == 1
+
+
+def test_no_key_no_idempotency(live_server):
+    client = live_server.client(live_server.user())
+    for _ in range(2):
+        assert client.post("/api/chatbots", json={"name": "x"}).status_code == 201
+    assert _count(live_server.engine) == 2
+    assert _count(live_server.engine, idempotency_keys) == 0
+
+
+def test_same_key_other_body_is_422_and_stores_nothing(live_server):
+    client = live_server.client(live_server.user())
+    headers = {"Idempotency-Key": "k"}
+    assert client.post("/api/chatbots", json={"name": "a"}, headers=headers).status_code == 201
+    r = client.post("/api/chatbots", json={"name": "b"}, headers=headers)
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/idempotency-key-reused")
+    assert r.json()["fields"][0]["field"] == "Idempotency-Key"
+    assert _count(live_server.engine) == 1
+
+
+def test_keys_are_scoped_per_caller(live_server):
+    headers = {"Idempotency-Key": "same-key"}
+    a = live_server.client(live_server.user())
+    b = live_server.client(live_server.user())
+    ra = a.post("/api/chatbots", json={"name": "bot"}, headers=headers)
+    rb = b.post("/api/chatbots", json={"name": "bot"}, headers=headers)
+    assert ra.status_code == rb.status_code == 201
+    assert ra.json()["id"] != rb.json()["id"]
+    assert "idempotent-replayed" not in rb.headers
+
+
+def test_invalid_key_is_400(live_server):
+    client = live_server.client(live_server.user())
+    r = client.post("/api/chatbots", json={"name": "a"}, headers={"Idempotency-Key": "x" * 300})
+    assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    assert _count(live_server.engine) == 0
+
+
+def test_a_4xx_answer_is_replayed_too(live_server):
+    """The stored answer is what the first request got, even an error (as Stripe does)."""
+    client = live_server.client(live_server.user())
+    headers = {"Idempotency-Key": "bad-body"}
+    first = client.post("/api/chatbots", json={"name": ""}, headers=headers)
+    second = client.post("/api/chatbots", json={"name": ""}, headers=headers)
+    assert first.status_code == second.status_code == 422
+    assert first.content == second.content
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+def test_unauthenticated_request_passes_through(live_server):
+    client = live_server.client()
+    r = client.post("/api/chatbots", json={"name": "a"}, headers={"Idempotency-Key": "k"})
+    assert r.status_code == 401
+    assert _count(live_server.engine, idempotency_keys) == 0
+
+
+def test_20_concurrent_requests_with_one_key(live_server):
+    """20 clients held at a barrier send one request with one key: one chatbot, and 20
+    identical answers (one original, 19 replays that waited for it)."""
+    token = live_server.user()
+    n = 20
+    barrier = threading.Barrier(n)
+    key = str(uuid.uuid4())
+
+    def run(_: int) -> httpx.Response:
+        with httpx.Client(
+            base_url=live_server.base_url,
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+            timeout=60,
+        ) as client:
+            barrier.wait()
+            return client.post("/api/chatbots", json={"name": "Racing"})
+
+    with ThreadPoolExecutor(n) as pool:
+        responses = list(pool.map(run, range(n)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.content for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == n - 1
+    assert _count(live_server.engine) == 1
