@@ -1,0 +1,135 @@
+"""Conversation lifecycle: close, snooze, reopen.
+
+::
+
+              inbound message (new)            close
+    (none) ─────────────────────────▶ OPEN ─────────────▶ CLOSED
+                                      ▲  │ snooze            │
+                  inbound message,    │  ▼                   │ reopen (409 if another
+                  reopen              SNOOZED ──close──▶     │ conversation is active)
+                                      ▲                      │
+                                      └──────────────────────┘
+
+OPEN and SNOOZED are *active*: the partial unique index
+``uq_conversations_active_connection_id_psid`` allows at most one active conversation per
+(connection, psid) and any number of CLOSED ones. Every transition is one conditional
+UPDATE (``WHERE id = :id AND status IN (...)``) so the row lock orders it against
+concurrent inbound messages, and the outcome is read from ``RETURNING`` instead of from an
+earlier SELECT.
+
+Reopening is the only transition that can collide with the index (a new message may have
+opened another conversation meanwhile). It runs inside a SAVEPOINT: the database decides,
+and a violation rolls back only the savepoint (PostgreSQL would otherwise abort the whole
+transaction), then the active conversation is read and named in a 409.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.conversations import find_active, get_conversation
+from noclash.chat.errors import Conflict, InvalidInput
+from noclash.db.tables import ACTIVE_STATUSES, conversations
+from noclash.db.types import utcnow
+from noclash.unique import ClaimNotSettled, UniqueViolation, translating
+
+Row = sa.Row[Any]
+
+ACTIVE_INDEX = "uq_conversations_active_connection_id_psid"
+REOPEN_ATTEMPTS = 5
+
+
+def _transition(
+    conn: Connection, conversation_id: UUID, from_statuses: tuple[str, ...], **values: Any
+) -> Row | None:
+    return conn.execute(
+        sa.update(conversations)
+        .where(conversations.c.id == conversation_id, conversations.c.status.in_(from_statuses))
+        .values(**values)
+        .returning(*conversations.c)
+    ).first()
+
+
+def close(
+    conn: Connection, conversation_id: UUID | str, *, owner_id: UUID, now: datetime | None = None
+) -> Row:
+    """Close the caller's conversation; closing a CLOSED one changes nothing (idempotent)."""
+    row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
+    closed = _transition(
+        conn,
+        row.id,
+        ACTIVE_STATUSES,
+        status="CLOSED",
+        closed_at=now or utcnow(),
+        snoozed_until=None,
+    )
+    return closed or row
+
+
+def snooze(
+    conn: Connection,
+    conversation_id: UUID | str,
+    *,
+    owner_id: UUID,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> Row:
+    """Snooze an active conversation (optionally until a time). A CLOSED one is a 409.
+
+    A snoozed conversation stays active: the next inbound message re-opens it rather than
+    starting another one.
+    """
+    now = now or utcnow()
+    if until is not None and (until.tzinfo is None or until <= now):
+        raise InvalidInput("until must be a future time with a timezone offset", field="until")
+    row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
+    snoozed = _transition(conn, row.id, ACTIVE_STATUSES, status="SNOOZED", snoozed_until=until)
+    if snoozed is None:
+        raise Conflict(
+            "a closed conversation cannot be snoozed; reopen it first",
+            fields=("status",),
+            conversation_id=str(row.id),
+            status=row.status,
+        )
+    return snoozed
+
+
+def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> Row:
+    """Make the caller's conversation OPEN again.
+
+    OPEN stays OPEN, SNOOZED wakes up. CLOSED becomes OPEN unless another conversation of
+    the same (connection, psid) is active: then a 409 names that conversation. The partial
+    unique index makes that decision, not a prior SELECT, so two concurrent reopens (or a
+    reopen racing an inbound message) can never leave two active conversations.
+    """
+    row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
+    if row.status == "OPEN":
+        return row
+    if row.status == "SNOOZED":
+        return _transition(conn, row.id, ("SNOOZED",), status="OPEN", snoozed_until=None) or row
+    for _ in range(REOPEN_ATTEMPTS):
+        try:
+            with conn.begin_nested(), translating(conversations.metadata):
+                reopened = _transition(conn, row.id, ("CLOSED",), status="OPEN", closed_at=None)
+        except UniqueViolation as exc:
+            if exc.constraint != ACTIVE_INDEX and exc.columns != ("connection_id", "psid"):
+                raise
+            active = find_active(conn, row.connection_id, row.psid)
+            if active is None:
+                continue  # the other one closed meanwhile: try again
+            raise Conflict(
+                f"conversation {active.id} is already active for this customer; "
+                "close it before reopening this one",
+                fields=("connection_id", "psid"),
+                conversation_id=str(active.id),
+            ) from exc
+        return reopened or get_conversation(conn, row.id, owner_id=owner_id)
+    raise ClaimNotSettled("reopen kept colliding with an active conversation that vanished")
+
+
+__all__ = ["close", "reopen", "snooze"]

@@ -1,0 +1,115 @@
+"""Channel adapters as pure functions, on the platforms' documented examples (no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from noclash.channels import PayloadError, meta, telegram
+from tests.channels import META_SECRET, META_VERIFY_TOKEN, payload, raw
+
+
+def test_messenger_documented_message():
+    batch = meta.parse(payload("messenger_message"))
+    assert batch.channel == "messenger" and batch.ignored == 0
+    (event,) = batch.events
+    assert event.recipient_id == "PAGE_ID" and event.psid == "USER_ID"
+    assert event.platform_message_id == "mid.1457764197618:41d102a3e1ae206a38"
+    assert event.text == "hello, world!"
+    assert event.sent_at == datetime.fromtimestamp(1458692752.478, tz=UTC)
+
+
+def test_instagram_documented_message():
+    batch = meta.parse(payload("instagram_message"))
+    assert batch.channel == "instagram"
+    (event,) = batch.events
+    assert (event.recipient_id, event.psid, event.platform_message_id, event.text) == (
+        "IGID", "IGSID", "MESSAGE-ID", "MESSAGE-TEXT",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["messenger_echo", "messenger_delivery_read"])
+def test_echoes_and_other_events_are_ignored(name):
+    batch = meta.parse(payload(name))
+    assert batch.events == [] and batch.ignored >= 1
+
+
+def test_attachment_only_message_gets_a_placeholder_text():
+    body = payload("messenger_message")
+    message = body["entry"][0]["messaging"][0]["message"]
+    del message["text"]
+    message["attachments"] = [{"type": "image", "payload": {"url": "https://x/y.png"}}]
+    (event,) = meta.parse(body).events
+    assert event.text == "[attachment: image]"
+
+
+def test_other_meta_objects_are_acknowledged_not_parsed():
+    body = payload("messenger_message")
+    body["object"] = "whatsapp_business_account"
+    batch = meta.parse(body)
+    assert batch.channel is None and batch.events == []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.pop("entry"),
+        lambda b: b["entry"][0].update(messaging="nope"),
+        lambda b: b["entry"][0]["messaging"][0]["message"].pop("mid"),
+        lambda b: b["entry"][0]["messaging"][0].pop("sender"),
+    ],
+)
+def test_malformed_meta_bodies_raise(mutate):
+    body = payload("messenger_message")
+    mutate(body)
+    with pytest.raises(PayloadError):
+        meta.parse(body)
+
+
+def test_meta_signature_is_hmac_sha256_of_raw_body():
+    body = raw("messenger_message")
+    header = meta.sign(body, META_SECRET)
+    assert header.startswith("sha256=") and len(header) == 7 + 64
+    assert meta.verify_signature(body, header, META_SECRET)
+    assert not meta.verify_signature(body + b" ", header, META_SECRET)  # tampered body
+    assert not meta.verify_signature(body, meta.sign(body, "other"), META_SECRET)
+    assert not meta.verify_signature(body, None, META_SECRET)
+    assert not meta.verify_signature(body, header.replace("sha256=", "sha1="), META_SECRET)
+    assert not meta.verify_signature(body, "sha256=é", META_SECRET)
+
+
+def test_meta_subscription_verification():
+    params = {"hub.mode": "subscribe", "hub.verify_token": META_VERIFY_TOKEN,
+              "hub.challenge": "1158201444"}  # fmt: skip
+    assert meta.verify_subscription(params, META_VERIFY_TOKEN) == "1158201444"
+    assert meta.verify_subscription({**params, "hub.verify_token": "x"}, META_VERIFY_TOKEN) is None
+    assert meta.verify_subscription({**params, "hub.mode": "x"}, META_VERIFY_TOKEN) is None
+    assert meta.verify_subscription(params, None) is None
+
+
+def test_telegram_documented_update():
+    event = telegram.parse(payload("telegram_message"))
+    assert event is not None
+    assert (event.psid, event.platform_message_id, event.text, event.username) == (
+        "1111111", "10000", "/start", "Test",
+    )  # fmt: skip
+    assert event.sent_at == datetime.fromtimestamp(1441645532, tz=UTC)
+
+
+def test_telegram_other_updates_are_ignored():
+    assert telegram.parse(payload("telegram_edited_message")) is None
+
+
+@pytest.mark.parametrize("body", [[], {"message": {}}, {"update_id": "1"},
+                                  {"update_id": 1, "message": {"chat": {}}}])  # fmt: skip
+def test_malformed_telegram_updates_raise(body):
+    with pytest.raises(PayloadError):
+        telegram.parse(body)
+
+
+def test_telegram_secret_is_compared_exactly():
+    assert telegram.verify_secret("s3cret", "s3cret")
+    assert not telegram.verify_secret("s3cret ", "s3cret")
+    assert not telegram.verify_secret(None, "s3cret")
+    assert not telegram.verify_secret("s3cret", None)
