@@ -91,3 +91,18 @@ def test_partial_index_on_both_dialects(engine):
                 "WHERE indexname = 'uq_conversations_active_connection_id_psid'"
             ).scalar()
     assert "UNIQUE" in ddl.upper() and "WHERE" in ddl.upper() and "SNOOZED" in ddl
+
+
+def test_sqlite_readers_do_not_queue_behind_a_writer(engine):
+    """A write transaction holds SQLite's lock; a read-only one still reads at once."""
+    from noclash.db.engine import read_only
+
+    writer = engine.connect()
+    writer.begin()
+    writer.exec_driver_sql("DELETE FROM users")
+    try:
+        with read_only(engine).connect() as reader:
+            assert reader.execute(sa.text("SELECT count(*) FROM users")).scalar() == 0
+    finally:
+        writer.rollback()
+        writer.close()

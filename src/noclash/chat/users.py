@@ -9,6 +9,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from noclash.db.engine import read_only
 from noclash.db.tables import users
 from noclash.db.types import utcnow
 from noclash.unique import insert_or_get, translating, uuid7
@@ -75,7 +76,7 @@ def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
 
 def authenticate(engine: Engine, token: str) -> User | None:
     """The user holding ``token``, or None."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = conn.execute(
             sa.select(users.c.id, users.c.email, users.c.is_admin).where(
                 users.c.token_hash == token_hash(token)

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 
 from noclash.config import Settings, normalise_database_url
 from noclash.db.dialects import _by_name
+from noclash.db.dialects.base import READ_ONLY_OPTION
 
 
 def create_engine(url: str, settings: Settings | None = None) -> Engine:
@@ -27,3 +28,12 @@ def create_engine(url: str, settings: Settings | None = None) -> Engine:
     engine = sa.create_engine(url, **options)
     dialect.configure_engine(engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     return engine
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine (same pool) for work that only reads.
+
+    On SQLite its transactions begin DEFERRED instead of IMMEDIATE, so readers never queue
+    behind writers for the write lock; elsewhere it changes nothing.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})

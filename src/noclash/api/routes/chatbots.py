@@ -16,6 +16,7 @@ from noclash.api.schemas import StrictModel
 from noclash.chat import chatbots as chat
 from noclash.chat.errors import Unauthenticated
 from noclash.chat.users import User
+from noclash.db.engine import read_only
 
 router = APIRouter(tags=["chatbots"])
 
@@ -78,7 +79,7 @@ def list_chatbots(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = chat.list_chatbots(
             conn, owner_id=user.id, after=params.after, limit=params.limit + 1
         )
@@ -91,7 +92,7 @@ def get_chatbot(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return render(chat.get_chatbot(conn, chatbot_id, owner_id=user.id))
 
 
@@ -102,7 +103,7 @@ def public_chatbot(
     engine: Engine = Depends(get_engine),
 ) -> dict:
     """What a widget needs; a malformed or unknown token is a 404."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = chat.get_chatbot_by_public_token(conn, public_token)
     if row.require_auth and user is None:
         raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")

@@ -14,6 +14,9 @@ from sqlalchemy import Index, Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
+# Execution option marking a connection that only reads (see noclash.db.engine.read_only).
+READ_ONLY_OPTION = "noclash_read_only"
+
 
 class UnsupportedDialect(Exception):
     """The database is neither SQLite nor PostgreSQL."""

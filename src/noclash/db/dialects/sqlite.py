@@ -3,7 +3,7 @@
 Two things make SQLite safe under concurrent writers:
 
 - WAL mode, so readers never block the writer and the writer never blocks readers;
-- ``BEGIN IMMEDIATE`` for every transaction, with a busy timeout. A deferred transaction
+- ``BEGIN IMMEDIATE`` for every writing transaction, with a busy timeout. A deferred transaction
   that reads and then writes cannot wait for the lock (SQLite reports ``database is locked``
   at once to avoid a deadlock); an immediate one takes the write lock up front and queues
   for up to ``busy_timeout`` instead.
@@ -19,7 +19,7 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-from noclash.db.dialects.base import Dialect, DriverUniqueError
+from noclash.db.dialects.base import READ_ONLY_OPTION, Dialect, DriverUniqueError
 
 # SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY (extended result codes).
 _UNIQUE_CODES = {2067, 1555}
@@ -76,4 +76,7 @@ class SQLiteDialect(Dialect):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only work (see noclash.db.engine.read_only) needs no write lock: in WAL
+            # mode a deferred transaction reads a consistent snapshot beside the writer.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
