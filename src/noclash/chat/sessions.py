@@ -1,0 +1,165 @@
+"""Widget sessions: a visitor's server-made session id and its conversation.
+
+Seed 003 put a unique index on a ``sessionId`` the client could leave out, so the second
+document without one collided on ``null``; its fix added three places that *generate* an
+id, each of which can be bypassed. Here the rule is one declaration in the schema:
+``sessions.session_id`` is ``NOT NULL`` and unique, a UUIDv4 made by the database on
+PostgreSQL (``gen_random_uuid()``) and by this module on SQLite, and never read from a
+request. A missing value is a NOT NULL error, not a second ``null``.
+
+Starting a session is one transaction:
+
+1. claim-or-create the chatbot's ``widget`` connection with
+   :func:`~noclash.unique.insert_or_get` on ``(channel, external_id)``: a thousand first
+   visitors racing create exactly one;
+2. ``INSERT INTO sessions ... ON CONFLICT (session_id) DO NOTHING RETURNING session_id``:
+   the unique index decides; an astronomically unlikely UUID collision is simply another
+   attempt with a new value, never an error;
+3. create the session's conversation through the same claim as every channel
+   (``psid`` = the session id) and link it.
+
+Visitor messages then go through :func:`noclash.chat.inbound.receive_message`, the one
+inbound path, so dedupe, lifecycle and ``last_message_at`` are the same as on Messenger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.channels import widget
+from noclash.chat.conversations import insert_conversation
+from noclash.chat.errors import NotFound
+from noclash.chat.inbound import InboundResult, receive_message
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import chatbots, connections, sessions
+from noclash.db.types import utcnow
+from noclash.unique import ClaimNotSettled, insert_or_get, translating, uuid4, uuid7
+from noclash.unique.ids import parse_uuid
+
+Row = sa.Row[Any]
+
+CONNECTION_KEY = "uq_connections_channel_external_id"
+# A UUIDv4 collision needs ~2^61 sessions for even odds; three attempts is generous.
+SESSION_ID_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class WidgetSession:
+    session_id: UUID
+    conversation_id: UUID
+    chatbot_id: UUID
+    connection_id: UUID
+
+
+def widget_connection(conn: Connection, chatbot: Row, *, now: datetime | None = None) -> Row:
+    """The chatbot's widget connection, created by the first caller that needs it."""
+    values = {
+        "id": uuid7(),
+        "chatbot_id": chatbot.id,
+        "channel": widget.CHANNEL,
+        "external_id": widget.external_id(chatbot.public_token),
+        "created_at": now or utcnow(),
+    }
+    row, _created = insert_or_get(conn, connections, values, key=CONNECTION_KEY)
+    return row
+
+
+def _insert_session(
+    conn: Connection, chatbot_id: UUID, connection_id: UUID, now: datetime
+) -> tuple[UUID, UUID]:
+    """Insert a session row; return ``(id, session_id)``. The session id is never an input."""
+    dialect = dialect_for(conn)
+    for _ in range(SESSION_ID_ATTEMPTS):
+        values: dict[str, Any] = {
+            "id": uuid7(),
+            "chatbot_id": chatbot_id,
+            "connection_id": connection_id,
+            "created_at": now,
+        }
+        if not dialect.server_generates_uuid4:
+            values["session_id"] = uuid4()
+        stmt = (
+            dialect.insert(sessions)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["session_id"])
+            .returning(sessions.c.id, sessions.c.session_id)
+        )
+        with translating(sessions.metadata):
+            row = conn.execute(stmt).first()
+        if row is not None:
+            return row.id, row.session_id
+    raise ClaimNotSettled(f"{SESSION_ID_ATTEMPTS} fresh UUIDv4 session ids all collided")
+
+
+def start_session(conn: Connection, chatbot: Row, *, now: datetime | None = None) -> WidgetSession:
+    """Start a visitor session on ``chatbot`` (in the caller's transaction)."""
+    now = now or utcnow()
+    connection = widget_connection(conn, chatbot, now=now)
+    row_id, session_id = _insert_session(conn, chatbot.id, connection.id, now)
+    conversation, _created = insert_conversation(
+        conn,
+        chatbot_id=chatbot.id,
+        connection_id=connection.id,
+        psid=widget.psid(session_id),
+        now=now,
+    )
+    conn.execute(
+        sa.update(sessions).where(sessions.c.id == row_id).values(conversation_id=conversation.id)
+    )
+    return WidgetSession(session_id, conversation.id, chatbot.id, connection.id)
+
+
+def get_session(conn: Connection, public_token: str, session_id: str) -> Row:
+    """The session ``session_id`` of the chatbot with ``public_token``, with the chatbot's
+    ``require_auth``. Malformed, unknown or mismatched token or session: NotFound."""
+    token, sid = parse_uuid(public_token), parse_uuid(session_id)
+    if token is None or sid is None:
+        raise NotFound("session not found")
+    row = conn.execute(
+        sa.select(sessions, chatbots.c.public_token, chatbots.c.require_auth)
+        .join(chatbots, chatbots.c.id == sessions.c.chatbot_id)
+        .where(sessions.c.session_id == sid, chatbots.c.public_token == token)
+    ).first()
+    if row is None:
+        raise NotFound("session not found")
+    return row
+
+
+def post_message(
+    conn: Connection,
+    session: Row,
+    *,
+    text: str,
+    client_message_id: str | None = None,
+    now: datetime | None = None,
+) -> InboundResult:
+    """Store a visitor message through the one inbound path; dedupe on the client's id.
+
+    If the session's conversation was closed, the inbound claim opens the visitor's next
+    one, and the session follows it so later reads find the live conversation.
+    """
+    event = widget.event(session.session_id, session.public_token, text, client_message_id)
+    result = receive_message(
+        conn,
+        connection_id=session.connection_id,
+        psid=event.psid,
+        platform_message_id=event.platform_message_id,
+        text=event.text,
+        now=now,
+    )
+    if result.conversation_id != session.conversation_id and not result.duplicate:
+        conn.execute(
+            sa.update(sessions)
+            .where(sessions.c.id == session.id)
+            .values(conversation_id=result.conversation_id)
+        )
+    return result
+
+
+__all__ = ["WidgetSession", "get_session", "post_message", "start_session", "widget_connection"]
