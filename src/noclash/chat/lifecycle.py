@@ -94,7 +94,7 @@ def snooze(
             "a closed conversation cannot be snoozed; reopen it first",
             fields=("status",),
             conversation_id=str(row.id),
-            status=row.status,
+            current_status=row.status,
         )
     return snoozed
 

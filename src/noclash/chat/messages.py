@@ -61,7 +61,7 @@ def send_reply(
             "the conversation is closed; reopen it to reply",
             fields=("status",),
             conversation_id=str(conversation.id),
-            status=conversation.status,
+            current_status=conversation.status,
         )
     with translating(messages.metadata):
         row = conn.execute(
