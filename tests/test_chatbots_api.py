@@ -193,3 +193,26 @@ def test_health_and_readiness(live_server):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_a_forced_token_collision_is_a_409_naming_the_field(live_server, monkeypatch):
+    """Make every new token the same (the database default on PostgreSQL, the generator on
+    SQLite): the unique index fires and the API answers 409 problem+json, never a 500."""
+    fixed = uuid.UUID("00000000-0000-4000-8000-000000000001")
+    if live_server.engine.dialect.name == "postgresql":
+        with live_server.engine.begin() as conn:
+            conn.execute(
+                sa.text(f"ALTER TABLE chatbots ALTER COLUMN public_token SET DEFAULT '{fixed}'")
+            )
+    else:
+        monkeypatch.setattr("noclash.chat.chatbots.uuid4", lambda: fixed)
+    client = live_server.client(live_server.user())
+    assert client.post("/api/chatbots", json={"name": "first"}).status_code == 201
+    r = client.post("/api/chatbots", json={"name": "second"})
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == PROBLEM
+    problem = r.json()
+    assert problem["fields"] == ["public_token"]
+    assert problem["constraint"] == "uq_chatbots_public_token"
+    assert problem["type"].endswith("/unique-violation")
+    assert _count(live_server.engine) == 1
