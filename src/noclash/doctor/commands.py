@@ -1,9 +1,187 @@
-"""CLI front for the doctor: ``noclash doctor | repair | lint`` (filled in by issue 5)."""
+"""CLI front: ``noclash doctor | repair | lint``.
+
+Each command parses flags, calls one library function (:func:`diagnose`, :func:`repair`,
+:func:`lint_files`) and formats its result. Exit codes, exactly: 0 clean, 1 findings at
+error level (or a repair whose post-condition failed), 2 cannot connect or read.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from noclash.doctor.context import DEFAULT_TOKEN_THRESHOLD, Options
+from noclash.doctor.errors import DoctorError
+from noclash.doctor.intent import KeySpec
+from noclash.doctor.model import Report
+from noclash.doctor.report import Format, render_rich, to_json, to_sarif
+
+UrlArgument = Annotated[
+    str | None,
+    typer.Argument(help="Database URL (default: the configured NOCLASH_DATABASE_URL)."),
+]
+FormatOption = Annotated[
+    Format, typer.Option("--format", "-f", help="rich (a table), json, or sarif 2.1.0.")
+]
+KeyOption = Annotated[
+    list[str] | None,
+    typer.Option("--key", help="State a unique key: table.column[,column...]. Repeatable."),
+]
+ExcludeOption = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Skip a check by id. Repeatable.")
+]
+ThresholdOption = Annotated[
+    float,
+    typer.Option(help="Flag random tokens whose collision probability at 10x rows exceeds this."),
+]
+
+
+def _console() -> Console:
+    return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _progress_console() -> Console | None:
+    err = Console(stderr=True)
+    return err if err.is_terminal else None
+
+
+def _url(url: str | None) -> str:
+    from noclash.config import Settings
+
+    return url or Settings().sqlalchemy_url
+
+
+def _options(key: list[str] | None, exclude: list[str] | None, threshold: float) -> Options:
+    try:
+        keys = tuple(KeySpec.parse(k) for k in key or ())
+    except ValueError as exc:
+        typer.echo(f"noclash: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return Options(keys=keys, exclude=tuple(exclude or ()), token_threshold=threshold)
+
+
+def _fail(exc: DoctorError) -> typer.Exit:
+    typer.echo(f"noclash: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _emit(report: Report, fmt: Format, rules: list[tuple[str, str, str]]) -> None:
+    if fmt is Format.JSON:
+        typer.echo(to_json(report))
+    elif fmt is Format.SARIF:
+        typer.echo(to_sarif(report, rules))
+    else:
+        render_rich(report, _console())
+
+
+def check_rules() -> list[tuple[str, str, str]]:
+    from noclash.doctor.checks import CHECKS
+
+    return [(c.ID, c.TITLE, c.HELP) for c in CHECKS]
+
+
+def doctor(
+    url: UrlArgument = None,
+    fmt: FormatOption = Format.RICH,
+    key: KeyOption = None,
+    exclude: ExcludeOption = None,
+    token_threshold: ThresholdOption = DEFAULT_TOKEN_THRESHOLD,
+) -> None:
+    """Inspect a SQLite or PostgreSQL database for duplicate-key hazards."""
+    from noclash.doctor.diagnose import diagnose
+
+    options = _options(key, exclude, token_threshold)
+    progress = _progress_console()
+    try:
+        if progress is not None:
+            with progress.status("inspecting") as status:
+                report = diagnose(_url(url), options, on_progress=status.update)
+        else:
+            report = diagnose(_url(url), options)
+    except DoctorError as exc:
+        raise _fail(exc) from None
+    _emit(report, fmt, check_rules())
+    raise typer.Exit(report.exit_code)
+
+
+def repair(
+    url: UrlArgument = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Execute the plan.")] = False,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(help="Write backups as JSONL here instead of the noclash_repair_backup table."),
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="rich or json (the plan).")
+    ] = Format.RICH,
+    key: KeyOption = None,
+    exclude: ExcludeOption = None,
+    token_threshold: ThresholdOption = DEFAULT_TOKEN_THRESHOLD,
+) -> None:
+    """Print the repair plan for a database; with --apply, execute and verify it."""
+    from noclash.doctor.repairs import repair as run_repair
+
+    options = _options(key, exclude, token_threshold)
+    progress = _progress_console()
+    try:
+        if progress is not None:
+            with progress.status("planning") as status:
+                result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir,
+                                    on_progress=status.update)
+        else:
+            result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir)
+    except DoctorError as exc:
+        raise _fail(exc) from None
+    if fmt is not Format.RICH:
+        typer.echo(json.dumps(
+            {"actions": [a.to_dict() for a in result.actions], "applied": result.applied,
+             "backup_rows": result.backup_rows},
+            indent=2, sort_keys=True,
+        ))
+        raise typer.Exit(0)
+    out = _console()
+    if not result.actions:
+        out.print("noclash repair: nothing to repair")
+        raise typer.Exit(0)
+    verb = "applied" if result.applied else "plan (dry run; --apply executes it)"
+    out.print(f"noclash repair: {len(result.actions)} actions, {verb}")
+    for i, a in enumerate(result.actions, 1):
+        out.print(f"\n[bold]{i}. {a.repair}[/bold] {a.table}({', '.join(a.columns)}) "
+                  f"[dim]fixes {a.check}[/dim]", highlight=False)
+        out.print(f"   {a.summary}", highlight=False)
+        out.print(f"   locks: {a.locks}", highlight=False)
+        for s in a.statements:
+            out.print(f"   {s};", highlight=False, markup=False)
+    if result.applied:
+        where = str(backup_dir) if backup_dir else "table noclash_repair_backup"
+        out.print(f"\nbacked up {result.backup_rows} rows to {where}; every post-condition "
+                  "verified", highlight=False)
+    raise typer.Exit(0)
+
+
+def lint(
+    files: Annotated[list[Path], typer.Argument(help="Migration SQL files.")],
+    fmt: FormatOption = Format.RICH,
+    exclude: ExcludeOption = None,
+) -> None:
+    """Check migration SQL for statements that lock, rewrite or fail on a live table."""
+    from noclash.doctor.lint import RULES, lint_files
+
+    try:
+        report = lint_files(files, exclude=tuple(exclude or ()))
+    except DoctorError as exc:
+        raise _fail(exc) from None
+    _emit(report, fmt, [(r.ID, r.TITLE, r.HELP) for r in RULES])
+    raise typer.Exit(report.exit_code)
 
 
 def register(app: typer.Typer) -> None:
     """Add the doctor's commands to the ``noclash`` CLI."""
+    app.command("doctor")(doctor)
+    app.command("repair")(repair)
+    app.command("lint")(lint)

@@ -1,0 +1,62 @@
+"""Unique B-tree indexes that hold duplicates (PostgreSQL 17+, ``amcheck`` installed).
+
+Corruption, a collation change under an index (glibc 2.28) or a bug can leave two equal
+keys in a unique index; inserts keep failing or succeeding at random. ``bt_index_check``
+with ``checkunique`` proves it. Skipped when the extension is not installed: the doctor
+never creates extensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from noclash.doctor.context import Context
+from noclash.doctor.model import Finding, Fix, Severity
+
+ID = "amcheck-unique"
+TITLE = "Unique indexes that hold duplicates (amcheck)"
+HELP = (
+    "Find and resolve the duplicate rows, then `REINDEX INDEX CONCURRENTLY`; check the "
+    "collation version (`ALTER DATABASE ... REFRESH COLLATION VERSION`)."
+)
+MIN_VERSION = (17,)
+
+
+def available(ctx: Context) -> bool:
+    if not ctx.dialect.has_sequences or ctx.catalog.server_version < MIN_VERSION:
+        return False
+    return bool(
+        ctx.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'", what="catalog")
+    )
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    if not available(ctx):
+        return
+    for tname, table in ctx.catalog.tables.items():
+        for ix in table.unique_indexes():
+            if ix.method != "btree" or not ix.valid or ix.definition == "(rowid alias)":
+                continue
+            ctx.step(f"amcheck {ix.name}")
+            name = f"{table.schema}.{ix.name}" if table.schema else ix.name
+            savepoint = ctx.conn.begin_nested()
+            try:
+                ctx.conn.execute(
+                    sa.text("SELECT bt_index_check(CAST(:i AS regclass), false, true)"),
+                    {"i": ctx.q(name) if not table.schema else name},
+                )
+                savepoint.commit()
+            except sa.exc.DBAPIError as exc:
+                savepoint.rollback()
+                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                yield Finding(
+                    check=ID,
+                    severity=Severity.ERROR,
+                    table=tname,
+                    columns=ix.column_names,
+                    message=f"amcheck: unique index {ix.name} on {tname} is broken: {detail}",
+                    evidence={"index": ix.name, "amcheck": detail},
+                    fix=Fix(sql=f"REINDEX INDEX CONCURRENTLY {ctx.q(ix.name)};"),
+                )

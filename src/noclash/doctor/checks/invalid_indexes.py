@@ -1,0 +1,55 @@
+"""Indexes left invalid or not ready by a failed ``CREATE INDEX CONCURRENTLY``.
+
+A concurrent build that fails (often on a duplicate, for a unique index) leaves the index
+behind, marked invalid: the planner ignores it, but once it is ready every write still
+maintains it and, if it is unique, is still refused on a duplicate. Builds in progress
+(``pg_stat_progress_create_index``) are not reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from noclash.doctor.context import Context
+from noclash.doctor.model import Finding, Fix, Severity
+
+ID = "invalid-indexes"
+TITLE = "Invalid or not-ready indexes"
+HELP = (
+    "Fix what made the build fail (duplicates, for a unique index), then "
+    "`DROP INDEX CONCURRENTLY` and build it again, or `REINDEX INDEX CONCURRENTLY`."
+)
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    for tname, table in ctx.catalog.tables.items():
+        for ix in table.indexes:
+            if (ix.valid and ix.ready) or ix.building:
+                continue
+            state = "not ready" if not ix.ready else "invalid"
+            enforces = ix.unique and ix.ready
+            evidence: dict = {"index": ix.name, "ready": ix.ready, "valid": ix.valid}
+            note = ""
+            if ix.unique and not ix.has_expressions:
+                dups = ctx.duplicate_groups(tname, ix.column_names)
+                evidence["duplicate_groups"] = dups["groups"]
+                if dups["groups"]:
+                    note = f"; {dups['groups']} duplicate groups must be resolved first"
+            if enforces:
+                note += "; it is unused by queries but still refuses duplicates on writes"
+            yield Finding(
+                check=ID,
+                severity=Severity.ERROR,
+                table=tname,
+                columns=ix.column_names,
+                message=f"index {ix.name} on {tname} is {state} (failed concurrent build){note}",
+                evidence=evidence,
+                fix=Fix(
+                    sql=(
+                        f"DROP INDEX CONCURRENTLY {ctx.q(ix.name)}; {ix.definition};"
+                        if ix.definition
+                        else f"REINDEX INDEX CONCURRENTLY {ctx.q(ix.name)};"
+                    ),
+                    repair=None,
+                ),
+            )

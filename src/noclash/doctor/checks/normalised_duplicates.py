@@ -1,0 +1,82 @@
+"""Values distinct as text but equal once normalised (case, spaces, uuid spelling).
+
+A unique index on text compares bytes: ``K3X9QA`` and ``k3x9qa`` coexist, as do a uuid
+with and without hyphens. The day a lookup lower-cases (a case-insensitive URL, a
+``lower()`` index, a migration to the ``uuid`` type) the two rows collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from noclash.doctor.context import Context, plain
+from noclash.doctor.intent import is_legacy, looks_like_key
+from noclash.doctor.model import Finding, Fix, Severity
+
+ID = "normalised-duplicates"
+TITLE = "Keys that collide once lower-cased or cast to uuid"
+HELP = (
+    "Normalise values on write (lower-case, trim, canonical uuid), merge or rename the "
+    "variants, then index the normalised form: `CREATE UNIQUE INDEX ... (lower(col))`."
+)
+
+
+def normal_form(ctx: Context, column: str) -> str:
+    q = ctx.q(column)
+    uuid_form = f"lower(replace(replace(replace(trim({q}), '-', ''), '{{', ''), '}}', ''))"
+    return (
+        f"CASE WHEN {ctx.dialect.uuid_shaped(q)} THEN {uuid_form} ELSE lower(trim({q})) END"
+    )
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    for tname, table in ctx.catalog.tables.items():
+        for col in table.columns.values():
+            if not col.is_text or is_legacy(col.name):
+                continue
+            if not (table.has_unique_on((col.name,), whole_table=False) or looks_like_key(col)):
+                continue
+            norm = normal_form(ctx, col.name)
+            q = ctx.q(col.name)
+            ctx.step(f"normalising {tname}.{col.name}")
+            base = (
+                f"SELECT {norm} AS k, count(DISTINCT {q}) AS n FROM {ctx.t(tname)} "
+                f"WHERE {q} IS NOT NULL GROUP BY {norm} HAVING count(DISTINCT {q}) > 1"
+            )
+            groups = int(ctx.scalar(f"SELECT count(*) FROM ({base}) AS g", what=tname))
+            if not groups:
+                continue
+            samples = []
+            for k, _n in ctx.rows(f"{base} ORDER BY n DESC, k LIMIT 5", what=tname):
+                values = ctx.rows(
+                    f"SELECT DISTINCT {q} FROM {ctx.t(tname)} WHERE {norm} = :k "
+                    f"ORDER BY {q} LIMIT 5",
+                    {"k": k},
+                    what=tname,
+                )
+                samples.append(
+                    {
+                        "ids": ctx.sample_ids(tname, f"{norm} = :k", {"k": k}),
+                        "normalised": plain(k),
+                        "values": [plain(v[0]) for v in values],
+                    }
+                )
+            yield Finding(
+                check=ID,
+                severity=Severity.WARNING,
+                table=tname,
+                columns=(col.name,),
+                message=(
+                    f"{groups} values of {tname}.{col.name} are distinct as text but equal "
+                    f"once lower-cased or read as uuid: a case-insensitive lookup, a lower() "
+                    f"index or a change to the uuid type will collide"
+                ),
+                evidence={"groups": groups, "samples": samples},
+                fix=Fix(
+                    sql=(
+                        f"SELECT {norm}, count(DISTINCT {q}) FROM {ctx.t(tname)} "
+                        f"GROUP BY 1 HAVING count(DISTINCT {q}) > 1;"
+                    ),
+                    repair=None,
+                ),
+            )

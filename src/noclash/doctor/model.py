@@ -1,0 +1,127 @@
+"""The data the doctor produces: findings and reports.
+
+A finding is plain data (no SQLAlchemy objects) so that the three renderers (rich, JSON,
+SARIF) and the repair planner all read the same thing, and so that the JSON schema in
+``docs/doctor/index.md`` is simply this module's ``to_dict`` output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSON_SCHEMA_VERSION = 1
+
+
+class Severity(StrEnum):
+    """SARIF's three levels; only ``error`` makes ``noclash doctor`` exit with 1."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.NOTE: 2}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """How to fix a finding: SQL to run by hand, and/or the ``noclash repair`` action."""
+
+    sql: str | None = None
+    repair: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repair": self.repair, "sql": self.sql}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem, located at a table (and columns) or, for lint, a file and line."""
+
+    check: str
+    severity: Severity
+    message: str
+    table: str | None = None
+    columns: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: Fix = field(default_factory=Fix)
+    file: str | None = None
+    line: int | None = None
+    # Machine data for the repair planner (index names, chosen values); not rendered.
+    details: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def location(self) -> str:
+        if self.file is not None:
+            return f"{self.file}:{self.line or 1}"
+        if self.table is None:
+            return "-"
+        return f"{self.table}({', '.join(self.columns)})" if self.columns else self.table
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (
+            self.file or "",
+            self.line or 0,
+            SEVERITY_ORDER[self.severity],
+            self.check,
+            self.table or "",
+            self.columns,
+            self.message,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "check": self.check,
+            "columns": list(self.columns),
+            "evidence": self.evidence,
+            "fix": self.fix.to_dict(),
+            "message": self.message,
+            "severity": str(self.severity),
+            "table": self.table,
+        }
+        if self.file is not None:
+            data["file"] = self.file
+            data["line"] = self.line
+        return data
+
+
+@dataclass
+class Report:
+    """Every finding of one run, plus what was inspected."""
+
+    tool: str
+    target: str
+    dialect: str | None
+    findings: list[Finding] = field(default_factory=list)
+    checks_run: list[str] = field(default_factory=list)
+
+    def sorted(self) -> list[Finding]:
+        return sorted(self.findings, key=Finding.sort_key)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when clean (warnings and notes allowed), 1 when any finding is an error."""
+        return 1 if self.has_errors else 0
+
+    def counts(self) -> dict[str, int]:
+        out = {str(s): 0 for s in Severity}
+        for f in self.findings:
+            out[str(f.severity)] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checks_run": sorted(self.checks_run),
+            "dialect": self.dialect,
+            "findings": [f.to_dict() for f in self.sorted()],
+            "schema_version": JSON_SCHEMA_VERSION,
+            "summary": self.counts(),
+            "target": self.target,
+            "tool": self.tool,
+        }
