@@ -1,0 +1,48 @@
+"""``ADD CONSTRAINT ... UNIQUE (cols)`` builds its index under ACCESS EXCLUSIVE.
+
+On an existing table every read and write waits for the whole index build. Build the index
+``CONCURRENTLY`` first, then attach it: ``ADD CONSTRAINT ... UNIQUE USING INDEX``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from noclash.doctor.model import Finding, Fix, Severity
+
+if TYPE_CHECKING:
+    from noclash.doctor.lint import State, Statement
+
+ID = "unique-constraint-without-index"
+TITLE = "Unique constraint added without USING INDEX"
+HELP = (
+    "CREATE UNIQUE INDEX CONCURRENTLY ix ON t (cols); then "
+    "ALTER TABLE t ADD CONSTRAINT name UNIQUE USING INDEX ix;"
+)
+_ADD = re.compile(r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ )?"
+                  r"(UNIQUE|PRIMARY KEY)\b")
+
+
+def check(stmt: Statement, state: State) -> Iterator[Finding]:
+    from noclash.doctor.lint import table_name
+
+    m = _ADD.match(stmt.normal)
+    if not m or "USING INDEX" in stmt.normal:
+        return
+    table = table_name(m.group(1))
+    if table in state.created_tables:
+        return
+    yield Finding(
+        check=ID,
+        severity=Severity.ERROR,
+        file=stmt.file,
+        line=stmt.line,
+        table=table,
+        message=(
+            f"adding a {m.group(2)} constraint to {table} builds its index under an ACCESS "
+            f"EXCLUSIVE lock: reads and writes wait for the whole build"
+        ),
+        fix=Fix(sql=HELP),
+    )
