@@ -206,7 +206,7 @@ class PostgreSQLDoctor(DoctorDialect):
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
         ORDER BY n.nspname, c.relname"""
     _COLUMNS: ClassVar[str] = """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,

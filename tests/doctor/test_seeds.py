@@ -1,0 +1,76 @@
+"""Every seed fixture end to end: doctor finds it, repair fixes it, nothing else changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from noclash.doctor import fixtures
+from noclash.doctor.diagnose import diagnose
+from noclash.doctor.repairs import repair
+from tests.doctor.helpers import snapshot
+
+# fixture -> (expected (check, table, columns) at error level, columns the repair may change)
+EXPECTED = {
+    "short-tokens": (
+        {("weak-tokens", "chatbots", ("public_token",))},
+        {"chatbots": {"public_token", "public_token_legacy"}},
+    ),
+    "closed-chat": (
+        {("lifecycle-unique", "conversations", ("instagramConnectionId", "psid"))},
+        {},
+    ),
+    "null-session-ids": (
+        {("null-keys", "chat_sessions", ("session_id",))},
+        {"chat_sessions": {"session_id"}},
+    ),
+    "colliding-slugs": (
+        {("duplicate-keys", "chat_threads", ("slug",))},
+        {"chat_threads": {"slug"}},
+    ),
+    "sequence-behind": (
+        {
+            ("sequence-behind", "tickets", ("id",)),
+            ("sequence-behind", "imports", ("id",)),
+        },
+        {},
+    ),
+}
+
+
+def _errors(report) -> set[tuple[str, str | None, tuple[str, ...]]]:
+    return {(f.check, f.table, f.columns) for f in report.findings if f.severity == "error"}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_seed_round_trip(name: str, empty_url: str) -> None:
+    if name == "sequence-behind" and empty_url.startswith("sqlite"):
+        pytest.skip("SQLite has no sequences: AUTOINCREMENT never hands out a taken rowid")
+    expected, touched = EXPECTED[name]
+    fixtures.build(empty_url, name)
+
+    before = diagnose(empty_url)
+    assert _errors(before) == expected
+    assert before.exit_code == 1
+
+    plan = repair(empty_url)
+    assert not plan.applied and plan.actions
+    assert snapshot(empty_url) == snapshot(empty_url)  # the dry run changed nothing
+    data_before = snapshot(empty_url)
+
+    result = repair(empty_url, apply=True)
+    assert result.applied
+    after = diagnose(empty_url)
+    assert after.findings == [], [f.message for f in after.findings]
+    assert after.exit_code == 0
+
+    data_after = snapshot(empty_url)
+    assert set(data_after) == set(data_before)
+    for table, cols in data_before.items():
+        assert data_after[table]["__rows__"] == cols["__rows__"], table
+        for col, checksum in cols.items():
+            if col not in touched.get(table, set()):
+                assert data_after[table][col] == checksum, f"{table}.{col} changed"
+
+    again = repair(empty_url, apply=True)
+    assert again.actions == []
+    assert snapshot(empty_url) == data_after
