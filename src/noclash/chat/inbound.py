@@ -93,21 +93,11 @@ def receive_message(
         )
     if sent_at is not None and sent_at.tzinfo is None:
         raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
+    args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
     if isinstance(bind, Engine):
         with bind.begin() as conn:
-            return _receive(
-                conn, connection_id, psid, platform_message_id, text, sent_at, username, now
-            )
-    return _receive(
-        conn=bind,
-        connection_id=connection_id,
-        psid=psid,
-        platform_message_id=platform_message_id,
-        text=text,
-        sent_at=sent_at,
-        username=username,
-        now=now,
-    )
+            return _receive(conn, *args)
+    return _receive(bind, *args)
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
