@@ -72,6 +72,17 @@ def estimate(values: Iterable[str]) -> TokenEstimate | None:
     # use few distinct values per position; tokens use many. Require real variety.
     if len(set(sample)) < 0.9 * len(sample) or len(chars) < 8:
         return None
+    # Positions where one character dominates (a "tok_" prefix, a "-" separator, a
+    # counter's leading digits) carry no randomness: they do not count toward the length.
+    same_length = [v for v in sample if len(v) == length]
+    random_positions = sum(
+        Counter(v[i] for v in same_length).most_common(1)[0][1] <= 0.5 * len(same_length)
+        for i in range(length)
+    )
+    if random_positions < MIN_LENGTH:
+        return None
+    sample = same_length
+    chars = set().union(*(set(v) for v in sample))
     if chars <= _HEX and length >= 8:
         alphabet = 16
     else:
@@ -84,7 +95,10 @@ def estimate(values: Iterable[str]) -> TokenEstimate | None:
                 alphabet += size
         alphabet = max(alphabet, 2)
     return TokenEstimate(
-        alphabet=alphabet, length=length, bits=length * math.log2(alphabet), sampled=len(sample)
+        alphabet=alphabet,
+        length=random_positions,
+        bits=random_positions * math.log2(alphabet),
+        sampled=len(sample),
     )
 
 
