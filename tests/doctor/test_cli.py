@@ -1,0 +1,157 @@
+"""The CLI edge: formats, exit codes (0 clean, 1 error findings, 2 cannot connect/read)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from noclash.cli import app
+from noclash.doctor import fixtures
+from noclash.doctor.checks import CHECKS
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def legacy_sqlite(tmp_path: Path) -> str:
+    return fixtures.build(f"sqlite:///{tmp_path / 'legacy.db'}")
+
+
+def test_doctor_exit_codes_and_json(legacy_sqlite: str, fresh_sqlite_url: str) -> None:
+    result = invoke("doctor", legacy_sqlite, "--format", "json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1 and doc["dialect"] == "sqlite"
+    assert doc["summary"]["error"] == 4
+    assert list(doc) == sorted(doc)
+    assert {f["check"] for f in doc["findings"]} >= {
+        "weak-tokens", "null-keys", "duplicate-keys", "lifecycle-unique"
+    }
+    # An empty database is clean.
+    Path(make_url(fresh_sqlite_url).database).touch()
+    assert invoke("doctor", fresh_sqlite_url).exit_code == 0
+
+
+def test_warnings_alone_exit_zero(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "w.db")
+    con.executescript(
+        "CREATE TABLE pages (id INTEGER PRIMARY KEY, slug TEXT);"
+        "INSERT INTO pages VALUES (1, 'a');"
+    )
+    con.close()
+    result = invoke("doctor", url, "-f", "json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["summary"]["warning"] == 1
+
+
+def test_sarif_structure(legacy_sqlite: str) -> None:
+    result = invoke("doctor", legacy_sqlite, "--format", "sarif")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["version"] == "2.1.0"
+    [run] = doc["runs"]
+    rules = run["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == [c.ID for c in CHECKS]
+    assert run["results"]
+    for res in run["results"]:
+        assert res["ruleId"] in {r["id"] for r in rules}
+        assert rules[res["ruleIndex"]]["id"] == res["ruleId"]
+        assert res["level"] in {"error", "warning", "note"}
+        assert res["message"]["text"]
+        assert res["locations"][0]["logicalLocations"][0]["kind"] == "table"
+
+
+def test_exclude_and_key(legacy_sqlite: str) -> None:
+    result = invoke(
+        "doctor", legacy_sqlite, "-f", "json",
+        "--exclude", "weak-tokens", "--exclude", "null-keys",
+        "--exclude", "duplicate-keys", "--exclude", "lifecycle-unique",
+    )
+    assert result.exit_code == 0
+    assert invoke("doctor", legacy_sqlite, "--exclude", "nope").exit_code == 2
+    assert invoke("doctor", legacy_sqlite, "--key", "nope").exit_code == 2
+    assert invoke("doctor", legacy_sqlite, "--key", "missing.col").exit_code == 2
+
+
+def test_rich_output_and_repair_cli(legacy_sqlite: str) -> None:
+    result = invoke("doctor", legacy_sqlite)
+    assert result.exit_code == 1
+    assert "weak-tokens" in result.stdout and "4 errors" in result.stdout
+    plan = invoke("repair", legacy_sqlite)
+    assert plan.exit_code == 0 and "dry run" in plan.stdout
+    assert invoke("doctor", legacy_sqlite).exit_code == 1  # the plan changed nothing
+    applied = invoke("repair", legacy_sqlite, "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert "post-condition verified" in applied.stdout
+    assert invoke("doctor", legacy_sqlite).exit_code == 0
+    assert "nothing to repair" in invoke("repair", legacy_sqlite, "--apply").stdout
+
+
+def test_backup_dir_jsonl(legacy_sqlite: str, tmp_path: Path) -> None:
+    out = tmp_path / "backups"
+    assert invoke("repair", legacy_sqlite, "--apply", "--backup-dir", str(out)).exit_code == 0
+    [path] = out.glob("*.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["action"] for r in records} == {
+        "backfill-keys", "migrate-weak-tokens", "suffix-duplicates"
+    }
+    tokens = [r for r in records if r["action"] == "migrate-weak-tokens"]
+    assert len(tokens) == 401 and all(len(r["row"]["public_token"]) == 6 for r in tokens)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "mysql://user@localhost/db",
+        "sqlite:////nonexistent/dir/db.sqlite",
+        "postgresql://nobody@127.0.0.1:1/none",
+    ],
+)
+def test_cannot_connect_is_exit_2(url: str) -> None:
+    for command in ("doctor", "repair"):
+        result = invoke(command, url)
+        assert result.exit_code == 2, result.output
+        assert "noclash:" in result.stderr
+
+
+def test_missing_permission_is_exit_2(fresh_pg_url: str) -> None:
+    libpq = fresh_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS doctor_nobody")
+        conn.execute("CREATE ROLE doctor_nobody LOGIN")
+        conn.execute("CREATE TABLE secrets (id int PRIMARY KEY, token text UNIQUE)")
+        conn.execute("REVOKE ALL ON secrets FROM PUBLIC")
+    url = make_url(fresh_pg_url).set(username="doctor_nobody").render_as_string(False)
+    try:
+        result = invoke("doctor", url)
+        assert result.exit_code == 2, result.output
+        assert "permission denied" in result.stderr
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute("DROP TABLE secrets")
+            conn.execute("DROP ROLE doctor_nobody")
+
+
+def test_lint_cli(tmp_path: Path) -> None:
+    sql = tmp_path / "0001.sql"
+    sql.write_text("CREATE TABLE t (id int);\nCREATE INDEX t_id ON t (id);\n")
+    assert invoke("lint", str(sql)).exit_code == 0
+    sql.write_text("CREATE INDEX c_name ON chatbots (name);\n")
+    result = invoke("lint", str(sql), "-f", "sarif")
+    assert result.exit_code == 1
+    loc = json.loads(result.stdout)["runs"][0]["results"][0]["locations"][0]
+    assert loc["physicalLocation"]["region"]["startLine"] == 1
+    assert invoke("lint", str(tmp_path / "missing.sql")).exit_code == 2
