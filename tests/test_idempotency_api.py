@@ -26,7 +26,12 @@ def test_every_creating_post_is_covered(tmp_path):
     """The middleware covers each POST declared 201; this list is the contract."""
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
     covered = set(creating_routes(app))
-    assert {"/api/chatbots"} <= covered
+    assert {
+        "/api/chatbots",
+        "/api/chatbots/{chatbot_id}/conversations",
+        "/api/widget/{public_token}/sessions",
+        "/api/widget/{public_token}/sessions/{session_id}/messages",
+    } <= covered
     assert not any(path.startswith("/webhooks") for path in covered)
 
 
@@ -122,3 +127,92 @@ def test_20_concurrent_requests_with_one_key(live_server):
     assert len({r.content for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == n - 1
     assert _count(live_server.engine) == 1
+
+
+def test_widget_session_and_message_retries(live_server):
+    """A public caller's retries: one session, one message, replayed answers."""
+    owner = live_server.client(live_server.user())
+    bot = owner.post("/api/chatbots", json={"name": "Shop"}).json()
+    visitor = live_server.client()
+    base = f"/api/widget/{bot['public_token']}/sessions"
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first, retry = visitor.post(base, headers=key), visitor.post(base, headers=key)
+    assert first.status_code == retry.status_code == 201
+    assert retry.content == first.content and retry.headers["idempotent-replayed"] == "true"
+    sid = first.json()["session_id"]
+    url = f"{base}/{sid}/messages"
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    sent = visitor.post(url, json={"text": "hello"}, headers=key)
+    again = visitor.post(url, json={"text": "hello"}, headers=key)
+    assert sent.status_code == again.status_code == 201
+    assert again.content == sent.content and again.headers["idempotent-replayed"] == "true"
+    with live_server.engine.connect() as conn:
+        counts = [
+            conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("sessions", "messages")
+        ]
+    assert counts == [1, 1]
+
+
+def test_public_callers_need_an_unguessable_key(live_server):
+    owner = live_server.client(live_server.user())
+    bot = owner.post("/api/chatbots", json={"name": "Shop"}).json()
+    r = live_server.client().post(
+        f"/api/widget/{bot['public_token']}/sessions", headers={"Idempotency-Key": "1"}
+    )
+    assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    assert _count(live_server.engine, idempotency_keys) == 0
+
+
+def test_conversation_create_retry(live_server):
+    client = live_server.client(live_server.user())
+    bot = client.post("/api/chatbots", json={"name": "Support"}).json()
+    url = f"/api/chatbots/{bot['id']}/conversations"
+    key = {"Idempotency-Key": "conv-1"}
+    first = client.post(url, json={"title": "Billing"}, headers=key)
+    retry = client.post(url, json={"title": "Billing"}, headers=key)
+    assert retry.content == first.content and retry.json()["slug"] == "billing"
+    other = client.post(url, json={"title": "Billing"})
+    assert other.json()["slug"].startswith("billing-")
+
+
+def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
+    """The first request is running in another process (its claim is in the database):
+    the duplicate polls the shared row, then replays what the first stored, and runs
+    nothing itself."""
+    from datetime import timedelta
+
+    from noclash.chat.users import authenticate
+    from noclash.unique import idempotency as keys
+
+    token = live_server.user()
+    user = authenticate(live_server.engine, token)
+    body = b'{"name": "Slow"}'
+    with live_server.engine.begin() as conn:
+        claimed = keys.claim(
+            conn,
+            scope=f"user:{user.id}",
+            key="slow",
+            method="POST",
+            path="/api/chatbots",
+            request_hash=keys.request_hash("POST", "/api/chatbots", body),
+            ttl=timedelta(hours=1),
+        )
+    assert isinstance(claimed, keys.Claimed)
+    client = live_server.client(token)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            client.post,
+            "/api/chatbots",
+            content=body,
+            headers={"Idempotency-Key": "slow", "content-type": "application/json"},
+        )
+        threading.Event().wait(0.5)
+        assert not pending.done()
+        elsewhere = keys.StoredResponse(201, [("content-type", "application/json")], b'{"x":1}')
+        with live_server.engine.begin() as conn:
+            assert keys.complete(conn, claimed.claim_id, elsewhere)
+        r = pending.result(timeout=30)
+    assert r.status_code == 201 and r.content == b'{"x":1}'
+    assert r.headers["idempotent-replayed"] == "true"
+    assert _count(live_server.engine) == 0
