@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -21,10 +22,9 @@ def run_sql(url: str, *statements: str, autocommit: bool = False) -> None:
         if autocommit:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for s in statements:
-                    try:
+                    # The failed concurrent build is the point.
+                    with contextlib.suppress(sa.exc.DBAPIError):
                         conn.exec_driver_sql(s)
-                    except sa.exc.DBAPIError:
-                        pass  # the failed concurrent build is the point
         else:
             with engine.begin() as conn:
                 for s in statements:
@@ -106,7 +106,9 @@ def test_redundant_indexes(empty_url: str) -> None:
         "CREATE INDEX r_a_b_again ON r (a, b)",
         "CREATE INDEX r_b_partial ON r (b) WHERE a > 0",
     )
-    found = {(f.evidence["index"], f.evidence["kind"]) for f in checks_of(empty_url)["redundant-indexes"]}
+    found = {
+        (f.evidence["index"], f.evidence["kind"]) for f in checks_of(empty_url)["redundant-indexes"]
+    }
     assert found == {("r_a", "prefix"), ("r_a_b_again", "duplicate")}
 
 
@@ -134,9 +136,7 @@ def test_weak_tokens_quiet_for_uuid_and_long_tokens(empty_url: str) -> None:
     import secrets
     import uuid
 
-    values = ", ".join(
-        f"({i}, '{uuid.uuid4()}', '{secrets.token_urlsafe(24)}')" for i in range(60)
-    )
+    values = ", ".join(f"({i}, '{uuid.uuid4()}', '{secrets.token_urlsafe(24)}')" for i in range(60))
     run_sql(
         empty_url,
         "CREATE TABLE bots (id INTEGER PRIMARY KEY, public_token TEXT UNIQUE, "
@@ -200,8 +200,10 @@ def test_estimate_alphabet_and_length() -> None:
     import string
 
     rng = random.Random(1)
-    tokens = ["".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(6))
-              for _ in range(200)]
+    tokens = [
+        "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(6))
+        for _ in range(200)
+    ]
     est = estimate(tokens)
     assert est is not None and (est.alphabet, est.length) == (36, 6)
     assert estimate(["alice@example.com", "bob@example.org"] * 20) is None
@@ -210,5 +212,8 @@ def test_estimate_alphabet_and_length() -> None:
 
 def test_check_values_reads_both_spellings() -> None:
     assert check_values("CHECK (status IN ('OPEN', 'CLOSED'))", "status") == ("OPEN", "CLOSED")
-    pg = "CHECK (((status)::text = ANY ((ARRAY['OPEN'::character varying, 'CLOSED'::character varying])::text[])))"
+    pg = (
+        "CHECK (((status)::text = ANY ((ARRAY['OPEN'::character varying, "
+        "'CLOSED'::character varying])::text[])))"
+    )
     assert check_values(pg, "status") == ("OPEN", "CLOSED")

@@ -34,7 +34,10 @@ def test_doctor_exit_codes_and_json(legacy_sqlite: str, fresh_sqlite_url: str) -
     assert doc["summary"]["error"] == 4
     assert list(doc) == sorted(doc)
     assert {f["check"] for f in doc["findings"]} >= {
-        "weak-tokens", "null-keys", "duplicate-keys", "lifecycle-unique"
+        "weak-tokens",
+        "null-keys",
+        "duplicate-keys",
+        "lifecycle-unique",
     }
     # An empty database is clean.
     Path(make_url(fresh_sqlite_url).database).touch()
@@ -47,8 +50,7 @@ def test_warnings_alone_exit_zero(tmp_path: Path) -> None:
 
     con = sqlite3.connect(tmp_path / "w.db")
     con.executescript(
-        "CREATE TABLE pages (id INTEGER PRIMARY KEY, slug TEXT);"
-        "INSERT INTO pages VALUES (1, 'a');"
+        "CREATE TABLE pages (id INTEGER PRIMARY KEY, slug TEXT);INSERT INTO pages VALUES (1, 'a');"
     )
     con.close()
     result = invoke("doctor", url, "-f", "json")
@@ -75,9 +77,18 @@ def test_sarif_structure(legacy_sqlite: str) -> None:
 
 def test_exclude_and_key(legacy_sqlite: str) -> None:
     result = invoke(
-        "doctor", legacy_sqlite, "-f", "json",
-        "--exclude", "weak-tokens", "--exclude", "null-keys",
-        "--exclude", "duplicate-keys", "--exclude", "lifecycle-unique",
+        "doctor",
+        legacy_sqlite,
+        "-f",
+        "json",
+        "--exclude",
+        "weak-tokens",
+        "--exclude",
+        "null-keys",
+        "--exclude",
+        "duplicate-keys",
+        "--exclude",
+        "lifecycle-unique",
     )
     assert result.exit_code == 0
     assert invoke("doctor", legacy_sqlite, "--exclude", "nope").exit_code == 2
@@ -105,7 +116,9 @@ def test_backup_dir_jsonl(legacy_sqlite: str, tmp_path: Path) -> None:
     [path] = out.glob("*.jsonl")
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert {r["action"] for r in records} == {
-        "backfill-keys", "migrate-weak-tokens", "suffix-duplicates"
+        "backfill-keys",
+        "migrate-weak-tokens",
+        "suffix-duplicates",
     }
     tokens = [r for r in records if r["action"] == "migrate-weak-tokens"]
     assert len(tokens) == 401 and all(len(r["row"]["public_token"]) == 6 for r in tokens)

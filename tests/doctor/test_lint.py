@@ -12,7 +12,9 @@ def ids(sql: str) -> list[tuple[str, int]]:
 def test_split_keeps_lines_and_ignores_quoted_semicolons() -> None:
     stmts = split("-- c;\nSELECT ';';\n/* x;\n */ SELECT $$a;b$$;\nSELECT 1")
     assert [(s.sql, s.line) for s in stmts] == [
-        ("SELECT ';'", 2), ("SELECT $$a;b$$", 4), ("SELECT 1", 5)
+        ("SELECT ';'", 2),
+        ("SELECT $$a;b$$", 4),
+        ("SELECT 1", 5),
     ]
 
 

@@ -114,7 +114,9 @@ def repair(
     apply: Annotated[bool, typer.Option("--apply", help="Execute the plan.")] = False,
     backup_dir: Annotated[
         Path | None,
-        typer.Option(help="Write backups as JSONL here instead of the noclash_repair_backup table."),
+        typer.Option(
+            help="Write backups as JSONL here instead of the noclash_repair_backup table."
+        ),
     ] = None,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="rich or json (the plan).")
@@ -131,18 +133,29 @@ def repair(
     try:
         if progress is not None:
             with progress.status("planning") as status:
-                result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir,
-                                    on_progress=status.update)
+                result = run_repair(
+                    _url(url),
+                    options,
+                    apply=apply,
+                    backup_dir=backup_dir,
+                    on_progress=status.update,
+                )
         else:
             result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir)
     except DoctorError as exc:
         raise _fail(exc) from None
     if fmt is not Format.RICH:
-        typer.echo(json.dumps(
-            {"actions": [a.to_dict() for a in result.actions], "applied": result.applied,
-             "backup_rows": result.backup_rows},
-            indent=2, sort_keys=True,
-        ))
+        typer.echo(
+            json.dumps(
+                {
+                    "actions": [a.to_dict() for a in result.actions],
+                    "applied": result.applied,
+                    "backup_rows": result.backup_rows,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         raise typer.Exit(0)
     out = _console()
     if not result.actions:
@@ -151,16 +164,21 @@ def repair(
     verb = "applied" if result.applied else "plan (dry run; --apply executes it)"
     out.print(f"noclash repair: {len(result.actions)} actions, {verb}")
     for i, a in enumerate(result.actions, 1):
-        out.print(f"\n[bold]{i}. {a.repair}[/bold] {a.table}({', '.join(a.columns)}) "
-                  f"[dim]fixes {a.check}[/dim]", highlight=False)
+        out.print(
+            f"\n[bold]{i}. {a.repair}[/bold] {a.table}({', '.join(a.columns)}) "
+            f"[dim]fixes {a.check}[/dim]",
+            highlight=False,
+        )
         out.print(f"   {a.summary}", highlight=False)
         out.print(f"   locks: {a.locks}", highlight=False)
         for s in a.statements:
             out.print(f"   {s};", highlight=False, markup=False)
     if result.applied:
         where = str(backup_dir) if backup_dir else "table noclash_repair_backup"
-        out.print(f"\nbacked up {result.backup_rows} rows to {where}; every post-condition "
-                  "verified", highlight=False)
+        out.print(
+            f"\nbacked up {result.backup_rows} rows to {where}; every post-condition verified",
+            highlight=False,
+        )
     raise typer.Exit(0)
 
 

@@ -34,10 +34,10 @@ def open_engine(url: str) -> Engine:
         )
     if backend == "sqlite":
         database = parsed.database or ""
-        if database not in ("", ":memory:") and not database.startswith("file:"):
-            if not Path(database).is_file():
-                # pysqlite would silently create an empty file: refuse instead.
-                raise CannotConnect(f"no SQLite database at {database}")
+        in_memory = database in ("", ":memory:") or database.startswith("file:")
+        if not in_memory and not Path(database).is_file():
+            # pysqlite would silently create an empty file: refuse instead.
+            raise CannotConnect(f"no SQLite database at {database}")
     try:
         engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
     except Exception as exc:  # driver import errors, bad query options

@@ -13,7 +13,9 @@ from noclash.doctor.errors import DoctorError
 from noclash.doctor.model import Report
 
 
-def inspect(conn: Connection, options: Options, on_progress: Callable[[str], None] | None = None) -> Context:
+def inspect(
+    conn: Connection, options: Options, on_progress: Callable[[str], None] | None = None
+) -> Context:
     """Read the catalog on ``conn`` and build the context every check shares."""
     dialect = doctor_dialect(conn)
     with reading("the catalog"):
@@ -22,8 +24,9 @@ def inspect(conn: Connection, options: Options, on_progress: Callable[[str], Non
     unknown = {k.table for k in options.keys} - set(catalog.tables)
     if unknown:
         raise DoctorError(f"--key names tables that do not exist: {', '.join(sorted(unknown))}")
-    return Context(conn=conn, dialect=dialect, catalog=catalog, options=options,
-                   on_progress=on_progress)
+    return Context(
+        conn=conn, dialect=dialect, catalog=catalog, options=options, on_progress=on_progress
+    )
 
 
 def run_checks(ctx: Context, target: str) -> Report:

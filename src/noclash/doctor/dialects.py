@@ -91,7 +91,9 @@ class SQLiteDoctor(DoctorDialect):
         # No regexp in SQLite: register the same test the PostgreSQL regex performs.
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
-        raw.create_function("noclash_is_uuid", 1, lambda v: int(is_uuid_text(v)), deterministic=True)
+        raw.create_function(
+            "noclash_is_uuid", 1, lambda v: int(is_uuid_text(v)), deterministic=True
+        )
         raw.create_function("noclash_uuid4", 0, lambda: str(uuid.uuid4()))
 
     def uuid_shaped(self, expr: str) -> str:
@@ -119,9 +121,7 @@ class SQLiteDoctor(DoctorDialect):
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
         ).all()
         index_sql = dict(
-            conn.exec_driver_sql(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
-            ).all()
+            conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all()
         )
         for name, create_sql in rows:
             if name in IGNORED_TABLES:
@@ -276,9 +276,7 @@ class PostgreSQLDoctor(DoctorDialect):
     def read_catalog(self, conn: Connection) -> Catalog:
         raw: Any = conn.connection.driver_connection
         version = raw.info.server_version  # e.g. 180001
-        catalog = Catalog(
-            dialect=self.name, server_version=(version // 10000, version % 10000)
-        )
+        catalog = Catalog(dialect=self.name, server_version=(version // 10000, version % 10000))
         current = conn.exec_driver_sql("SELECT current_schema()").scalar()
         tables: dict[int, Table] = {}
         for oid, schema, name in conn.exec_driver_sql(self._TABLES).all():
@@ -287,9 +285,16 @@ class PostgreSQLDoctor(DoctorDialect):
             tables[oid] = Table(name=name, schema=None if schema == current else schema)
         oids = {"oids": list(tables)}
         enum_types: dict[int, list[tuple[Table, str]]] = {}
-        for relid, cname, ctype, notnull, default, identity, typtype, typoid in (
-            conn.exec_driver_sql(self._COLUMNS, oids).all()
-        ):
+        for (
+            relid,
+            cname,
+            ctype,
+            notnull,
+            default,
+            identity,
+            typtype,
+            typoid,
+        ) in conn.exec_driver_sql(self._COLUMNS, oids).all():
             tables[relid].columns[cname] = Column(
                 name=cname, type=ctype, nullable=not notnull, default=default, identity=identity
             )
@@ -307,8 +312,21 @@ class PostgreSQLDoctor(DoctorDialect):
                 table.enum_values[cname] = labels
         nnd = "ix.indnullsnotdistinct" if catalog.server_version >= (15,) else "false"
         for row in conn.exec_driver_sql(self._INDEXES.format(nnd=nnd), oids).all():
-            (relid, iname, unique, primary, valid, ready, pred, nulls_nd, am, idef, conname,
-             cols, building) = row
+            (
+                relid,
+                iname,
+                unique,
+                primary,
+                valid,
+                ready,
+                pred,
+                nulls_nd,
+                am,
+                idef,
+                conname,
+                cols,
+                building,
+            ) = row
             table = tables[relid]
             table.indexes.append(
                 Index(

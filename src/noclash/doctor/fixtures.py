@@ -73,7 +73,7 @@ def short_tokens(conn: Connection) -> None:
 def closed_chat(conn: Connection) -> None:
     conn.exec_driver_sql(
         'CREATE TABLE conversations (id INTEGER PRIMARY KEY, "instagramConnectionId" TEXT '
-        'NOT NULL, psid TEXT NOT NULL, status TEXT NOT NULL DEFAULT \'OPEN\' '
+        "NOT NULL, psid TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'OPEN' "
         "CHECK (status IN ('OPEN', 'SNOOZED', 'CLOSED')), "
         '"lastMessageAt" TEXT, "createdAt" TEXT NOT NULL)'
     )
@@ -93,8 +93,14 @@ def closed_chat(conn: Connection) -> None:
     for i in range(30):
         status = "CLOSED" if i % 4 == 0 else ("SNOOZED" if i % 7 == 0 else "OPEN")
         rows.append(
-            {"i": i + 1, "c": f"ig{i % 2 + 1}", "p": str(1170019054981000 + i), "s": status,
-             "l": _ts(i + 100), "t": _ts(i)}
+            {
+                "i": i + 1,
+                "c": f"ig{i % 2 + 1}",
+                "p": str(1170019054981000 + i),
+                "s": status,
+                "l": _ts(i + 100),
+                "t": _ts(i),
+            }
         )
     conn.execute(
         sa.text(
@@ -105,8 +111,7 @@ def closed_chat(conn: Connection) -> None:
     )
     conn.execute(
         sa.text(
-            'INSERT INTO messages (id, "conversationId", body, "createdAt") '
-            "VALUES (:i, :c, :b, :t)"
+            'INSERT INTO messages (id, "conversationId", body, "createdAt") VALUES (:i, :c, :b, :t)'
         ),
         [{"i": i + 1, "c": i % 30 + 1, "b": f"message {i + 1}", "t": _ts(i)} for i in range(90)],
     )
@@ -122,7 +127,9 @@ def null_session_ids(conn: Connection) -> None:
     conn.exec_driver_sql(
         f"CREATE UNIQUE INDEX chat_sessions_session_id_key ON chat_sessions (session_id){nnd}"
     )
-    sessions: list[str | None] = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(40)]
+    sessions: list[str | None] = [
+        str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(40)
+    ]
     # PostgreSQL (NULLS NOT DISTINCT, like MongoDB's unique index) admits one NULL; SQLite many.
     sessions[5] = None
     sessions[11] = ""

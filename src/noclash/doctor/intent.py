@@ -27,8 +27,20 @@ _LEGACY = re.compile(r"_legacy$")
 LIFECYCLE_NAMES = frozenset({"status", "state", "lifecycle", "stage"})
 CLOSED_WORDS = frozenset(
     {
-        "closed", "archived", "resolved", "done", "ended", "expired", "cancelled",
-        "canceled", "deleted", "inactive", "completed", "finished", "revoked", "removed",
+        "closed",
+        "archived",
+        "resolved",
+        "done",
+        "ended",
+        "expired",
+        "cancelled",
+        "canceled",
+        "deleted",
+        "inactive",
+        "completed",
+        "finished",
+        "revoked",
+        "removed",
     }
 )
 # Columns that identify the row itself (a slug, a token, an e-mail): a unique index on

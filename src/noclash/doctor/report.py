@@ -73,9 +73,7 @@ def render_rich(report: Report, console: Console) -> None:
         )
     console.print(table)
     counts = report.counts()
-    console.print(
-        f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes"
-    )
+    console.print(f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes")
 
 
 def _location(f: Finding) -> dict[str, Any]:

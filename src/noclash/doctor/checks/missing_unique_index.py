@@ -38,7 +38,9 @@ def run(ctx: Context) -> Iterator[Finding]:
         concurrently = " CONCURRENTLY" if ctx.dialect.supports_concurrent_index else ""
         sql = f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols});"
         if ctx.dialect.supports_constraint_using_index:
-            sql += f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} UNIQUE USING INDEX {name};"
+            sql += (
+                f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} UNIQUE USING INDEX {name};"
+            )
         yield Finding(
             check=ID,
             severity=Severity.WARNING,

@@ -24,9 +24,7 @@ HELP = (
 def normal_form(ctx: Context, column: str) -> str:
     q = ctx.q(column)
     uuid_form = f"lower(replace(replace(replace(trim({q}), '-', ''), '{{', ''), '}}', ''))"
-    return (
-        f"CASE WHEN {ctx.dialect.uuid_shaped(q)} THEN {uuid_form} ELSE lower(trim({q})) END"
-    )
+    return f"CASE WHEN {ctx.dialect.uuid_shaped(q)} THEN {uuid_form} ELSE lower(trim({q})) END"
 
 
 def run(ctx: Context) -> Iterator[Finding]:

@@ -34,7 +34,5 @@ def run(ctx: Context) -> Iterator[Finding]:
                     f"were never checked against {con.definition}"
                 ),
                 evidence={"constraint": con.name, "definition": con.definition},
-                fix=Fix(
-                    sql=f"ALTER TABLE {ctx.t(tname)} VALIDATE CONSTRAINT {ctx.q(con.name)};"
-                ),
+                fix=Fix(sql=f"ALTER TABLE {ctx.t(tname)} VALIDATE CONSTRAINT {ctx.q(con.name)};"),
             )

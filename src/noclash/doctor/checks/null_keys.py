@@ -53,7 +53,9 @@ def run(ctx: Context) -> Iterator[Finding]:
         q = ctx.q(cname)
         empty = f" OR {q} = ''" if col.is_text else ""
         missing = f"{q} IS NULL{empty}"
-        nulls = int(ctx.scalar(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} IS NULL", what=tname))
+        nulls = int(
+            ctx.scalar(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} IS NULL", what=tname)
+        )
         empties = (
             int(ctx.scalar(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} = ''", what=tname))
             if col.is_text

@@ -49,10 +49,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 "sequence": seq.name,
             },
             fix=Fix(
-                sql=(
-                    f"SELECT setval('{seq.name}', (SELECT max({q}) "
-                    f"FROM {ctx.t(seq.table)}));"
-                ),
+                sql=(f"SELECT setval('{seq.name}', (SELECT max({q}) FROM {ctx.t(seq.table)}));"),
                 repair="reset-sequence",
             ),
             details={"sequence": seq},

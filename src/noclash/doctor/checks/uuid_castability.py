@@ -46,9 +46,9 @@ def run(ctx: Context) -> Iterator[Finding]:
             if not (names_uuid(col) or shaped * 2 >= total or weak):
                 continue
             bad = f"{q} IS NOT NULL AND NOT {ok}"
-            empty = int(ctx.scalar(
-                f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} = ''", what=tname
-            ))
+            empty = int(
+                ctx.scalar(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} = ''", what=tname)
+            )
             repair = "migrate-weak-tokens" if weak else None
             if empty == failing and looks_like_key(col):
                 repair = "backfill-keys"  # only empty strings: they are missing keys

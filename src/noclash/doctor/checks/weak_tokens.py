@@ -41,8 +41,7 @@ def analyse(ctx: Context, table: str, column: str) -> TokenEstimate | None:
         ctx.step(f"sampling {table}.{column}")
         q = ctx.q(column)
         rows = ctx.rows(
-            f"SELECT {q} FROM {ctx.t(table)} WHERE {q} IS NOT NULL "
-            f"LIMIT {ctx.options.sample_size}",
+            f"SELECT {q} FROM {ctx.t(table)} WHERE {q} IS NOT NULL LIMIT {ctx.options.sample_size}",
             what=table,
         )
         return estimate(r[0] for r in rows)

@@ -103,9 +103,10 @@ def plan_for(ctx: Context, report: Report) -> list[Action]:
     order = list(modules)
     actions: list[Action] = []
     seen: set[tuple[str, str, tuple[str, ...]]] = set()
-    for f in sorted(report.findings, key=lambda f: (order.index(f.fix.repair)
-                                                    if f.fix.repair in modules else 99,
-                                                    f.sort_key())):
+    for f in sorted(
+        report.findings,
+        key=lambda f: (order.index(f.fix.repair) if f.fix.repair in modules else 99, f.sort_key()),
+    ):
         if f.fix.repair not in modules:
             continue
         key = (f.fix.repair, f.table or "", f.columns)
@@ -150,7 +151,8 @@ def repair(
                 with conn.begin():
                     ctx = inspect(conn, options, on_progress)
                     fresh = [
-                        a for a in plan_for(ctx, run_checks(ctx, target))
+                        a
+                        for a in plan_for(ctx, run_checks(ctx, target))
                         if (a.repair, a.table, a.columns)
                         == (planned.repair, planned.table, planned.columns)
                     ]
@@ -187,7 +189,8 @@ def _verify(engine: Engine, options: Options, action: Action, target: str) -> No
             report = run_checks(inspect(ro, options, None), target)
             tx.rollback()
     left: list[Finding] = [
-        f for f in report.findings
+        f
+        for f in report.findings
         if f.check == action.check and f.table == action.table and f.columns == action.columns
     ]
     if left:
@@ -217,12 +220,16 @@ def row_key(ctx: Context, table: str) -> str:
 def select_rows(ctx: Context, table: str, where: str, params: dict | None = None) -> list[dict]:
     """Whole rows matching ``where`` (for the backup), their key under ``noclash_key``."""
     key = row_key(ctx, table)
-    rows = ctx.conn.execute(
-        sa.text(
-            f"SELECT {key} AS noclash_key, * FROM {ctx.t(table)} WHERE {where} ORDER BY {key}"
-        ),
-        params or {},
-    ).mappings().all()
+    rows = (
+        ctx.conn.execute(
+            sa.text(
+                f"SELECT {key} AS noclash_key, * FROM {ctx.t(table)} WHERE {where} ORDER BY {key}"
+            ),
+            params or {},
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 

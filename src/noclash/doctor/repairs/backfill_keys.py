@@ -30,8 +30,8 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     q = ctx.q(cname)
     missing = f"{q} IS NULL OR {q} = ''" if col.is_text else f"{q} IS NULL"
     guard = ctx.dialect.not_null_guard_sql(ctx.conn, table, cname)
-    index = [] if table.covered_by_unique(cname) else add_unique_index.statements(
-        ctx, tname, (cname,)
+    index = (
+        [] if table.covered_by_unique(cname) else add_unique_index.statements(ctx, tname, (cname,))
     )
     stmts = [f"UPDATE {ctx.t(tname)} SET {q} = <uuid4> WHERE {missing}", *guard, *index]
 
@@ -39,9 +39,13 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         key = row_key(ctx, tname)
         rows = select_rows(ctx, tname, missing)
         backup.save(ctx.conn, ID, tname, rows)
-        sample = ctx.conn.execute(
-            sa.text(f"SELECT {q} FROM {ctx.t(tname)} WHERE NOT ({missing}) LIMIT 50")
-        ).scalars().all()
+        sample = (
+            ctx.conn.execute(
+                sa.text(f"SELECT {q} FROM {ctx.t(tname)} WHERE NOT ({missing}) LIMIT 50")
+            )
+            .scalars()
+            .all()
+        )
         hyphens = not sample or any("-" in str(v) for v in sample if is_uuid_text(str(v)))
         update = sa.text(f"UPDATE {ctx.t(tname)} SET {q} = :v WHERE {key} = :k")
         for n, chunk in enumerate(batches(rows), 1):

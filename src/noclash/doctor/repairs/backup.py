@@ -66,8 +66,13 @@ class Backup:
                     "created_at) VALUES (:r, :a, :t, :d, :c)"
                 ),
                 [
-                    {"r": self.run_id, "a": action, "t": table, "c": now,
-                     "d": json.dumps(rec["row"], sort_keys=True)}
+                    {
+                        "r": self.run_id,
+                        "a": action,
+                        "t": table,
+                        "c": now,
+                        "d": json.dumps(rec["row"], sort_keys=True),
+                    }
                     for rec in records
                 ],
             )

@@ -71,16 +71,26 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         for g in groups:
             match = " AND ".join(f"{ctx.q(c)} = :g{i}" for i, c in enumerate(ix.column_names))
             params = {f"g{i}": v for i, v in enumerate(g)}
-            ids = ctx.conn.execute(
-                sa.text(f"SELECT {key} FROM {t} WHERE {active} AND {match} ORDER BY {latest}"),
-                params,
-            ).scalars().all()
+            ids = (
+                ctx.conn.execute(
+                    sa.text(f"SELECT {key} FROM {t} WHERE {active} AND {match} ORDER BY {latest}"),
+                    params,
+                )
+                .scalars()
+                .all()
+            )
             losers.extend(ids[1:])
         if losers:
-            rows = [r for chunk in batches(losers) for r in select_rows(
-                ctx, tname, f"{key} IN ({', '.join(':k' + str(i) for i in range(len(chunk)))})",
-                {f"k{i}": v for i, v in enumerate(chunk)},
-            )]
+            rows = [
+                r
+                for chunk in batches(losers)
+                for r in select_rows(
+                    ctx,
+                    tname,
+                    f"{key} IN ({', '.join(':k' + str(i) for i in range(len(chunk)))})",
+                    {f"k{i}": v for i, v in enumerate(chunk)},
+                )
+            ]
             backup.save(ctx.conn, ID, tname, rows)
             update = sa.text(f"UPDATE {t} SET {ctx.q(life.column)} = :s WHERE {key} = :k")
             for n, chunk in enumerate(batches(losers), 1):

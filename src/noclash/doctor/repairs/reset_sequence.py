@@ -27,11 +27,14 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         if top is None or current.next_value > int(top):
             return []
         backup.save(
-            ctx.conn, ID, seq.table,
+            ctx.conn,
+            ID,
+            seq.table,
             [{"sequence": seq.name, "last_value": current.last_value, "max": int(top)}],
         )
-        ctx.conn.execute(sa.text("SELECT setval(CAST(:s AS regclass), :v)"),
-                         {"s": seq.name, "v": int(top)})
+        ctx.conn.execute(
+            sa.text("SELECT setval(CAST(:s AS regclass), :v)"), {"s": seq.name, "v": int(top)}
+        )
         return []
 
     return Action(

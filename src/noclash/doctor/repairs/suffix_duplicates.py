@@ -34,12 +34,16 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     def apply(ctx: Context, backup: Backup, progress: Callable[[str], None]) -> list[str]:
         key = row_key(ctx, tname)
         t = ctx.t(tname)
-        dup_rows = ctx.conn.execute(
-            sa.text(
-                f"SELECT {key} AS noclash_key, * FROM {t} WHERE {q} IN "
-                f"(SELECT {q} FROM {t} GROUP BY {q} HAVING count(*) > 1) ORDER BY {q}, {key}"
+        dup_rows = (
+            ctx.conn.execute(
+                sa.text(
+                    f"SELECT {key} AS noclash_key, * FROM {t} WHERE {q} IN "
+                    f"(SELECT {q} FROM {t} GROUP BY {q} HAVING count(*) > 1) ORDER BY {q}, {key}"
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         taken = set(
             ctx.conn.execute(sa.text(f"SELECT {q} FROM {t} WHERE {q} IS NOT NULL")).scalars()
         )
@@ -63,8 +67,9 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             progress(f"{ID} {tname}.{cname}: batch {n}")
             ctx.conn.execute(update, chunk)
         left = ctx.conn.execute(
-            sa.text(f"SELECT count(*) FROM (SELECT {q} FROM {t} GROUP BY {q} "
-                    f"HAVING count(*) > 1) AS g")
+            sa.text(
+                f"SELECT count(*) FROM (SELECT {q} FROM {t} GROUP BY {q} HAVING count(*) > 1) AS g"
+            )
         ).scalar()
         if left:
             raise RuntimeError("duplicates remain after suffixing")

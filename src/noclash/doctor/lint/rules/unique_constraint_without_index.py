@@ -21,8 +21,10 @@ HELP = (
     "CREATE UNIQUE INDEX CONCURRENTLY ix ON t (cols); then "
     "ALTER TABLE t ADD CONSTRAINT name UNIQUE USING INDEX ix;"
 )
-_ADD = re.compile(r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ )?"
-                  r"(UNIQUE|PRIMARY KEY)\b")
+_ADD = re.compile(
+    r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ )?"
+    r"(UNIQUE|PRIMARY KEY)\b"
+)
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
