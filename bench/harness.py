@@ -1,0 +1,523 @@
+"""The measuring machinery: rounds, alternation, timing, percentiles, statements, output.
+
+Why it is built this way:
+
+- **Alternation.** Every contender of a case runs in the same process against the same
+  database, one after another inside each round, and the order rotates from round to
+  round. Drift on a shared 2-core machine (another test suite starting, a checkpoint, a
+  CPU frequency change) then hits every contender alike instead of whichever ran last.
+- **Median of rounds.** Throughput is the median of the per-round figures, so one
+  disturbed round does not move the result; latencies are pooled over all rounds.
+- **Statements** are counted with SQLAlchemy's ``before_cursor_execute`` event on the
+  contender's engines. Transaction control (``BEGIN IMMEDIATE`` on SQLite) is not counted:
+  every contender pays it alike, and the question is how much uniqueness work a create does.
+- **Invariants** (duplicate active conversations, duplicate messages) are read from the
+  database after the case, outside the timed part, over everything the contender wrote.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+ROLES = ("seed", "noclash", "limit")
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """How big a run is. ``full()`` is ``make bench``; ``quick()`` is the smoke size."""
+
+    rounds: int
+    seconds: float  # time budget of one contender in one round
+    max_ops: int  # op budget of one contender in one round (whichever ends first)
+    warmup_ops: int
+    writers: tuple[int, ...]
+    burst_writers: int  # the "64 concurrent messages for one psid" case
+    slug_ks: tuple[int, ...]
+    http_max_requests: int
+    quick: bool = False
+
+    @classmethod
+    def full(cls, writers: Sequence[int] | None = None) -> Config:
+        return cls(
+            rounds=3,
+            seconds=1.0,
+            max_ops=20_000,
+            warmup_ops=40,
+            writers=tuple(writers or (1, 32)),
+            burst_writers=64,
+            slug_ks=(0, 1_000, 10_000),
+            http_max_requests=20_000,
+        )
+
+    @classmethod
+    def quick_size(cls, writers: Sequence[int] | None = None) -> Config:
+        return cls(
+            rounds=1,
+            seconds=0.25,
+            max_ops=40,
+            warmup_ops=4,
+            writers=tuple(writers or (1, 8)),
+            burst_writers=16,
+            slug_ks=(0, 100),
+            http_max_requests=60,
+            quick=True,
+        )
+
+
+# -- statement counting ----------------------------------------------------------------------
+
+
+class StatementCounter:
+    """Counts statements sent by the engines it is attached to (transaction control excluded)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self._attached: set[int] = set()
+
+    def attach(self, engine: Engine) -> None:
+        if id(engine) in self._attached:
+            return
+        self._attached.add(id(engine))
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip()[:5].upper() in ("BEGIN", "COMMI", "ROLLB"):
+                return
+            with self._lock:
+                self.count += 1
+
+    def reset(self) -> int:
+        with self._lock:
+            value, self.count = self.count, 0
+        return value
+
+
+COUNTER = StatementCounter()
+
+
+# -- contenders and cases --------------------------------------------------------------------
+
+
+@dataclass
+class RoundResult:
+    """What one contender did in one round."""
+
+    ok: int
+    errors: int
+    elapsed: float
+    latencies_ns: list[int]
+    statements: int | None = None
+    error_kinds: Counter[str] = field(default_factory=Counter)
+
+
+Op = Callable[[int, int], None]  # (worker index, the worker's op sequence number)
+
+
+@dataclass
+class Contender:
+    """One way of doing the scenario's create.
+
+    ``op`` does one create (raising counts as an error). ``runner`` replaces the in-process
+    thread driver (the http scenario measures in a separate load-generating process).
+    ``before_round(phase)`` resets data that would otherwise drift; it runs before the
+    warm-up and before the measured run, each time with a new phase number. ``check``
+    returns invariant violations after the case.
+    """
+
+    name: str
+    role: str
+    op: Op | None = None
+    runner: Callable[[int, float, int], RoundResult] | None = None
+    engines: Sequence[Engine] = ()
+    before_round: Callable[[int], None] | None = None
+    check: Callable[[], dict[str, int]] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """A configuration to measure; ``build`` sets up its databases and yields contenders."""
+
+    scenario: str
+    dialect: str
+    writers: int
+    label: str
+    contenders: tuple[str, ...]
+    build: Callable[[], AbstractContextManager[list[Contender]]]
+    burst: bool = False
+
+
+@dataclass
+class ContenderResult:
+    name: str
+    role: str
+    ops_per_s: float
+    rounds_ops_per_s: list[float]
+    p50_ms: float | None
+    p99_ms: float | None
+    ops: int
+    errors: int
+    error_kinds: dict[str, int]
+    statements_per_op: float | None
+    invariants: dict[str, int]
+    ratio_to_noclash: float | None = None
+    note: str = ""
+
+
+@dataclass
+class CaseResult:
+    scenario: str
+    dialect: str
+    writers: int
+    label: str
+    contenders: list[ContenderResult]
+
+    def get(self, role: str) -> ContenderResult | None:
+        return next((c for c in self.contenders if c.role == role), None)
+
+
+# -- the drivers -----------------------------------------------------------------------------
+
+
+def _record_error(kinds: Counter[str], exc: BaseException) -> None:
+    orig = getattr(exc, "orig", None)
+    kinds[type(orig or exc).__name__] += 1
+
+
+def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
+    """``writers`` threads each call ``op`` until the time or op budget is spent.
+
+    All threads start together from a barrier; elapsed time runs from the release to the
+    last thread's end, so thread start-up is not measured.
+    """
+    tickets = itertools.count()
+    lock = threading.Lock()
+    latencies: list[int] = []
+    kinds: Counter[str] = Counter()
+    counts = {"ok": 0, "errors": 0}
+    state: dict[str, float] = {}
+
+    def released() -> None:
+        state["t0"] = time.perf_counter()
+        state["deadline"] = state["t0"] + seconds
+
+    start = threading.Barrier(writers, action=released)
+
+    def worker(w: int) -> None:
+        local: list[int] = []
+        ok = errors = 0
+        local_kinds: Counter[str] = Counter()
+        start.wait()
+        deadline = state["deadline"]
+        seq = 0
+        while next(tickets) < max_ops and time.perf_counter() < deadline:
+            t = time.perf_counter_ns()
+            try:
+                op(w, seq)
+            except Exception as exc:
+                errors += 1
+                _record_error(local_kinds, exc)
+            else:
+                ok += 1
+                local.append(time.perf_counter_ns() - t)
+            seq += 1
+        with lock:
+            latencies.extend(local)
+            counts["ok"] += ok
+            counts["errors"] += errors
+            kinds.update(local_kinds)
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - state["t0"]
+    return RoundResult(counts["ok"], counts["errors"], elapsed, latencies, error_kinds=kinds)
+
+
+def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
+    """Bursts: all ``writers`` threads call ``op`` at once, wait for each other, repeat.
+
+    Used where the point is simultaneity (64 messages for one customer at the same
+    instant); a barrier before every op keeps the threads from drifting apart.
+    """
+    lock = threading.Lock()
+    latencies: list[int] = []
+    kinds: Counter[str] = Counter()
+    counts = {"ok": 0, "errors": 0}
+    state: dict[str, Any] = {"stop": False, "bursts": 0}
+
+    def gate() -> None:
+        now = time.perf_counter()
+        if "t0" not in state:
+            state["t0"] = now
+            state["deadline"] = now + seconds
+        elif now >= state["deadline"] or state["bursts"] * writers >= max_ops:
+            state["stop"] = True
+        state["bursts"] += 1
+
+    barrier = threading.Barrier(writers, action=gate)
+
+    def worker(w: int) -> None:
+        local: list[int] = []
+        ok = errors = 0
+        local_kinds: Counter[str] = Counter()
+        seq = 0
+        while True:
+            barrier.wait()
+            if state["stop"]:
+                break
+            t = time.perf_counter_ns()
+            try:
+                op(w, seq)
+            except Exception as exc:
+                errors += 1
+                _record_error(local_kinds, exc)
+            else:
+                ok += 1
+                local.append(time.perf_counter_ns() - t)
+            seq += 1
+        with lock:
+            latencies.extend(local)
+            counts["ok"] += ok
+            counts["errors"] += errors
+            kinds.update(local_kinds)
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - state["t0"]
+    return RoundResult(counts["ok"], counts["errors"], elapsed, latencies, error_kinds=kinds)
+
+
+def _percentile(sorted_values: Sequence[int], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index] / 1e6
+
+
+def _dispose_idle(engines: Sequence[Engine]) -> None:
+    """Close pooled connections so contenders never hold more than one pool at a time.
+
+    Up to 2 x 64 idle connections would otherwise exceed PostgreSQL's max_connections.
+    """
+    for engine in engines:
+        engine.pool.dispose()
+
+
+def run_case(
+    spec: CaseSpec, config: Config, advance: Callable[[str], None] | None = None
+) -> CaseResult:
+    """Measure every contender of ``spec`` for ``config.rounds`` alternating rounds."""
+    driver = run_bursts if spec.burst else run_threads
+    with spec.build() as contenders:
+        rounds: dict[str, list[RoundResult]] = {c.name: [] for c in contenders}
+        for r in range(config.rounds):
+            shift = r % len(contenders)
+            for c in contenders[shift:] + contenders[:shift]:
+                for engine in c.engines:
+                    COUNTER.attach(engine)
+                if c.runner is not None:
+                    if c.before_round is not None:
+                        c.before_round(2 * r + 1)
+                    result = c.runner(spec.writers, config.seconds, config.max_ops)
+                else:
+                    assert c.op is not None
+                    # Warm-up: open the pool's connections and fill statement caches.
+                    # ``before_round`` runs before it and again before the measured run
+                    # (with another phase number), so both start from the same state.
+                    warm = max(config.warmup_ops, spec.writers)
+                    if c.before_round is not None:
+                        c.before_round(2 * r)
+                    driver(c.op, spec.writers, 30.0, warm)
+                    if c.before_round is not None:
+                        c.before_round(2 * r + 1)
+                    COUNTER.reset()
+                    result = driver(c.op, spec.writers, config.seconds, config.max_ops)
+                    result.statements = COUNTER.reset() if c.engines else None
+                _dispose_idle(c.engines)
+                rounds[c.name].append(result)
+                if advance is not None:
+                    advance(f"{spec.scenario} {spec.dialect} w={spec.writers} {spec.label}")
+        results = [_aggregate(c, rounds[c.name]) for c in contenders]
+    noclash = next((c for c in results if c.role == "noclash"), None)
+    for c in results:
+        if noclash is not None and noclash.ops_per_s > 0:
+            c.ratio_to_noclash = c.ops_per_s / noclash.ops_per_s
+    return CaseResult(spec.scenario, spec.dialect, spec.writers, spec.label, results)
+
+
+def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
+    per_round = [r.ok / r.elapsed if r.elapsed > 0 else 0.0 for r in rounds]
+    latencies = sorted(itertools.chain.from_iterable(r.latencies_ns for r in rounds))
+    ops = sum(r.ok + r.errors for r in rounds)
+    kinds: Counter[str] = Counter()
+    for r in rounds:
+        kinds.update(r.error_kinds)
+    stmts = [r.statements for r in rounds]
+    per_op = (
+        sum(s for s in stmts if s is not None) / ops
+        if ops and all(s is not None for s in stmts)
+        else None
+    )
+    return ContenderResult(
+        name=c.name,
+        role=c.role,
+        ops_per_s=statistics.median(per_round) if per_round else 0.0,
+        rounds_ops_per_s=per_round,
+        p50_ms=_percentile(latencies, 0.50),
+        p99_ms=_percentile(latencies, 0.99),
+        ops=ops,
+        errors=sum(r.errors for r in rounds),
+        error_kinds=dict(kinds),
+        statements_per_op=per_op,
+        invariants=c.check() if c.check is not None else {},
+        note=c.note,
+    )
+
+
+def run_all(
+    specs: Sequence[CaseSpec], config: Config, console: Console | None = None
+) -> Iterator[CaseResult]:
+    """Run every case under a progress bar (counted in contender-rounds)."""
+    console = console or Console(stderr=True)
+    total = sum(len(s.contenders) * config.rounds for s in specs)
+    progress = Progress(
+        TextColumn("[bold]bench[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("starting", total=total)
+
+        def advance(description: str) -> None:
+            progress.update(task, advance=1, description=description)
+
+        for spec in specs:
+            progress.update(task, description=f"{spec.scenario} {spec.dialect} setup")
+            yield run_case(spec, config, advance)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _violations(c: ContenderResult) -> str:
+    bad = {k: v for k, v in c.invariants.items() if v}
+    if not c.invariants:
+        return "-"
+    return ", ".join(f"{k}={v}" for k, v in bad.items()) if bad else "0"
+
+
+def results_table(results: Sequence[CaseResult], title: str = "noclash bench") -> Table:
+    """The results as a rich table: one row per contender, grouped by case."""
+    table = Table(title=title, show_lines=False)
+    for name, justify in [
+        ("scenario", "left"),
+        ("db", "left"),
+        ("w", "right"),
+        ("case", "left"),
+        ("contender", "left"),
+        ("ops/s", "right"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+        ("errors", "right"),
+        ("violations", "left"),
+        ("stmts/op", "right"),
+        ("x noclash", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for case in results:
+        for i, c in enumerate(case.contenders):
+            first = i == 0
+            table.add_row(
+                case.scenario if first else "",
+                case.dialect if first else "",
+                str(case.writers) if first else "",
+                case.label if first else "",
+                c.name,
+                f"{c.ops_per_s:,.0f}",
+                _fmt(c.p50_ms, ".2f"),
+                _fmt(c.p99_ms, ".2f"),
+                str(c.errors),
+                _violations(c),
+                _fmt(c.statements_per_op, ".2f"),
+                _fmt(c.ratio_to_noclash, ".2f"),
+                end_section=i == len(case.contenders) - 1,
+            )
+    return table
+
+
+def markdown_table(results: Sequence[CaseResult]) -> str:
+    """The same table as Markdown, for docs/performance.md."""
+    head = (
+        "| scenario | db | writers | case | contender | ops/s | p50 ms | p99 ms | errors "
+        "| violations | stmts/op | x noclash |\n"
+        "|---|---|--:|---|---|--:|--:|--:|--:|---|--:|--:|\n"
+    )
+    rows = []
+    for case in results:
+        for c in case.contenders:
+            rows.append(
+                f"| {case.scenario} | {case.dialect} | {case.writers} | {case.label} | "
+                f"{c.name} | {c.ops_per_s:,.0f} | {_fmt(c.p50_ms, '.2f')} | "
+                f"{_fmt(c.p99_ms, '.2f')} | {c.errors} | {_violations(c)} | "
+                f"{_fmt(c.statements_per_op, '.2f')} | {_fmt(c.ratio_to_noclash, '.2f')} |"
+            )
+    return head + "\n".join(rows) + "\n"
+
+
+def to_json(
+    results: Sequence[CaseResult],
+    *,
+    config: Config,
+    machine: dict[str, Any],
+    targets: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "machine": machine,
+        "config": asdict(config),
+        "cases": [asdict(r) for r in results],
+        "targets": list(targets),
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
