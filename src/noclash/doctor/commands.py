@@ -42,7 +42,13 @@ ThresholdOption = Annotated[
 
 
 def _console() -> Console:
+    # Wide enough for SQL when piped (CI logs, the README); the terminal's width otherwise.
     return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _plain_console() -> Console:
+    """For the plan: statements are copied by hand, so never wrap them."""
+    return Console(stderr=False, soft_wrap=True)
 
 
 def _progress_console() -> Console | None:
@@ -151,13 +157,19 @@ def repair(
                     "actions": [a.to_dict() for a in result.actions],
                     "applied": result.applied,
                     "backup_rows": result.backup_rows,
+                    "manual": [f.to_dict() for f in result.manual],
                 },
                 indent=2,
                 sort_keys=True,
             )
         )
         raise typer.Exit(0)
-    out = _console()
+    out = _plain_console()
+    for f in result.manual:
+        out.print(
+            f"[yellow]no automatic repair[/yellow] for {f.check} on {f.location}: {f.message}",
+            highlight=False,
+        )
     if not result.actions:
         out.print("noclash repair: nothing to repair")
         raise typer.Exit(0)

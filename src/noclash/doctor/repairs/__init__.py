@@ -16,6 +16,7 @@ post-condition); a repair whose finding is gone is never planned again, so a sec
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from noclash.doctor.connect import connection, display_url, open_engine, reading
 from noclash.doctor.context import Context, Options
@@ -70,6 +71,8 @@ class RepairResult:
     applied: bool
     backup_rows: int = 0
     remaining: Report | None = None
+    # Findings at error level that no automatic repair addresses: for a human.
+    manual: list[Finding] = field(default_factory=list)
 
 
 def _modules() -> dict[str, ModuleType]:
@@ -137,10 +140,17 @@ def repair(
             ro = conn.execution_options(noclash_readonly=True)
             with ro.begin() as tx:
                 ctx = inspect(ro, options, on_progress)
-                actions = plan_for(ctx, run_checks(ctx, target))
+                report = run_checks(ctx, target)
+                actions = plan_for(ctx, report)
                 tx.rollback()
+        planned_keys = {(a.check, a.table, a.columns) for a in actions}
+        manual = [
+            f
+            for f in report.sorted()
+            if f.severity == "error" and (f.check, f.table, f.columns) not in planned_keys
+        ]
         if not apply or not actions:
-            return RepairResult(actions=actions, applied=apply)
+            return RepairResult(actions=actions, applied=apply, manual=manual)
         backup = Backup(
             run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
             directory=backup_dir,
@@ -162,11 +172,7 @@ def repair(
                         after = fresh[0].apply(ctx, backup, progress)
                     planned.changed_rows = fresh[0].changed_rows
                 if after:
-                    auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    for stmt in after:
-                        progress(stmt)
-                        with reading(planned.table):
-                            auto.exec_driver_sql(stmt)
+                    _run_outside_transaction(conn, after, planned, progress)
             _verify(engine, options, planned, target)
         with connection(engine) as conn:
             ro = conn.execution_options(noclash_readonly=True)
@@ -174,11 +180,44 @@ def repair(
                 remaining = run_checks(inspect(ro, options, None), target)
                 tx.rollback()
         return RepairResult(
-            actions=actions, applied=True, backup_rows=backup.saved, remaining=remaining
+            actions=actions,
+            applied=True,
+            backup_rows=backup.saved,
+            remaining=remaining,
+            manual=manual,
         )
     finally:
         if isinstance(database, str):
             engine.dispose()
+
+
+_CONCURRENT_BUILD = re.compile(
+    r"^CREATE (?:UNIQUE )?INDEX CONCURRENTLY (?:IF NOT EXISTS )?(\S+)", re.I
+)
+
+
+def _run_outside_transaction(
+    conn: Connection, statements: list[str], action: Action, progress: Callable[[str], None]
+) -> None:
+    """Run CONCURRENTLY statements in autocommit mode.
+
+    A failed concurrent build leaves an invalid index behind (which still slows writes and,
+    once ready, may enforce): drop it so the database is as it was before the statement.
+    """
+    auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+    for stmt in statements:
+        progress(stmt)
+        try:
+            auto.exec_driver_sql(stmt)
+        except sa.exc.DBAPIError as exc:
+            if m := _CONCURRENT_BUILD.match(stmt):
+                auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {m.group(1)}")
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise RepairFailed(
+                f"{action.repair} on {action.table}: {stmt} failed: {detail}",
+                action=action.repair,
+                table=action.table,
+            ) from exc
 
 
 def _verify(engine: Engine, options: Options, action: Action, target: str) -> None:
