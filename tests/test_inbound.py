@@ -141,3 +141,35 @@ def test_concurrent_first_messages_share_one_conversation(engine, connection):
     assert sum(not r.duplicate for r in results) == 8
     (conv,) = _convs(engine, connection.id)
     assert len(_msgs(engine, conv.id)) == 8
+
+
+def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connection, monkeypatch):
+    """The fast-path read can miss a message a concurrent delivery is committing.
+
+    Simulated deterministically: the first dedupe read answers "not stored" (as it would
+    for a read taken just before the other transaction committed) after the message's
+    conversation was closed. The claim then creates a new conversation, the message INSERT
+    finds the key taken, and the new, empty conversation must be removed again.
+    """
+    from noclash.chat import inbound
+
+    first = _recv(engine, connection, "m1")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(conversations)
+            .where(conversations.c.id == first.conversation_id)
+            .values(status="CLOSED", closed_at=T0)
+        )
+    real = inbound._stored
+    calls = []
+
+    def stale_then_real(*args):
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(inbound, "_stored", stale_then_real)
+    again = _recv(engine, connection, "m1")
+    assert len(calls) == 2  # the stale read, then the read of the winner
+    assert again.duplicate and not again.created_conversation
+    assert again.conversation_id == first.conversation_id
+    assert [c.id for c in _convs(engine, connection.id)] == [first.conversation_id]
