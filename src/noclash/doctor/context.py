@@ -101,13 +101,18 @@ class Context:
         )
         return [_plain(r[0]) if len(r) == 1 else [_plain(v) for v in r] for r in rows]
 
-    def duplicate_groups(self, table: str, columns: Sequence[str], expr: str | None = None) -> dict:
-        """Groups of rows sharing ``columns`` (or ``expr``): counts and the biggest groups."""
+    def duplicate_groups(
+        self, table: str, columns: Sequence[str], where: str | None = None
+    ) -> dict:
+        """Groups of rows sharing ``columns`` (among rows matching ``where``): counts and
+        the biggest groups."""
 
         def compute() -> dict:
             self.step(f"grouping {table}({', '.join(columns)})")
-            key = expr or ", ".join(self.q(c) for c in columns)
+            key = ", ".join(self.q(c) for c in columns)
             not_null = " AND ".join(f"{self.q(c)} IS NOT NULL" for c in columns)
+            if where:
+                not_null = f"{not_null} AND ({where})"
             base = (
                 f"SELECT {key}, count(*) AS n FROM {self.t(table)} WHERE {not_null} "
                 f"GROUP BY {key} HAVING count(*) > 1"
@@ -120,7 +125,7 @@ class Context:
             )
             return {"groups": int(total[0]), "rows": int(total[1]), "top": top}
 
-        return self.memo(("dups", table, tuple(columns), expr), compute)
+        return self.memo(("dups", table, tuple(columns), where), compute)
 
 
 def _plain(value: Any) -> Any:

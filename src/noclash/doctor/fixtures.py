@@ -12,6 +12,9 @@ fixture                   seed   broken state
                                  any case-insensitive lookup)
 ``closed-chat``           002    unique (instagramConnectionId, psid) on
                                  conversations that can be CLOSED
+``closed-chat-unguarded`` 002    the seed's own "fix": no unique at all, and two
+                                 OPEN conversations for one customer (needs
+                                 ``--key support_conversations.page_connection_id,psid``)
 ``null-session-ids``      003    session ids NULL or empty under a unique index
                                  (NULLS NOT DISTINCT on PostgreSQL)
 ``colliding-slugs``       004    no unique index on slug, and colliding slugs
@@ -117,6 +120,51 @@ def closed_chat(conn: Connection) -> None:
     )
 
 
+def closed_chat_unguarded(conn: Connection) -> None:
+    """Seed 002 after its own "fix": the unique was dropped and duplicates are "checked in code".
+
+    Two webhook deliveries raced past the code checks: psid 2001 has two OPEN conversations.
+    Closed duplicates are legitimate. Intent needs ``--key
+    support_conversations.page_connection_id,psid`` (psid is not a name the doctor guesses).
+    """
+    conn.exec_driver_sql(
+        "CREATE TABLE support_conversations (id INTEGER PRIMARY KEY, "
+        "page_connection_id TEXT NOT NULL, psid TEXT NOT NULL, status TEXT NOT NULL "
+        "CHECK (status IN ('OPEN', 'SNOOZED', 'CLOSED')), last_message_at TEXT, "
+        "created_at TEXT NOT NULL)"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX support_conversations_page_psid_status_idx "
+        "ON support_conversations (page_connection_id, psid, status)"
+    )
+    conn.exec_driver_sql(
+        "CREATE TABLE support_messages (id INTEGER PRIMARY KEY, conversation_id INTEGER "
+        "NOT NULL REFERENCES support_conversations (id), body TEXT NOT NULL)"
+    )
+    rows = [
+        (1, "page1", "2001", "CLOSED", _ts(10)),
+        (2, "page1", "2001", "OPEN", _ts(20)),
+        (3, "page1", "2001", "OPEN", _ts(21)),
+        (4, "page1", "2002", "CLOSED", _ts(5)),
+        (5, "page1", "2002", "CLOSED", _ts(6)),
+        (6, "page1", "2002", "OPEN", _ts(7)),
+        (7, "page2", "2001", "OPEN", _ts(8)),
+        (8, "page2", "2003", "SNOOZED", _ts(30)),
+        (9, "page2", "2003", "OPEN", _ts(29)),
+    ]
+    conn.execute(
+        sa.text(
+            "INSERT INTO support_conversations (id, page_connection_id, psid, status, "
+            "last_message_at, created_at) VALUES (:i, :c, :p, :s, :l, :l)"
+        ),
+        [{"i": i, "c": c, "p": p, "s": st, "l": ts} for i, c, p, st, ts in rows],
+    )
+    conn.execute(
+        sa.text("INSERT INTO support_messages (id, conversation_id, body) VALUES (:i, :c, :b)"),
+        [{"i": i + 1, "c": i % 9 + 1, "b": f"message {i + 1}"} for i in range(27)],
+    )
+
+
 def null_session_ids(conn: Connection) -> None:
     rng = random.Random(3)
     conn.exec_driver_sql(
@@ -189,6 +237,7 @@ def sequence_behind(conn: Connection) -> None:
 FIXTURES: dict[str, Callable[[Connection], None]] = {
     "short-tokens": short_tokens,
     "closed-chat": closed_chat,
+    "closed-chat-unguarded": closed_chat_unguarded,
     "null-session-ids": null_session_ids,
     "colliding-slugs": colliding_slugs,
     "sequence-behind": sequence_behind,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from noclash.doctor.checks.lifecycle_unique import active_predicate, key_lifecycle
 from noclash.doctor.context import Context, plain
 from noclash.doctor.intent import intended_keys, snake
 from noclash.doctor.model import Finding, Fix, Severity
@@ -25,9 +26,11 @@ def run(ctx: Context) -> Iterator[Finding]:
         table = ctx.catalog.table(spec.table)
         if table is None or not set(spec.columns) <= set(table.columns):
             continue
-        if table.has_unique_on(spec.columns):
+        life = key_lifecycle(ctx, spec.table, spec.columns)
+        if table.has_unique_on(spec.columns, whole_table=life is None):
             continue
-        dups = ctx.duplicate_groups(spec.table, spec.columns)
+        active = active_predicate(ctx, life) if life else None
+        dups = ctx.duplicate_groups(spec.table, spec.columns, active)
         if not dups["groups"]:
             continue
         key_sql = ", ".join(ctx.q(c) for c in spec.columns)
@@ -35,6 +38,8 @@ def run(ctx: Context) -> Iterator[Finding]:
         for row in dups["top"]:
             values = row[: len(spec.columns)]
             where = " AND ".join(f"{ctx.q(c)} = :v{i}" for i, c in enumerate(spec.columns))
+            if active:
+                where = f"{where} AND {active}"
             params = {f"v{i}": v for i, v in enumerate(values)}
             samples.append(
                 {
@@ -45,13 +50,16 @@ def run(ctx: Context) -> Iterator[Finding]:
             )
         slug = len(spec.columns) == 1 and "slug" in snake(spec.columns[0])
         cols = ", ".join(spec.columns)
+        repair = "partial-unique" if life else "suffix-duplicates" if slug else None
+        scope = f" {'/'.join(life.active)}" if life else ""
+        filter_sql = f" WHERE {active}" if active else ""
         yield Finding(
             check=ID,
             severity=Severity.ERROR,
             table=spec.table,
             columns=spec.columns,
             message=(
-                f"{dups['rows']} rows of {spec.table} share {dups['groups']} values of "
+                f"{dups['rows']}{scope} rows of {spec.table} share {dups['groups']} values of "
                 f"({cols}), so a unique index on it cannot be built and inserts of these "
                 f"values are not refused"
             ),
@@ -60,14 +68,16 @@ def run(ctx: Context) -> Iterator[Finding]:
                 "intent": spec.reason,
                 "rows": dups["rows"],
                 "samples": samples,
+                "scope": list(life.active) if life else None,
             },
             fix=Fix(
                 sql=(
-                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)} "
+                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)}{filter_sql} "
                     f"GROUP BY {key_sql} HAVING count(*) > 1;"
                 ),
-                repair="suffix-duplicates" if slug else None,
+                repair=repair,
             ),
+            details={"index": None, "lifecycle": life},
         )
 
 

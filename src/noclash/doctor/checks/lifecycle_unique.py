@@ -79,8 +79,21 @@ def active_predicate(ctx: Context, life: Lifecycle) -> str:
     return f"{ctx.q(life.column)} IN ({values})"
 
 
-def partial_name(ix: Index) -> str:
-    return f"{ix.table.rsplit('.', 1)[-1]}_{'_'.join(ix.column_names)}_active_key"[:63]
+def partial_name(table: str, columns: tuple[str, ...]) -> str:
+    return f"{table.rsplit('.', 1)[-1]}_{'_'.join(columns)}_active_key"[:63]
+
+
+def key_lifecycle(ctx: Context, tname: str, columns: tuple[str, ...]) -> Lifecycle | None:
+    """The lifecycle a key should be unique within, if any.
+
+    A key of the counterpart (``(connection_id, psid)``) on a table with a lifecycle is
+    unique among active rows only: closed rows may repeat it.
+    """
+    table = ctx.catalog.tables[tname]
+    col = lifecycle_column(table)
+    if col is None or col.name in columns or any(is_own_identifier(c) for c in columns):
+        return None
+    return ctx.memo(("lifecycle", tname), lambda: lifecycle(ctx, tname))
 
 
 def run(ctx: Context) -> Iterator[Finding]:
@@ -91,7 +104,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         candidates = blocking_indexes(table, col.name)
         if not candidates:
             continue
-        life = lifecycle(ctx, tname)
+        life = ctx.memo(("lifecycle", tname), lambda t=tname: lifecycle(ctx, t))
         if life is None:
             continue
         closed_list = ", ".join("'" + v.replace("'", "''") + "'" for v in life.closed)
@@ -104,7 +117,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         )
         for ix in candidates:
             cols = ", ".join(ctx.q(c) for c in ix.column_names)
-            new = ctx.q(partial_name(ix))
+            new = ctx.q(partial_name(tname, ix.column_names))
             concurrently = " CONCURRENTLY" if ctx.dialect.supports_concurrent_index else ""
             drop = (
                 f"ALTER TABLE {ctx.t(tname)} DROP CONSTRAINT {ctx.q(ix.constraint)}"

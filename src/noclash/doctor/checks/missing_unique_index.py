@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from noclash.doctor.checks.lifecycle_unique import (
+    active_predicate,
+    key_lifecycle,
+    partial_name,
+)
 from noclash.doctor.context import Context
 from noclash.doctor.intent import intended_keys
 from noclash.doctor.model import Finding, Fix, Severity
@@ -29,18 +34,28 @@ def run(ctx: Context) -> Iterator[Finding]:
         table = ctx.catalog.table(spec.table)
         if table is None or not set(spec.columns) <= set(table.columns):
             continue
-        if table.has_unique_on(spec.columns):
+        life = key_lifecycle(ctx, spec.table, spec.columns)
+        if table.has_unique_on(spec.columns, whole_table=life is None):
             continue
-        if ctx.duplicate_groups(spec.table, spec.columns)["groups"]:
+        active = active_predicate(ctx, life) if life else None
+        if ctx.duplicate_groups(spec.table, spec.columns, active)["groups"]:
             continue  # duplicate-keys reports it, with the duplicates to resolve first
         cols = ", ".join(ctx.q(c) for c in spec.columns)
-        name = ctx.q(index_name(spec.table, spec.columns))
         concurrently = " CONCURRENTLY" if ctx.dialect.supports_concurrent_index else ""
-        sql = f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols});"
-        if ctx.dialect.supports_constraint_using_index:
-            sql += (
-                f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} UNIQUE USING INDEX {name};"
+        if life:
+            name = ctx.q(partial_name(spec.table, spec.columns))
+            sql = (
+                f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols}) "
+                f"WHERE {active};"
             )
+        else:
+            name = ctx.q(index_name(spec.table, spec.columns))
+            sql = f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols});"
+            if ctx.dialect.supports_constraint_using_index:
+                sql += (
+                    f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} "
+                    f"UNIQUE USING INDEX {name};"
+                )
         yield Finding(
             check=ID,
             severity=Severity.WARNING,
@@ -52,5 +67,6 @@ def run(ctx: Context) -> Iterator[Finding]:
                 f"both succeed"
             ),
             evidence={"intent": spec.reason, "rows": ctx.row_count(spec.table)},
-            fix=Fix(sql=sql, repair="add-unique-index"),
+            fix=Fix(sql=sql, repair="partial-unique" if life else "add-unique-index"),
+            details={"index": None, "lifecycle": life},
         )

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from noclash.doctor.catalog import Index
 from noclash.doctor.checks.lifecycle_unique import Lifecycle, active_predicate, partial_name
 from noclash.doctor.context import Context
-from noclash.doctor.errors import RepairFailed
 from noclash.doctor.intent import snake
 from noclash.doctor.model import Finding
 from noclash.doctor.repairs import Action, batches, row_key, select_rows
@@ -36,28 +35,30 @@ def activity_column(ctx: Context, table: str) -> str | None:
 
 
 def plan(ctx: Context, finding: Finding) -> Action | None:
-    ix: Index = finding.details["index"]
+    ix: Index | None = finding.details["index"]
     life: Lifecycle = finding.details["lifecycle"]
     tname = finding.table or ""
+    columns = ix.column_names if ix else finding.columns
     t = ctx.t(tname)
-    cols = ", ".join(ctx.q(c) for c in ix.column_names)
+    cols = ", ".join(ctx.q(c) for c in columns)
     active = active_predicate(ctx, life)
     conc = " CONCURRENTLY" if ctx.dialect.supports_concurrent_index else ""
     create = (
-        f"CREATE UNIQUE INDEX{conc} IF NOT EXISTS {ctx.q(partial_name(ix))} ON {t} ({cols}) "
-        f"WHERE {active}"
+        f"CREATE UNIQUE INDEX{conc} IF NOT EXISTS {ctx.q(partial_name(tname, columns))} "
+        f"ON {t} ({cols}) WHERE {active}"
     )
-    if (ix.constraint and ix.constraint != ix.name) or (ix.constraint and conc):
-        drop = f"ALTER TABLE {t} DROP CONSTRAINT {ctx.q(ix.constraint)}"
-    else:
-        drop = f"DROP INDEX{conc} IF EXISTS {ctx.q(ix.name)}"
-    if ix.constraint and not ctx.dialect.can_drop_table_constraint:
-        return None  # a UNIQUE inside SQLite's CREATE TABLE: needs a table rebuild
+    drops: list[str] = []
+    if ix is not None and ix.constraint:
+        if not ctx.dialect.can_drop_table_constraint:
+            return None  # a UNIQUE inside SQLite's CREATE TABLE: needs a table rebuild
+        drops = [f"ALTER TABLE {t} DROP CONSTRAINT {ctx.q(ix.constraint)}"]
+    elif ix is not None:
+        drops = [f"DROP INDEX{conc} IF EXISTS {ctx.q(ix.name)}"]
     closed = life.closed[0]
     stmts = [
         f"UPDATE {t} SET {ctx.q(life.column)} = '{closed}' -- active duplicates but the latest",
         create,
-        drop,
+        *drops,
     ]
 
     def apply(ctx: Context, backup: Backup, progress: Callable[[str], None]) -> list[str]:
@@ -69,7 +70,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         ).all()
         losers: list = []
         for g in groups:
-            match = " AND ".join(f"{ctx.q(c)} = :g{i}" for i, c in enumerate(ix.column_names))
+            match = " AND ".join(f"{ctx.q(c)} = :g{i}" for i, c in enumerate(columns))
             params = {f"g{i}": v for i, v in enumerate(g)}
             ids = (
                 ctx.conn.execute(
@@ -97,20 +98,19 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
                 progress(f"{ID} {tname}: closing duplicates, batch {n}")
                 ctx.conn.execute(update, [{"s": closed, "k": k} for k in chunk])
         if conc:
-            return [create, drop]
-        if ix.constraint:
-            raise RepairFailed("cannot drop a table constraint here", action=ID, table=tname)
+            return [create, *drops]
         ctx.conn.exec_driver_sql(create)
-        ctx.conn.exec_driver_sql(drop)
+        for drop in drops:
+            ctx.conn.exec_driver_sql(drop)
         return []
 
     return Action(
         repair=ID,
         check=finding.check,
         table=tname,
-        columns=ix.column_names,
+        columns=columns,
         summary=(
-            f"replace {ix.name} by a unique index over {life.column} IN "
+            f"{f'replace {ix.name} by' if ix else 'build'} a unique index over {life.column} IN "
             f"({', '.join(life.active)}) rows; active duplicates: the latest stays active, "
             f"the others become {closed}"
         ),
