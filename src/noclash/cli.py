@@ -7,6 +7,7 @@ become CLI errors (exit codes) only here, at the edge.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -136,6 +137,38 @@ def db_current(database_url: DatabaseOption = None) -> None:
     typer.echo(f"{current or 'empty'} (head: {head})")
     if current != head:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="Smoke size: every scenario in seconds.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this scenario (repeatable): tokens, slugs, active, http."),
+    ] = None,
+    writers: Annotated[
+        list[int] | None,
+        typer.Option(help="Concurrent writers (repeatable); default 1 and 32."),
+    ] = None,
+) -> None:
+    """Benchmark noclash against the seeds' fixes and a bare INSERT (needs the checkout)."""
+    import noclash
+
+    package = Path(noclash.__file__).resolve().parent
+    root = next((p for p in package.parents if (p / "bench" / "__init__.py").is_file()), None)
+    if root is None:
+        _err("noclash bench needs the source checkout (its bench/ package was not found)")
+        raise typer.Exit(2)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.runner import main as run_bench
+
+    code = run_bench(quick=quick, json_path=json_path, scenarios=scenario, writers=writers)
+    if code:
+        raise typer.Exit(code)
 
 
 def _register_plugins() -> None:

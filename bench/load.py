@@ -1,0 +1,162 @@
+"""``python -m bench.load``: a small HTTP/1.1 load generator for the http scenario.
+
+Why not httpx: on a 2-core machine the load generator competes with the server for CPU,
+and httpx spends far more of it per request than the server under test. This client is
+raw asyncio streams over keep-alive connections: it writes one prepared request and reads
+the status line, the headers and a Content-Length (or chunked) body, nothing more.
+
+It runs in its own process (so the server's event loop and GIL are not shared with it),
+is bounded in request count and in time, and prints one JSON object on stdout:
+``ok`` (2xx), ``errors``, ``elapsed`` seconds, ``statuses`` and ``latencies_us``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Stats:
+    ok: int = 0
+    errors: int = 0
+    latencies_us: list[int] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one response; return (status, server closes the connection)."""
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError("connection closed by the server")
+    status = int(line.split(b" ", 2)[1])
+    length, chunked, close = 0, False, False
+    while True:
+        header = await reader.readline()
+        if header in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = header.partition(b":")
+        key = name.strip().lower()
+        if key == b"content-length":
+            length = int(value.strip())
+        elif key == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        elif key == b"connection" and b"close" in value.lower():
+            close = True
+    if chunked:
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status, close
+
+
+def _request(url: str, body: bytes, token: str | None) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = [
+        f"POST {parts.path or '/'} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    return host, port, ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def _run(
+    url: str, body: bytes, token: str | None, concurrency: int, seconds: float,
+    max_requests: int, warmup: int,
+) -> tuple[Stats, float]:
+    host, port, request = _request(url, body, token)
+    stats = Stats()
+    issued = 0
+    deadline = 0.0
+
+    async def client(measure: bool, budget: int) -> None:
+        nonlocal issued
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while True:
+                if measure and (issued >= budget or time.perf_counter() >= deadline):
+                    return
+                if not measure and issued >= budget:
+                    return
+                issued += 1
+                t = time.perf_counter_ns()
+                try:
+                    writer.write(request)
+                    status, close = await asyncio.wait_for(_read_response(reader), 60)
+                except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError):
+                    if measure:
+                        stats.errors += 1
+                        stats.statuses["transport"] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                if measure:
+                    stats.statuses[str(status)] += 1
+                    if 200 <= status < 300:
+                        stats.ok += 1
+                        stats.latencies_us.append((time.perf_counter_ns() - t) // 1000)
+                    else:
+                        stats.errors += 1
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+        finally:
+            writer.close()
+
+    # Warm-up: open connections, let the server fill its pool and caches.
+    await asyncio.gather(*(client(False, warmup) for _ in range(concurrency)))
+    issued = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(client(True, max_requests) for _ in range(concurrency)))
+    return stats, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token")
+    parser.add_argument("--body", default='{"name": "bench bot"}')
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--max-requests", type=int, default=10_000)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args(argv)
+    stats, elapsed = asyncio.run(
+        asyncio.wait_for(
+            _run(
+                args.url, args.body.encode(), args.token, args.concurrency, args.seconds,
+                args.max_requests, max(args.warmup, args.concurrency),
+            ),
+            timeout=args.seconds + 120,
+        )
+    )
+    json.dump(
+        {
+            "ok": stats.ok,
+            "errors": stats.errors,
+            "elapsed": elapsed,
+            "statuses": dict(stats.statuses),
+            "latencies_us": stats.latencies_us,
+        },
+        sys.stdout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
