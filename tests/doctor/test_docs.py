@@ -34,3 +34,11 @@ def test_index_lists_every_check_and_repair() -> None:
     repair_page = (DOCS / "repair.md").read_text()
     for rid in repair_ids():
         assert f"`{rid}`" in repair_page
+
+
+def test_pages_are_generated_from_the_code() -> None:
+    """Like `cog --check`: regenerate with `python -m noclash.doctor.docs`."""
+    from noclash.doctor.docs import pages
+
+    for name, text in pages().items():
+        assert (DOCS / name).read_text() == text, f"docs/doctor/{name} is stale"

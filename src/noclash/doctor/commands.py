@@ -8,6 +8,7 @@ error level (or a repair whose post-condition failed), 2 cannot connect or read.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +44,9 @@ ThresholdOption = Annotated[
 
 def _console() -> Console:
     # Wide enough for SQL when piped (CI logs, the README); the terminal's width otherwise.
-    return Console(stderr=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    # $COLUMNS wins (rich reads it); a pipe without it gets 160 columns.
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console(stderr=False, soft_wrap=False, width=None if wide else 160)
 
 
 def _plain_console() -> Console:

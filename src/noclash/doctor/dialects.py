@@ -74,6 +74,10 @@ class DoctorDialect:
     def as_text(self, expr: str) -> str:
         return f"CAST({expr} AS TEXT)"
 
+    def uuid_shaped_sql(self, expr: str) -> str:
+        """Like :meth:`uuid_shaped` but runnable by hand (printed in fixes and plans)."""
+        return self.uuid_shaped(expr)
+
     def not_null_guard_sql(self, conn: Connection, table: Table, column: str) -> list[str]:
         """Statements that make ``column`` refuse NULL from now on."""
         t = self.table_sql(conn, table)
@@ -98,6 +102,11 @@ class SQLiteDoctor(DoctorDialect):
 
     def uuid_shaped(self, expr: str) -> str:
         return f"noclash_is_uuid({expr})"
+
+    def uuid_shaped_sql(self, expr: str) -> str:
+        # Without the doctor's function: 32 hex digits once hyphens are removed.
+        bare = f"replace(lower({expr}), '-', '')"
+        return f"(length({bare}) = 32 AND NOT {bare} GLOB '*[^0-9a-f]*')"
 
     def not_null_guard_sql(self, conn: Connection, table: Table, column: str) -> list[str]:
         # SQLite cannot add NOT NULL without rebuilding the table; two triggers refuse NULL

@@ -33,47 +33,62 @@ def to_json(report: Report) -> str:
 
 
 def _evidence_text(evidence: dict[str, Any]) -> str:
+    """Evidence as short ``key=value`` lines; samples show their keys, counts and row ids."""
     parts = []
     for key in sorted(evidence):
         value = evidence[key]
+        if value is None or value == [] or value == {}:
+            continue
         if key == "samples":
-            value = "; ".join(
-                f"{s.get('key', s.get('values'))} x{s.get('count', len(s.get('values', [])))}"
-                f" ids={s.get('ids')}"
-                for s in value[:3]
-            )
+            for sample in value[:3]:
+                shown = sample.get("key", sample.get("values"))
+                if isinstance(shown, list) and len(shown) == 1:
+                    shown = shown[0]
+                count = sample.get("count", len(sample.get("values", [])))
+                parts.append(f"{shown!r} x{count} ids={sample.get('ids')}")
+            continue
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
         parts.append(f"{key}={value}")
     return "\n".join(parts)
 
 
 def render_rich(report: Report, console: Console) -> None:
+    """A table of findings, then each one's fix (SQL printed unwrapped, to copy)."""
     findings = report.sorted()
     if not findings:
         console.print(f"[green]{report.tool}: no findings[/green] ({report.target})")
         return
     lint = any(f.file for f in findings)
-    table = Table(title=f"{report.tool}: {report.target}", show_lines=True, expand=False)
+    table = Table(title=f"{report.tool}: {report.target}", show_lines=True)
+    table.add_column("#", justify="right")
     table.add_column("severity")
-    table.add_column("check")
-    table.add_column("file:line" if lint else "table(columns)")
+    table.add_column("check", overflow="fold")
+    table.add_column("file:line" if lint else "table(columns)", overflow="fold")
     table.add_column("finding", ratio=3)
-    table.add_column("evidence", ratio=2)
-    table.add_column("fix", ratio=2)
-    for f in findings:
-        fix = f"noclash repair: {f.fix.repair}" if f.fix.repair else ""
-        if f.fix.sql:
-            fix = f"{fix}\n{f.fix.sql}".strip()
+    table.add_column("evidence", ratio=2, overflow="fold")
+    for n, f in enumerate(findings, 1):
         table.add_row(
+            str(n),
             f"[{_STYLE[f.severity]}]{f.severity}[/]",
             f.check,
             f.location,
             f.message,
             _evidence_text(f.evidence),
-            fix,
         )
     console.print(table)
+    console.print("fixes:", highlight=False)
+    for n, f in enumerate(findings, 1):
+        how = f"noclash repair ({f.fix.repair})" if f.fix.repair else "by hand"
+        console.print(f"  #{n} {f.check}: {how}", highlight=False, markup=False)
+        if f.fix.sql:
+            console.print(f"     {f.fix.sql}", highlight=False, markup=False, soft_wrap=True)
     counts = report.counts()
-    console.print(f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes")
+    console.print(
+        f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes "
+        f"(docs: {DOCS_BASE}/<check>.md)",
+        highlight=False,
+    )
 
 
 def _location(f: Finding) -> dict[str, Any]:

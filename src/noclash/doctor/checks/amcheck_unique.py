@@ -21,6 +21,7 @@ HELP = (
     "Find and resolve the duplicate rows, then `REINDEX INDEX CONCURRENTLY`; check the "
     "collation version (`ALTER DATABASE ... REFRESH COLLATION VERSION`)."
 )
+LINKS = (("amcheck", "https://www.postgresql.org/docs/current/amcheck.html"),)
 MIN_VERSION = (17,)
 
 

@@ -19,6 +19,13 @@ HELP = (
     "Resolve the duplicate groups (for slugs, `noclash repair` suffixes all but the oldest), "
     "then build the unique index."
 )
+LINKS = (
+    ("Seed 004: slug collisions", "../../README.md"),
+    ("CREATE INDEX", "https://www.postgresql.org/docs/current/sql-createindex.html"),
+    ("repair: suffix-duplicates", "repair.md#suffix-duplicates"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "colliding-slugs"
 
 
 def run(ctx: Context) -> Iterator[Finding]:

@@ -19,6 +19,13 @@ HELP = (
     "Fix what made the build fail (duplicates, for a unique index), then "
     "`DROP INDEX CONCURRENTLY` and build it again, or `REINDEX INDEX CONCURRENTLY`."
 )
+LINKS = (
+    (
+        "Building indexes concurrently",
+        "https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY",
+    ),
+    ("pg_index", "https://www.postgresql.org/docs/current/catalog-pg-index.html"),
+)
 
 
 def run(ctx: Context) -> Iterator[Finding]:

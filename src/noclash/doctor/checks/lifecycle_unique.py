@@ -22,6 +22,13 @@ HELP = (
     "Replace the index by a partial unique index over active rows "
     "(`WHERE status IN ('OPEN', ...)`); `noclash repair` builds it and drops the old one."
 )
+LINKS = (
+    ("Partial indexes", "https://www.postgresql.org/docs/current/indexes-partial.html"),
+    ("SQLite partial indexes", "https://www.sqlite.org/partialindex.html"),
+    ("repair: partial-unique", "repair.md#partial-unique"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "closed-chat"
 
 
 @dataclass(frozen=True)

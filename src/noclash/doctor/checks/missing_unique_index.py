@@ -23,6 +23,13 @@ HELP = (
     "Build the unique index (`CREATE UNIQUE INDEX CONCURRENTLY`, then "
     "`ADD CONSTRAINT ... UNIQUE USING INDEX`): `noclash repair` does it."
 )
+LINKS = (
+    (
+        "ADD table_constraint_using_index",
+        "https://www.postgresql.org/docs/current/sql-altertable.html",
+    ),
+    ("repair: add-unique-index", "repair.md#add-unique-index"),
+)
 
 
 def index_name(table: str, columns: tuple[str, ...]) -> str:
@@ -56,6 +63,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                     f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} "
                     f"UNIQUE USING INDEX {name};"
                 )
+        why = "named like one" if spec.reason == "name" else spec.reason
         yield Finding(
             check=ID,
             severity=Severity.WARNING,
@@ -63,7 +71,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             columns=spec.columns,
             message=(
                 f"{spec.table}({', '.join(spec.columns)}) is used as a unique key "
-                f"({spec.reason}) but no unique index enforces it: concurrent inserts can "
+                f"({why}) but no unique index enforces it: concurrent inserts can "
                 f"both succeed"
             ),
             evidence={"intent": spec.reason, "rows": ctx.row_count(spec.table)},

@@ -19,6 +19,12 @@ HELP = (
     "Normalise values on write (lower-case, trim, canonical uuid), merge or rename the "
     "variants, then index the normalised form: `CREATE UNIQUE INDEX ... (lower(col))`."
 )
+LINKS = (
+    ("Indexes on expressions", "https://www.postgresql.org/docs/current/indexes-expressional.html"),
+    ("UUID type input", "https://www.postgresql.org/docs/current/datatype-uuid.html"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "short-tokens"
 
 
 def normal_form(ctx: Context, column: str) -> str:
@@ -72,7 +78,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 evidence={"groups": groups, "samples": samples},
                 fix=Fix(
                     sql=(
-                        f"SELECT {norm}, count(DISTINCT {q}) FROM {ctx.t(tname)} "
+                        f"SELECT lower(trim({q})), count(DISTINCT {q}) FROM {ctx.t(tname)} "
                         f"GROUP BY 1 HAVING count(DISTINCT {q}) > 1;"
                     ),
                     repair=None,

@@ -18,6 +18,12 @@ HELP = (
     "Run `ALTER TABLE ... VALIDATE CONSTRAINT ...` (SHARE UPDATE EXCLUSIVE lock: reads and "
     "writes continue); fix the rows it reports first."
 )
+LINKS = (
+    (
+        "ALTER TABLE ... VALIDATE CONSTRAINT",
+        "https://www.postgresql.org/docs/current/sql-altertable.html",
+    ),
+)
 
 
 def run(ctx: Context) -> Iterator[Finding]:

@@ -20,6 +20,15 @@ HELP = (
     "Backfill every missing key with a UUIDv4, then make the column NOT NULL: "
     "`noclash repair` does both, and the application must always set the key."
 )
+LINKS = (
+    (
+        "UNIQUE NULLS NOT DISTINCT",
+        "https://www.postgresql.org/docs/current/ddl-constraints.html#DDL-CONSTRAINTS-UNIQUE-CONSTRAINTS",
+    ),
+    ("repair: backfill-keys", "repair.md#backfill-keys"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "null-session-ids"
 
 
 def candidates(ctx: Context) -> list[tuple[str, str, str]]:
@@ -37,6 +46,10 @@ def candidates(ctx: Context) -> list[tuple[str, str, str]]:
             if looks_like_key(col) and "slug" not in snake(col.name):
                 out.setdefault((tname, col.name), "name")
     return [(t, c, why) for (t, c), why in out.items()]
+
+
+def _why(why: str) -> str:
+    return "named like one" if why == "name" else why
 
 
 def _repairable(table: Table, column: str) -> bool:
@@ -70,7 +83,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             columns=(cname,),
             message=(
                 f"{nulls + empties} rows of {tname} have no {cname} ({nulls} NULL, "
-                f"{empties} empty) although it is a unique key ({why}): lookups by key miss "
+                f"{empties} empty) although it is a unique key ({_why(why)}): lookups by key miss "
                 f"them and the next missing value can fail with a duplicate key"
             ),
             evidence={
@@ -83,7 +96,11 @@ def run(ctx: Context) -> Iterator[Finding]:
             fix=Fix(
                 sql=(
                     f"UPDATE {ctx.t(tname)} SET {q} = <new uuid> WHERE {missing}; "
-                    f"ALTER TABLE {ctx.t(tname)} ALTER COLUMN {q} SET NOT NULL;"
+                    + (
+                        f"ALTER TABLE {ctx.t(tname)} ALTER COLUMN {q} SET NOT NULL;"
+                        if ctx.dialect.supports_alter_not_null
+                        else "-- then refuse NULL with triggers (no ALTER ... SET NOT NULL)"
+                    )
                 ),
                 repair="backfill-keys" if _repairable(table, cname) else None,
             ),

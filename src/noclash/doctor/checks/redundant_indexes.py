@@ -16,6 +16,9 @@ from noclash.doctor.model import Finding, Fix, Severity
 ID = "redundant-indexes"
 TITLE = "Duplicate or prefix-redundant indexes"
 HELP = "Drop the redundant index (`DROP INDEX CONCURRENTLY`); the other serves its queries."
+LINKS = (
+    ("Multicolumn indexes", "https://www.postgresql.org/docs/current/indexes-multicolumn.html"),
+)
 
 
 def _droppable(ix: Index) -> bool:

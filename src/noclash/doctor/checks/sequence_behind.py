@@ -15,6 +15,13 @@ from noclash.doctor.model import Finding, Fix, Severity
 ID = "sequence-behind"
 TITLE = "Sequence behind max(id)"
 HELP = "Move the sequence past the largest id: `SELECT setval(seq, max(id))` (`noclash repair`)."
+LINKS = (
+    (
+        "Sequence functions (setval)",
+        "https://www.postgresql.org/docs/current/functions-sequence.html",
+    ),
+    ("repair: reset-sequence", "repair.md#reset-sequence"),
+)
 
 
 def behind(ctx: Context) -> Iterator[tuple[Sequence, int]]:

@@ -20,6 +20,13 @@ HELP = (
     "Keep the non-uuid values in a legacy column and give the rows UUIDv4 values "
     "(`noclash repair`), then change the type; never cast in place."
 )
+LINKS = (
+    ("UUID type input", "https://www.postgresql.org/docs/current/datatype-uuid.html"),
+    ("ALTER TABLE ... TYPE", "https://www.postgresql.org/docs/current/sql-altertable.html"),
+    ("lint: column-type-rewrite", "column-type-rewrite.md"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "short-tokens"
 
 
 def run(ctx: Context) -> Iterator[Finding]:
@@ -75,7 +82,10 @@ def run(ctx: Context) -> Iterator[Finding]:
                     "uuid_values": shaped,
                 },
                 fix=Fix(
-                    sql=f"SELECT {q} FROM {ctx.t(tname)} WHERE {bad};",
+                    sql=(
+                        f"SELECT {q} FROM {ctx.t(tname)} WHERE {q} IS NOT NULL "
+                        f"AND NOT {ctx.dialect.uuid_shaped_sql(q)};"
+                    ),
                     repair=repair,
                 ),
             )

@@ -19,6 +19,13 @@ HELP = (
     "Generate UUIDv4 (122 random bits) for new rows and keep the old values in a legacy "
     "column so published links still resolve: `noclash repair` does both."
 )
+LINKS = (
+    ("Birthday problem", "https://en.wikipedia.org/wiki/Birthday_problem"),
+    ("RFC 9562 (UUIDv4)", "https://www.rfc-editor.org/rfc/rfc9562"),
+    ("repair: migrate-weak-tokens", "repair.md#migrate-weak-tokens"),
+)
+# Fixture (noclash.doctor.fixtures) whose report is shown on the docs page.
+EXAMPLE = "short-tokens"
 
 
 def candidates(ctx: Context) -> list[tuple[str, str]]:
@@ -82,9 +89,9 @@ def run(ctx: Context) -> Iterator[Finding]:
             columns=(cname,),
             message=(
                 f"{tname}.{cname} holds random tokens of ~{est.bits:.0f} bits "
-                f"({est.length} chars from {est.alphabet} symbols): a new insert collides "
-                f"with probability {p_now:.2g} at {rows} rows and {p_later:.2g} at "
-                f"{rows * growth} rows"
+                f"({est.length} random chars from {est.alphabet} symbols): by the birthday "
+                f"bound, {rows} tokens collide with probability {p_now:.2g} and "
+                f"{rows * growth} with {p_later:.2g}, and each collision is a failed insert"
             ),
             evidence={
                 "alphabet": est.alphabet,
@@ -101,7 +108,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             fix=Fix(
                 sql=(
                     f"ALTER TABLE {ctx.t(tname)} ADD COLUMN {ctx.q(cname + '_legacy')} TEXT; "
-                    f"-- copy, then give every row a UUIDv4 (see noclash repair --plan)"
+                    f"-- copy, then give every row a UUIDv4 (see `noclash repair`)"
                 ),
                 repair="migrate-weak-tokens",
             ),

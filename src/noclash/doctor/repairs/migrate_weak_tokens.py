@@ -38,7 +38,8 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     default = ctx.dialect.uuid_default_sql(ctx.conn, table, cname)
     stmts = [
         *([] if legacy in table.columns else [f"ALTER TABLE {t} ADD COLUMN {ql} TEXT"]),
-        f"UPDATE {t} SET {ql} = {q}, {q} = <uuid4> WHERE {weak}",
+        f"UPDATE {t} SET {ql} = {q}, {q} = <uuid4> "
+        f"WHERE {q} IS NOT NULL AND NOT {ctx.dialect.uuid_shaped_sql(q)}",
         *default,
         index,
     ]

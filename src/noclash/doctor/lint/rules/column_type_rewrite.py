@@ -22,6 +22,13 @@ HELP = (
     "Add a new column, backfill it in batches, switch reads, then drop the old one; check "
     "castability first with `noclash doctor`."
 )
+LINKS = (
+    (
+        "ALTER TABLE notes on rewrites",
+        "https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-NOTES",
+    ),
+    ("doctor: uuid-castability", "uuid-castability.md"),
+)
 _ALTER = re.compile(r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) ")
 _TYPE = re.compile(r"ALTER (?:COLUMN )?(\S+) (?:SET DATA )?TYPE (\S+)")
 

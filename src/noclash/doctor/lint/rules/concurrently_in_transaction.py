@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 ID = "concurrently-in-transaction"
 TITLE = "CONCURRENTLY inside a transaction"
 HELP = "Move the statement out of BEGIN/COMMIT (and out of a tool's per-migration transaction)."
+LINKS = (
+    (
+        "CREATE INDEX CONCURRENTLY",
+        "https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY",
+    ),
+)
 _CONC = re.compile(r"^(CREATE (UNIQUE )?INDEX|DROP INDEX|REINDEX \w+) CONCURRENTLY\b")
 
 

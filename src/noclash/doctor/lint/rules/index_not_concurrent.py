@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 ID = "index-not-concurrent"
 TITLE = "Index built without CONCURRENTLY"
 HELP = "Use CREATE [UNIQUE] INDEX CONCURRENTLY, outside a transaction block."
+LINKS = (
+    (
+        "CREATE INDEX CONCURRENTLY",
+        "https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY",
+    ),
+)
 _CREATE = re.compile(r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY\b).*? ON (?:ONLY )?(\S+)")
 
 

@@ -21,6 +21,13 @@ HELP = (
     "CREATE UNIQUE INDEX CONCURRENTLY ix ON t (cols); then "
     "ALTER TABLE t ADD CONSTRAINT name UNIQUE USING INDEX ix;"
 )
+LINKS = (
+    ("ALTER TABLE ... USING INDEX", "https://www.postgresql.org/docs/current/sql-altertable.html"),
+    (
+        "squawk: disallowed-unique-constraint",
+        "https://squawkhq.com/docs/disallowed-unique-constraint",
+    ),
+)
 _ADD = re.compile(
     r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ )?"
     r"(UNIQUE|PRIMARY KEY)\b"

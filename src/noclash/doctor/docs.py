@@ -1,0 +1,104 @@
+"""Generate ``docs/doctor/<id>.md`` from the checks and rules themselves.
+
+One source of truth: a page is the module's docstring (problem), its ``HELP`` (solution),
+its ``LINKS``, and, for checks with an ``EXAMPLE`` fixture, the real JSON the doctor
+prints for it on SQLite. ``tests/doctor/test_docs.py`` fails when a committed page differs
+from what this renders (like ``cog --check``). Regenerate with
+``python -m noclash.doctor.docs``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from noclash.doctor import fixtures
+from noclash.doctor.checks import CHECKS
+from noclash.doctor.context import Options
+from noclash.doctor.diagnose import diagnose
+from noclash.doctor.lint.rules import RULES
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "doctor"
+
+REPAIRS = {
+    "duplicate-keys": "`suffix-duplicates` (slug columns) or `partial-unique` (keys of a "
+    "table with a lifecycle)",
+    "null-keys": "`backfill-keys`",
+    "weak-tokens": "`migrate-weak-tokens`",
+    "uuid-castability": "`migrate-weak-tokens` (weak token columns) or `backfill-keys` "
+    "(empty keys)",
+    "lifecycle-unique": "`partial-unique`",
+    "sequence-behind": "`reset-sequence`",
+    "missing-unique-index": "`add-unique-index` or `partial-unique`",
+}
+
+
+def example(check: ModuleType) -> str | None:
+    """The doctor's JSON findings for ``check`` on its example fixture (SQLite)."""
+    fixture = getattr(check, "EXAMPLE", None)
+    if fixture is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'example.db'}"
+        fixtures.build(url, fixture)
+        others = tuple(c.ID for c in CHECKS if c.ID != check.ID)
+        report = diagnose(url, Options(exclude=others))
+    findings = [f.to_dict() for f in report.sorted()]
+    return json.dumps(findings, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def render(module: ModuleType, kind: str) -> str:
+    doc = (inspect.getdoc(module) or "").replace("``", "`")
+    lines = [
+        f"# `{module.ID}`: {module.TITLE}",
+        "",
+        f"*{kind}*. Exclude with `--exclude {module.ID}`; the JSON and SARIF rule id is "
+        f"`{module.ID}`. Generated from `{module.__name__}`.",
+        "",
+        "## Problem",
+        "",
+        doc,
+        "",
+        "## Solution",
+        "",
+        module.HELP,
+        "",
+    ]
+    if module.ID in REPAIRS:
+        lines += [f"Automatic repair: {REPAIRS[module.ID]}; see [repair.md](repair.md).", ""]
+    if kind == "doctor check" and (text := example(module)) is not None:
+        lines += [
+            "## Example",
+            "",
+            f"`python -m noclash.doctor.fixtures demo.db {module.EXAMPLE}` then "
+            f"`noclash doctor sqlite:///demo.db --format json` reports:",
+            "",
+            "```json",
+            text,
+            "```",
+            "",
+        ]
+    lines += ["## Links", ""]
+    lines += [f"- [{title}]({url})" for title, url in module.LINKS]
+    return "\n".join(lines) + "\n"
+
+
+def pages() -> dict[str, str]:
+    out = {f"{c.ID}.md": render(c, "doctor check") for c in CHECKS}
+    out.update({f"{r.ID}.md": render(r, "lint rule") for r in RULES})
+    return out
+
+
+def main() -> int:
+    for name, text in pages().items():
+        (DOCS / name).write_text(text, encoding="utf-8")
+        print(f"wrote docs/doctor/{name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
