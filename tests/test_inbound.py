@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.chat.inbound import receive_message
-from noclash.db.tables import conversations, messages
+from noclash.db.tables import chatbots, conversations, messages
 from noclash.unique import uuid7
 from tests.support.factories import make_chatbot, make_connection
 
@@ -173,3 +173,55 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
     assert again.duplicate and not again.created_conversation
     assert again.conversation_id == first.conversation_id
     assert [c.id for c in _convs(engine, connection.id)] == [first.conversation_id]
+
+
+def test_close_between_claim_and_store_sends_the_message_to_a_new_conversation(
+    engine, connection, monkeypatch
+):
+    """An agent closes the conversation right after a delivery claimed it.
+
+    The delivery is paused just after its claim (a wrapper around the real
+    insert_conversation; the database is untouched) while another transaction closes the
+    claimed conversation. On PostgreSQL the close commits in that gap, and the delivery
+    must notice it under the row lock and store the message in a new conversation, never
+    in the closed one. On SQLite the delivery holds the write lock, so the close waits and
+    lands after the message: both orders keep a message out of a conversation closed
+    before it was stored.
+    """
+    from noclash.chat import inbound, lifecycle
+
+    first = _recv(engine, connection, "m1")
+    claimed, closed = threading.Event(), threading.Event()
+    real = inbound.insert_conversation
+    pause = 10 if engine.dialect.name == "postgresql" else 0
+
+    def claim_then_pause(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not claimed.is_set():
+            claimed.set()
+            closed.wait(timeout=pause)
+        return result
+
+    monkeypatch.setattr(inbound, "insert_conversation", claim_then_pause)
+    with engine.connect() as conn:
+        owner_id = conn.execute(
+            sa.select(chatbots.c.owner_id).where(chatbots.c.id == connection.chatbot_id)
+        ).scalar_one()
+    with ThreadPoolExecutor(1) as pool:
+        delivery = pool.submit(_recv, engine, connection, "m2")
+        assert claimed.wait(timeout=10)
+        with engine.begin() as conn:
+            lifecycle.close(conn, first.conversation_id, owner_id=owner_id)
+        closed.set()
+        second = delivery.result(timeout=30)
+
+    convs = {c.id: c for c in _convs(engine, connection.id)}
+    assert convs[first.conversation_id].status == "CLOSED"
+    if engine.dialect.name == "postgresql":
+        assert second.created_conversation
+        assert second.conversation_id != first.conversation_id
+        assert convs[second.conversation_id].status == "OPEN"
+        assert [m.platform_message_id for m in _msgs(engine, first.conversation_id)] == ["m1"]
+    else:
+        assert second.conversation_id == first.conversation_id
+        assert len(convs) == 1
