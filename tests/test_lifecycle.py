@@ -206,3 +206,15 @@ def test_other_users_conversations_are_404(s, live_server):
     _problem(stranger.get("/api/conversations", params={"chatbot_id": s.bot}), 404)
     assert stranger.get("/api/conversations").json()["items"] == []
     assert s.client.get(f"/api/conversations/{conv}").json()["status"] == "OPEN"
+
+
+def test_retried_reply_with_idempotency_key_is_stored_once(s):
+    conv = s.deliver()["conversation_id"]
+    headers = {"Idempotency-Key": "reply-1"}
+    path = f"/api/conversations/{conv}/messages"
+    first = s.client.post(path, json={"text": "On its way"}, headers=headers)
+    again = s.client.post(path, json={"text": "On its way"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    items = s.client.get(path).json()["items"]
+    assert [m["direction"] for m in items] == ["in", "out"]
