@@ -42,3 +42,19 @@ def test_pages_are_generated_from_the_code() -> None:
 
     for name, text in pages().items():
         assert (DOCS / name).read_text() == text, f"docs/doctor/{name} is stale"
+
+
+def test_overview_session_is_current() -> None:
+    """docs/doctor.md shows a real session; regenerate with `python -m cogapp -r docs/doctor.md`."""
+    import subprocess
+    import sys
+
+    root = DOCS.parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "cogapp", "--check", "docs/doctor.md"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -102,3 +102,59 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+DEMO_KEY = "support_conversations.page_connection_id,psid"
+DEMO_MIGRATION = """\
+-- migrations/20240502_chatbots_uuid_token.sql (seed 001)
+BEGIN;
+ALTER TABLE chatbots
+  ALTER COLUMN public_token DROP DEFAULT,
+  ALTER COLUMN public_token TYPE uuid USING public_token::uuid,
+  ALTER COLUMN public_token SET DEFAULT uuid_generate_v4();
+CREATE UNIQUE INDEX CONCURRENTLY chatbots_public_token_key ON chatbots (public_token);
+COMMIT;
+CREATE INDEX conversations_psid_status_idx ON conversations (psid, status);
+"""
+
+
+def demo_session(columns: int = 120) -> str:
+    """A real session on the seeded legacy SQLite database, as markdown (for cog).
+
+    Runs the installed CLI in a temporary directory so paths in the output are short and
+    the same on every machine.
+    """
+    import os
+    import subprocess
+
+    env = os.environ | {"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
+    env.pop("NOCLASH_DATABASE_URL", None)
+    steps = [
+        ["python", "-m", "noclash.doctor.fixtures", "legacy.db"],
+        ["noclash", "doctor", "sqlite:///legacy.db", "--key", DEMO_KEY],
+        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY],
+        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY, "--apply"],
+        ["noclash", "doctor", "sqlite:///legacy.db", "--key", DEMO_KEY],
+        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY, "--apply"],
+        ["noclash", "lint", "migrations/20240502_chatbots_uuid_token.sql"],
+    ]
+    out: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "migrations").mkdir()
+        (Path(tmp) / "migrations" / "20240502_chatbots_uuid_token.sql").write_text(DEMO_MIGRATION)
+        for argv in steps:
+            real = (
+                [sys.executable, "-m", "noclash", *argv[1:]]
+                if argv[0] == "noclash"
+                else [
+                    sys.executable,
+                    *argv[1:],
+                ]
+            )
+            proc = subprocess.run(
+                real, cwd=tmp, env=env, capture_output=True, text=True, timeout=120
+            )
+            text = (proc.stdout + proc.stderr).rstrip()
+            out += ["```console", f"$ {' '.join(argv)}", text, f"# exit code {proc.returncode}"]
+            out += ["```", ""]
+    return "\n".join(out).rstrip() + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from noclash.doctor.model import Finding, Report, Severity
 
@@ -64,17 +65,16 @@ def render_rich(report: Report, console: Console) -> None:
     table.add_column("#", justify="right")
     table.add_column("severity")
     table.add_column("check", overflow="fold")
-    table.add_column("file:line" if lint else "table(columns)", overflow="fold")
-    table.add_column("finding", ratio=3)
-    table.add_column("evidence", ratio=2, overflow="fold")
+    table.add_column("file:line" if lint else "table(columns)", overflow="fold", max_width=28)
+    table.add_column("finding and evidence", ratio=1, overflow="fold")
     for n, f in enumerate(findings, 1):
+        evidence = _evidence_text(f.evidence).replace("\n", "; ")
         table.add_row(
             str(n),
             f"[{_STYLE[f.severity]}]{f.severity}[/]",
             f.check,
             f.location,
-            f.message,
-            _evidence_text(f.evidence),
+            Text(f.message) + (Text("\n" + evidence, style="dim") if evidence else Text("")),
         )
     console.print(table)
     console.print("fixes:", highlight=False)

@@ -71,8 +71,8 @@ def run(ctx: Context) -> Iterator[Finding]:
                 table=tname,
                 columns=(col.name,),
                 message=(
-                    f"{groups} values of {tname}.{col.name} are distinct as text but equal "
-                    f"once lower-cased or read as uuid: a case-insensitive lookup, a lower() "
+                    f"{groups} groups of {tname}.{col.name} values are distinct as text but "
+                    f"equal once lower-cased or read as uuid: a case-insensitive lookup, a lower() "
                     f"index or a change to the uuid type will collide"
                 ),
                 evidence={"groups": groups, "samples": samples},
