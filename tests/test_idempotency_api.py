@@ -191,6 +191,7 @@ def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
     with live_server.engine.begin() as conn:
         claimed = keys.claim(
             conn,
+            idempotency_keys,
             scope=f"user:{user.id}",
             key="slow",
             method="POST",
@@ -211,7 +212,7 @@ def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
         assert not pending.done()
         elsewhere = keys.StoredResponse(201, [("content-type", "application/json")], b'{"x":1}')
         with live_server.engine.begin() as conn:
-            assert keys.complete(conn, claimed.claim_id, elsewhere)
+            assert keys.complete(conn, idempotency_keys, claimed.claim_id, elsewhere)
         r = pending.result(timeout=30)
     assert r.status_code == 201 and r.content == b'{"x":1}'
     assert r.headers["idempotent-replayed"] == "true"

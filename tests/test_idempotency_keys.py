@@ -21,6 +21,7 @@ def _claim(engine, *, key="k1", scope="user:a", body=b"{}", now=None, **kwargs):
     with engine.begin() as conn:
         return keys.claim(
             conn,
+            idempotency_keys,
             scope=scope,
             key=key,
             method="POST",
@@ -34,7 +35,7 @@ def _claim(engine, *, key="k1", scope="user:a", body=b"{}", now=None, **kwargs):
 
 def _complete(engine, outcome, response=RESPONSE):
     with engine.begin() as conn:
-        return keys.complete(conn, outcome.claim_id, response)
+        return keys.complete(conn, idempotency_keys, outcome.claim_id, response)
 
 
 def _rows(engine) -> int:
@@ -102,7 +103,7 @@ def test_stale_claim_is_taken_over_once(engine):
 def test_release_lets_a_retry_run(engine):
     first = _claim(engine)
     with engine.begin() as conn:
-        keys.release(conn, first.claim_id)
+        keys.release(conn, idempotency_keys, first.claim_id)
     assert isinstance(_claim(engine), keys.Claimed)
 
 
@@ -111,7 +112,7 @@ def test_purge_expired(engine):
     _claim(engine, key="old", now=start - timedelta(days=2))
     _claim(engine, key="new", now=start)
     with engine.begin() as conn:
-        assert keys.purge_expired(conn, now=start) == 1
+        assert keys.purge_expired(conn, idempotency_keys, now=start) == 1
     assert _rows(engine) == 1
 
 

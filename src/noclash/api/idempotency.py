@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from noclash.api.errors import problem
 from noclash.chat.users import authenticate
 from noclash.config import Settings
+from noclash.db.tables import idempotency_keys
 from noclash.unique import idempotency as keys
 from noclash.unique.ids import parse_uuid
 
@@ -144,7 +145,9 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         if body is None:  # the client went away before sending its body: nothing to do
             return
-        digest = keys.request_hash(scope["method"], scope["path"], body)
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = f"{scope['path']}?{query}" if query else scope["path"]
+        digest = keys.request_hash(scope["method"], target, body)
         ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
         deadline = time.monotonic() + self.wait_seconds
 
@@ -271,6 +274,7 @@ def _claim(
     with engine.begin() as conn:
         return keys.claim(
             conn,
+            idempotency_keys,
             scope=caller,
             key=key,
             method=scope["method"],
@@ -283,12 +287,12 @@ def _claim(
 
 def _complete(engine: Engine, claimed: keys.Claimed, response: keys.StoredResponse) -> None:
     with engine.begin() as conn:
-        keys.complete(conn, claimed.claim_id, response)
+        keys.complete(conn, idempotency_keys, claimed.claim_id, response)
 
 
 def _release(engine: Engine, claimed: keys.Claimed) -> None:
     with engine.begin() as conn:
-        keys.release(conn, claimed.claim_id)
+        keys.release(conn, idempotency_keys, claimed.claim_id)
 
 
 # -- helpers ------------------------------------------------------------------------------

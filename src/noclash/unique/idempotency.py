@@ -18,7 +18,12 @@ request died with its process is taken over after ``lease`` (one conditional UPD
 two retries cannot both take it over); until then the duplicate is told the first is still
 in progress.
 
-The module knows nothing of HTTP or chat: a "response" is a status, headers and bytes.
+The module knows nothing of HTTP or chat: a "response" is a status, headers and bytes,
+and the table is the caller's, with these columns (noclash's is ``idempotency_keys``)::
+
+    id (uuid, primary key), scope, key (UNIQUE (scope, key)), method, path, request_hash,
+    response_status (NULL while running), response_headers (JSON), response_body (bytes),
+    created_at, expires_at (timezone-aware timestamps)
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import idempotency_keys
 from noclash.db.types import utcnow
 from noclash.unique.ids import uuid7
 
@@ -115,6 +120,7 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 def claim(
     conn: Connection,
+    table: Table,
     *,
     scope: str,
     key: str,
@@ -145,7 +151,6 @@ def claim(
         "created_at": now,
         "expires_at": now + ttl,
     }
-    table = idempotency_keys
     where_key = sa.and_(table.c.scope == scope, table.c.key == key)
     for _ in range(_ATTEMPTS):
         claim_id = uuid7()
@@ -194,9 +199,8 @@ def claim(
     return InProgress(now)
 
 
-def complete(conn: Connection, claim_id: UUID, response: StoredResponse) -> bool:
+def complete(conn: Connection, table: Table, claim_id: UUID, response: StoredResponse) -> bool:
     """Store the response of the claimed request; False if the claim was taken over."""
-    table = idempotency_keys
     done = conn.execute(
         sa.update(table)
         .where(table.c.id == claim_id, table.c.response_status.is_(None))
@@ -209,21 +213,20 @@ def complete(conn: Connection, claim_id: UUID, response: StoredResponse) -> bool
     return done.rowcount == 1
 
 
-def release(conn: Connection, claim_id: UUID) -> None:
+def release(conn: Connection, table: Table, claim_id: UUID) -> None:
     """Give the key back after a failed request, so a retry executes it anew."""
-    table = idempotency_keys
     conn.execute(sa.delete(table).where(table.c.id == claim_id, table.c.response_status.is_(None)))
 
 
-def lookup(conn: Connection, *, scope: str, key: str) -> Any:
+def lookup(conn: Connection, table: Table, *, scope: str, key: str) -> Any:
     """The stored row for ``(scope, key)``, or None (for tests and the docs)."""
-    table = idempotency_keys
     return conn.execute(sa.select(table).where(table.c.scope == scope, table.c.key == key)).first()
 
 
-def purge_expired(conn: Connection, *, now: datetime | None = None, limit: int = 1000) -> int:
+def purge_expired(
+    conn: Connection, table: Table, *, now: datetime | None = None, limit: int = 1000
+) -> int:
     """Delete up to ``limit`` expired keys (expired ones are also replaced on reuse)."""
-    table = idempotency_keys
     now = now or utcnow()
     ids = sa.select(table.c.id).where(table.c.expires_at <= now).limit(limit)
     return conn.execute(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery()))).rowcount
