@@ -237,3 +237,28 @@ def test_input_limits_are_clear_4xx_and_store_nothing(live_server):
             assert field in {f["field"] for f in r.json()["fields"]}
     assert visitor.post(url, json={"text": "x" * limit}).status_code == 201
     assert _messages(live_server.engine) == 1
+
+
+def test_a_closed_session_conversation_is_followed_by_a_new_one(live_server):
+    """After an agent closes the visitor's conversation, the next message starts the
+    visitor's next conversation (through the inbound claim) and the session follows it."""
+    owner, bot = _bot(live_server)
+    base = f"/api/widget/{bot['public_token']}/sessions"
+    visitor = live_server.client()
+    started = visitor.post(base).json()
+    url = f"{base}/{started['session_id']}/messages"
+    assert visitor.post(url, json={"text": "first"}).status_code == 201
+    closed = owner.post(f"/api/conversations/{started['conversation_id']}/close")
+    assert closed.status_code == 200 and closed.json()["status"] == "CLOSED"
+    second = visitor.post(url, json={"text": "second"})
+    third = visitor.post(url, json={"text": "third"})
+    assert second.status_code == third.status_code == 201
+    assert second.json()["conversation_id"] != started["conversation_id"]
+    assert third.json()["conversation_id"] == second.json()["conversation_id"]
+    with live_server.engine.connect() as conn:
+        linked = conn.execute(
+            sa.select(sessions.c.conversation_id).where(
+                sessions.c.session_id == uuid.UUID(started["session_id"])
+            )
+        ).scalar_one()
+    assert str(linked) == second.json()["conversation_id"]
