@@ -217,3 +217,86 @@ def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
     assert r.status_code == 201 and r.content == b'{"x":1}'
     assert r.headers["idempotent-replayed"] == "true"
     assert _count(live_server.engine) == 0
+
+
+def test_an_expired_key_runs_anew(database_url):
+    """Keys live NOCLASH_IDEMPOTENCY_TTL_SECONDS; after that the same key creates again."""
+    import time
+
+    from tests.support.server import start_live_server
+
+    with start_live_server(database_url, idempotency_ttl_seconds=1) as server:
+        client = server.client(server.user())
+        headers = {"Idempotency-Key": "short-lived"}
+        first = client.post("/api/chatbots", json={"name": "a"}, headers=headers)
+        replay = client.post("/api/chatbots", json={"name": "a"}, headers=headers)
+        time.sleep(1.2)
+        again = client.post("/api/chatbots", json={"name": "a"}, headers=headers)
+        assert replay.headers.get("idempotent-replayed") == "true"
+        assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+        assert again.json()["id"] != first.json()["id"]
+        assert _count(server.engine) == 2
+
+
+def test_a_duplicate_still_in_progress_after_the_wait_is_409(database_url):
+    """The first request (a claim held by another process) does not finish within
+    wait_seconds: the duplicate gets a 409 naming the header, and runs nothing."""
+    import time
+    from datetime import timedelta
+
+    import uvicorn
+
+    from noclash.api.idempotency import IdempotencyMiddleware
+    from noclash.chat.users import authenticate, create_user
+    from noclash.db.engine import create_engine
+    from noclash.unique import idempotency as keys
+    from tests.support.server import free_port
+
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    app = create_app(settings, engine=engine)
+    for entry in app.user_middleware:
+        if entry.cls is IdempotencyMiddleware:
+            entry.kwargs["wait_seconds"] = 0.3
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        _user, token = create_user(engine, "slow@example.com")
+        user = authenticate(engine, token)
+        body = b'{"name":"Slow"}'
+        with engine.begin() as conn:
+            keys.claim(
+                conn,
+                idempotency_keys,
+                scope=f"user:{user.id}",
+                key="busy",
+                method="POST",
+                path="/api/chatbots",
+                request_hash=keys.request_hash("POST", "/api/chatbots", body),
+                ttl=timedelta(hours=1),
+            )
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/chatbots",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": "busy",
+                "content-type": "application/json",
+            },
+            timeout=30,
+        )
+        assert r.status_code == 409 and r.headers["content-type"] == PROBLEM
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["fields"] == ["Idempotency-Key"]
+        assert r.json()["type"].endswith("/idempotency-key-in-progress")
+        assert _count(engine) == 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        engine.dispose()
