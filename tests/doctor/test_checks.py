@@ -186,6 +186,15 @@ def test_amcheck_quiet_on_healthy_indexes(fresh_pg_url: str) -> None:
         "INSERT INTO k VALUES (1, 'a'), (2, 'b')",
     )
     assert "amcheck-unique" not in checks_of(fresh_pg_url)
+    # ...and it really ran: the extension is there and the server is new enough.
+    from noclash.doctor.checks import amcheck_unique
+    from noclash.doctor.connect import open_engine
+    from noclash.doctor.diagnose import inspect
+
+    engine = open_engine(fresh_pg_url)
+    with engine.connect() as conn:
+        assert amcheck_unique.available(inspect(conn, Options()))
+    engine.dispose()
 
 
 def test_birthday_bound() -> None:

@@ -49,3 +49,10 @@ def test_column_type_rewrite_seed_000_migration() -> None:
     [f] = lint_sql(sql, "m.sql")
     assert (f.check, f.line, f.columns) == ("column-type-rewrite", 2, ("public_token",))
     assert ids("ALTER TABLE chatbots ALTER COLUMN public_token SET DEFAULT 'x';") == []
+
+
+def test_add_column_unique_builds_an_index_too() -> None:
+    assert ids("ALTER TABLE users ADD COLUMN handle text UNIQUE;") == [
+        ("unique-constraint-without-index", 1)
+    ]
+    assert ids("ALTER TABLE users ADD COLUMN handle text;") == []

@@ -146,6 +146,8 @@ class Catalog:
     server_version: tuple[int, ...]
     tables: dict[str, Table] = field(default_factory=dict)
     sequences: list[Sequence] = field(default_factory=list)
+    # (sequence, table, column) the role may not read (no SELECT on the sequence).
+    unreadable_sequences: list[tuple[str, str, str]] = field(default_factory=list)
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)

@@ -248,7 +248,7 @@ class PostgreSQLDoctor(DoctorDialect):
         FROM pg_constraint WHERE conrelid = ANY(%(oids)s) ORDER BY conrelid, conname"""
     _SEQUENCES: ClassVar[str] = """
         SELECT sn.nspname, s.relname, t.oid, a.attname, ps.last_value, ps.start_value,
-               ps.increment_by
+               ps.increment_by, has_sequence_privilege(s.oid, 'SELECT')
         FROM pg_depend d
         JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
         JOIN pg_namespace sn ON sn.oid = s.relnamespace
@@ -366,10 +366,15 @@ class PostgreSQLDoctor(DoctorDialect):
                     validated=validated,
                 )
             )
-        for schema, sname, relid, col, last, start, inc in conn.exec_driver_sql(
+        for schema, sname, relid, col, last, start, inc, readable in conn.exec_driver_sql(
             self._SEQUENCES, oids
         ).all():
             qualified = sname if schema == current else f"{schema}.{sname}"
+            if not readable:
+                # pg_sequences shows NULL for a sequence we may not read: its position is
+                # unknown, and guessing "never used" would report it behind.
+                catalog.unreadable_sequences.append((qualified, self._key(tables[relid]), col))
+                continue
             catalog.sequences.append(
                 Sequence(
                     name=qualified,

@@ -38,6 +38,16 @@ def behind(ctx: Context) -> Iterator[tuple[Sequence, int]]:
 
 
 def run(ctx: Context) -> Iterator[Finding]:
+    for name, table, column in ctx.catalog.unreadable_sequences:
+        yield Finding(
+            check=ID,
+            severity=Severity.NOTE,
+            table=table,
+            columns=(column,),
+            message=f"cannot tell whether sequence {name} is behind: no SELECT privilege on it",
+            evidence={"sequence": name},
+            fix=Fix(sql=f"GRANT SELECT ON SEQUENCE {name} TO <doctor role>;"),
+        )
     for seq, top in behind(ctx):
         q = ctx.q(seq.column)
         yield Finding(

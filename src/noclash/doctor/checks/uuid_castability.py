@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from noclash.doctor.catalog import Column
 from noclash.doctor.checks import weak_tokens
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import is_uuid_text
 from noclash.doctor.intent import is_legacy, looks_like_key, names_uuid
 from noclash.doctor.model import Finding, Fix, Severity
 from noclash.doctor.tokens import mask
@@ -29,11 +31,33 @@ LINKS = (
 EXAMPLE = "short-tokens"
 
 
+SAMPLE = 200
+
+
+def _candidate(ctx: Context, tname: str, column: Column, weak: bool) -> bool:
+    """Cheap pre-test on a sample, so only plausible uuid columns get a full count."""
+    if weak or names_uuid(column):
+        return True
+    q = ctx.q(column.name)
+    values = [
+        r[0]
+        for r in ctx.rows(
+            f"SELECT {q} FROM {ctx.t(tname)} WHERE {q} IS NOT NULL LIMIT {SAMPLE}", what=tname
+        )
+    ]
+    return bool(values) and sum(is_uuid_text(v) for v in values) * 2 >= len(values)
+
+
 def run(ctx: Context) -> Iterator[Finding]:
     token_columns = set(weak_tokens.candidates(ctx))
     for tname, table in ctx.catalog.tables.items():
         for col in table.columns.values():
             if not col.is_text or is_legacy(col.name):
+                continue
+            weak = (tname, col.name) in token_columns and weak_tokens.weak(
+                ctx, tname, col.name
+            ) is not None
+            if not _candidate(ctx, tname, col, weak):
                 continue
             q = ctx.q(col.name)
             ok = ctx.dialect.uuid_shaped(q)
@@ -46,11 +70,6 @@ def run(ctx: Context) -> Iterator[Finding]:
             total, shaped = int(total), int(shaped)
             failing = total - shaped
             if not failing:
-                continue
-            weak = (tname, col.name) in token_columns and weak_tokens.weak(
-                ctx, tname, col.name
-            ) is not None
-            if not (names_uuid(col) or shaped * 2 >= total or weak):
                 continue
             bad = f"{q} IS NOT NULL AND NOT {ok}"
             empty = int(

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.doctor.connect import connection, display_url, open_engine, reading
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, run_checks
-from noclash.doctor.errors import RepairFailed
+from noclash.doctor.errors import DoctorError, RepairFailed
 from noclash.doctor.model import Finding, Report
 from noclash.doctor.repairs.backup import Backup
 
@@ -168,8 +168,18 @@ def repair(
                     ]
                     if not fresh:
                         continue  # already fixed (by an earlier action or another process)
-                    with reading(planned.table):
-                        after = fresh[0].apply(ctx, backup, progress)
+                    try:
+                        with reading(planned.table):
+                            after = fresh[0].apply(ctx, backup, progress)
+                    except DoctorError:
+                        raise  # the transaction is rolled back on the way out
+                    except Exception as exc:
+                        raise RepairFailed(
+                            f"{planned.repair} on {planned.table} failed and was rolled back: "
+                            f"{exc}",
+                            action=planned.repair,
+                            table=planned.table,
+                        ) from exc
                     planned.changed_rows = fresh[0].changed_rows
                 if after:
                     _run_outside_transaction(conn, after, planned, progress)

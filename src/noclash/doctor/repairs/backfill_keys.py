@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from noclash.doctor.context import Context
 from noclash.doctor.dialects import is_uuid_text
+from noclash.doctor.errors import RepairFailed
 from noclash.doctor.model import Finding
 from noclash.doctor.repairs import Action, add_unique_index, batches, row_key, select_rows
 from noclash.doctor.repairs.backup import Backup
@@ -59,7 +60,9 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             )
         left = ctx.conn.execute(sa.text(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {missing}"))
         if left.scalar():
-            raise RuntimeError("rows still missing a key after the backfill")
+            raise RepairFailed(
+                "rows still missing a key after the backfill", action=ID, table=tname
+            )
         for s in guard:
             ctx.conn.exec_driver_sql(s)
         now, later = add_unique_index.split(ctx, index)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from noclash.doctor.context import Context
+from noclash.doctor.errors import RepairFailed
 from noclash.doctor.model import Finding
 from noclash.doctor.repairs import Action, add_unique_index, batches, row_key
 from noclash.doctor.repairs.backup import Backup
@@ -72,7 +73,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             )
         ).scalar()
         if left:
-            raise RuntimeError("duplicates remain after suffixing")
+            raise RepairFailed("duplicates remain after suffixing", action=ID, table=tname)
         now, later = add_unique_index.split(ctx, index)
         for s in now:
             ctx.conn.exec_driver_sql(s)

@@ -29,7 +29,7 @@ LINKS = (
     ),
 )
 _ADD = re.compile(
-    r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ )?"
+    r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ |COLUMN .*?)?"
     r"(UNIQUE|PRIMARY KEY)\b"
 )
 

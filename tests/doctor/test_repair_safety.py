@@ -1,0 +1,94 @@
+"""Repairs are transactional and back up before they change anything."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from noclash.config import normalise_database_url
+from noclash.doctor import RepairFailed, diagnose, fixtures, repair
+from noclash.doctor.catalog import BACKUP_TABLE
+from noclash.doctor.repairs import add_unique_index
+from tests.doctor.helpers import snapshot
+
+
+def _backup_rows(url: str) -> list[tuple]:
+    engine = sa.create_engine(normalise_database_url(url))
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(BACKUP_TABLE):
+                return []
+            return conn.exec_driver_sql(
+                f"SELECT action, table_name, row_data FROM {BACKUP_TABLE}"
+            ).all()
+    finally:
+        engine.dispose()
+
+
+def test_failure_rolls_back_data_and_backup(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixtures.build(empty_url, "colliding-slugs")
+    before = snapshot(empty_url)
+
+    def boom(*_args: object) -> tuple[list[str], list[str]]:
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(add_unique_index, "split", boom)
+    with pytest.raises(RepairFailed, match="rolled back: disk full"):
+        repair(empty_url, apply=True)
+    assert snapshot(empty_url) == before
+    assert _backup_rows(empty_url) == []
+
+
+def test_backup_table_holds_the_old_rows(empty_url: str) -> None:
+    fixtures.build(empty_url, "colliding-slugs")
+    repair(empty_url, apply=True)
+    rows = _backup_rows(empty_url)
+    assert {(a, t) for a, t, _ in rows} == {("suffix-duplicates", "chat_threads")}
+    old = sorted(json.loads(d)["slug"] for _a, _t, d in rows)
+    assert old == ["hello-world", "navigate-example-website", "navigate-example-website"]
+    # The doctor ignores its own backup table.
+    assert diagnose(empty_url).findings == []
+
+
+def test_unreadable_sequence_is_a_note_not_an_error(fresh_pg_url: str) -> None:
+    libpq = fresh_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS doctor_reader")
+        conn.execute("CREATE ROLE doctor_reader LOGIN")
+        conn.execute("CREATE TABLE tickets (id serial PRIMARY KEY, subject text)")
+        conn.execute("INSERT INTO tickets (id, subject) VALUES (5, 'imported')")
+        conn.execute("GRANT SELECT ON tickets TO doctor_reader")
+    url = make_url(fresh_pg_url).set(username="doctor_reader").render_as_string(False)
+    try:
+        report = diagnose(url)
+        [f] = report.findings
+        assert (f.check, f.severity, f.table) == ("sequence-behind", "note", "tickets")
+        assert report.exit_code == 0
+        [g] = diagnose(fresh_pg_url).findings  # the owner sees it is behind
+        assert (g.check, g.severity) == ("sequence-behind", "error")
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute("DROP TABLE tickets")
+            conn.execute("DROP ROLE doctor_reader")
+
+
+def test_postgresql_plan_builds_concurrently_and_attaches(fresh_pg_url: str) -> None:
+    fixtures.build(fresh_pg_url, "colliding-slugs")
+    [action] = repair(fresh_pg_url).actions
+    assert any("CREATE UNIQUE INDEX CONCURRENTLY" in s for s in action.statements)
+    assert any("UNIQUE USING INDEX" in s for s in action.statements)
+    assert "SHARE UPDATE EXCLUSIVE" in action.locks
+    repair(fresh_pg_url, apply=True)
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.connect() as conn:
+        kind = conn.exec_driver_sql(
+            "SELECT contype FROM pg_constraint WHERE conname = 'chat_threads_slug_key'"
+        ).scalar()
+    engine.dispose()
+    assert kind == "u"
