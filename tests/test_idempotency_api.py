@@ -300,3 +300,20 @@ def test_a_duplicate_still_in_progress_after_the_wait_is_409(database_url):
         server.should_exit = True
         thread.join(timeout=10)
         engine.dispose()
+
+
+def test_an_oversized_body_is_413_before_any_key_is_claimed(live_server):
+    """The body limit sits outside the middleware: declared or chunked, too big is a 413
+    and no key row is written."""
+    client = live_server.client(live_server.user())
+    big = b'{"name": "' + b"x" * (live_server.settings.max_body_bytes + 10) + b'"}'
+    headers = {"Idempotency-Key": "big", "content-type": "application/json"}
+    declared = client.post("/api/chatbots", content=big, headers=headers)
+    chunked = client.post(
+        "/api/chatbots",
+        content=(big[i : i + 4096] for i in range(0, len(big), 4096)),
+        headers=headers,
+    )
+    assert declared.status_code == chunked.status_code == 413
+    assert _count(live_server.engine, idempotency_keys) == 0
+    assert _count(live_server.engine) == 0
