@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -106,17 +105,7 @@ class IdempotencyMiddleware:
         try:
             key = keys.check_key(raw_key.strip())
         except keys.InvalidIdempotencyKey as exc:
-            await _answer(
-                scope,
-                receive,
-                send,
-                problem(
-                    400,
-                    str(exc),
-                    kind="invalid-idempotency-key",
-                    fields=[{"field": "Idempotency-Key", "message": str(exc)}],
-                ),
-            )
+            await _reject(scope, receive, send, 400, "invalid-idempotency-key", str(exc))
             return
         state = scope["app"].state
         engine: Engine = state.engine
@@ -129,17 +118,7 @@ class IdempotencyMiddleware:
             # A public caller has no identity: the key is its only secret, so it must be
             # unguessable, or another visitor could replay this visitor's response.
             detail = "a caller without a bearer token must use a UUID as Idempotency-Key"
-            await _answer(
-                scope,
-                receive,
-                send,
-                problem(
-                    400,
-                    detail,
-                    kind="invalid-idempotency-key",
-                    fields=[{"field": "Idempotency-Key", "message": detail}],
-                ),
-            )
+            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
             return
 
         body = await _read_body(receive)
@@ -166,32 +145,19 @@ class IdempotencyMiddleware:
                     "this Idempotency-Key was already used for a different request "
                     f"({outcome.method} {outcome.path} with another body)"
                 )
-                await _answer(
-                    scope,
-                    receive,
-                    send,
-                    problem(
-                        422,
-                        detail,
-                        kind="idempotency-key-reused",
-                        fields=[{"field": "Idempotency-Key", "message": detail}],
-                    ),
-                )
+                await _reject(scope, receive, send, 422, "idempotency-key-reused", detail)
                 return
             if time.monotonic() >= deadline:
                 detail = "a request with this Idempotency-Key is still in progress; retry later"
-                await _answer(
-                    scope,
-                    receive,
-                    send,
-                    problem(
-                        409,
-                        detail,
-                        kind="idempotency-key-in-progress",
-                        headers={"Retry-After": "1"},
-                        fields=["Idempotency-Key"],
-                    ),
+                # A collision, so a 409 naming the field, like every unique conflict.
+                conflict = problem(
+                    409,
+                    detail,
+                    kind="idempotency-key-in-progress",
+                    headers={"Retry-After": "1"},
+                    fields=["Idempotency-Key"],
                 )
+                await conflict(scope, receive, send)
                 return
             await asyncio.sleep(self.poll_seconds)
 
@@ -316,7 +282,13 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
 
 
-async def _answer(scope: Scope, receive: Receive, send: Send, response: Callable) -> None:
+async def _reject(
+    scope: Scope, receive: Receive, send: Send, status: int, kind: str, detail: str
+) -> None:
+    """A problem+json answer about the header, written before anything ran."""
+    response = problem(
+        status, detail, kind=kind, fields=[{"field": "Idempotency-Key", "message": detail}]
+    )
     await response(scope, receive, send)
 
 
