@@ -19,7 +19,8 @@ _KEY_NAME = re.compile(r"(^|_)(token|slug|session_id|public_id|uuid|guid)($|_)")
 # Secrets stored hashed are unique but not looked up by value from outside: still keys,
 # but never "random tokens" that could be weak or cast to uuid.
 _HASHED = re.compile(r"(^|_)(hash|digest|sha\d*|md5)($|_)")
-_UUID_NAME = re.compile(r"(^|_)(uuid|guid)($|_)")
+# Columns whose name says "this holds uuids" (or ids an application mints as uuids).
+_UUID_NAME = re.compile(r"(^|_)(uuid|guid|session_id|public_id)($|_)")
 # A column renamed ``*_legacy`` by ``noclash repair`` keeps old values resolving; no new
 # value is ever generated into it, so its collision risk no longer grows.
 _LEGACY = re.compile(r"_legacy$")

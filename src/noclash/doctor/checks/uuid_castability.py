@@ -2,16 +2,19 @@
 
 Seeds 000/001 end with exactly that migration on a column of 6-8 character tokens: it
 aborts on the first non-uuid value, mid-deploy. Count them before, not during.
+
+Which columns: text columns named like uuids (`*uuid*`, `*guid*`, `session_id`,
+`public_id`), columns of weak random tokens (whose fix is a move to uuid), and columns
+named with `--key`. A column that merely *contains* some uuids (a psid that is a widget
+session id for one channel and a Meta id for another) is not a uuid column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from noclash.doctor.catalog import Column
 from noclash.doctor.checks import weak_tokens
 from noclash.doctor.context import Context
-from noclash.doctor.dialects import is_uuid_text
 from noclash.doctor.intent import is_legacy, looks_like_key, names_uuid
 from noclash.doctor.model import Finding, Fix, Severity
 from noclash.doctor.tokens import mask
@@ -31,23 +34,6 @@ LINKS = (
 EXAMPLE = "short-tokens"
 
 
-SAMPLE = 200
-
-
-def _candidate(ctx: Context, tname: str, column: Column, weak: bool) -> bool:
-    """Cheap pre-test on a sample, so only plausible uuid columns get a full count."""
-    if weak or names_uuid(column):
-        return True
-    q = ctx.q(column.name)
-    values = [
-        r[0]
-        for r in ctx.rows(
-            f"SELECT {q} FROM {ctx.t(tname)} WHERE {q} IS NOT NULL LIMIT {SAMPLE}", what=tname
-        )
-    ]
-    return bool(values) and sum(is_uuid_text(v) for v in values) * 2 >= len(values)
-
-
 def run(ctx: Context) -> Iterator[Finding]:
     token_columns = set(weak_tokens.candidates(ctx))
     for tname, table in ctx.catalog.tables.items():
@@ -57,7 +43,8 @@ def run(ctx: Context) -> Iterator[Finding]:
             weak = (tname, col.name) in token_columns and weak_tokens.weak(
                 ctx, tname, col.name
             ) is not None
-            if not _candidate(ctx, tname, col, weak):
+            explicit = any(k.table == tname and col.name in k.columns for k in ctx.options.keys)
+            if not (weak or names_uuid(col) or explicit):
                 continue
             q = ctx.q(col.name)
             ok = ctx.dialect.uuid_shaped(q)
