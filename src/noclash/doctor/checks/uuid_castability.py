@@ -4,8 +4,7 @@ Seeds 000/001 end with exactly that migration on a column of 6-8 character token
 aborts on the first non-uuid value, mid-deploy. Count them before, not during.
 
 Which columns: text columns named like uuids (`*uuid*`, `*guid*`, `session_id`,
-`public_id`), columns of weak random tokens (whose fix is a move to uuid), and columns
-named with `--key`. A column that merely *contains* some uuids (a psid that is a widget
+`public_id`) and columns of weak random tokens (whose fix is a move to uuid). A column that merely *contains* some uuids (a psid that is a widget
 session id for one channel and a Meta id for another) is not a uuid column.
 """
 
