@@ -4,8 +4,9 @@ Seeds 000/001 end with exactly that migration on a column of 6-8 character token
 aborts on the first non-uuid value, mid-deploy. Count them before, not during.
 
 Which columns: text columns named like uuids (`*uuid*`, `*guid*`, `session_id`,
-`public_id`) and columns of weak random tokens (whose fix is a move to uuid). A column that merely *contains* some uuids (a psid that is a widget
-session id for one channel and a Meta id for another) is not a uuid column.
+`public_id`) and columns of weak random tokens (whose fix is a move to uuid). A column
+that merely *contains* some uuids (a psid that is a widget session id for one channel and
+a Meta id for another) is not a uuid column.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             weak = (tname, col.name) in token_columns and weak_tokens.weak(
                 ctx, tname, col.name
             ) is not None
-            explicit = any(k.table == tname and col.name in k.columns for k in ctx.options.keys)
-            if not (weak or names_uuid(col) or explicit):
+            if not (weak or names_uuid(col)):
                 continue
             q = ctx.q(col.name)
             ok = ctx.dialect.uuid_shaped(q)
