@@ -92,3 +92,25 @@ def test_postgresql_plan_builds_concurrently_and_attaches(fresh_pg_url: str) -> 
         ).scalar()
     engine.dispose()
     assert kind == "u"
+
+
+def test_tables_outside_the_search_path(fresh_pg_url: str) -> None:
+    """Another schema: names are qualified in findings, fixes and repairs."""
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA legacy")
+        conn.exec_driver_sql(
+            "CREATE TABLE legacy.convs (id int PRIMARY KEY, psid text, status text)"
+        )
+        conn.exec_driver_sql("CREATE UNIQUE INDEX convs_psid_key ON legacy.convs (psid)")
+        conn.exec_driver_sql("INSERT INTO legacy.convs VALUES (1, 'a', 'CLOSED'), (2, 'b', 'OPEN')")
+        conn.exec_driver_sql("CREATE TABLE legacy.pages (id int PRIMARY KEY, slug text)")
+        conn.exec_driver_sql("INSERT INTO legacy.pages VALUES (1, 'x'), (2, 'x')")
+    engine.dispose()
+    found = {(f.check, f.table) for f in diagnose(fresh_pg_url).findings}
+    assert found == {
+        ("lifecycle-unique", "legacy.convs"),
+        ("duplicate-keys", "legacy.pages"),
+    }
+    repair(fresh_pg_url, apply=True)
+    assert diagnose(fresh_pg_url).findings == []

@@ -57,6 +57,14 @@ class Context:
             table = self.catalog.tables[table]
         return self.dialect.table_sql(self.conn, table)
 
+    def ix(self, table: Table | str, index: str) -> str:
+        """An index name for DROP/REINDEX: qualified by its table's schema (indexes live
+        in their table's schema, which need not be on the search path)."""
+        if isinstance(table, str):
+            table = self.catalog.tables[table]
+        q = self.q(index)
+        return f"{self.q(table.schema)}.{q}" if table.schema else q
+
     def rows(self, sql: str, params: dict[str, Any] | None = None, *, what: str) -> list[Any]:
         """Run ``sql`` (``:name`` parameters, as in :func:`sqlalchemy.text`)."""
         with reading(what):

@@ -41,12 +41,11 @@ def run(ctx: Context) -> Iterator[Finding]:
             if ix.method != "btree" or not ix.valid or ix.definition == "(rowid alias)":
                 continue
             ctx.step(f"amcheck {ix.name}")
-            name = f"{table.schema}.{ix.name}" if table.schema else ix.name
             savepoint = ctx.conn.begin_nested()
             try:
                 ctx.conn.execute(
                     sa.text("SELECT bt_index_check(CAST(:i AS regclass), false, true)"),
-                    {"i": ctx.q(name) if not table.schema else name},
+                    {"i": ctx.ix(tname, ix.name)},
                 )
                 savepoint.commit()
             except sa.exc.DBAPIError as exc:
@@ -59,5 +58,5 @@ def run(ctx: Context) -> Iterator[Finding]:
                     columns=ix.column_names,
                     message=f"amcheck: unique index {ix.name} on {tname} is broken: {detail}",
                     evidence={"index": ix.name, "amcheck": detail},
-                    fix=Fix(sql=f"REINDEX INDEX CONCURRENTLY {ctx.q(ix.name)};"),
+                    fix=Fix(sql=f"REINDEX INDEX CONCURRENTLY {ctx.ix(tname, ix.name)};"),
                 )

@@ -53,9 +53,9 @@ def run(ctx: Context) -> Iterator[Finding]:
                 evidence=evidence,
                 fix=Fix(
                     sql=(
-                        f"DROP INDEX CONCURRENTLY {ctx.q(ix.name)}; {ix.definition};"
+                        f"DROP INDEX CONCURRENTLY {ctx.ix(tname, ix.name)}; {ix.definition};"
                         if ix.definition
-                        else f"REINDEX INDEX CONCURRENTLY {ctx.q(ix.name)};"
+                        else f"REINDEX INDEX CONCURRENTLY {ctx.ix(tname, ix.name)};"
                     ),
                     repair=None,
                 ),

@@ -129,7 +129,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             drop = (
                 f"ALTER TABLE {ctx.t(tname)} DROP CONSTRAINT {ctx.q(ix.constraint)}"
                 if ix.constraint
-                else f"DROP INDEX{concurrently} {ctx.q(ix.name)}"
+                else f"DROP INDEX{concurrently} {ctx.ix(tname, ix.name)}"
             )
             yield Finding(
                 check=ID,

@@ -56,5 +56,5 @@ def run(ctx: Context) -> Iterator[Finding]:
                 columns=ix.column_names,
                 message=f"index {ix.name} {how} {other.name}: it costs writes and serves no query",
                 evidence={"covered_by": other.name, "index": ix.name, "kind": kind},
-                fix=Fix(sql=f"DROP INDEX{concurrently} {ctx.q(ix.name)};"),
+                fix=Fix(sql=f"DROP INDEX{concurrently} {ctx.ix(tname, ix.name)};"),
             )

@@ -221,7 +221,11 @@ def _run_outside_transaction(
             auto.exec_driver_sql(stmt)
         except sa.exc.DBAPIError as exc:
             if m := _CONCURRENT_BUILD.match(stmt):
-                auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {m.group(1)}")
+                name = m.group(1)
+                schema = action.table.rpartition(".")[0]
+                if schema and "." not in name:
+                    name = f'"{schema}".{name}'
+                auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise RepairFailed(
                 f"{action.repair} on {action.table}: {stmt} failed: {detail}",

@@ -53,7 +53,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             return None  # a UNIQUE inside SQLite's CREATE TABLE: needs a table rebuild
         drops = [f"ALTER TABLE {t} DROP CONSTRAINT {ctx.q(ix.constraint)}"]
     elif ix is not None:
-        drops = [f"DROP INDEX{conc} IF EXISTS {ctx.q(ix.name)}"]
+        drops = [f"DROP INDEX{conc} IF EXISTS {ctx.ix(tname, ix.name)}"]
     closed = life.closed[0]
     stmts = [
         f"UPDATE {t} SET {ctx.q(life.column)} = '{closed}' -- active duplicates but the latest",
