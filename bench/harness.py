@@ -426,9 +426,18 @@ def run_all(
         def advance(description: str) -> None:
             progress.update(task, advance=1, description=description)
 
-        for spec in specs:
+        for i, spec in enumerate(specs, 1):
             progress.update(task, description=f"{spec.scenario} {spec.dialect} setup")
-            yield run_case(spec, config, advance)
+            started = time.perf_counter()
+            result = run_case(spec, config, advance)
+            if not console.is_terminal:
+                # No live bar in a log: one line per case instead, so a long run shows life.
+                console.print(
+                    f"[{i}/{len(specs)}] {spec.scenario} {spec.dialect} w={spec.writers} "
+                    f"{spec.label}: {time.perf_counter() - started:.1f} s",
+                    highlight=False,
+                )
+            yield result
 
 
 # -- output ----------------------------------------------------------------------------------
