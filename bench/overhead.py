@@ -1,0 +1,145 @@
+"""``python -m bench.overhead``: where noclash's time goes, one thread, no contention.
+
+The main run says *how much* slower or faster noclash is; this says *why*, by timing the
+pieces the profiles (cProfile of each contender's op) pointed at, each alone and as the
+best of several repeats so that the shared machine's noise is filtered out:
+
+- the same chatbot row written as noclash writes it (``insert().values(dict)
+  .returning(*columns)`` built per call) and as a prebuilt statement with bound
+  parameters, with and without RETURNING;
+- building (not executing) the one-statement slug claim of
+  :mod:`noclash.chat.conversations` on PostgreSQL, a data-modifying CTE;
+- the per-request extras of the HTTP route: bearer authentication (its own pool checkout
+  and SELECT) and one hop to the thread pool per synchronous dependency.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from starlette.concurrency import run_in_threadpool
+
+from bench.databases import DIALECTS, Databases, noclash_engine
+from bench.scenarios import make_owner
+from noclash.chat.chatbots import create_chatbot
+from noclash.chat.users import authenticate, create_user
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import chatbots, conversation_slugs, conversations
+from noclash.db.types import utcnow
+from noclash.unique import uuid4, uuid7
+
+
+def best_us(fn: Callable[[], Any], number: int = 300, repeat: int = 5) -> float:
+    """Best of ``repeat`` runs of ``number`` calls, in microseconds per call."""
+    for _ in range(30):
+        fn()
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def _slug_claim_statement() -> sa.Select[Any]:
+    """The statement ``noclash.chat.conversations._insert_pg`` builds for every attempt."""
+    values = {
+        "id": uuid7(), "chatbot_id": uuid7(), "connection_id": None, "psid": None,
+        "status": "OPEN", "title": "Weekly support sync", "slug": "weekly-support-sync",
+        "created_at": utcnow(), "closed_at": None,
+    }
+    new = (
+        pg_insert(conversations).values(values).on_conflict_do_nothing()
+        .returning(*conversations.c).cte("new")
+    )
+    registered = (
+        pg_insert(conversation_slugs)
+        .from_select(
+            ["chatbot_id", "slug", "conversation_id", "created_at"],
+            sa.select(new.c.chatbot_id, new.c.slug, new.c.id, new.c.created_at),
+        )
+        .on_conflict_do_nothing()
+        .returning(conversation_slugs.c.conversation_id)
+        .cte("registered")
+    )
+    return sa.select(
+        *new.c, registered.c.conversation_id.is_not(None).label("slug_registered")
+    ).select_from(new.outerjoin(registered, sa.true()))
+
+
+def measure(databases: Databases, dialect: str) -> dict[str, float]:
+    url = databases.noclash_db(dialect)
+    engine = noclash_engine(url, 4)
+    try:
+        owner = make_owner(engine)
+        _user, token = create_user(engine, f"overhead-{time.monotonic_ns()}@example.com")
+        server_token = dialect_for(engine).server_generates_uuid4
+
+        def values() -> dict[str, Any]:
+            v: dict[str, Any] = {
+                "id": uuid7(), "owner_id": owner.user_id, "name": "bench",
+                "slack_channel_id": None, "asana_project_id": None, "require_auth": False,
+                "created_at": utcnow(),
+            }
+            if not server_token:
+                v["public_token"] = uuid4()
+            return v
+
+        bare = sa.insert(chatbots)
+        returning = sa.insert(chatbots).returning(*chatbots.c)
+
+        def noclash() -> None:
+            with engine.begin() as conn:
+                create_chatbot(conn, owner_id=owner.user_id, name="bench")
+
+        def prebuilt_returning() -> None:
+            with engine.begin() as conn:
+                conn.execute(returning, values()).one()
+
+        def prebuilt_bare() -> None:
+            with engine.begin() as conn:
+                conn.execute(bare, values())
+
+        def empty_transaction() -> None:
+            with engine.begin():
+                pass
+
+        async def hops(n: int) -> None:
+            for _ in range(n):
+                await run_in_threadpool(lambda: None)
+
+        started = time.perf_counter()
+        anyio.run(hops, 2000)
+        hop = (time.perf_counter() - started) / 2000 * 1e6
+        return {
+            "create_chatbot (noclash)": best_us(noclash),
+            "prebuilt INSERT ... RETURNING *": best_us(prebuilt_returning),
+            "prebuilt INSERT (the limit)": best_us(prebuilt_bare),
+            "empty transaction (BEGIN, COMMIT)": best_us(empty_transaction),
+            "build insert().values().returning() (no execution)": best_us(
+                lambda: sa.insert(chatbots).values(values()).returning(*chatbots.c)
+            ),
+            "build the slug-claim CTE (no execution)": best_us(_slug_claim_statement),
+            "authenticate(bearer token)": best_us(lambda: authenticate(engine, token)),
+            "one thread-pool hop (sync dependency)": hop,
+        }
+    finally:
+        engine.dispose()
+        databases.drop(url)
+
+
+def main() -> int:
+    with Databases() as databases:
+        results = {d: measure(databases, d) for d in DIALECTS}
+    names = list(results[DIALECTS[0]])
+    print("| piece (one thread, best of 5) | " + " | ".join(f"{d} us" for d in DIALECTS) + " |")
+    print("|---|" + "--:|" * len(DIALECTS))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{results[d][name]:.0f}" for d in DIALECTS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
