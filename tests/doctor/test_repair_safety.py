@@ -114,3 +114,44 @@ def test_tables_outside_the_search_path(fresh_pg_url: str) -> None:
     }
     repair(fresh_pg_url, apply=True)
     assert diagnose(fresh_pg_url).findings == []
+
+
+def test_sqlite_table_constraint_is_left_for_a_human(fresh_sqlite_url: str) -> None:
+    """A UNIQUE inside SQLite's CREATE TABLE cannot be dropped without a rebuild."""
+    engine = sa.create_engine(fresh_sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE convs (id INTEGER PRIMARY KEY, psid TEXT, status TEXT, UNIQUE (psid))"
+        )
+        conn.exec_driver_sql("INSERT INTO convs VALUES (1, 'a', 'CLOSED'), (2, 'b', 'OPEN')")
+    engine.dispose()
+    result = repair(fresh_sqlite_url)
+    assert result.actions == []
+    [manual] = result.manual
+    assert manual.check == "lifecycle-unique"
+
+
+def test_backfill_uuid_typed_column_and_progress(fresh_pg_url: str) -> None:
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE visits (id int PRIMARY KEY, session_id uuid, note text)")
+        conn.exec_driver_sql("CREATE UNIQUE INDEX visits_session_id_key ON visits (session_id)")
+        conn.exec_driver_sql(
+            "INSERT INTO visits SELECT i, CASE WHEN mod(i, 3) = 0 THEN NULL "
+            "ELSE gen_random_uuid() END, 'n' FROM generate_series(1, 1200) AS i"
+        )
+    engine.dispose()
+    messages: list[str] = []
+    result = repair(fresh_pg_url, apply=True, on_progress=messages.append)
+    [action] = result.actions
+    assert action.repair == "backfill-keys" and action.changed_rows == 400
+    assert any("batch 1" in m for m in messages)
+    assert diagnose(fresh_pg_url).findings == []
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.connect() as conn:
+        nullable = conn.exec_driver_sql(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'visits' AND column_name = 'session_id'"
+        ).scalar()
+    engine.dispose()
+    assert nullable == "NO"

@@ -185,6 +185,8 @@ def repair(
             highlight=False,
         )
         out.print(f"   {a.summary}", highlight=False)
+        if result.applied:
+            out.print(f"   done: {a.changed_rows} rows changed (backed up first)", highlight=False)
         out.print(f"   locks: {a.locks}", highlight=False)
         for s in a.statements:
             out.print(f"   {s};", highlight=False, markup=False)

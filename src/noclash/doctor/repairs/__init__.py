@@ -168,6 +168,7 @@ def repair(
                     ]
                     if not fresh:
                         continue  # already fixed (by an earlier action or another process)
+                    saved_before = backup.saved
                     try:
                         with reading(planned.table):
                             after = fresh[0].apply(ctx, backup, progress)
@@ -180,7 +181,8 @@ def repair(
                             action=planned.repair,
                             table=planned.table,
                         ) from exc
-                    planned.changed_rows = fresh[0].changed_rows
+                    # Every changed row is backed up first, so the backup counts them.
+                    planned.changed_rows = backup.saved - saved_before
                 if after:
                     _run_outside_transaction(conn, after, planned, progress)
             _verify(engine, options, planned, target)
