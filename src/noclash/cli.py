@@ -143,7 +143,10 @@ def db_current(database_url: DatabaseOption = None) -> None:
 def bench(
     quick: Annotated[bool, typer.Option(help="Smoke size: every scenario in seconds.")] = False,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+        Path | None,
+        typer.Option(
+            "--json", envvar="NOCLASH_BENCH_JSON", help="Also write the results as JSON here."
+        ),
     ] = None,
     scenario: Annotated[
         list[str] | None,
