@@ -168,3 +168,26 @@ def test_lint_cli(tmp_path: Path) -> None:
     loc = json.loads(result.stdout)["runs"][0]["results"][0]["locations"][0]
     assert loc["physicalLocation"]["region"]["startLine"] == 1
     assert invoke("lint", str(tmp_path / "missing.sql")).exit_code == 2
+
+
+def test_not_a_database_file_is_exit_2(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.db"
+    garbage.write_bytes(b"this is not a SQLite file" * 100)
+    result = invoke("doctor", f"sqlite:///{garbage}")
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_repair_plan_as_json(legacy_sqlite: str) -> None:
+    result = invoke("repair", legacy_sqlite, "--format", "json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["applied"] is False and doc["manual"] == []
+    repairs = {a["repair"] for a in doc["actions"]}
+    assert repairs == {
+        "backfill-keys",
+        "migrate-weak-tokens",
+        "suffix-duplicates",
+        "partial-unique",
+    }
+    assert all(a["locks"] and a["statements"] for a in doc["actions"])

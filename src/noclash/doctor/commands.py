@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,12 @@ from noclash.doctor.errors import DoctorError
 from noclash.doctor.intent import KeySpec
 from noclash.doctor.model import Report
 from noclash.doctor.report import Format, render_rich, to_json, to_sarif
+
+
+class PlanFormat(StrEnum):
+    RICH = "rich"
+    JSON = "json"
+
 
 UrlArgument = Annotated[
     str | None,
@@ -101,7 +108,11 @@ def doctor(
     exclude: ExcludeOption = None,
     token_threshold: ThresholdOption = DEFAULT_TOKEN_THRESHOLD,
 ) -> None:
-    """Inspect a SQLite or PostgreSQL database for duplicate-key hazards."""
+    """Inspect a SQLite or PostgreSQL database for duplicate-key hazards.
+
+    Exit code 0: clean (warnings allowed); 1: findings at error level; 2: cannot connect
+    or read. Every check: docs/doctor/index.md.
+    """
     from noclash.doctor.diagnose import diagnose
 
     options = _options(key, exclude, token_threshold)
@@ -128,13 +139,18 @@ def repair(
         ),
     ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", "-f", help="rich or json (the plan).")
-    ] = Format.RICH,
+        PlanFormat, typer.Option("--format", "-f", help="rich or json (the plan).")
+    ] = PlanFormat.RICH,
     key: KeyOption = None,
     exclude: ExcludeOption = None,
     token_threshold: ThresholdOption = DEFAULT_TOKEN_THRESHOLD,
 ) -> None:
-    """Print the repair plan for a database; with --apply, execute and verify it."""
+    """Print the repair plan for a database; with --apply, execute and verify it.
+
+    Each action runs in a transaction, backs up the rows it changes first and is verified
+    by running the doctor again. Exit code 0: done (or plan printed); 1: a repair failed
+    and was rolled back; 2: cannot connect or read.
+    """
     from noclash.doctor.repairs import repair as run_repair
 
     options = _options(key, exclude, token_threshold)
@@ -153,7 +169,7 @@ def repair(
             result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir)
     except DoctorError as exc:
         raise _fail(exc) from None
-    if fmt is not Format.RICH:
+    if fmt is PlanFormat.JSON:
         typer.echo(
             json.dumps(
                 {
@@ -204,7 +220,10 @@ def lint(
     fmt: FormatOption = Format.RICH,
     exclude: ExcludeOption = None,
 ) -> None:
-    """Check migration SQL for statements that lock, rewrite or fail on a live table."""
+    """Check migration SQL for statements that lock, rewrite or fail on a live table.
+
+    Exit code 0: clean; 1: findings at error level; 2: a file cannot be read.
+    """
     from noclash.doctor.lint import RULES, lint_files
 
     try:

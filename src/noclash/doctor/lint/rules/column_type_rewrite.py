@@ -51,8 +51,9 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
             table=table,
             columns=(col.strip('"').lower(),),
             message=(
-                f"changing {table}.{col.strip(chr(34)).lower()} to {new_type.lower()} rewrites "
-                f"the table under ACCESS EXCLUSIVE, and a failing cast aborts the migration"
+                f"changing {table}.{col.strip(chr(34)).lower()} to {new_type.lower()} can "
+                f"rewrite the table under ACCESS EXCLUSIVE, and a failing cast aborts the "
+                f"migration"
             ),
             fix=Fix(sql=HELP),
         )
