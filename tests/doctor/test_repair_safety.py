@@ -155,3 +155,44 @@ def test_backfill_uuid_typed_column_and_progress(fresh_pg_url: str) -> None:
         ).scalar()
     engine.dispose()
     assert nullable == "NO"
+
+
+def test_weak_tokens_without_unique_index_get_one(empty_url: str) -> None:
+    import random
+    import string
+
+    rng = random.Random(5)
+    tokens = {"".join(rng.choices(string.ascii_lowercase, k=5)) for _ in range(80)}
+    engine = sa.create_engine(normalise_database_url(empty_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE widgets (id INTEGER PRIMARY KEY, embed_token TEXT)")
+        conn.execute(
+            sa.text("INSERT INTO widgets VALUES (:i, :t)"),
+            [{"i": i, "t": t} for i, t in enumerate(sorted(tokens))],
+        )
+    engine.dispose()
+    checks = {f.check for f in diagnose(empty_url).findings}
+    assert {"weak-tokens", "missing-unique-index"} <= checks
+    repair(empty_url, apply=True)
+    assert diagnose(empty_url).findings == []
+
+
+def test_lifecycle_constraint_on_postgresql(fresh_pg_url: str) -> None:
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE convs (id int PRIMARY KEY, page_id text, psid text, status text, "
+            "CONSTRAINT convs_page_psid_key UNIQUE (page_id, psid))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO convs VALUES (1, 'p', 'a', 'CLOSED'), (2, 'p', 'b', 'OPEN')"
+        )
+    engine.dispose()
+    [action] = repair(fresh_pg_url).actions
+    assert "DROP CONSTRAINT" in action.statements[-1]
+    repair(fresh_pg_url, apply=True)
+    assert diagnose(fresh_pg_url).findings == []
+    engine = sa.create_engine(normalise_database_url(fresh_pg_url))
+    with engine.begin() as conn:  # the closed chat no longer blocks a new one
+        conn.exec_driver_sql("INSERT INTO convs VALUES (3, 'p', 'a', 'OPEN')")
+    engine.dispose()

@@ -71,9 +71,10 @@ def run(ctx: Context) -> Iterator[Finding]:
                 table=tname,
                 columns=(col.name,),
                 message=(
-                    f"{groups} groups of {tname}.{col.name} values are distinct as text but "
-                    f"equal once lower-cased or read as uuid: a case-insensitive lookup, a lower() "
-                    f"index or a change to the uuid type will collide"
+                    f"{groups} {'group' if groups == 1 else 'groups'} of {tname}.{col.name} "
+                    f"values are distinct as text but equal once lower-cased or read as uuid: "
+                    f"a case-insensitive lookup, a lower() index or a change to the uuid type "
+                    f"will collide"
                 ),
                 evidence={"groups": groups, "samples": samples},
                 fix=Fix(

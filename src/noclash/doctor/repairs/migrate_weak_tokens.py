@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from noclash.doctor.context import Context
 from noclash.doctor.model import Finding
-from noclash.doctor.repairs import Action, batches, row_key, select_rows
+from noclash.doctor.repairs import Action, add_unique_index, batches, row_key, select_rows
 from noclash.doctor.repairs.backup import Backup
 from noclash.doctor.repairs.locks import describe
 from noclash.unique.ids import uuid4
@@ -36,12 +36,15 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     index = f"CREATE {kind}{conc} IF NOT EXISTS {ix_name} ON {t} ({ql})"
     weak = f"{q} IS NOT NULL AND NOT {ctx.dialect.uuid_shaped(q)}"
     default = ctx.dialect.uuid_default_sql(ctx.conn, table, cname)
+    # Fresh UUIDv4 values are unique: say so with an index if the column had none.
+    main_index = [] if was_unique else add_unique_index.statements(ctx, tname, (cname,))
     stmts = [
         *([] if legacy in table.columns else [f"ALTER TABLE {t} ADD COLUMN {ql} TEXT"]),
         f"UPDATE {t} SET {ql} = {q}, {q} = <uuid4> "
         f"WHERE {q} IS NOT NULL AND NOT {ctx.dialect.uuid_shaped_sql(q)}",
         *default,
         index,
+        *main_index,
     ]
 
     def apply(ctx: Context, backup: Backup, progress: Callable[[str], None]) -> list[str]:
@@ -59,10 +62,10 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             )
         for s in default:
             ctx.conn.exec_driver_sql(s)
-        if conc:
-            return [index]
-        ctx.conn.exec_driver_sql(index)
-        return []
+        now, later = add_unique_index.split(ctx, [index, *main_index])
+        for s in now:
+            ctx.conn.exec_driver_sql(s)
+        return later
 
     return Action(
         repair=ID,
