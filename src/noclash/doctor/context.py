@@ -107,7 +107,7 @@ class Context:
             params,
             what=table,
         )
-        return [_plain(r[0]) if len(r) == 1 else [_plain(v) for v in r] for r in rows]
+        return [plain(r[0]) if len(r) == 1 else [plain(v) for v in r] for r in rows]
 
     def duplicate_groups(
         self, table: str, columns: Sequence[str], where: str | None = None
@@ -136,11 +136,8 @@ class Context:
         return self.memo(("dups", table, tuple(columns), where), compute)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A JSON-friendly form of a key value (uuid, bytes, datetimes become text)."""
     if value is None or isinstance(value, int | float | str | bool):
         return value
     return str(value)
-
-
-plain = _plain

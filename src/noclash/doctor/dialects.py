@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import uuid
 from typing import Any, ClassVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -98,7 +97,6 @@ class SQLiteDoctor(DoctorDialect):
         raw.create_function(
             "noclash_is_uuid", 1, lambda v: int(is_uuid_text(v)), deterministic=True
         )
-        raw.create_function("noclash_uuid4", 0, lambda: str(uuid.uuid4()))
 
     def uuid_shaped(self, expr: str) -> str:
         return f"noclash_is_uuid({expr})"
