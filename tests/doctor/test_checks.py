@@ -226,3 +226,20 @@ def test_check_values_reads_both_spellings() -> None:
         "'CLOSED'::character varying])::text[])))"
     )
     assert check_values(pg, "status") == ("OPEN", "CLOSED")
+
+
+def test_lifecycle_enum_state_on_postgresql(fresh_pg_url: str) -> None:
+    run_sql(
+        fresh_pg_url,
+        "CREATE TYPE ticket_state AS ENUM ('new', 'open', 'resolved')",
+        "CREATE TABLE tickets (id int PRIMARY KEY, requester_id int, state ticket_state)",
+        "CREATE UNIQUE INDEX tickets_requester_id_key ON tickets (requester_id)",
+    )
+    [f] = checks_of(fresh_pg_url)["lifecycle-unique"]  # no rows yet: labels come from the enum
+    assert f.severity == "warning"
+    assert f.evidence["active_states"] == ["new", "open"]
+    assert f.evidence["closed_states"] == ["resolved"]
+    assert "WHERE state IN ('new', 'open')" in (f.fix.sql or "")
+    run_sql(fresh_pg_url, "INSERT INTO tickets VALUES (1, 7, 'resolved')")
+    [f] = checks_of(fresh_pg_url)["lifecycle-unique"]
+    assert f.severity == "error" and f.evidence["closed_rows"] == 1
