@@ -92,19 +92,18 @@ class StatementCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.count = 0
-        self._attached: set[int] = set()
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip()[:5].upper() in ("BEGIN", "COMMI", "ROLLB"):
+            return
+        with self._lock:
+            self.count += 1
 
     def attach(self, engine: Engine) -> None:
-        if id(engine) in self._attached:
-            return
-        self._attached.add(id(engine))
-
-        @event.listens_for(engine, "before_cursor_execute")
-        def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if statement.lstrip()[:5].upper() in ("BEGIN", "COMMI", "ROLLB"):
-                return
-            with self._lock:
-                self.count += 1
+        # Asked of the engine itself, not remembered by id(): a disposed engine's id can be
+        # reused by the next case's engine, which would then go uncounted.
+        if not event.contains(engine, "before_cursor_execute", self._count):
+            event.listen(engine, "before_cursor_execute", self._count)
 
     def reset(self) -> int:
         with self._lock:

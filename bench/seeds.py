@@ -135,6 +135,10 @@ class Seed002:
 
     def __init__(self, meta: MetaData) -> None:
         self.conversations = c = meta.tables["conversations"]
+        connections = meta.tables["connections"]
+        self._connection = sa.select(connections.c.id, connections.c.chatbot_id).where(
+            connections.c.id == sa.bindparam("k")
+        )
         self.messages = m = meta.tables["messages"]
         active = c.c.status.in_(ACTIVE_STATUSES)
         key = sa.and_(c.c.connection_id == sa.bindparam("k"), c.c.psid == sa.bindparam("p"))
@@ -175,7 +179,13 @@ class Seed002:
         username: str | None,
         now: datetime,
     ) -> None:
-        """One inbound message, the seed's way: checks first, then the INSERTs."""
+        """One inbound message, the seed's way: checks first, then the INSERTs.
+
+        The webhook first resolves its connection (one SELECT, as noclash's
+        ``receive_message`` does), then runs the seed's checks.
+        """
+        if conn.execute(self._connection, {"k": connection_id}).first() is None:
+            raise LookupError("connection not found")
         if conn.execute(
             self._known_message, {"k": connection_id, "mid": platform_message_id}
         ).first():
