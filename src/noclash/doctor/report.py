@@ -64,8 +64,8 @@ def render_rich(report: Report, console: Console) -> None:
     table = Table(title=f"{report.tool}: {report.target}", show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("severity")
-    table.add_column("check", overflow="fold")
-    table.add_column("file:line" if lint else "table(columns)", overflow="fold", max_width=28)
+    table.add_column("check", overflow="fold", max_width=21)
+    table.add_column("file:line" if lint else "table(columns)", overflow="fold", max_width=24)
     table.add_column("finding and evidence", ratio=1, overflow="fold")
     for n, f in enumerate(findings, 1):
         evidence = _evidence_text(f.evidence).replace("\n", "; ")
