@@ -243,3 +243,26 @@ def test_lifecycle_enum_state_on_postgresql(fresh_pg_url: str) -> None:
     run_sql(fresh_pg_url, "INSERT INTO tickets VALUES (1, 7, 'resolved')")
     [f] = checks_of(fresh_pg_url)["lifecycle-unique"]
     assert f.severity == "error" and f.evidence["closed_rows"] == 1
+
+
+def test_ready_but_invalid_unique_index_still_enforces(fresh_pg_url: str) -> None:
+    """The state a concurrent build leaves when it fails in its validation phase.
+
+    Reproduced by flipping the catalog flag (superuser, test only): orchestrating a failure
+    between the build and validation phases is racy.
+    """
+    run_sql(
+        fresh_pg_url,
+        "CREATE TABLE t (id int PRIMARY KEY, code text)",
+        "CREATE UNIQUE INDEX t_code_key ON t (code)",
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 't_code_key'::regclass",
+    )
+    [f] = checks_of(fresh_pg_url)["invalid-indexes"]
+    assert f.evidence == {
+        "duplicate_groups": 0,
+        "index": "t_code_key",
+        "ready": True,
+        "valid": False,
+    }
+    assert "still refuses duplicates on writes" in f.message
+    assert f.fix.sql.startswith("DROP INDEX CONCURRENTLY t_code_key; CREATE UNIQUE INDEX")
