@@ -33,6 +33,26 @@ def test_doctor_exit_codes_and_json(legacy_sqlite: str, fresh_sqlite_url: str) -
     assert doc["schema_version"] == 1 and doc["dialect"] == "sqlite"
     assert doc["summary"]["error"] == 4
     assert list(doc) == sorted(doc)
+    assert set(doc) == {
+        "checks_run",
+        "dialect",
+        "findings",
+        "schema_version",
+        "summary",
+        "target",
+        "tool",
+    }
+    for finding in doc["findings"]:  # the schema documented in docs/doctor/index.md
+        assert list(finding) == [
+            "check",
+            "columns",
+            "evidence",
+            "fix",
+            "message",
+            "severity",
+            "table",
+        ]
+        assert list(finding["fix"]) == ["repair", "sql"]
     assert {f["check"] for f in doc["findings"]} >= {
         "weak-tokens",
         "null-keys",
