@@ -196,3 +196,26 @@ def test_lifecycle_constraint_on_postgresql(fresh_pg_url: str) -> None:
     with engine.begin() as conn:  # the closed chat no longer blocks a new one
         conn.exec_driver_sql("INSERT INTO convs VALUES (3, 'p', 'a', 'OPEN')")
     engine.dispose()
+
+
+def test_doctor_runs_read_only_and_leaves_a_pooled_engine_writable(empty_url: str) -> None:
+    from noclash.doctor.diagnose import read_only_session
+
+    fixtures.build(empty_url, "colliding-slugs")
+    engine = sa.create_engine(normalise_database_url(empty_url))  # pooled, the caller's
+    try:
+        with (
+            pytest.raises(sa.exc.DBAPIError),
+            read_only_session(engine) as conn,
+        ):
+            from noclash.doctor.context import Options
+            from noclash.doctor.diagnose import inspect
+
+            inspect(conn, Options())
+            conn.exec_driver_sql("DELETE FROM chat_threads")
+        assert diagnose(engine).findings
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE chat_threads SET title = title || '!'")
+    finally:
+        engine.dispose()
+    assert snapshot(empty_url)["chat_threads"]["__rows__"] == 17  # the DELETE was refused

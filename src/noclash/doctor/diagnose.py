@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -19,6 +20,8 @@ def inspect(
     """Read the catalog on ``conn`` and build the context every check shares."""
     dialect = doctor_dialect(conn)
     with reading("the catalog"):
+        if conn.get_execution_options().get("noclash_readonly"):
+            dialect.read_only(conn)
         dialect.prepare(conn)
         catalog = dialect.read_catalog(conn)
     unknown = {k.table for k in options.keys} - set(catalog.tables)
@@ -27,6 +30,20 @@ def inspect(
     return Context(
         conn=conn, dialect=dialect, catalog=catalog, options=options, on_progress=on_progress
     )
+
+
+@contextlib.contextmanager
+def read_only_session(engine: Engine) -> Iterator[Connection]:
+    """A connection in a read-only transaction that is rolled back at the end."""
+    with connection(engine) as conn:
+        ro = conn.execution_options(noclash_readonly=True)
+        try:
+            with ro.begin() as tx:
+                yield ro
+                tx.rollback()
+        finally:
+            if not ro.closed and not ro.invalidated:
+                doctor_dialect(ro).end_read_only(ro)
 
 
 def run_checks(ctx: Context, target: str) -> Report:
@@ -60,12 +77,8 @@ def diagnose(
     options = options or Options()
     engine = open_engine(database) if isinstance(database, str) else database
     try:
-        with connection(engine) as conn:
-            conn = conn.execution_options(noclash_readonly=True)
-            with conn.begin() as tx:
-                ctx = inspect(conn, options, on_progress)
-                report = run_checks(ctx, display_url(engine))
-                tx.rollback()
+        with read_only_session(engine) as conn:
+            report = run_checks(inspect(conn, options, on_progress), display_url(engine))
         return report
     finally:
         if isinstance(database, str):

@@ -63,6 +63,12 @@ class DoctorDialect:
     def prepare(self, conn: Connection) -> None:
         """Per-connection set-up before any check runs (SQL functions, timeouts)."""
 
+    def read_only(self, conn: Connection) -> None:
+        """Make the current transaction refuse writes: the doctor must never change data."""
+
+    def end_read_only(self, conn: Connection) -> None:
+        """Undo :meth:`read_only` where it outlives the transaction (a pooled connection)."""
+
     def read_catalog(self, conn: Connection) -> Catalog:
         raise NotImplementedError
 
@@ -97,6 +103,13 @@ class SQLiteDoctor(DoctorDialect):
         raw.create_function(
             "noclash_is_uuid", 1, lambda v: int(is_uuid_text(v)), deterministic=True
         )
+
+    def read_only(self, conn: Connection) -> None:
+        # A connection setting, not a transaction one: end_read_only turns it off again.
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+    def end_read_only(self, conn: Connection) -> None:
+        conn.exec_driver_sql("PRAGMA query_only = OFF")
 
     def uuid_shaped(self, expr: str) -> str:
         return f"noclash_is_uuid({expr})"
@@ -265,6 +278,9 @@ class PostgreSQLDoctor(DoctorDialect):
         "n": "not null",
         "t": "trigger",
     }
+
+    def read_only(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
     def uuid_shaped(self, expr: str) -> str:
         return f"({expr} ~* '{UUID_RE.pattern}')"

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from noclash.doctor.connect import connection, display_url, open_engine, reading
 from noclash.doctor.context import Context, Options
-from noclash.doctor.diagnose import inspect, run_checks
+from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import DoctorError, RepairFailed
 from noclash.doctor.model import Finding, Report
 from noclash.doctor.repairs.backup import Backup
@@ -136,13 +136,10 @@ def repair(
     engine = open_engine(database) if isinstance(database, str) else database
     target = display_url(engine)
     try:
-        with connection(engine) as conn:
-            ro = conn.execution_options(noclash_readonly=True)
-            with ro.begin() as tx:
-                ctx = inspect(ro, options, on_progress)
-                report = run_checks(ctx, target)
-                actions = plan_for(ctx, report)
-                tx.rollback()
+        with read_only_session(engine) as ro:
+            ctx = inspect(ro, options, on_progress)
+            report = run_checks(ctx, target)
+            actions = plan_for(ctx, report)
         planned_keys = {(a.check, a.table, a.columns) for a in actions}
         manual = [
             f
@@ -186,11 +183,8 @@ def repair(
                 if after:
                     _run_outside_transaction(conn, after, planned, progress)
             _verify(engine, options, planned, target)
-        with connection(engine) as conn:
-            ro = conn.execution_options(noclash_readonly=True)
-            with ro.begin() as tx:
-                remaining = run_checks(inspect(ro, options, None), target)
-                tx.rollback()
+        with read_only_session(engine) as ro:
+            remaining = run_checks(inspect(ro, options, None), target)
         return RepairResult(
             actions=actions,
             applied=True,
@@ -238,11 +232,8 @@ def _run_outside_transaction(
 
 def _verify(engine: Engine, options: Options, action: Action, target: str) -> None:
     """The post-condition: the finding this action addressed is gone."""
-    with connection(engine) as conn:
-        ro = conn.execution_options(noclash_readonly=True)
-        with ro.begin() as tx:
-            report = run_checks(inspect(ro, options, None), target)
-            tx.rollback()
+    with read_only_session(engine) as ro:
+        report = run_checks(inspect(ro, options, None), target)
     left: list[Finding] = [
         f
         for f in report.findings
