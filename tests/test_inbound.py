@@ -203,6 +203,14 @@ def test_close_between_claim_and_store_sends_the_message_to_a_new_conversation(
         return result
 
     monkeypatch.setattr(inbound, "insert_conversation", claim_then_pause)
+    # Take the claim path even though an active conversation exists: the fast path's
+    # FOR UPDATE read leaves no gap for a close, the claim's read-then-lock does.
+    real_query = inbound.active_conversation_query
+    monkeypatch.setattr(
+        inbound,
+        "active_conversation_query",
+        lambda *a: real_query(*a).where(sa.false()),
+    )
     with engine.connect() as conn:
         owner_id = conn.execute(
             sa.select(chatbots.c.owner_id).where(chatbots.c.id == connection.chatbot_id)

@@ -52,7 +52,7 @@ def unique_violation_problem(exc: UniqueViolation) -> JSONResponse:
     what = ", ".join(fields) or "a unique key"
     return problem(
         409,
-        f"another {exc.table or 'record'} already has this {what}",
+        f"a row of {exc.table or 'this table'} already has this {what}",
         kind="unique-violation",
         fields=fields,
         constraint=exc.constraint,

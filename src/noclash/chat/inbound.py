@@ -2,10 +2,12 @@
 
 In one transaction:
 
-1. **Dedupe fast path.** If ``(connection_id, platform_message_id)`` is already stored, the
-   answer is ``duplicate=True`` with that message's conversation, and nothing is written.
-   This read is an optimisation (a redelivered webhook does not even claim a
-   conversation); the guarantee is step 3's unique key.
+1. **Fast path.** The active conversation of (connection, psid) is read ``FOR UPDATE``
+   through the partial index; if there is one, the message goes straight to step 3
+   (three statements in all). Otherwise, if ``(connection_id, platform_message_id)`` is
+   already stored, the answer is ``duplicate=True`` and nothing is written (a redelivery
+   after a close does not open an empty conversation). Both reads are shortcuts; the
+   guarantees are the unique keys of steps 2 and 3.
 2. **Claim.** :func:`noclash.chat.conversations.insert_conversation` runs
    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the partial unique index
    ``uq_conversations_active_connection_id_psid`` and reads the winner when it loses, so two
@@ -27,13 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.chat.conversations import insert_conversation
+from noclash.chat.conversations import active_conversation_query, insert_conversation
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import ACTIVE_STATUSES, connections, conversations, messages
@@ -156,6 +159,15 @@ def _receive(
     now: datetime | None,
 ) -> InboundResult:
     now = now or utcnow()
+    # Fast path, the common case of a customer writing into an ongoing conversation:
+    # lock the active conversation by the partial index. A shortcut, not the guarantee:
+    # when it finds nothing, the claim below lets the unique index decide. FOR UPDATE
+    # re-checks the predicate on PostgreSQL, so a close that committed meanwhile makes
+    # this miss instead of returning a CLOSED row.
+    active = conn.execute(active_conversation_query(connection_id, psid).with_for_update()).first()
+    if active is not None:
+        return _store(conn, active, False, connection_id, platform_message_id, text, sent_at, now)
+
     connection = conn.execute(
         sa.select(connections.c.id, connections.c.chatbot_id).where(
             connections.c.id == connection_id
@@ -164,6 +176,7 @@ def _receive(
     if connection is None:
         raise NotFound("connection not found")
 
+    # A redelivery after the conversation was closed must not open an empty new one.
     if (known := _stored(conn, connection_id, platform_message_id)) is not None:
         return InboundResult(known.conversation_id, known.id, True, False)
 
@@ -177,27 +190,36 @@ def _receive(
         slug_source=text,
         now=now,
     )
-
-    stmt = (
-        dialect_for(conn)
-        .insert(messages)
-        .values(
-            id=uuid7(),
-            conversation_id=conversation.id,
-            connection_id=connection_id,
-            platform_message_id=platform_message_id,
-            direction="in",
-            text=text,
-            sent_at=sent_at,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
-        .returning(messages.c.id)
+    return _store(
+        conn, conversation, created, connection_id, platform_message_id, text, sent_at, now
     )
+
+
+def _store(
+    conn: Connection,
+    conversation: Row,
+    created: bool,
+    connection_id: UUID,
+    platform_message_id: str,
+    text: str,
+    sent_at: datetime | None,
+    now: datetime,
+) -> InboundResult:
+    """Insert the message (the unique key dedupes it) and move the conversation forward."""
+    values = {
+        "id": uuid7(),
+        "conversation_id": conversation.id,
+        "connection_id": connection_id,
+        "platform_message_id": platform_message_id,
+        "direction": "in",
+        "text": text,
+        "sent_at": sent_at,
+        "created_at": now,
+    }
     with translating(messages.metadata):
-        message_id = conn.execute(stmt).scalar()
+        message_id = conn.execute(_insert_message(conn), values).scalar()
     if message_id is None:
-        # A concurrent delivery of the same message committed after our fast-path read.
+        # The same message is already stored (a redelivery, or a concurrent delivery).
         if created:
             conn.execute(sa.delete(conversations).where(conversations.c.id == conversation.id))
         known = _stored(conn, connection_id, platform_message_id)
@@ -207,6 +229,22 @@ def _receive(
 
     touch(conn, conversation.id, sent_at or now, reopen_snoozed=True)
     return InboundResult(conversation.id, message_id, False, created)
+
+
+@cache
+def _insert_message_for(dialect_name: str, insert: Any) -> Any:
+    return (
+        insert(messages)
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id)
+    )
+
+
+def _insert_message(conn: Connection) -> Any:
+    """``INSERT ... ON CONFLICT (connection_id, platform_message_id) DO NOTHING``, built once
+    per dialect; values travel as parameters."""
+    dialect = dialect_for(conn)
+    return _insert_message_for(dialect.name, dialect.insert)
 
 
 def touch(conn: Connection, conversation_id: UUID, at: datetime, *, reopen_snoozed: bool) -> None:
