@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Channels.
     meta_verify_token: str | None = None
     meta_app_secret: str | None = None
+    # A verified API token is remembered this long per process (0 disables the cache).
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
     # Idempotency keys live this long (seconds), then a retry executes anew.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     # Input limits for public endpoints.

@@ -18,6 +18,7 @@ from noclash.api.routes import (
     webhooks,
     widget,
 )
+from noclash.chat.users import TokenCache
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.settings = settings
     app.state.engine = engine or create_engine(settings.sqlalchemy_url, settings)
+    app.state.token_cache = TokenCache(ttl=settings.auth_cache_seconds)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

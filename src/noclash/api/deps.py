@@ -1,24 +1,28 @@
 """Request dependencies: the engine, the settings and the caller.
 
+Dependencies that do no blocking I/O are ``async`` so that FastAPI does not hop through
+its thread pool for them; the token lookup runs in a worker thread only on a cache miss.
 Endpoints open their own transaction (``with engine.begin()``) so that the commit happens
 before the response is sent and the SQL that matters stays visible in the route.
 """
 
 from __future__ import annotations
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
 from noclash.chat.errors import Unauthenticated
-from noclash.chat.users import User, authenticate
+from noclash.chat.users import TokenCache, User, lookup_token
 from noclash.config import Settings
+from noclash.unique.ids import token_hash
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -32,18 +36,25 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def optional_user(request: Request, engine: Engine = Depends(get_engine)) -> User | None:
+async def optional_user(request: Request, engine: Engine = Depends(get_engine)) -> User | None:
     """The caller if a bearer token is given; a wrong token is a 401, not anonymous."""
     token = _bearer(request)
     if token is None:
         return None
-    user = authenticate(engine, token)
+    digest = token_hash(token)
+    cache: TokenCache = request.app.state.token_cache
+    user = cache.get(digest)
+    if user is None:
+        # The lookup blocks on the database: run it off the event loop.
+        user = await anyio.to_thread.run_sync(lookup_token, engine, digest)
+        if user is not None:
+            cache.put(digest, user)
     if user is None:
         raise Unauthenticated("the bearer token is not valid")
     return user
 
 
-def current_user(user: User | None = Depends(optional_user)) -> User:
+async def current_user(user: User | None = Depends(optional_user)) -> User:
     if user is None:
         raise Unauthenticated("this endpoint needs Authorization: Bearer <token>")
     return user

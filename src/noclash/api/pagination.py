@@ -25,7 +25,7 @@ class PageParams:
     after: UUID | None
 
 
-def page_params(
+async def page_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
     cursor: str | None = Query(None, description="next_cursor of the previous page."),
 ) -> PageParams:

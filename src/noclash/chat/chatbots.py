@@ -23,6 +23,9 @@ from noclash.unique.ids import parse_uuid
 
 Row = sa.Row[Any]
 
+# Built once: the values travel as parameters, and SQLAlchemy's compiled cache does the rest.
+_INSERT = sa.insert(chatbots).returning(*chatbots.c)
+
 
 def create_chatbot(
     conn: Connection,
@@ -46,7 +49,7 @@ def create_chatbot(
     if not dialect_for(conn).server_generates_uuid4:
         values["public_token"] = uuid4()
     with translating(chatbots.metadata):
-        return conn.execute(sa.insert(chatbots).values(values).returning(*chatbots.c)).one()
+        return conn.execute(_INSERT, values).one()
 
 
 def get_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> Row:

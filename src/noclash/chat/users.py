@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -74,12 +75,44 @@ def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
     return (ADMIN_EMAIL, token) if created else None
 
 
+_BY_TOKEN_HASH = sa.select(users.c.id, users.c.email, users.c.is_admin).where(
+    users.c.token_hash == sa.bindparam("token_hash")
+)
+
+
+class TokenCache:
+    """Recently verified tokens, per process, for a few seconds.
+
+    Authentication runs on every request; remembering a verified token briefly saves a
+    pool checkout and a query per request. It decides nothing about uniqueness and holds
+    only successful lookups (keyed by the token's hash), so an unknown token always goes
+    to the database. Entries expire after ``ttl`` seconds.
+    """
+
+    def __init__(self, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, User]] = {}
+
+    def get(self, digest: str) -> User | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, user: User) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.ttl, user)
+
+
+def lookup_token(engine: Engine, digest: str) -> User | None:
+    """The user whose stored token hash is ``digest``, read from the database."""
+    with read_only(engine).connect() as conn:
+        row = conn.execute(_BY_TOKEN_HASH, {"token_hash": digest}).first()
+    return User(row.id, row.email, row.is_admin) if row else None
+
+
 def authenticate(engine: Engine, token: str) -> User | None:
     """The user holding ``token``, or None."""
-    with read_only(engine).connect() as conn:
-        row = conn.execute(
-            sa.select(users.c.id, users.c.email, users.c.is_admin).where(
-                users.c.token_hash == token_hash(token)
-            )
-        ).first()
-    return User(row.id, row.email, row.is_admin) if row else None
+    return lookup_token(engine, token_hash(token))
