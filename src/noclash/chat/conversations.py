@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cache
 from itertools import islice
 from typing import Any
 from uuid import UUID
@@ -48,18 +49,35 @@ def slug_base(title: str | None, slug_source: str | None = None) -> str:
     return slugify(title) or slugify(slug_source) or DEFAULT_SLUG_BASE
 
 
-def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
-    """One round trip: conversation and registry row, ``(row, slug_registered)``."""
-    dialect = dialect_for(conn)
+_INSERT_COLUMNS = (
+    "id",
+    "chatbot_id",
+    "connection_id",
+    "psid",
+    "status",
+    "title",
+    "slug",
+    "created_at",
+    "closed_at",
+)
+
+
+def _bound_values() -> dict[str, Any]:
+    return {name: sa.bindparam(name, type_=conversations.c[name].type) for name in _INSERT_COLUMNS}
+
+
+@cache
+def _claim_statement_cte(insert: Any) -> Any:
+    """The conversation and its registry row in one statement (PostgreSQL), built once."""
     new = (
-        dialect.insert(conversations)
-        .values(values)
+        insert(conversations)
+        .values(_bound_values())
         .on_conflict_do_nothing()
         .returning(*conversations.c)
         .cte("new")
     )
     registered = (
-        dialect.insert(conversation_slugs)
+        insert(conversation_slugs)
         .from_select(
             ["chatbot_id", "slug", "conversation_id", "created_at"],
             sa.select(new.c.chatbot_id, new.c.slug, new.c.id, new.c.created_at),
@@ -68,23 +86,40 @@ def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bo
         .returning(conversation_slugs.c.conversation_id)
         .cte("registered")
     )
-    query = sa.select(
+    return sa.select(
         *new.c, registered.c.conversation_id.is_not(None).label("slug_registered")
     ).select_from(new.outerjoin(registered, sa.true()))
-    row = conn.execute(query).first()
+
+
+@cache
+def _claim_statement(insert: Any) -> Any:
+    return (
+        insert(conversations)
+        .values(_bound_values())
+        .on_conflict_do_nothing()
+        .returning(*conversations.c)
+    )
+
+
+@cache
+def _register_statement(insert: Any) -> Any:
+    return (
+        insert(conversation_slugs)
+        .on_conflict_do_nothing()
+        .returning(conversation_slugs.c.conversation_id)
+    )
+
+
+def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+    """One round trip: conversation and registry row, ``(row, slug_registered)``."""
+    row = conn.execute(_claim_statement_cte(dialect_for(conn).insert), values).first()
     if row is None:
         return None, False
     return row, bool(row.slug_registered)
 
 
 def _insert_two_statements(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
-    dialect = dialect_for(conn)
-    row = conn.execute(
-        dialect.insert(conversations)
-        .values(values)
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-    ).first()
+    row = conn.execute(_claim_statement(dialect_for(conn).insert), values).first()
     if row is None:
         return None, False
     return row, _register(conn, row.chatbot_id, row.slug, row.id, row.created_at)
@@ -94,14 +129,13 @@ def _register(
     conn: Connection, chatbot_id: UUID, slug: str, conversation_id: UUID, now: datetime
 ) -> bool:
     """Claim ``slug`` in the registry for ``conversation_id``; False if it belongs to another."""
-    stmt = (
-        dialect_for(conn)
-        .insert(conversation_slugs)
-        .values(chatbot_id=chatbot_id, slug=slug, conversation_id=conversation_id, created_at=now)
-        .on_conflict_do_nothing()
-        .returning(conversation_slugs.c.conversation_id)
-    )
-    if conn.execute(stmt).first() is not None:
+    values = {
+        "chatbot_id": chatbot_id,
+        "slug": slug,
+        "conversation_id": conversation_id,
+        "created_at": now,
+    }
+    if conn.execute(_register_statement(dialect_for(conn).insert), values).first() is not None:
         return True
     owner = conn.execute(
         sa.select(conversation_slugs.c.conversation_id).where(
