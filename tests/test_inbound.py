@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -160,16 +161,22 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
             .where(conversations.c.id == first.conversation_id)
             .values(status="CLOSED", closed_at=T0)
         )
-    real = inbound._stored
+    real_lookup, real_stored = inbound._connection_and_stored, inbound._stored
     calls = []
 
-    def stale_then_real(*args):
-        calls.append(args)
-        return None if len(calls) == 1 else real(*args)
+    def stale_lookup(*args):
+        calls.append("lookup")
+        row = real_lookup(*args)
+        return SimpleNamespace(chatbot_id=row.chatbot_id, message_id=None, conversation_id=None)
 
-    monkeypatch.setattr(inbound, "_stored", stale_then_real)
+    def counted_stored(*args):
+        calls.append("stored")
+        return real_stored(*args)
+
+    monkeypatch.setattr(inbound, "_connection_and_stored", stale_lookup)
+    monkeypatch.setattr(inbound, "_stored", counted_stored)
     again = _recv(engine, connection, "m1")
-    assert len(calls) == 2  # the stale read, then the read of the winner
+    assert calls == ["lookup", "stored"]  # the stale read, then the read of the winner
     assert again.duplicate and not again.created_conversation
     assert again.conversation_id == first.conversation_id
     assert [c.id for c in _convs(engine, connection.id)] == [first.conversation_id]

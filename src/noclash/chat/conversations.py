@@ -59,6 +59,7 @@ _INSERT_COLUMNS = (
     "slug",
     "created_at",
     "closed_at",
+    "last_message_at",
 )
 
 
@@ -189,6 +190,7 @@ def insert_conversation(
     slug_source: str | None = None,
     status: str = "OPEN",
     now: datetime | None = None,
+    last_message_at: datetime | None = None,
 ) -> tuple[Row, bool]:
     """Create a conversation with a unique slug; return ``(row, created)``.
 
@@ -197,7 +199,8 @@ def insert_conversation(
     with ``created=False`` and nothing is written. The slug comes from ``title``, else
     from ``slug_source`` (the first message), else ``"conversation"``; the plain slug is
     kept when free, else a random suffix is tried, growing on repeated collisions.
-    Runs in the caller's transaction.
+    ``last_message_at`` is stored as given (the inbound path passes its first message's
+    time, saving an UPDATE). Runs in the caller's transaction.
     """
     now = now or utcnow()
     claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
@@ -221,6 +224,7 @@ def insert_conversation(
             "slug": slug,
             "created_at": now,
             "closed_at": now if status == "CLOSED" else None,
+            "last_message_at": last_message_at,
         }
         with translating(conversations.metadata):
             row, registered = insert(conn, values)
@@ -250,7 +254,7 @@ def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
 # -- reading (issue 3: lifecycle and channels) -------------------------------------------------
 
 
-def active_conversation_query(connection_id: UUID, psid: str) -> sa.Select[Any]:
+def active_conversation_query(connection_id: UUID | Any, psid: str | Any) -> sa.Select[Any]:
     """The active conversation of (connection, psid): the lookup the partial index serves.
 
     Its WHERE repeats the index predicate (``status IN ('OPEN', 'SNOOZED')``) so that

@@ -121,6 +121,7 @@ def _claim(
     title: str | None,
     slug_source: str,
     now: datetime,
+    last_message_at: datetime,
 ) -> tuple[Row, bool]:
     """The active conversation of (connection, psid), locked; created if there is none."""
     for _ in range(CLAIM_ATTEMPTS):
@@ -132,6 +133,7 @@ def _claim(
             title=title,
             slug_source=slug_source,
             now=now,
+            last_message_at=last_message_at,
         )
         if created:
             return row, True
@@ -168,17 +170,13 @@ def _receive(
     if active is not None:
         return _store(conn, active, False, connection_id, platform_message_id, text, sent_at, now)
 
-    connection = conn.execute(
-        sa.select(connections.c.id, connections.c.chatbot_id).where(
-            connections.c.id == connection_id
-        )
-    ).first()
+    # The connection (for its chatbot) and, in the same read, whether this message is
+    # already stored: a redelivery after a close must not open an empty new conversation.
+    connection = _connection_and_stored(conn, connection_id, platform_message_id)
     if connection is None:
         raise NotFound("connection not found")
-
-    # A redelivery after the conversation was closed must not open an empty new one.
-    if (known := _stored(conn, connection_id, platform_message_id)) is not None:
-        return InboundResult(known.conversation_id, known.id, True, False)
+    if connection.message_id is not None:
+        return InboundResult(connection.conversation_id, connection.message_id, True, False)
 
     title = username[:MAX_TITLE_LENGTH] if username else None
     conversation, created = _claim(
@@ -189,6 +187,7 @@ def _receive(
         title=title,
         slug_source=text,
         now=now,
+        last_message_at=sent_at or now,
     )
     return _store(
         conn, conversation, created, connection_id, platform_message_id, text, sent_at, now
@@ -227,7 +226,8 @@ def _store(
             raise ClaimNotSettled("a conflicting message was not readable")
         return InboundResult(known.conversation_id, known.id, True, False)
 
-    touch(conn, conversation.id, sent_at or now, reopen_snoozed=True)
+    if not created:  # a new conversation was created with this message's time already
+        touch(conn, conversation.id, sent_at or now, reopen_snoozed=True)
     return InboundResult(conversation.id, message_id, False, created)
 
 
@@ -247,24 +247,68 @@ def _insert_message(conn: Connection) -> Any:
     return _insert_message_for(dialect.name, dialect.insert)
 
 
+@cache
+def _touch_statement(reopen_snoozed: bool) -> Any:
+    at = sa.bindparam("at", type_=UTCDateTime())
+    last = conversations.c.last_message_at
+    values: dict[str, Any] = {
+        "last_message_at": sa.case((sa.or_(last.is_(None), last < at), at), else_=last)
+    }
+    if reopen_snoozed:
+        snoozed = conversations.c.status == "SNOOZED"
+        values["status"] = sa.case((snoozed, sa.literal("OPEN")), else_=conversations.c.status)
+        values["snoozed_until"] = sa.case((snoozed, sa.null()), else_=conversations.c.snoozed_until)
+    return (
+        sa.update(conversations)
+        .where(conversations.c.id == sa.bindparam("conversation_id"))
+        .values(values)
+    )
+
+
 def touch(conn: Connection, conversation_id: UUID, at: datetime, *, reopen_snoozed: bool) -> None:
     """Move ``last_message_at`` forward to ``at`` (never back); optionally wake a snooze.
 
     One UPDATE with a CASE, so the comparison happens in the database under the row lock
     and concurrent or out-of-order deliveries cannot rewind it.
     """
-    at_param = sa.literal(at, UTCDateTime())
-    last = conversations.c.last_message_at
-    values: dict[str, Any] = {
-        "last_message_at": sa.case((sa.or_(last.is_(None), last < at_param), at_param), else_=last)
-    }
-    if reopen_snoozed:
-        snoozed = conversations.c.status == "SNOOZED"
-        values["status"] = sa.case((snoozed, sa.literal("OPEN")), else_=conversations.c.status)
-        values["snoozed_until"] = sa.case((snoozed, sa.null()), else_=conversations.c.snoozed_until)
-    conn.execute(
-        sa.update(conversations).where(conversations.c.id == conversation_id).values(values)
+    conn.execute(_touch_statement(reopen_snoozed), {"at": at, "conversation_id": conversation_id})
+
+
+_CONNECTION_AND_STORED = (
+    sa.select(
+        connections.c.chatbot_id,
+        messages.c.id.label("message_id"),
+        messages.c.conversation_id,
     )
+    .select_from(
+        connections.outerjoin(
+            messages,
+            sa.and_(
+                messages.c.connection_id == connections.c.id,
+                messages.c.platform_message_id == sa.bindparam("platform_message_id"),
+            ),
+        )
+    )
+    .where(connections.c.id == sa.bindparam("connection_id"))
+)
+
+
+def _connection_and_stored(
+    conn: Connection, connection_id: UUID, platform_message_id: str
+) -> Row | None:
+    """``(chatbot_id, message_id, conversation_id)`` of the connection; the message columns
+    are NULL unless this platform message id is already stored."""
+    return conn.execute(
+        _CONNECTION_AND_STORED,
+        {"connection_id": connection_id, "platform_message_id": platform_message_id},
+    ).first()
+
+
+@cache
+def _active_for_update() -> Any:
+    return active_conversation_query(
+        sa.bindparam("connection_id"), sa.bindparam("psid")
+    ).with_for_update()
 
 
 __all__ = ["InboundResult", "receive_message", "touch"]
