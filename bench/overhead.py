@@ -73,33 +73,10 @@ def _slug_claim_statement() -> sa.Select[Any]:
 
 
 def _prebuilt_slug_claim() -> sa.Select[Any]:
-    """The same statement as :func:`_slug_claim_statement`, built once with bind parameters.
+    """The statement noclash now executes: built once with bind parameters (the fix)."""
+    from noclash.chat.conversations import _claim_statement_cte
 
-    This is the proposed fix, measured: executed with a parameter dict, SQLAlchemy reuses
-    the statement's memoised cache key and compiled form, so nothing is rebuilt per call.
-    """
-    columns = ["id", "chatbot_id", "connection_id", "psid", "status", "title", "slug",
-               "created_at", "closed_at"]
-    new = (
-        pg_insert(conversations)
-        .values({c: sa.bindparam(c, type_=conversations.c[c].type) for c in columns})
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-        .cte("new")
-    )
-    registered = (
-        pg_insert(conversation_slugs)
-        .from_select(
-            ["chatbot_id", "slug", "conversation_id", "created_at"],
-            sa.select(new.c.chatbot_id, new.c.slug, new.c.id, new.c.created_at),
-        )
-        .on_conflict_do_nothing()
-        .returning(conversation_slugs.c.conversation_id)
-        .cte("registered")
-    )
-    return sa.select(
-        *new.c, registered.c.conversation_id.is_not(None).label("slug_registered")
-    ).select_from(new.outerjoin(registered, sa.true()))
+    return _claim_statement_cte(pg_insert)
 
 
 def measure(databases: Databases, dialect: str) -> dict[str, float]:
@@ -159,7 +136,7 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
             params = {
                 "id": uuid7(), "chatbot_id": owner.chatbot_id, "connection_id": None,
                 "psid": None, "status": "OPEN", "title": title, "slug": slugify(title),
-                "created_at": now, "closed_at": None,
+                "created_at": now, "closed_at": None, "last_message_at": None,
             }
             with engine.begin() as conn:
                 row = conn.execute(claim, params).first()
