@@ -207,6 +207,60 @@ def _record_error(kinds: Counter[str], exc: BaseException) -> None:
     kinds[type(orig or exc).__name__] += 1
 
 
+class _Tally:
+    """What the writer threads of one round measured, merged under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies: list[int] = []
+        self.kinds: Counter[str] = Counter()
+        self.ok = 0
+        self.errors = 0
+
+    def worker(self) -> _WorkerTally:
+        return _WorkerTally(self)
+
+    def result(self, elapsed: float) -> RoundResult:
+        return RoundResult(self.ok, self.errors, elapsed, self.latencies, error_kinds=self.kinds)
+
+
+class _WorkerTally:
+    """One thread's own counts (no lock per op), merged into the round's at the end."""
+
+    def __init__(self, into: _Tally) -> None:
+        self.into = into
+        self.latencies: list[int] = []
+        self.kinds: Counter[str] = Counter()
+        self.ok = 0
+        self.errors = 0
+
+    def timed(self, op: Op, w: int, seq: int) -> None:
+        t = time.perf_counter_ns()
+        try:
+            op(w, seq)
+        except Exception as exc:
+            self.errors += 1
+            _record_error(self.kinds, exc)
+        else:
+            self.ok += 1
+            self.latencies.append(time.perf_counter_ns() - t)
+
+    def merge(self) -> None:
+        with self.into.lock:
+            self.into.latencies.extend(self.latencies)
+            self.into.ok += self.ok
+            self.into.errors += self.errors
+            self.into.kinds.update(self.kinds)
+
+
+def _run(worker: Callable[[int], None], writers: int) -> None:
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
     """``writers`` threads each call ``op`` until the time or op budget is spent.
 
@@ -214,10 +268,7 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
     last thread's end, so thread start-up is not measured.
     """
     tickets = itertools.count()
-    lock = threading.Lock()
-    latencies: list[int] = []
-    kinds: Counter[str] = Counter()
-    counts = {"ok": 0, "errors": 0}
+    tally = _Tally()
     state: dict[str, float] = {}
 
     def released() -> None:
@@ -227,36 +278,17 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
     start = threading.Barrier(writers, action=released)
 
     def worker(w: int) -> None:
-        local: list[int] = []
-        ok = errors = 0
-        local_kinds: Counter[str] = Counter()
+        mine = tally.worker()
         start.wait()
         deadline = state["deadline"]
         seq = 0
         while next(tickets) < max_ops and time.perf_counter() < deadline:
-            t = time.perf_counter_ns()
-            try:
-                op(w, seq)
-            except Exception as exc:
-                errors += 1
-                _record_error(local_kinds, exc)
-            else:
-                ok += 1
-                local.append(time.perf_counter_ns() - t)
+            mine.timed(op, w, seq)
             seq += 1
-        with lock:
-            latencies.extend(local)
-            counts["ok"] += ok
-            counts["errors"] += errors
-            kinds.update(local_kinds)
+        mine.merge()
 
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - state["t0"]
-    return RoundResult(counts["ok"], counts["errors"], elapsed, latencies, error_kinds=kinds)
+    _run(worker, writers)
+    return tally.result(time.perf_counter() - state["t0"])
 
 
 def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
@@ -265,10 +297,7 @@ def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResul
     Used where the point is simultaneity (64 messages for one customer at the same
     instant); a barrier before every op keeps the threads from drifting apart.
     """
-    lock = threading.Lock()
-    latencies: list[int] = []
-    kinds: Counter[str] = Counter()
-    counts = {"ok": 0, "errors": 0}
+    tally = _Tally()
     state: dict[str, Any] = {"stop": False, "bursts": 0}
 
     def gate() -> None:
@@ -283,37 +312,18 @@ def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResul
     barrier = threading.Barrier(writers, action=gate)
 
     def worker(w: int) -> None:
-        local: list[int] = []
-        ok = errors = 0
-        local_kinds: Counter[str] = Counter()
+        mine = tally.worker()
         seq = 0
         while True:
             barrier.wait()
             if state["stop"]:
                 break
-            t = time.perf_counter_ns()
-            try:
-                op(w, seq)
-            except Exception as exc:
-                errors += 1
-                _record_error(local_kinds, exc)
-            else:
-                ok += 1
-                local.append(time.perf_counter_ns() - t)
+            mine.timed(op, w, seq)
             seq += 1
-        with lock:
-            latencies.extend(local)
-            counts["ok"] += ok
-            counts["errors"] += errors
-            kinds.update(local_kinds)
+        mine.merge()
 
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - state["t0"]
-    return RoundResult(counts["ok"], counts["errors"], elapsed, latencies, error_kinds=kinds)
+    _run(worker, writers)
+    return tally.result(time.perf_counter() - state["t0"])
 
 
 def _percentile(sorted_values: Sequence[int], q: float) -> float | None:
