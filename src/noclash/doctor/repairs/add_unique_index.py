@@ -39,15 +39,21 @@ def split(ctx: Context, stmts: list[str]) -> tuple[list[str], list[str]]:
     return stmts, []
 
 
+def build(ctx: Context, stmts: list[str]) -> list[str]:
+    """Run the index statements that belong in the transaction; return the ones to run
+    after its commit (``CREATE INDEX CONCURRENTLY`` cannot run inside one)."""
+    now, later = split(ctx, stmts)
+    for s in now:
+        ctx.conn.exec_driver_sql(s)
+    return later
+
+
 def plan(ctx: Context, finding: Finding) -> Action | None:
     table, columns = finding.table or "", finding.columns
     stmts = statements(ctx, table, columns)
 
     def apply(ctx: Context, backup: Backup, _progress: Callable[[str], None]) -> list[str]:
-        now, later = split(ctx, stmts)
-        for s in now:
-            ctx.conn.exec_driver_sql(s)
-        return later
+        return build(ctx, stmts)
 
     return Action(
         repair=ID,

@@ -65,10 +65,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             )
         for s in guard:
             ctx.conn.exec_driver_sql(s)
-        now, later = add_unique_index.split(ctx, index)
-        for s in now:
-            ctx.conn.exec_driver_sql(s)
-        return later
+        return add_unique_index.build(ctx, index)
 
     return Action(
         repair=ID,

@@ -62,10 +62,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             )
         for s in default:
             ctx.conn.exec_driver_sql(s)
-        now, later = add_unique_index.split(ctx, [index, *main_index])
-        for s in now:
-            ctx.conn.exec_driver_sql(s)
-        return later
+        return add_unique_index.build(ctx, [index, *main_index])
 
     return Action(
         repair=ID,

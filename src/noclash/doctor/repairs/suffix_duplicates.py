@@ -74,10 +74,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         ).scalar()
         if left:
             raise RepairFailed("duplicates remain after suffixing", action=ID, table=tname)
-        now, later = add_unique_index.split(ctx, index)
-        for s in now:
-            ctx.conn.exec_driver_sql(s)
-        return later
+        return add_unique_index.build(ctx, index)
 
     return Action(
         repair=ID,
