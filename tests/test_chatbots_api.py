@@ -216,3 +216,21 @@ def test_a_forced_token_collision_is_a_409_naming_the_field(live_server, monkeyp
     assert problem["constraint"] == "uq_chatbots_public_token"
     assert problem["type"].endswith("/unique-violation")
     assert _count(live_server.engine) == 1
+
+
+def test_a_nul_character_is_a_422_on_both_databases(live_server):
+    """PostgreSQL cannot store NUL in text; the answer must be the same clear 4xx on both
+    databases, never a 500 from the driver, and nothing is stored."""
+    client = live_server.client(live_server.user())
+    r = client.post("/api/chatbots", json={"name": "a\u0000b"})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert "name" in [f["field"] for f in r.json()["fields"]]
+    assert _count(live_server.engine) == 0
+
+
+def test_a_nul_character_in_a_query_is_never_a_500(live_server):
+    client = live_server.client(live_server.user())
+    r = client.get("/api/conversations", params={"psid": "a\u0000b"})
+    assert r.status_code in (200, 422), r.text
+    assert r.headers["content-type"].startswith(("application/json", PROBLEM))

@@ -240,3 +240,20 @@ def test_close_between_claim_and_store_sends_the_message_to_a_new_conversation(
     else:
         assert second.conversation_id == first.conversation_id
         assert len(convs) == 1
+
+
+def test_nul_in_a_customer_text_is_stored_replaced(engine, connection):
+    """PostgreSQL cannot store NUL in text; a platform must never get an error for it."""
+    got = _recv(engine, connection, "m-nul", text="a\x00b", username="x\x00y")
+    with engine.connect() as conn:
+        text = conn.execute(
+            sa.select(messages.c.text).where(messages.c.id == got.message_id)
+        ).scalar_one()
+    assert text == "a\ufffdb"
+
+
+def test_nul_in_an_id_is_invalid_input(engine, connection):
+    with pytest.raises(InvalidInput):
+        _recv(engine, connection, "m\x00", psid="p1")
+    with pytest.raises(InvalidInput):
+        _recv(engine, connection, "m1", psid="p\x001")

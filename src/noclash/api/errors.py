@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -116,6 +116,13 @@ def install(app: FastAPI) -> None:
         violation = translate(exc, metadata)
         if violation is not None:
             return unique_violation_problem(violation)
+        if isinstance(exc, DataError):
+            # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
+            # fault, not the server, and nothing was stored.
+            log.info("data refused on %s %s: %s", req.method, req.url.path, exc.orig)
+            return problem(
+                422, "a value in the request cannot be stored", kind="invalid-input"
+            )
         if isinstance(exc, OperationalError):
             log.warning("database unavailable on %s %s: %s", req.method, req.url.path, exc)
             return problem(503, "the database is unavailable; retry later", kind="unavailable")

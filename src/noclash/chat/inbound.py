@@ -94,6 +94,12 @@ def receive_message(
         raise InvalidInput(
             f"message id must be 1 to {MAX_PLATFORM_ID_LENGTH} characters", field="message_id"
         )
+    if "\x00" in psid or "\x00" in platform_message_id:
+        raise InvalidInput("ids must not contain NUL characters", field="psid")
+    # A customer's text is stored whatever it holds, but PostgreSQL cannot store NUL in
+    # text: replace it, so a platform never gets an error (and retries) for its message.
+    text = text.replace("\x00", "\ufffd")
+    username = username.replace("\x00", "\ufffd") if username else username
     if sent_at is not None and sent_at.tzinfo is None:
         raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
