@@ -24,6 +24,7 @@ from noclash.chat.errors import InvalidInput
 from noclash.chat.inbound import receive_message
 from noclash.chat.users import User
 from noclash.config import Settings
+from noclash.db.engine import read_only
 
 router = APIRouter(tags=["connections"])
 
@@ -101,7 +102,7 @@ def list_connections(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = chat.list_connections(
             conn, chatbot_id=chatbot_id, owner_id=user.id, after=params.after,
             limit=params.limit + 1,
@@ -115,7 +116,7 @@ def get_connection(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return render(chat.get_connection(conn, connection_id, owner_id=user.id))
 
 

@@ -23,6 +23,7 @@ from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput
 from noclash.chat.users import User
 from noclash.config import Settings
+from noclash.db.engine import read_only
 
 router = APIRouter(tags=["conversations"])
 
@@ -90,7 +91,7 @@ def list_conversations(
     engine: Engine = Depends(get_engine),
 ) -> dict:
     """The caller's conversations, filtered, oldest first, by cursor."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         bot_id = get_chatbot(conn, chatbot_id, owner_id=user.id).id if chatbot_id else None
         rows = convs.list_conversations(
             conn, owner_id=user.id, chatbot_id=bot_id, status=status, psid=psid,
@@ -105,7 +106,7 @@ def get_conversation(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return render(convs.get_conversation(conn, conversation_id, owner_id=user.id))
 
 
@@ -151,7 +152,7 @@ def list_messages(
     user: User = Depends(current_user),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = messages.list_messages(
             conn, conversation_id, owner_id=user.id, after=params.after, limit=params.limit + 1
         )

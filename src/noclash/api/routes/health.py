@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from noclash.api.deps import get_engine
 from noclash.api.errors import problem
+from noclash.db.engine import read_only
 from noclash.db.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["health"])
@@ -25,7 +26,7 @@ def healthz() -> dict:
 def readyz(engine: Engine = Depends(get_engine)) -> dict | JSONResponse:
     """The database answers and its schema is at the newest migration."""
     try:
-        with engine.connect() as conn:
+        with read_only(engine).connect() as conn:
             conn.execute(text("SELECT 1"))
         current = current_revision(engine)
     except SQLAlchemyError as exc:

@@ -29,6 +29,7 @@ from noclash.chat import slugs
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.conversations import insert_conversation
 from noclash.chat.users import User
+from noclash.db.engine import read_only
 
 router = APIRouter(tags=["slugs"])
 
@@ -110,7 +111,7 @@ def get_by_slug(
     engine: Engine = Depends(get_engine),
 ) -> Any:
     """The conversation with this slug; a former slug answers 308 to the current one."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = slugs.resolve_slug(conn, chatbot_id, slug, owner_id=user.id)
     if row.slug != slug:
         return RedirectResponse(by_slug_path(row.chatbot_id, row.slug), status_code=308)

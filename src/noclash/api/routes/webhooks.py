@@ -25,6 +25,7 @@ from noclash.channels import InboundEvent, PayloadError, meta, telegram
 from noclash.chat.connections import connection_by_id, find_connection
 from noclash.chat.inbound import receive_message
 from noclash.config import Settings
+from noclash.db.engine import read_only
 
 log = logging.getLogger("noclash.webhooks")
 
@@ -95,7 +96,7 @@ def meta_receive(
         return _bad_payload(exc)
     stored = duplicates = unrouted = 0
     for event in batch.events:
-        with engine.connect() as conn:
+        with read_only(engine).connect() as conn:
             connection = find_connection(conn, event.channel, event.recipient_id or "")
         if connection is None:
             unrouted += 1
@@ -125,7 +126,7 @@ def telegram_receive(
     settings: Settings = Depends(get_settings),
 ) -> dict | JSONResponse:
     """One Telegram ``Update``, authenticated by the connection's secret token."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         connection = connection_by_id(conn, connection_id)
     if connection is None or connection.channel != "telegram":
         return problem(404, "no telegram connection at this URL", kind="not-found")
