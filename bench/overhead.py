@@ -99,6 +99,7 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
 
         bare = sa.insert(chatbots)
         returning = sa.insert(chatbots).returning(*chatbots.c)
+        returning_token = sa.insert(chatbots).returning(chatbots.c.public_token)
 
         def noclash() -> None:
             with engine.begin() as conn:
@@ -107,6 +108,10 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
         def prebuilt_returning() -> None:
             with engine.begin() as conn:
                 conn.execute(returning, values()).one()
+
+        def prebuilt_returning_token() -> None:
+            with engine.begin() as conn:
+                conn.execute(returning_token, values()).one()
 
         def prebuilt_bare() -> None:
             with engine.begin() as conn:
@@ -157,6 +162,7 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
         return {
             "create_chatbot (noclash)": best_us(noclash),
             "prebuilt INSERT ... RETURNING *": best_us(prebuilt_returning),
+            "prebuilt INSERT ... RETURNING public_token": best_us(prebuilt_returning_token),
             "prebuilt INSERT (the limit)": best_us(prebuilt_bare),
             "empty transaction (BEGIN, COMMIT)": best_us(empty_transaction),
             "build insert().values().returning() (no execution)": best_us(

@@ -8,6 +8,8 @@ index practically never fire (seeds 000/001 used short strings and a racy check)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +26,24 @@ from noclash.unique.ids import parse_uuid
 Row = sa.Row[Any]
 
 # Built once: the values travel as parameters, and SQLAlchemy's compiled cache does the rest.
-_INSERT = sa.insert(chatbots).returning(*chatbots.c)
+# Only the value the server makes comes back: every other column is known before the INSERT,
+# and reading back the whole row cost more than the uniqueness work (docs/performance.md).
+_INSERT_RETURNING_TOKEN = sa.insert(chatbots).returning(chatbots.c.public_token)
+_INSERT = sa.insert(chatbots)
+
+
+@dataclass(frozen=True, slots=True)
+class Chatbot:
+    """A chatbot as stored; the same attributes as a row read from ``chatbots``."""
+
+    id: UUID
+    owner_id: UUID
+    name: str
+    public_token: UUID
+    require_auth: bool
+    slack_channel_id: str | None
+    asana_project_id: str | None
+    created_at: datetime
 
 
 def create_chatbot(
@@ -35,8 +54,14 @@ def create_chatbot(
     slack_channel_id: str | None = None,
     asana_project_id: str | None = None,
     require_auth: bool = False,
-) -> Row:
-    """Insert a chatbot in one statement and return the stored row."""
+) -> Chatbot:
+    """Insert a chatbot in one statement and return it as stored.
+
+    On PostgreSQL the token is the column default ``gen_random_uuid()`` and the INSERT
+    returns it; on SQLite the application makes it and the INSERT returns nothing.
+    Either way the unique index on ``public_token`` is the guarantee: a collision raises
+    :class:`noclash.unique.UniqueViolation` naming it, never a generic error.
+    """
     values: dict[str, Any] = {
         "id": uuid7(),
         "owner_id": owner_id,
@@ -46,10 +71,13 @@ def create_chatbot(
         "require_auth": require_auth,
         "created_at": utcnow(),
     }
-    if not dialect_for(conn).server_generates_uuid4:
-        values["public_token"] = uuid4()
     with translating(chatbots.metadata):
-        return conn.execute(_INSERT, values).one()
+        if dialect_for(conn).server_generates_uuid4:
+            values["public_token"] = conn.execute(_INSERT_RETURNING_TOKEN, values).scalar()
+        else:
+            values["public_token"] = uuid4()
+            conn.execute(_INSERT, values)
+    return Chatbot(**values)
 
 
 def get_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> Row:
