@@ -9,10 +9,12 @@ A conversation has two unique keys that a create can hit:
   ``conversation_slugs``, the registry of every slug ever given, so a former slug keeps
   redirecting and is never handed to another conversation.
 
-Each attempt is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (on PostgreSQL the
-conversation and its registry row go in one statement, a data-modifying CTE). No row back
-means a key is taken: the active winner is read by the partial index, or else the slug was
-taken and the next candidate is tried. No SELECT decides anything before the INSERT.
+Each attempt is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``. On PostgreSQL one
+statement, a data-modifying CTE, holds two attempts (the plain slug, then a suffixed
+candidate only if the first stored nothing) and the registry row, so a create costs one
+statement whether or not its title is taken. No row back means a key is taken: the active
+winner is read by the partial index, or else the slugs were taken and the next candidates
+are tried. No SELECT decides anything before the INSERT.
 """
 
 from __future__ import annotations
@@ -63,13 +65,28 @@ _INSERT_COLUMNS = (
 )
 
 
-def _bound_values() -> dict[str, Any]:
-    return {name: sa.bindparam(name, type_=conversations.c[name].type) for name in _INSERT_COLUMNS}
+def _bound_values(slug_param: str = "slug") -> dict[str, Any]:
+    """The INSERT's values as typed bound parameters (psycopg renders each with a cast,
+    which an ``INSERT ... SELECT`` of parameters needs on PostgreSQL)."""
+    return {
+        name: sa.bindparam(
+            slug_param if name == "slug" else name, type_=conversations.c[name].type
+        )
+        for name in _INSERT_COLUMNS
+    }
 
 
 @cache
-def _claim_statement_cte(insert: Any) -> Any:
-    """The conversation and its registry row in one statement (PostgreSQL), built once."""
+def claim_ctes(insert: Any) -> tuple[Any, Any]:
+    """``(made, registered)``: two slug attempts and the registry row, as CTEs (PostgreSQL).
+
+    ``new`` inserts the conversation with ``:slug``; ``fallback`` runs only when ``new``
+    returned nothing and tries ``:fallback_slug``. Each is an ``INSERT ... ON CONFLICT DO
+    NOTHING`` that the unique indexes decide; together they make a title that is already
+    taken cost one statement, not two. ``made`` is the row one of them stored (if any),
+    ``registered`` its ``conversation_slugs`` row (none when the slug is a former slug of
+    another conversation). Built once per dialect; inbound adds the first message to it.
+    """
     new = (
         insert(conversations)
         .values(_bound_values())
@@ -77,19 +94,38 @@ def _claim_statement_cte(insert: Any) -> Any:
         .returning(*conversations.c)
         .cte("new")
     )
+    fallback_values = _bound_values(slug_param="fallback_slug")
+    fallback = (
+        insert(conversations)
+        .from_select(
+            list(_INSERT_COLUMNS),
+            sa.select(*fallback_values.values()).where(~sa.exists(sa.select(new.c.id))),
+        )
+        .on_conflict_do_nothing()
+        .returning(*conversations.c)
+        .cte("fallback")
+    )
+    made = sa.union_all(sa.select(new), sa.select(fallback)).cte("made")
     registered = (
         insert(conversation_slugs)
         .from_select(
             ["chatbot_id", "slug", "conversation_id", "created_at"],
-            sa.select(new.c.chatbot_id, new.c.slug, new.c.id, new.c.created_at),
+            sa.select(made.c.chatbot_id, made.c.slug, made.c.id, made.c.created_at),
         )
         .on_conflict_do_nothing()
         .returning(conversation_slugs.c.conversation_id)
         .cte("registered")
     )
+    return made, registered
+
+
+@cache
+def _claim_statement_cte(insert: Any) -> Any:
+    """Conversation and registry row in one statement, two slug candidates (PostgreSQL)."""
+    made, registered = claim_ctes(insert)
     return sa.select(
-        *new.c, registered.c.conversation_id.is_not(None).label("slug_registered")
-    ).select_from(new.outerjoin(registered, sa.true()))
+        *made.c, registered.c.conversation_id.is_not(None).label("slug_registered")
+    ).select_from(made.outerjoin(registered, sa.true()))
 
 
 @cache
@@ -213,7 +249,8 @@ def insert_conversation(
         _ACTIVE_KEY_WHERE,
     )
     conversation_id = uuid7()
-    for slug in islice(slug_candidates(base), MAX_SLUG_ATTEMPTS):
+    candidates = islice(slug_candidates(base), MAX_SLUG_ATTEMPTS)
+    for slug in candidates:
         values = {
             "id": conversation_id,
             "chatbot_id": chatbot_id,
@@ -226,6 +263,8 @@ def insert_conversation(
             "closed_at": now if status == "CLOSED" else None,
             "last_message_at": last_message_at,
         }
+        if dialect.supports_dml_in_cte:  # the statement tries a second candidate itself
+            values["fallback_slug"] = next(candidates, slug)
         with translating(conversations.metadata):
             row, registered = insert(conn, values)
         if row is not None:
