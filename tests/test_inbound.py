@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.chat.inbound import receive_message
-from noclash.db.tables import chatbots, conversations, messages
+from noclash.db.tables import chatbots, connections, conversations, messages
 from noclash.unique import uuid7
 from tests.support.factories import make_chatbot, make_connection
 
@@ -144,13 +144,23 @@ def test_concurrent_first_messages_share_one_conversation(engine, connection):
     assert len(_msgs(engine, conv.id)) == 8
 
 
-def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connection, monkeypatch):
-    """The fast-path read can miss a message a concurrent delivery is committing.
+def _patch_deliver(monkeypatch, wrap):
+    """Wrap the delivery step (one statement on PostgreSQL, two on SQLite) with ``wrap``."""
+    from noclash.chat import inbound
 
-    Simulated deterministically: the first dedupe read answers "not stored" (as it would
-    for a read taken just before the other transaction committed) after the message's
-    conversation was closed. The claim then creates a new conversation, the message INSERT
-    finds the key taken, and the new, empty conversation must be removed again.
+    for name in ("_deliver_one_statement", "_deliver_two_statements"):
+        monkeypatch.setattr(inbound, name, wrap(getattr(inbound, name)))
+
+
+def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connection, monkeypatch):
+    """The delivery's read of the stored message can miss one a concurrent delivery is
+    committing (PostgreSQL reads the snapshot taken when the statement started).
+
+    Simulated deterministically: after the message's conversation was closed, the first
+    delivery step answers "no active conversation, message not stored", as it would for a
+    snapshot taken just before the other transaction committed. The start of a new
+    conversation then finds the message key taken, and the new, empty conversation must
+    be removed again.
     """
     from noclash.chat import inbound
 
@@ -161,70 +171,93 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
             .where(conversations.c.id == first.conversation_id)
             .values(status="CLOSED", closed_at=T0)
         )
-    real_lookup, real_stored = inbound._connection_and_stored, inbound._stored
     calls = []
 
-    def stale_lookup(*args):
-        calls.append("lookup")
-        row = real_lookup(*args)
-        return SimpleNamespace(chatbot_id=row.chatbot_id, message_id=None, conversation_id=None)
+    def stale(real):
+        def deliver(conn, params):
+            calls.append("deliver")
+            seen = real(conn, params)
+            assert seen.known_id == first.message_id  # the real step does see it
+            return SimpleNamespace(
+                chatbot_id=seen.chatbot_id, conversation_id=None, message_id=None,
+                known_id=None, known_conversation_id=None,
+            )
+
+        return deliver
+
+    real_stored = inbound._stored
 
     def counted_stored(*args):
         calls.append("stored")
         return real_stored(*args)
 
-    monkeypatch.setattr(inbound, "_connection_and_stored", stale_lookup)
+    _patch_deliver(monkeypatch, stale)
     monkeypatch.setattr(inbound, "_stored", counted_stored)
     again = _recv(engine, connection, "m1")
-    assert calls == ["lookup", "stored"]  # the stale read, then the read of the winner
+    assert calls == ["deliver", "stored"]  # the stale step, then the read of the winner
     assert again.duplicate and not again.created_conversation
     assert again.conversation_id == first.conversation_id
+    assert again.message_id == first.message_id
     assert [c.id for c in _convs(engine, connection.id)] == [first.conversation_id]
 
 
-def test_close_between_claim_and_store_sends_the_message_to_a_new_conversation(
+def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
     engine, connection, monkeypatch
 ):
-    """An agent closes the conversation right after a delivery claimed it.
+    """An agent closes the conversation a delivery just lost its claim to.
 
-    The delivery is paused just after its claim (a wrapper around the real
-    insert_conversation; the database is untouched) while another transaction closes the
-    claimed conversation. On PostgreSQL the close commits in that gap, and the delivery
-    must notice it under the row lock and store the message in a new conversation, never
-    in the closed one. On SQLite the delivery holds the write lock, so the close waits and
-    lands after the message: both orders keep a message out of a conversation closed
-    before it was stored.
+    The delivery's first step is made to miss the active conversation (as a snapshot
+    taken before that conversation was committed would), so it tries to start one and the
+    partial unique index says no. It is paused right there while another transaction
+    closes the winner. On PostgreSQL the close commits in that gap, and the delivery's
+    next step must miss the CLOSED conversation and start a new one: the message never
+    lands in a conversation closed before it was stored. On SQLite the delivery holds the
+    write lock, so the close waits and lands after the message.
     """
     from noclash.chat import inbound, lifecycle
 
     first = _recv(engine, connection, "m1")
-    claimed, closed = threading.Event(), threading.Event()
-    real = inbound.insert_conversation
+    lost, closed = threading.Event(), threading.Event()
     pause = 10 if engine.dialect.name == "postgresql" else 0
+    misses = []
 
-    def claim_then_pause(*args, **kwargs):
-        result = real(*args, **kwargs)
-        if not claimed.is_set():
-            claimed.set()
-            closed.wait(timeout=pause)
-        return result
+    def miss_once(real):
+        def deliver(conn, params):
+            if not misses:
+                misses.append(True)
+                seen = conn.execute(
+                    sa.select(connections.c.chatbot_id).where(
+                        connections.c.id == params["connection"]
+                    )
+                ).one()
+                return SimpleNamespace(
+                    chatbot_id=seen.chatbot_id, conversation_id=None, message_id=None,
+                    known_id=None, known_conversation_id=None,
+                )
+            return real(conn, params)
 
-    monkeypatch.setattr(inbound, "insert_conversation", claim_then_pause)
-    # Take the claim path even though an active conversation exists: the fast path's
-    # FOR UPDATE read leaves no gap for a close, the claim's read-then-lock does.
-    real_query = inbound.active_conversation_query
-    monkeypatch.setattr(
-        inbound,
-        "active_conversation_query",
-        lambda *a: real_query(*a).where(sa.false()),
-    )
+        return deliver
+
+    def pause_after_loss(real):
+        def start(*args):
+            result = real(*args)
+            if result is None and not lost.is_set():
+                lost.set()
+                closed.wait(timeout=pause)
+            return result
+
+        return start
+
+    _patch_deliver(monkeypatch, miss_once)
+    for name in ("_start_one_statement", "_start_two_statements"):
+        monkeypatch.setattr(inbound, name, pause_after_loss(getattr(inbound, name)))
     with engine.connect() as conn:
         owner_id = conn.execute(
             sa.select(chatbots.c.owner_id).where(chatbots.c.id == connection.chatbot_id)
         ).scalar_one()
     with ThreadPoolExecutor(1) as pool:
         delivery = pool.submit(_recv, engine, connection, "m2")
-        assert claimed.wait(timeout=10)
+        assert lost.wait(timeout=10)
         with engine.begin() as conn:
             lifecycle.close(conn, first.conversation_id, owner_id=owner_id)
         closed.set()

@@ -104,9 +104,7 @@ def get_chatbot_by_public_token(conn: Connection, public_token: str) -> Row:
     return row
 
 
-def list_chatbots(
-    conn: Connection, *, owner_id: UUID, after: UUID | None, limit: int
-) -> list[Row]:
+def list_chatbots(conn: Connection, *, owner_id: UUID, after: UUID | None, limit: int) -> list[Row]:
     """Keyset page of the caller's chatbots in creation order (ids are UUIDv7)."""
     query = sa.select(chatbots).where(chatbots.c.owner_id == owner_id)
     if after is not None:

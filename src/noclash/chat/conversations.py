@@ -43,7 +43,11 @@ DEFAULT_SLUG_BASE = "conversation"
 # Candidates tried before giving up; with suffix growth, reaching it is practically impossible.
 MAX_SLUG_ATTEMPTS = 40
 
-_ACTIVE_KEY_WHERE = conversations.c.status.in_(ACTIVE_STATUSES)
+# The partial unique index's predicate, rendered with literals: bound parameters would hide
+# it from PostgreSQL's generic plans, which then could not use the partial index.
+ACTIVE_KEY_WHERE = conversations.c.status.in_(
+    [sa.literal_column(f"'{status}'") for status in ACTIVE_STATUSES]
+)
 
 
 def slug_base(title: str | None, slug_source: str | None = None) -> str:
@@ -69,9 +73,7 @@ def _bound_values(slug_param: str = "slug") -> dict[str, Any]:
     """The INSERT's values as typed bound parameters (psycopg renders each with a cast,
     which an ``INSERT ... SELECT`` of parameters needs on PostgreSQL)."""
     return {
-        name: sa.bindparam(
-            slug_param if name == "slug" else name, type_=conversations.c[name].type
-        )
+        name: sa.bindparam(slug_param if name == "slug" else name, type_=conversations.c[name].type)
         for name in _INSERT_COLUMNS
     }
 
@@ -153,6 +155,17 @@ def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bo
     if row is None:
         return None, False
     return row, bool(row.slug_registered)
+
+
+def claim_attempt(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+    """One attempt: ``(row, slug_registered)``, or ``(None, False)`` when a key is taken.
+
+    ``values`` holds every inserted column (and ``fallback_slug`` on PostgreSQL, where the
+    attempt is one statement with two slug candidates).
+    """
+    if dialect_for(conn).supports_dml_in_cte:
+        return _insert_pg(conn, values)
+    return _insert_two_statements(conn, values)
 
 
 def _insert_two_statements(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
@@ -241,12 +254,11 @@ def insert_conversation(
     now = now or utcnow()
     claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
     dialect = dialect_for(conn)
-    insert = _insert_pg if dialect.supports_dml_in_cte else _insert_two_statements
     base = slug_base(title, slug_source)
     winner_query = sa.select(conversations).where(
         conversations.c.connection_id == connection_id,
         conversations.c.psid == psid,
-        _ACTIVE_KEY_WHERE,
+        ACTIVE_KEY_WHERE,
     )
     conversation_id = uuid7()
     candidates = islice(slug_candidates(base), MAX_SLUG_ATTEMPTS)
@@ -266,7 +278,7 @@ def insert_conversation(
         if dialect.supports_dml_in_cte:  # the statement tries a second candidate itself
             values["fallback_slug"] = next(candidates, slug)
         with translating(conversations.metadata):
-            row, registered = insert(conn, values)
+            row, registered = claim_attempt(conn, values)
         if row is not None:
             if not registered:
                 # The slug is a former slug of another conversation: move on from it.
@@ -303,7 +315,7 @@ def active_conversation_query(connection_id: UUID | Any, psid: str | Any) -> sa.
     return sa.select(conversations).where(
         conversations.c.connection_id == connection_id,
         conversations.c.psid == psid,
-        _ACTIVE_KEY_WHERE,
+        ACTIVE_KEY_WHERE,
     )
 
 

@@ -1,52 +1,68 @@
 """The one inbound path: every channel's customer message goes through :func:`receive_message`.
 
-In one transaction:
+In one transaction, as few statements as the database allows:
 
-1. **Fast path.** The active conversation of (connection, psid) is read ``FOR UPDATE``
-   through the partial index; if there is one, the message goes straight to step 3
-   (three statements in all). Otherwise, if ``(connection_id, platform_message_id)`` is
-   already stored, the answer is ``duplicate=True`` and nothing is written (a redelivery
-   after a close does not open an empty conversation). Both reads are shortcuts; the
-   guarantees are the unique keys of steps 2 and 3.
-2. **Claim.** :func:`noclash.chat.conversations.insert_conversation` runs
-   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the partial unique index
-   ``uq_conversations_active_connection_id_psid`` and reads the winner when it loses, so two
-   deliveries racing for a new customer end up in the same conversation. The winner is then
-   locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
-   excludes other writers) and re-checked: if an agent closed it in between, the claim runs
-   again and creates the next conversation, so a message never lands in a CLOSED one.
-3. **Store.** The message is ``INSERT ... ON CONFLICT (connection_id, platform_message_id)
-   DO NOTHING``. No row back means a concurrent delivery of the same message won: nothing
-   is stored twice, and a conversation this call created only for it is removed again.
-4. **Touch.** ``last_message_at`` becomes ``max(last_message_at, sent_at)``, so an
-   out-of-order delivery never rewinds it, and a SNOOZED conversation is re-opened.
+1. **Deliver.** The message goes into the active conversation of (connection, psid), found
+   by the partial unique index, with ``INSERT ... ON CONFLICT (connection_id,
+   platform_message_id) DO NOTHING``: the unique key dedupes it. ``last_message_at``
+   becomes ``max(last_message_at, sent_at)`` (an out-of-order delivery never rewinds it)
+   and a SNOOZED conversation re-opens. On PostgreSQL this is **one statement**, a
+   data-modifying CTE that locks the conversation ``FOR UPDATE`` (a close that commits
+   meanwhile makes it miss rather than return a CLOSED row), stores, touches, and reads
+   back the connection's chatbot and any earlier copy of the message. SQLite has no DML
+   in a CTE: there it is an ``INSERT ... SELECT`` and the touch (its ``BEGIN IMMEDIATE``
+   already holds other writers off), plus one read on a miss.
+2. **Duplicate?** A message stored before (a redelivery, also after a close) is answered
+   with ``duplicate=True`` and nothing is written: a redelivery never opens an empty
+   conversation.
+3. **Start.** With no active conversation, one is created *with* the message:
+   :func:`noclash.chat.conversations.claim_ctes` (two slug attempts and the slug registry
+   row) plus the message, again one statement on PostgreSQL. Nothing back means another
+   delivery's conversation won the partial unique index
+   ``uq_conversations_active_connection_id_psid``: step 1 runs again and delivers into the
+   winner (or, if an agent closed it in between, misses and starts the next one). A
+   message key taken by a concurrent delivery removes the conversation made only for it.
 
-There are no in-process locks: any number of processes can run this concurrently, and the
-database's unique keys decide every race.
+The reads are shortcuts; the unique keys are the guarantees. There are no in-process
+locks: any number of processes can run this concurrently.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from itertools import islice
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.chat.conversations import active_conversation_query, insert_conversation
+from noclash.chat.conversations import (
+    ACTIVE_KEY_WHERE,
+    MAX_SLUG_ATTEMPTS,
+    active_conversation_query,
+    assign_slug,
+    claim_attempt,
+    claim_ctes,
+    find_active,
+    slug_base,
+)
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import ACTIVE_STATUSES, connections, conversations, messages
+from noclash.db.tables import connections, conversations, messages
 from noclash.db.types import UTCDateTime, utcnow
 from noclash.unique import ClaimNotSettled, translating, uuid7
+from noclash.unique.slugs import slug_candidates
 
 Row = sa.Row[Any]
 
-# How often the claim is retried when the claimed conversation is closed under our feet.
+# Extra rounds when the active conversation is closed between our claim and our delivery.
 CLAIM_ATTEMPTS = 5
+_ACTIVE = ACTIVE_KEY_WHERE
 MAX_PLATFORM_ID_LENGTH = 300
 MAX_PSID_LENGTH = 200
 MAX_TITLE_LENGTH = 500
@@ -118,44 +134,6 @@ def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> 
     ).first()
 
 
-def _claim(
-    conn: Connection,
-    *,
-    chatbot_id: UUID,
-    connection_id: UUID,
-    psid: str,
-    title: str | None,
-    slug_source: str,
-    now: datetime,
-    last_message_at: datetime,
-) -> tuple[Row, bool]:
-    """The active conversation of (connection, psid), locked; created if there is none."""
-    for _ in range(CLAIM_ATTEMPTS):
-        row, created = insert_conversation(
-            conn,
-            chatbot_id=chatbot_id,
-            connection_id=connection_id,
-            psid=psid,
-            title=title,
-            slug_source=slug_source,
-            now=now,
-            last_message_at=last_message_at,
-        )
-        if created:
-            return row, True
-        # Lock the winner and re-read it: on PostgreSQL (READ COMMITTED) a close that
-        # committed since the claim read it is now visible, and no close can start until
-        # this transaction ends.
-        locked = conn.execute(
-            sa.select(conversations).where(conversations.c.id == row.id).with_for_update()
-        ).first()
-        if locked is not None and locked.status in ACTIVE_STATUSES:
-            return locked, False
-    raise ClaimNotSettled(
-        f"the active conversation of {psid!r} kept closing during {CLAIM_ATTEMPTS} claims"
-    )
-
-
 def _receive(
     conn: Connection,
     connection_id: UUID,
@@ -167,74 +145,325 @@ def _receive(
     now: datetime | None,
 ) -> InboundResult:
     now = now or utcnow()
-    # Fast path, the common case of a customer writing into an ongoing conversation:
-    # lock the active conversation by the partial index. A shortcut, not the guarantee:
-    # when it finds nothing, the claim below lets the unique index decide. FOR UPDATE
-    # re-checks the predicate on PostgreSQL, so a close that committed meanwhile makes
-    # this miss instead of returning a CLOSED row.
-    active = conn.execute(active_conversation_query(connection_id, psid).with_for_update()).first()
-    if active is not None:
-        return _store(conn, active, False, connection_id, platform_message_id, text, sent_at, now)
-
-    # The connection (for its chatbot) and, in the same read, whether this message is
-    # already stored: a redelivery after a close must not open an empty new conversation.
-    connection = _connection_and_stored(conn, connection_id, platform_message_id)
-    if connection is None:
-        raise NotFound("connection not found")
-    if connection.message_id is not None:
-        return InboundResult(connection.conversation_id, connection.message_id, True, False)
-
-    title = username[:MAX_TITLE_LENGTH] if username else None
-    conversation, created = _claim(
-        conn,
-        chatbot_id=connection.chatbot_id,
-        connection_id=connection_id,
-        psid=psid,
-        title=title,
-        slug_source=text,
-        now=now,
-        last_message_at=sent_at or now,
-    )
-    return _store(
-        conn, conversation, created, connection_id, platform_message_id, text, sent_at, now
-    )
-
-
-def _store(
-    conn: Connection,
-    conversation: Row,
-    created: bool,
-    connection_id: UUID,
-    platform_message_id: str,
-    text: str,
-    sent_at: datetime | None,
-    now: datetime,
-) -> InboundResult:
-    """Insert the message (the unique key dedupes it) and move the conversation forward."""
-    values = {
-        "id": uuid7(),
-        "conversation_id": conversation.id,
-        "connection_id": connection_id,
+    # Parameter names that are not conversations' column names: SQLAlchemy would add an
+    # execution parameter named like a column to the SET clause of the touch UPDATE.
+    params: dict[str, Any] = {
+        "connection": connection_id,
+        "customer": psid,
         "platform_message_id": platform_message_id,
-        "direction": "in",
+        "message_id": uuid7(),
         "text": text,
         "sent_at": sent_at,
-        "created_at": now,
+        "received_at": now,
+        "at": sent_at or now,
     }
-    with translating(messages.metadata):
-        message_id = conn.execute(_insert_message(conn), values).scalar()
-    if message_id is None:
-        # The same message is already stored (a redelivery, or a concurrent delivery).
-        if created:
-            conn.execute(sa.delete(conversations).where(conversations.c.id == conversation.id))
-        known = _stored(conn, connection_id, platform_message_id)
-        if known is None:  # pragma: no cover - the conflicting row cannot vanish
-            raise ClaimNotSettled("a conflicting message was not readable")
-        return InboundResult(known.conversation_id, known.id, True, False)
+    one_statement = dialect_for(conn).supports_dml_in_cte
+    deliver = _deliver_one_statement if one_statement else _deliver_two_statements
+    start = _start_one_statement if one_statement else _start_two_statements
+    title = username[:MAX_TITLE_LENGTH] if username else None
+    candidates = islice(slug_candidates(slug_base(title, text)), MAX_SLUG_ATTEMPTS)
+    for _ in range(MAX_SLUG_ATTEMPTS + CLAIM_ATTEMPTS):
+        seen = deliver(conn, params)
+        if seen is None:
+            raise NotFound("connection not found")
+        if seen.message_id is not None:
+            return InboundResult(seen.conversation_id, seen.message_id, False, False)
+        if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
+            return InboundResult(seen.known_conversation_id, seen.known_id, True, False)
+        if seen.conversation_id is not None:
+            # The conversation is active, but a concurrent delivery of this message won.
+            return _duplicate(conn, connection_id, platform_message_id)
+        # No active conversation and the message is new: start one with it. Nothing back
+        # means another delivery's conversation won the partial unique index (or the slug
+        # candidates were taken): deliver again, into the winner.
+        slug = next(candidates, None)
+        if slug is None:
+            break
+        values = {
+            **params,
+            "id": uuid7(),
+            "chatbot_id": seen.chatbot_id,
+            "connection_id": connection_id,
+            "psid": psid,
+            "status": "OPEN",
+            "title": title,
+            "slug": slug,
+            "created_at": now,
+            "closed_at": None,
+            "last_message_at": params["at"],
+        }
+        started = start(conn, values, candidates)
+        if started is not None:
+            return started
+    raise ClaimNotSettled(
+        f"no conversation for {psid!r} settled after {MAX_SLUG_ATTEMPTS} attempts"
+    )
 
-    if not created:  # a new conversation was created with this message's time already
-        touch(conn, conversation.id, sent_at or now, reopen_snoozed=True)
-    return InboundResult(conversation.id, message_id, False, created)
+
+def _duplicate(conn: Connection, connection_id: UUID, platform_message_id: str) -> InboundResult:
+    """The answer for a message a concurrent delivery stored first: its stored row."""
+    known = _stored(conn, connection_id, platform_message_id)
+    if known is None:  # pragma: no cover - the conflicting row cannot vanish
+        raise ClaimNotSettled("a conflicting message was not readable")
+    return InboundResult(known.conversation_id, known.id, True, False)
+
+
+# -- PostgreSQL: one statement per delivery --------------------------------------------------
+
+
+def _param(name: str, column: sa.Column[Any]) -> Any:
+    return sa.bindparam(name, type_=column.type)
+
+
+def _message_select(conversation_id: Any) -> sa.Select[Any]:
+    """The inbound message's values as a SELECT, for ``INSERT ... SELECT``."""
+    c = messages.c
+    return sa.select(
+        _param("message_id", c.id),
+        conversation_id,
+        _param("connection", c.connection_id),
+        _param("platform_message_id", c.platform_message_id),
+        sa.literal("in", type_=c.direction.type),
+        _param("text", c.text),
+        _param("sent_at", c.sent_at),
+        _param("received_at", c.created_at),
+    )
+
+
+_MESSAGE_COLUMNS = [
+    "id",
+    "conversation_id",
+    "connection_id",
+    "platform_message_id",
+    "direction",
+    "text",
+    "sent_at",
+    "created_at",
+]
+
+
+@cache
+def _deliver_statement(insert: Any) -> Any:
+    """Lock the active conversation, store the message, move the conversation forward,
+    and read what a miss needs, in one data-modifying CTE:
+
+    - ``active``: the OPEN or SNOOZED conversation of (connection, psid), ``FOR UPDATE``
+      through the partial index (a close that commits meanwhile makes this miss);
+    - ``stored``: ``INSERT ... SELECT`` from ``active``, ``ON CONFLICT (connection_id,
+      platform_message_id) DO NOTHING``, the dedupe key deciding;
+    - ``touched``: the forward-only ``last_message_at`` UPDATE, only for a stored message;
+    - ``known``: the message as stored before this statement (a redelivery);
+    - the connection's chatbot, for the start of a new conversation, and none at all for
+      an unknown connection.
+    """
+    active = (
+        active_conversation_query(
+            _param("connection", conversations.c.connection_id),
+            _param("customer", conversations.c.psid),
+        )
+        .with_only_columns(conversations.c.id)
+        .with_for_update()
+        .cte("active")
+    )
+    stored = (
+        insert(messages)
+        .from_select(_MESSAGE_COLUMNS, _message_select(active.c.id))
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id, messages.c.conversation_id)
+        .cte("stored")
+    )
+    touched = (
+        sa.update(conversations)
+        .where(conversations.c.id == stored.c.conversation_id)
+        .values(_touch_values(reopen_snoozed=True))
+        .returning(conversations.c.id)
+        .cte("touched")
+    )
+    known = (
+        sa.select(messages.c.id, messages.c.conversation_id)
+        .where(
+            messages.c.connection_id == _param("connection", messages.c.connection_id),
+            messages.c.platform_message_id
+            == _param("platform_message_id", messages.c.platform_message_id),
+        )
+        .cte("known")
+    )
+    return (
+        sa.select(
+            connections.c.chatbot_id,
+            active.c.id.label("conversation_id"),
+            stored.c.id.label("message_id"),
+            known.c.id.label("known_id"),
+            known.c.conversation_id.label("known_conversation_id"),
+        )
+        .select_from(
+            connections.outerjoin(active, sa.true())
+            .outerjoin(stored, sa.true())
+            .outerjoin(known, sa.true())
+        )
+        .where(connections.c.id == _param("connection", connections.c.id))
+        .add_cte(touched)
+    )
+
+
+def _deliver_one_statement(conn: Connection, params: dict[str, Any]) -> Row | None:
+    with translating(messages.metadata):
+        return conn.execute(_deliver_statement(dialect_for(conn).insert), params).first()
+
+
+@cache
+def _start_statement(insert: Any) -> Any:
+    """A new conversation (two slug attempts, the registry row) and its first message, in
+    one statement: :func:`noclash.chat.conversations.claim_ctes` plus the message INSERT
+    ... SELECT from the row it made. Nothing back: the partial unique index (or both slugs)
+    said no, and no message was stored."""
+    made, registered = claim_ctes(insert)
+    stored = (
+        insert(messages)
+        .from_select(_MESSAGE_COLUMNS, _message_select(made.c.id))
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id)
+        .cte("stored")
+    )
+    return sa.select(
+        *made.c,
+        registered.c.conversation_id.is_not(None).label("slug_registered"),
+        stored.c.id.label("message_id"),
+    ).select_from(made.outerjoin(registered, sa.true()).outerjoin(stored, sa.true()))
+
+
+def _start_one_statement(
+    conn: Connection, params: dict[str, Any], candidates: Iterator[str]
+) -> InboundResult | None:
+    params["fallback_slug"] = next(candidates, params["slug"])
+    with translating(conversations.metadata):
+        row = conn.execute(_start_statement(dialect_for(conn).insert), params).first()
+    if row is None:
+        return None
+    return _started(conn, row, row.slug_registered, row.message_id, params, candidates)
+
+
+# -- SQLite (no DML in a CTE): the same steps, one statement each ----------------------------
+
+
+@cache
+def _deliver_into_active(insert: Any) -> Any:
+    """``INSERT INTO messages ... SELECT`` from the active conversation: one statement that
+    finds the conversation by the partial index and stores the message deduped. SQLite's
+    ``BEGIN IMMEDIATE`` already holds every other writer off, so no row lock is needed."""
+    return (
+        insert(messages)
+        .from_select(
+            _MESSAGE_COLUMNS,
+            _message_select(conversations.c.id).where(
+                conversations.c.connection_id
+                == _param("connection", conversations.c.connection_id),
+                conversations.c.psid == _param("customer", conversations.c.psid),
+                _ACTIVE,
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id, messages.c.conversation_id)
+    )
+
+
+_CONNECTION_STORED_ACTIVE = (
+    sa.select(
+        connections.c.chatbot_id,
+        conversations.c.id.label("conversation_id"),
+        sa.null().label("message_id"),
+        messages.c.id.label("known_id"),
+        messages.c.conversation_id.label("known_conversation_id"),
+    )
+    .select_from(
+        connections.outerjoin(
+            messages,
+            sa.and_(
+                messages.c.connection_id == connections.c.id,
+                messages.c.platform_message_id == sa.bindparam("platform_message_id"),
+            ),
+        ).outerjoin(
+            conversations,
+            sa.and_(
+                conversations.c.connection_id == connections.c.id,
+                conversations.c.psid == sa.bindparam("customer"),
+                _ACTIVE,
+            ),
+        )
+    )
+    .where(connections.c.id == sa.bindparam("connection"))
+)
+
+
+class _Seen(NamedTuple):
+    """What a delivery found, as the PostgreSQL statement's row has it."""
+
+    chatbot_id: UUID | None
+    conversation_id: UUID | None
+    message_id: UUID | None
+    known_id: UUID | None
+    known_conversation_id: UUID | None
+
+
+def _deliver_two_statements(conn: Connection, params: dict[str, Any]) -> Any:
+    """The message into the active conversation, then the touch; on a miss, one read of
+    the connection, the stored message and the active conversation."""
+    with translating(messages.metadata):
+        stored = conn.execute(_deliver_into_active(dialect_for(conn).insert), params).first()
+    if stored is not None:
+        touch(conn, stored.conversation_id, params["at"], reopen_snoozed=True)
+        return _Seen(None, stored.conversation_id, stored.id, None, None)
+    return conn.execute(_CONNECTION_STORED_ACTIVE, params).first()
+
+
+def _start_two_statements(
+    conn: Connection, params: dict[str, Any], candidates: Iterator[str]
+) -> InboundResult | None:
+    for slug in itertools.chain((params["slug"],), candidates):
+        params["slug"] = slug
+        with translating(conversations.metadata):
+            row, registered = claim_attempt(conn, params)
+        if row is not None:
+            values = _message_values(params, row.id)
+            with translating(messages.metadata):
+                message_id = conn.execute(_insert_message(conn), values).scalar()
+            return _started(conn, row, registered, message_id, params, candidates)
+        if find_active(conn, params["connection"], params["customer"]) is not None:
+            return None  # another delivery's conversation holds the key: deliver into it
+    return None
+
+
+def _message_values(params: dict[str, Any], conversation_id: UUID) -> dict[str, Any]:
+    return {
+        "id": params["message_id"],
+        "conversation_id": conversation_id,
+        "connection_id": params["connection"],
+        "platform_message_id": params["platform_message_id"],
+        "direction": "in",
+        "text": params["text"],
+        "sent_at": params["sent_at"],
+        "created_at": params["received_at"],
+    }
+
+
+def _started(
+    conn: Connection,
+    row: Row,
+    slug_registered: bool,
+    message_id: UUID | None,
+    params: dict[str, Any],
+    candidates: Iterator[str],
+) -> InboundResult:
+    """Finish a conversation this delivery created with its message."""
+    if message_id is None:
+        # A concurrent delivery stored this message first (into its own conversation):
+        # remove the empty conversation this one made and answer with the stored message.
+        conn.execute(sa.delete(conversations).where(conversations.c.id == row.id))
+        return _duplicate(conn, params["connection"], params["platform_message_id"])
+    if not slug_registered:
+        # The slug is a former slug of another conversation: move on from it.
+        assign_slug(conn, row, candidates, now=params["created_at"])
+    return InboundResult(row.id, message_id, False, True)
 
 
 @cache
@@ -253,8 +482,8 @@ def _insert_message(conn: Connection) -> Any:
     return _insert_message_for(dialect.name, dialect.insert)
 
 
-@cache
-def _touch_statement(reopen_snoozed: bool) -> Any:
+def _touch_values(*, reopen_snoozed: bool) -> dict[str, Any]:
+    """``last_message_at`` to ``:at`` unless it is already later; a snooze woken."""
     at = sa.bindparam("at", type_=UTCDateTime())
     last = conversations.c.last_message_at
     values: dict[str, Any] = {
@@ -264,10 +493,15 @@ def _touch_statement(reopen_snoozed: bool) -> Any:
         snoozed = conversations.c.status == "SNOOZED"
         values["status"] = sa.case((snoozed, sa.literal("OPEN")), else_=conversations.c.status)
         values["snoozed_until"] = sa.case((snoozed, sa.null()), else_=conversations.c.snoozed_until)
+    return values
+
+
+@cache
+def _touch_statement(reopen_snoozed: bool) -> Any:
     return (
         sa.update(conversations)
         .where(conversations.c.id == sa.bindparam("conversation_id"))
-        .values(values)
+        .values(_touch_values(reopen_snoozed=reopen_snoozed))
     )
 
 
@@ -278,43 +512,6 @@ def touch(conn: Connection, conversation_id: UUID, at: datetime, *, reopen_snooz
     and concurrent or out-of-order deliveries cannot rewind it.
     """
     conn.execute(_touch_statement(reopen_snoozed), {"at": at, "conversation_id": conversation_id})
-
-
-_CONNECTION_AND_STORED = (
-    sa.select(
-        connections.c.chatbot_id,
-        messages.c.id.label("message_id"),
-        messages.c.conversation_id,
-    )
-    .select_from(
-        connections.outerjoin(
-            messages,
-            sa.and_(
-                messages.c.connection_id == connections.c.id,
-                messages.c.platform_message_id == sa.bindparam("platform_message_id"),
-            ),
-        )
-    )
-    .where(connections.c.id == sa.bindparam("connection_id"))
-)
-
-
-def _connection_and_stored(
-    conn: Connection, connection_id: UUID, platform_message_id: str
-) -> Row | None:
-    """``(chatbot_id, message_id, conversation_id)`` of the connection; the message columns
-    are NULL unless this platform message id is already stored."""
-    return conn.execute(
-        _CONNECTION_AND_STORED,
-        {"connection_id": connection_id, "platform_message_id": platform_message_id},
-    ).first()
-
-
-@cache
-def _active_for_update() -> Any:
-    return active_conversation_query(
-        sa.bindparam("connection_id"), sa.bindparam("psid")
-    ).with_for_update()
 
 
 __all__ = ["InboundResult", "receive_message", "touch"]
