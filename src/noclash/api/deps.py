@@ -9,7 +9,7 @@ before the response is sent and the SQL that matters stays visible in the route.
 from __future__ import annotations
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from noclash.chat.errors import Unauthenticated
@@ -36,17 +36,23 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def optional_user(request: Request, engine: Engine = Depends(get_engine)) -> User | None:
-    """The caller if a bearer token is given; a wrong token is a 401, not anonymous."""
+async def optional_user(request: Request) -> User | None:
+    """The caller if a bearer token is given; a wrong token is a 401, not anonymous.
+
+    It takes the engine from ``request.app.state`` rather than ``Depends(get_engine)``:
+    FastAPI solves every sub-dependency on every request, and this one runs on nearly all
+    of them.
+    """
     token = _bearer(request)
     if token is None:
         return None
     digest = token_hash(token)
-    cache: TokenCache = request.app.state.token_cache
+    state = request.app.state
+    cache: TokenCache = state.token_cache
     user = cache.get(digest)
     if user is None:
         # The lookup blocks on the database: run it off the event loop.
-        user = await anyio.to_thread.run_sync(lookup_token, engine, digest)
+        user = await anyio.to_thread.run_sync(lookup_token, state.engine, digest)
         if user is not None:
             cache.put(digest, user)
     if user is None:
@@ -54,7 +60,9 @@ async def optional_user(request: Request, engine: Engine = Depends(get_engine)) 
     return user
 
 
-async def current_user(user: User | None = Depends(optional_user)) -> User:
+async def current_user(request: Request) -> User:
+    """The caller; no token is a 401. One dependency, not a chain (see optional_user)."""
+    user = await optional_user(request)
     if user is None:
         raise Unauthenticated("this endpoint needs Authorization: Bearer <token>")
     return user
