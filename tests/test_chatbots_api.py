@@ -156,6 +156,20 @@ def test_oversized_body_is_413(live_server):
     assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
 
 
+def test_a_small_chunked_body_is_counted_and_accepted(live_server):
+    """Without Content-Length the body limit counts the bytes; under the limit the create
+    goes through exactly as with a declared length."""
+    client = live_server.client(live_server.user())
+    body = b'{"name": "chunked bot"}'
+    r = client.post(
+        "/api/chatbots",
+        content=(body[i : i + 5] for i in range(0, len(body), 5)),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "chunked bot"
+
+
 @pytest.mark.parametrize(
     "token",
     ["not-a-uuid", "abc123", "00000000-0000-4000-8000-000000000000", "%27%20OR%201=1", "x" * 300],
