@@ -105,3 +105,35 @@ def test_concurrent_creates_with_one_title_get_distinct_slugs(engine):
         slugs = list(pool.map(create, range(writers)))
     assert len(set(slugs)) == writers
     assert slugs.count("hot-title") == 1
+
+
+def test_one_statement_tries_two_slugs_and_stores_at_most_one(engine):
+    """``claim_attempt``: the plain slug row, else the fallback row, never both."""
+    from noclash.chat.conversations import claim_attempt
+    from noclash.db.types import utcnow
+    from noclash.unique import uuid7
+
+    bot = make_chatbot(engine)
+
+    def attempt(slug, fallback):
+        values = {
+            "id": uuid7(), "chatbot_id": bot.id, "connection_id": None, "psid": None,
+            "status": "OPEN", "title": None, "slug": slug, "fallback_slug": fallback,
+            "created_at": utcnow(), "closed_at": None, "last_message_at": None,
+        }
+        with engine.begin() as conn:
+            row, registered = claim_attempt(conn, values)
+        assert row is None or registered
+        return row.slug if row is not None else None
+
+    assert attempt("plain", "plain-aaaa") == "plain"  # free: the plain slug, not both
+    assert attempt("plain", "plain-aaaa") == "plain-aaaa"  # taken: the fallback
+    assert attempt("plain", "plain-aaaa") is None  # both taken: nothing
+    with engine.connect() as conn:
+        slugs = conn.execute(
+            sa.select(conversations.c.slug).where(conversations.c.chatbot_id == bot.id)
+        ).scalars()
+        registry = conn.execute(
+            sa.select(conversation_slugs.c.slug).where(conversation_slugs.c.chatbot_id == bot.id)
+        ).scalars()
+        assert sorted(slugs) == sorted(registry) == ["plain", "plain-aaaa"]

@@ -9,12 +9,14 @@ A conversation has two unique keys that a create can hit:
   ``conversation_slugs``, the registry of every slug ever given, so a former slug keeps
   redirecting and is never handed to another conversation.
 
-Each attempt is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``. On PostgreSQL one
-statement, a data-modifying CTE, holds two attempts (the plain slug, then a suffixed
-candidate only if the first stored nothing) and the registry row, so a create costs one
-statement whether or not its title is taken. No row back means a key is taken: the active
-winner is read by the partial index, or else the slugs were taken and the next candidates
-are tried. No SELECT decides anything before the INSERT.
+Each attempt is one row of an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, and one
+statement holds two: the plain slug, then a suffixed candidate with the same id, stored
+only if the first row was not (see :func:`_two_attempts`). On PostgreSQL the registry row
+goes in the same statement (a data-modifying CTE), so a create costs one statement whether
+or not its title is taken; SQLite, with no DML in a CTE, writes the registry row in a
+second one. No row back means a key is taken: the active winner is read by the partial
+index, or else the slugs were taken and the next candidates are tried. No SELECT decides
+anything before the INSERT.
 """
 
 from __future__ import annotations
@@ -78,36 +80,32 @@ def _bound_values(slug_param: str = "slug") -> dict[str, Any]:
     }
 
 
+def _two_attempts(insert: Any) -> Any:
+    """``INSERT INTO conversations VALUES (:slug ...), (:fallback_slug ...) ON CONFLICT DO
+    NOTHING RETURNING *``: two slug attempts in one statement.
+
+    Both rows carry the same id, so at most one is stored: the first (the plain slug) when
+    the unique indexes accept it, else the second, whose id is then free. Each row is an
+    attempt the unique indexes decide, as if sent alone; a title that is already taken
+    costs one statement, not two. Nothing back: both slugs are taken, or another
+    conversation holds the active (connection, psid) key.
+    """
+    return (
+        insert(conversations)
+        .values([_bound_values(), _bound_values(slug_param="fallback_slug")])
+        .on_conflict_do_nothing()
+        .returning(*conversations.c)
+    )
+
+
 @cache
 def claim_ctes(insert: Any) -> tuple[Any, Any]:
-    """``(made, registered)``: two slug attempts and the registry row, as CTEs (PostgreSQL).
-
-    ``new`` inserts the conversation with ``:slug``; ``fallback`` runs only when ``new``
-    returned nothing and tries ``:fallback_slug``. Each is an ``INSERT ... ON CONFLICT DO
-    NOTHING`` that the unique indexes decide; together they make a title that is already
-    taken cost one statement, not two. ``made`` is the row one of them stored (if any),
-    ``registered`` its ``conversation_slugs`` row (none when the slug is a former slug of
-    another conversation). Built once per dialect; inbound adds the first message to it.
+    """``(made, registered)``: the two slug attempts and the registry row, as CTEs
+    (PostgreSQL). ``made`` is the conversation stored (if any), ``registered`` its
+    ``conversation_slugs`` row (none when the slug is a former slug of another
+    conversation). Built once per dialect; inbound adds the first message to them.
     """
-    new = (
-        insert(conversations)
-        .values(_bound_values())
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-        .cte("new")
-    )
-    fallback_values = _bound_values(slug_param="fallback_slug")
-    fallback = (
-        insert(conversations)
-        .from_select(
-            list(_INSERT_COLUMNS),
-            sa.select(*fallback_values.values()).where(~sa.exists(sa.select(new.c.id))),
-        )
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-        .cte("fallback")
-    )
-    made = sa.union_all(sa.select(new), sa.select(fallback)).cte("made")
+    made = _two_attempts(insert).cte("made")
     registered = (
         insert(conversation_slugs)
         .from_select(
@@ -132,12 +130,7 @@ def _claim_statement_cte(insert: Any) -> Any:
 
 @cache
 def _claim_statement(insert: Any) -> Any:
-    return (
-        insert(conversations)
-        .values(_bound_values())
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-    )
+    return _two_attempts(insert)
 
 
 @cache
@@ -160,8 +153,8 @@ def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bo
 def claim_attempt(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
     """One attempt: ``(row, slug_registered)``, or ``(None, False)`` when a key is taken.
 
-    ``values`` holds every inserted column (and ``fallback_slug`` on PostgreSQL, where the
-    attempt is one statement with two slug candidates).
+    ``values`` holds every inserted column and ``fallback_slug``, the candidate tried in
+    the same statement when ``slug`` is taken.
     """
     if dialect_for(conn).supports_dml_in_cte:
         return _insert_pg(conn, values)
@@ -253,7 +246,6 @@ def insert_conversation(
     """
     now = now or utcnow()
     claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
-    dialect = dialect_for(conn)
     base = slug_base(title, slug_source)
     winner_query = sa.select(conversations).where(
         conversations.c.connection_id == connection_id,
@@ -275,8 +267,7 @@ def insert_conversation(
             "closed_at": now if status == "CLOSED" else None,
             "last_message_at": last_message_at,
         }
-        if dialect.supports_dml_in_cte:  # the statement tries a second candidate itself
-            values["fallback_slug"] = next(candidates, slug)
+        values["fallback_slug"] = next(candidates, slug)  # each statement tries two
         with translating(conversations.metadata):
             row, registered = claim_attempt(conn, values)
         if row is not None:

@@ -421,6 +421,7 @@ def _start_two_statements(
 ) -> InboundResult | None:
     for slug in itertools.chain((params["slug"],), candidates):
         params["slug"] = slug
+        params["fallback_slug"] = next(candidates, slug)
         with translating(conversations.metadata):
             row, registered = claim_attempt(conn, params)
         if row is not None:
