@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from noclash.api.deps import current_user, get_engine, get_settings
 from noclash.api.pagination import PageParams, page, page_params
+from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
 from noclash.chat import connections as chat
 from noclash.chat.errors import InvalidInput
@@ -78,21 +80,29 @@ def render(row: Any) -> dict:
     }
 
 
+CONNECTION_OUT = Rendered(ConnectionOut)
+
+
 @router.post(
     "/api/chatbots/{chatbot_id}/connections", status_code=201, response_model=ConnectionOut
 )
-def create_connection(
-    chatbot_id: str,
-    body: ConnectionIn,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+async def create_connection(
+    request: Request, chatbot_id: str, body: ConnectionIn, user: User = Depends(current_user)
+) -> Response:
     """Connect a chatbot to a channel; (channel, external_id) taken is a 409 naming both."""
+    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
+    engine: Engine = request.app.state.engine
+    return await anyio.to_thread.run_sync(_create_connection, engine, user.id, chatbot_id, body)
+
+
+def _create_connection(
+    engine: Engine, owner_id: UUID, chatbot_id: str, body: ConnectionIn
+) -> Response:
     with engine.begin() as conn:
         row = chat.create_connection(
-            conn, chatbot_id=chatbot_id, owner_id=user.id, **body.model_dump()
+            conn, chatbot_id=chatbot_id, owner_id=owner_id, **body.model_dump()
         )
-    return render(row)
+    return CONNECTION_OUT.response(render(row))
 
 
 @router.get("/api/chatbots/{chatbot_id}/connections", response_model=ConnectionPage)

@@ -10,12 +10,15 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy.engine import Engine
+from starlette.responses import Response
 
-from noclash.api.deps import current_user, get_engine, get_settings
+from noclash.api.deps import current_user, get_engine
 from noclash.api.pagination import PageParams, page, page_params
+from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
 from noclash.chat import conversations as convs
 from noclash.chat import lifecycle, messages
@@ -79,6 +82,9 @@ def render(row: Any) -> dict:
 
 def render_message(row: Any) -> dict:
     return {name: getattr(row, name) for name in MessageOut.model_fields}
+
+
+MESSAGE_OUT = Rendered(MessageOut)
 
 
 @router.get("/api/conversations", response_model=ConversationPage)
@@ -162,18 +168,24 @@ def list_messages(
 @router.post(
     "/api/conversations/{conversation_id}/messages", status_code=201, response_model=MessageOut
 )
-def reply(
+async def reply(
+    request: Request,
     conversation_id: str,
     body: ReplyIn,
     user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-    settings: Settings = Depends(get_settings),
-) -> dict:
+) -> Response:
     """An agent's outbound reply (stored; delivery to the platform is not part of noclash)."""
+    settings: Settings = request.app.state.settings
     if len(body.text) > settings.max_text_length:
         raise InvalidInput(
             f"text is longer than {settings.max_text_length} characters", field="text"
         )
+    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
+    engine: Engine = request.app.state.engine
+    return await anyio.to_thread.run_sync(_reply, engine, user.id, conversation_id, body.text)
+
+
+def _reply(engine: Engine, owner_id: UUID, conversation_id: str, text: str) -> Response:
     with engine.begin() as conn:
-        row = messages.send_reply(conn, conversation_id, owner_id=user.id, text=body.text)
-    return render_message(row)
+        row = messages.send_reply(conn, conversation_id, owner_id=owner_id, text=text)
+    return MESSAGE_OUT.response(render_message(row))

@@ -18,12 +18,15 @@ from typing import Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+import anyio
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
+from starlette.responses import Response
 
 from noclash.api.deps import current_user, get_engine
+from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
 from noclash.chat import slugs
 from noclash.chat.chatbots import get_chatbot
@@ -62,6 +65,9 @@ def render(row: Any) -> dict:
     return {name: getattr(row, name) for name in SlugConversationOut.model_fields}
 
 
+CONVERSATION_OUT = Rendered(SlugConversationOut)
+
+
 def by_slug_path(chatbot_id: UUID, slug: str) -> str:
     return f"/api/chatbots/{chatbot_id}/conversations/by-slug/{quote(slug, safe='')}"
 
@@ -71,19 +77,27 @@ def by_slug_path(chatbot_id: UUID, slug: str) -> str:
     status_code=201,
     response_model=SlugConversationOut,
 )
-def create_conversation(
+async def create_conversation(
+    request: Request,
     chatbot_id: str,
     body: ConversationCreate,
     user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+) -> Response:
     """Create a conversation; its slug comes from the title and is unique in the chatbot."""
+    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
+    engine: Engine = request.app.state.engine
+    return await anyio.to_thread.run_sync(_create_conversation, engine, user.id, chatbot_id, body)
+
+
+def _create_conversation(
+    engine: Engine, owner_id: UUID, chatbot_id: str, body: ConversationCreate
+) -> Response:
     with engine.begin() as conn:
-        bot = get_chatbot(conn, chatbot_id, owner_id=user.id)
+        bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
         row, _created = insert_conversation(
             conn, chatbot_id=bot.id, psid=body.psid, title=body.title or None
         )
-    return render(row)
+    return CONVERSATION_OUT.response(render(row))
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=SlugConversationOut)

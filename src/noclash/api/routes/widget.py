@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from noclash.api.deps import get_engine, get_settings, optional_user
+from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
 from noclash.channels.widget import MAX_CLIENT_MESSAGE_ID_LENGTH
 from noclash.chat import sessions as chat
@@ -47,23 +49,32 @@ class WidgetMessageOut(BaseModel):
     duplicate: bool
 
 
+SESSION_OUT = Rendered(SessionOut)
+
+
 def _require(require_auth: bool, user: User | None) -> None:
     if require_auth and user is None:
         raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")
 
 
 @router.post("/api/widget/{public_token}/sessions", status_code=201, response_model=SessionOut)
-def start_session(
-    public_token: str,
-    user: User | None = Depends(optional_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+async def start_session(
+    request: Request, public_token: str, user: User | None = Depends(optional_user)
+) -> Response:
     """Start a visitor session; the server makes the session id (UUIDv4, unique)."""
+    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
+    engine: Engine = request.app.state.engine
+    return await anyio.to_thread.run_sync(_start_session, engine, public_token, user)
+
+
+def _start_session(engine: Engine, public_token: str, user: User | None) -> Response:
     with engine.begin() as conn:
         chatbot = get_chatbot_by_public_token(conn, public_token)
         _require(chatbot.require_auth, user)
         session = chat.start_session(conn, chatbot)
-    return {"conversation_id": session.conversation_id, "session_id": session.session_id}
+    return SESSION_OUT.response(
+        {"conversation_id": session.conversation_id, "session_id": session.session_id}
+    )
 
 
 @router.post(
