@@ -78,6 +78,20 @@ def test_sqlite_runs_in_wal_with_a_busy_timeout(engine):
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
+def test_sqlite_registers_slugs_by_trigger(engine):
+    """SQLite has no DML in a CTE: migration 0002's triggers write the slug registry."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite triggers")
+    with engine.connect() as conn:
+        names = set(
+            conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master "
+                "WHERE type = 'trigger' AND tbl_name = 'conversations'"
+            ).scalars()
+        )
+    assert names == {"conversations_slug_not_former", "conversations_slug_register"}
+
+
 def test_partial_index_on_both_dialects(engine):
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":

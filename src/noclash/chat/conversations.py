@@ -12,9 +12,9 @@ A conversation has two unique keys that a create can hit:
 Each attempt is one row of an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, and one
 statement holds two: the plain slug, then a suffixed candidate with the same id, stored
 only if the first row was not (see :func:`_two_attempts`). On PostgreSQL the registry row
-goes in the same statement (a data-modifying CTE), so a create costs one statement whether
-or not its title is taken; SQLite, with no DML in a CTE, writes the registry row in a
-second one. No row back means a key is taken: the active winner is read by the partial
+goes in the same statement (a data-modifying CTE; on SQLite, which has no DML in a CTE,
+the schema's triggers write it), so a create costs one statement whether or not its title
+is taken. No row back means a key is taken: the active winner is read by the partial
 index, or else the slugs were taken and the next candidates are tried. No SELECT decides
 anything before the INSERT.
 """
@@ -151,21 +151,18 @@ def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bo
 
 
 def claim_attempt(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
-    """One attempt: ``(row, slug_registered)``, or ``(None, False)`` when a key is taken.
+    """One statement: ``(row, slug_registered)``, or ``(None, False)`` when a key is taken.
 
     ``values`` holds every inserted column and ``fallback_slug``, the candidate tried in
-    the same statement when ``slug`` is taken.
+    the same statement when ``slug`` is taken. The registry row goes in the same
+    statement: in the CTE on PostgreSQL, by the schema's triggers on SQLite (migration
+    0002), where a former slug makes the row be skipped like a taken one, so a stored row
+    is always registered there.
     """
     if dialect_for(conn).supports_dml_in_cte:
         return _insert_pg(conn, values)
-    return _insert_two_statements(conn, values)
-
-
-def _insert_two_statements(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
     row = conn.execute(_claim_statement(dialect_for(conn).insert), values).first()
-    if row is None:
-        return None, False
-    return row, _register(conn, row.chatbot_id, row.slug, row.id, row.created_at)
+    return row, row is not None
 
 
 def _register(
