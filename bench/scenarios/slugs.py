@@ -35,6 +35,7 @@ from bench.harness import CaseSpec, Config, Contender, Op
 from bench.scenarios import Env, make_owner
 from bench.seeds import seed_004_create_conversation
 from noclash.chat.conversations import insert_conversation
+from noclash.db.dialects import dialect_for
 from noclash.db.tables import conversation_slugs, conversations
 from noclash.db.types import utcnow
 from noclash.unique import uuid4, uuid7
@@ -69,8 +70,9 @@ def _prepopulate(engine: Engine, chatbot_id: UUID, k: int) -> UUID:
         for i in range(0, len(rows), _BATCH):
             batch = rows[i : i + _BATCH]
             conn.execute(sa.insert(conversations), batch)
+            # On SQLite the schema's triggers have registered the slugs already.
             conn.execute(
-                sa.insert(conversation_slugs),
+                dialect_for(conn).insert(conversation_slugs).on_conflict_do_nothing(),
                 [
                     {"chatbot_id": chatbot_id, "slug": r["slug"], "conversation_id": r["id"],
                      "created_at": now}

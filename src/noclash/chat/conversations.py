@@ -81,18 +81,22 @@ def _bound_values(slug_param: str = "slug") -> dict[str, Any]:
 
 
 def _two_attempts(insert: Any) -> Any:
-    """``INSERT INTO conversations VALUES (:slug ...), (:fallback_slug ...) ON CONFLICT DO
-    NOTHING RETURNING *``: two slug attempts in one statement.
+    """``INSERT INTO conversations SELECT <:slug row> UNION ALL SELECT <:fallback_slug row>
+    ON CONFLICT DO NOTHING RETURNING *``: two slug attempts in one statement.
 
     Both rows carry the same id, so at most one is stored: the first (the plain slug) when
     the unique indexes accept it, else the second, whose id is then free. Each row is an
     attempt the unique indexes decide, as if sent alone; a title that is already taken
     costs one statement, not two. Nothing back: both slugs are taken, or another
-    conversation holds the active (connection, psid) key.
+    conversation holds the active (connection, psid) key. (``INSERT ... SELECT``, not a
+    multi-row ``VALUES``: SQLAlchemy caches the compiled form of the former only.)
     """
+    rows = sa.select(*_bound_values().values()).union_all(
+        sa.select(*_bound_values(slug_param="fallback_slug").values())
+    )
     return (
         insert(conversations)
-        .values([_bound_values(), _bound_values(slug_param="fallback_slug")])
+        .from_select(list(_INSERT_COLUMNS), rows)
         .on_conflict_do_nothing()
         .returning(*conversations.c)
     )
