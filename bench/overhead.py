@@ -141,6 +141,7 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
             params = {
                 "id": uuid7(), "chatbot_id": owner.chatbot_id, "connection_id": None,
                 "psid": None, "status": "OPEN", "title": title, "slug": slugify(title),
+                "fallback_slug": f"{slugify(title)}-zzzz",
                 "created_at": now, "closed_at": None, "last_message_at": None,
             }
             with engine.begin() as conn:
