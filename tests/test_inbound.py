@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -144,6 +143,13 @@ def test_concurrent_first_messages_share_one_conversation(engine, connection):
     assert len(_msgs(engine, conv.id)) == 8
 
 
+def _missed(chatbot_id):
+    """A delivery step's answer for "no active conversation, message not stored"."""
+    from noclash.chat.inbound import _Seen
+
+    return _Seen(chatbot_id, None, None, None, None)
+
+
 def _patch_deliver(monkeypatch, wrap):
     """Wrap the delivery step (one statement on PostgreSQL, two on SQLite) with ``wrap``."""
     from noclash.chat import inbound
@@ -178,10 +184,7 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
             calls.append("deliver")
             seen = real(conn, params)
             assert seen.known_id == first.message_id  # the real step does see it
-            return SimpleNamespace(
-                chatbot_id=seen.chatbot_id, conversation_id=None, message_id=None,
-                known_id=None, known_conversation_id=None,
-            )
+            return _missed(seen.chatbot_id)
 
         return deliver
 
@@ -230,10 +233,7 @@ def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
                         connections.c.id == params["connection"]
                     )
                 ).one()
-                return SimpleNamespace(
-                    chatbot_id=seen.chatbot_id, conversation_id=None, message_id=None,
-                    known_id=None, known_conversation_id=None,
-                )
+                return _missed(seen.chatbot_id)
             return real(conn, params)
 
         return deliver
