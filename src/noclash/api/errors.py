@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from noclash.db.tables import metadata
-from noclash.unique import UniqueViolation, translate
+from noclash.unique import ClaimNotSettled, UniqueViolation, translate
 
 log = logging.getLogger("noclash.api")
 
@@ -73,6 +73,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UniqueViolation)
     async def _unique(_req: Request, exc: UniqueViolation) -> JSONResponse:
         return unique_violation_problem(exc)
+
+    @app.exception_handler(ClaimNotSettled)
+    async def _not_settled(req: Request, exc: ClaimNotSettled) -> JSONResponse:
+        # A claim kept losing to rows that moved (closed, deleted) on every attempt: no
+        # duplicate was stored, and a retry settles it. Transient, so 503, never a 500.
+        log.warning("claim not settled on %s %s: %s", req.method, req.url.path, exc)
+        return problem(503, "the request kept colliding; retry later", kind="unavailable")
 
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
