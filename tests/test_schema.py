@@ -92,6 +92,42 @@ def test_sqlite_registers_slugs_by_trigger(engine):
     assert names == {"conversations_slug_not_former", "conversations_slug_register"}
 
 
+def test_sqlite_moves_conversations_by_trigger(engine):
+    """Migration 0003: any message INSERT, by noclash or not, moves its conversation's
+    last_message_at forward (never back) and an inbound one wakes a snooze."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite triggers")
+    from datetime import UTC, datetime, timedelta
+
+    from noclash.chat.conversations import insert_conversation
+    from noclash.db.tables import conversations, messages
+    from noclash.unique import uuid7
+    from tests.support.factories import make_chatbot
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    bot = make_chatbot(engine)
+    with engine.begin() as conn:
+        conv, _ = insert_conversation(conn, chatbot_id=bot.id, status="SNOOZED")
+
+    def insert(direction, sent_at):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(messages).values(
+                    id=uuid7(), conversation_id=conv.id, direction=direction, text="x",
+                    sent_at=sent_at, created_at=t0 + timedelta(days=1),
+                )
+            )
+            return conn.execute(
+                sa.select(conversations.c.status, conversations.c.last_message_at)
+                .where(conversations.c.id == conv.id)
+            ).one()
+
+    assert tuple(insert("out", t0 + timedelta(minutes=5))) == ("SNOOZED", t0 + timedelta(minutes=5))
+    assert tuple(insert("out", t0)) == ("SNOOZED", t0 + timedelta(minutes=5))  # never back
+    assert tuple(insert("in", t0 + timedelta(minutes=1))) == ("OPEN", t0 + timedelta(minutes=5))
+    assert tuple(insert("in", None)) == ("OPEN", t0 + timedelta(days=1))  # received time
+
+
 def test_partial_index_on_both_dialects(engine):
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":

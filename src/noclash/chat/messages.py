@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from noclash.chat.conversations import get_conversation
 from noclash.chat.errors import Conflict
 from noclash.chat.inbound import touch
+from noclash.db.dialects import dialect_for
 from noclash.db.tables import messages
 from noclash.db.types import utcnow
 from noclash.unique import translating, uuid7
@@ -78,7 +79,8 @@ def send_reply(
             )
             .returning(*messages.c)
         ).one()
-    touch(conn, conversation.id, now, reopen_snoozed=False)
+    if not dialect_for(conn).messages_move_conversations:
+        touch(conn, conversation.id, now, reopen_snoozed=False)
     return row
 
 

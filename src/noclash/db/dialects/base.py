@@ -50,6 +50,9 @@ class Dialect:
     supports_dml_in_cte: ClassVar[bool] = False
     # CREATE INDEX CONCURRENTLY and friends.
     supports_concurrent_index_build: ClassVar[bool] = False
+    # The schema's trigger moves a conversation's last_message_at forward (and wakes a
+    # snooze) on every message INSERT (migration 0003), so no statement of ours has to.
+    messages_move_conversations: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
