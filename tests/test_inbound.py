@@ -180,9 +180,9 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
     calls = []
 
     def stale(real):
-        def deliver(conn, params):
+        def deliver(conn, params, **kw):
             calls.append("deliver")
-            seen = real(conn, params)
+            seen = real(conn, params, **kw)
             assert seen.known_id == first.message_id  # the real step does see it
             return _missed(seen.chatbot_id)
 
@@ -225,7 +225,7 @@ def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
     misses = []
 
     def miss_once(real):
-        def deliver(conn, params):
+        def deliver(conn, params, **kw):
             if not misses:
                 misses.append(True)
                 seen = conn.execute(
@@ -234,7 +234,7 @@ def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
                     )
                 ).one()
                 return _missed(seen.chatbot_id)
-            return real(conn, params)
+            return real(conn, params, **kw)
 
         return deliver
 

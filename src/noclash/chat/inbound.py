@@ -7,11 +7,10 @@ In one transaction, as few statements as the database allows:
    platform_message_id) DO NOTHING``: the unique key dedupes it. ``last_message_at``
    becomes ``max(last_message_at, sent_at)`` (an out-of-order delivery never rewinds it)
    and a SNOOZED conversation re-opens. On PostgreSQL this is **one statement**, a
-   data-modifying CTE that locks the conversation ``FOR UPDATE`` (a close that commits
-   meanwhile makes it miss rather than return a CLOSED row), stores, touches, and reads
-   back the connection's chatbot and any earlier copy of the message. SQLite has no DML
-   in a CTE: there it is an ``INSERT ... SELECT`` and the touch (its ``BEGIN IMMEDIATE``
-   already holds other writers off), plus one read on a miss.
+   data-modifying CTE (:func:`_deliver_statement`); SQLite has no DML in a CTE, so there
+   it is an ``INSERT ... SELECT`` whose trigger moves the conversation (migration 0003),
+   plus one read on a miss. See *Locks* below for how concurrent deliveries into one
+   conversation avoid queueing behind each other.
 2. **Duplicate?** A message stored before (a redelivery, also after a close) is answered
    with ``duplicate=True`` and nothing is written: a redelivery never opens an empty
    conversation.
@@ -22,6 +21,27 @@ In one transaction, as few statements as the database allows:
    ``uq_conversations_active_connection_id_psid``: step 1 runs again and delivers into the
    winner (or, if an agent closed it in between, misses and starts the next one). A
    message key taken by a concurrent delivery removes the conversation made only for it.
+
+Locks (PostgreSQL). A delivery must be ordered against a close (a message never lands in
+a conversation whose close committed first), but not against other deliveries:
+
+- it takes ``FOR KEY SHARE`` on the active conversation, the lock its message's foreign key
+  takes anyway. Deliveries share it; a close, snooze, reopen or reply, which lock
+  ``FOR UPDATE``, waits for them, and a delivery that finds the row so locked waits and
+  then re-reads it (a CLOSED row is a miss);
+- a redelivery takes no lock at all: ``known`` decides first, so a redelivered webhook
+  writes nothing and its commit flushes nothing;
+- the touch of ``last_message_at`` needs the row's ``FOR NO KEY UPDATE`` lock. It is taken
+  ``SKIP LOCKED``: when another delivery is touching the row right now, this one stores its
+  message without waiting and, after its commit, runs :func:`_catch_up`, which moves
+  ``last_message_at`` to the newest message stored since its own, waiting its turn then
+  (usually to find that the other touch already covered it). A burst of messages for one
+  customer therefore commits together instead of one lock holder at a time, and
+  ``last_message_at`` still ends at the newest message. Waking a snooze cannot be
+  deferred like that: a delivery that finds a SNOOZED row being touched rolls back and
+  runs again under ``FOR NO KEY UPDATE``, which it then waits for;
+- when the caller owns the transaction (``bind`` is a Connection) nothing can run after
+  its commit, so the delivery takes ``FOR NO KEY UPDATE`` at once and touches in-statement.
 
 The reads are shortcuts; the unique keys are the guarantees. There are no in-process
 locks: any number of processes can run this concurrently.
@@ -119,10 +139,36 @@ def receive_message(
     if sent_at is not None and sent_at.tzinfo is None:
         raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
-    if isinstance(bind, Engine):
+    if not isinstance(bind, Engine):
+        return _receive(bind, *args, exclusive=True).result
+    try:
         with bind.begin() as conn:
-            return _receive(conn, *args)
-    return _receive(bind, *args)
+            delivered = _receive(conn, *args, exclusive=False)
+    except _WakeUnderLock:
+        with bind.begin() as conn:
+            delivered = _receive(conn, *args, exclusive=True)
+    if delivered.catch_up is not None:
+        with bind.begin() as conn:
+            _catch_up(conn, delivered.catch_up)
+    return delivered.result
+
+
+class _WakeUnderLock(Exception):
+    """A SNOOZED conversation's row was being touched by another delivery: the message
+    must wake it in its own transaction, so run again under ``FOR NO KEY UPDATE``."""
+
+
+class _CatchUp(NamedTuple):
+    """The touch a delivery skipped because another one held the row (see *Locks*)."""
+
+    conversation_id: UUID
+    at: datetime
+    message_id: UUID
+
+
+class _Delivered(NamedTuple):
+    result: InboundResult
+    catch_up: _CatchUp | None = None
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
@@ -143,7 +189,9 @@ def _receive(
     sent_at: datetime | None,
     username: str | None,
     now: datetime | None,
-) -> InboundResult:
+    *,
+    exclusive: bool,
+) -> _Delivered:
     now = now or utcnow()
     # Parameter names that are not conversations' column names: SQLAlchemy would add an
     # execution parameter named like a column to the SET clause of the touch UPDATE.
@@ -161,18 +209,26 @@ def _receive(
     deliver = _deliver_one_statement if one_statement else _deliver_two_statements
     start = _start_one_statement if one_statement else _start_two_statements
     title = username[:MAX_TITLE_LENGTH] if username else None
-    candidates = islice(slug_candidates(slug_base(title, text)), MAX_SLUG_ATTEMPTS)
+    candidates = _slug_attempts(title, text)
     for _ in range(MAX_SLUG_ATTEMPTS + CLAIM_ATTEMPTS):
-        seen = deliver(conn, params)
+        seen = deliver(conn, params, exclusive=exclusive)
         if seen is None:
             raise NotFound("connection not found")
         if seen.message_id is not None:
-            return InboundResult(seen.conversation_id, seen.message_id, False, False)
+            result = InboundResult(seen.conversation_id, seen.message_id, False, False)
+            if not seen.needs_touch or seen.touched_id is not None:
+                return _Delivered(result)
+            # Another delivery is touching the row (only without ``exclusive``).
+            if seen.status == "SNOOZED":
+                raise _WakeUnderLock
+            return _Delivered(result, _CatchUp(seen.conversation_id, params["at"], seen.message_id))
         if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
-            return InboundResult(seen.known_conversation_id, seen.known_id, True, False)
+            return _Delivered(
+                InboundResult(seen.known_conversation_id, seen.known_id, True, False)
+            )
         if seen.conversation_id is not None:
             # The conversation is active, but a concurrent delivery of this message won.
-            return _duplicate(conn, connection_id, platform_message_id)
+            return _Delivered(_duplicate(conn, connection_id, platform_message_id))
         # No active conversation and the message is new: start one with it. Nothing back
         # means another delivery's conversation won the partial unique index (or the slug
         # candidates were taken): deliver again, into the winner.
@@ -194,10 +250,16 @@ def _receive(
         }
         started = start(conn, values, candidates)
         if started is not None:
-            return started
+            return _Delivered(started)
     raise ClaimNotSettled(
         f"no conversation for {psid!r} settled after {MAX_SLUG_ATTEMPTS} attempts"
     )
+
+
+def _slug_attempts(title: str | None, text: str) -> Iterator[str]:
+    """The slugs a new conversation tries, worked out only when one is started: most
+    deliveries go into an existing conversation and never ask."""
+    yield from islice(slug_candidates(slug_base(title, text)), MAX_SLUG_ATTEMPTS)
 
 
 def _duplicate(conn: Connection, connection_id: UUID, platform_message_id: str) -> InboundResult:
@@ -242,43 +304,35 @@ _MESSAGE_COLUMNS = [
 ]
 
 
+def _needs_touch(table: sa.Table | Any) -> sa.ColumnElement[bool]:
+    """Whether a message at ``:at`` moves this conversation: a later ``last_message_at``,
+    or a snooze to wake. The touch and the decision to catch up both ask this."""
+    last = table.c.last_message_at
+    return sa.or_(
+        last.is_(None),
+        last < sa.bindparam("at", type_=UTCDateTime()),
+        table.c.status == sa.literal("SNOOZED"),
+    )
+
+
 @cache
-def _deliver_statement(insert: Any) -> Any:
-    """Lock the active conversation, store the message, move the conversation forward,
+def _deliver_statement(insert: Any, exclusive: bool) -> Any:
+    """Find the active conversation, store the message, move the conversation forward,
     and read what a miss needs, in one data-modifying CTE:
 
-    - ``active``: the OPEN or SNOOZED conversation of (connection, psid), ``FOR UPDATE``
-      through the partial index (a close that commits meanwhile makes this miss);
+    - ``known``: the message as stored before this statement (a redelivery);
+    - ``active``: the OPEN or SNOOZED conversation of (connection, psid), through the
+      partial index, unless the message is known (a redelivery locks nothing). Locked
+      ``FOR KEY SHARE``, or ``FOR NO KEY UPDATE`` when ``exclusive`` (see *Locks*); a
+      close that commits meanwhile makes it miss;
     - ``stored``: ``INSERT ... SELECT`` from ``active``, ``ON CONFLICT (connection_id,
       platform_message_id) DO NOTHING``, the dedupe key deciding;
-    - ``touched``: the forward-only ``last_message_at`` UPDATE, only for a stored message;
-    - ``known``: the message as stored before this statement (a redelivery);
+    - ``touched``: the forward-only ``last_message_at`` UPDATE (and a snooze woken), only
+      for a stored message that moves the conversation. Without ``exclusive`` its row lock
+      is taken ``SKIP LOCKED`` (``lockable``): nothing back while another delivery holds it;
     - the connection's chatbot, for the start of a new conversation, and none at all for
       an unknown connection.
     """
-    active = (
-        active_conversation_query(
-            _param("connection", conversations.c.connection_id),
-            _param("customer", conversations.c.psid),
-        )
-        .with_only_columns(conversations.c.id)
-        .with_for_update()
-        .cte("active")
-    )
-    stored = (
-        insert(messages)
-        .from_select(_MESSAGE_COLUMNS, _message_select(active.c.id))
-        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
-        .returning(messages.c.id, messages.c.conversation_id)
-        .cte("stored")
-    )
-    touched = (
-        sa.update(conversations)
-        .where(conversations.c.id == stored.c.conversation_id)
-        .values(_touch_values(reopen_snoozed=True))
-        .returning(conversations.c.id)
-        .cte("touched")
-    )
     known = (
         sa.select(messages.c.id, messages.c.conversation_id)
         .where(
@@ -288,6 +342,45 @@ def _deliver_statement(insert: Any) -> Any:
         )
         .cte("known")
     )
+    active = (
+        active_conversation_query(
+            _param("connection", conversations.c.connection_id),
+            _param("customer", conversations.c.psid),
+        )
+        .with_only_columns(
+            conversations.c.id,
+            conversations.c.status,
+            _needs_touch(conversations).label("needs_touch"),
+        )
+        .where(~sa.exists(known.select()))
+        .with_for_update(read=not exclusive, key_share=True)
+        .cte("active")
+    )
+    stored = (
+        insert(messages)
+        .from_select(_MESSAGE_COLUMNS, _message_select(active.c.id))
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id, messages.c.conversation_id)
+        .cte("stored")
+    )
+    touch_rows = sa.and_(
+        conversations.c.id.in_(sa.select(stored.c.conversation_id)), _needs_touch(conversations)
+    )
+    if not exclusive:
+        lockable = (
+            sa.select(conversations.c.id)
+            .where(touch_rows)
+            .with_for_update(key_share=True, skip_locked=True)
+            .cte("lockable")
+        )
+        touch_rows = conversations.c.id.in_(sa.select(lockable.c.id))
+    touched = (
+        sa.update(conversations)
+        .where(touch_rows)
+        .values(_touch_values(reopen_snoozed=True))
+        .returning(conversations.c.id)
+        .cte("touched")
+    )
     return (
         sa.select(
             connections.c.chatbot_id,
@@ -295,20 +388,67 @@ def _deliver_statement(insert: Any) -> Any:
             stored.c.id.label("message_id"),
             known.c.id.label("known_id"),
             known.c.conversation_id.label("known_conversation_id"),
+            active.c.status,
+            active.c.needs_touch,
+            touched.c.id.label("touched_id"),
         )
         .select_from(
             connections.outerjoin(active, sa.true())
             .outerjoin(stored, sa.true())
             .outerjoin(known, sa.true())
+            .outerjoin(touched, sa.true())
         )
         .where(connections.c.id == _param("connection", connections.c.id))
-        .add_cte(touched)
     )
 
 
-def _deliver_one_statement(conn: Connection, params: dict[str, Any]) -> Row | None:
+def _deliver_one_statement(
+    conn: Connection, params: dict[str, Any], *, exclusive: bool = True
+) -> Row | None:
+    statement = _deliver_statement(dialect_for(conn).insert, exclusive)
     with translating(messages.metadata):
-        return conn.execute(_deliver_statement(dialect_for(conn).insert), params).first()
+        return conn.execute(statement, params).first()
+
+
+@cache
+def _catch_up_statement() -> Any:
+    """``last_message_at`` to the newest message stored since ``:since_id``, if still behind
+    ``:at``: the touch a delivery skipped, run after its commit (see *Locks*).
+
+    Waiting for the row lock is safe here, as this transaction holds nothing else. Once it
+    has the lock, the WHERE is checked again on the row as the other touch left it: if that
+    touch already covered ``:at``, nothing is written. Otherwise the messages stored since
+    this delivery's own (UUIDv7 ids, so a short index range) give the new value, which
+    covers every delivery that committed before this statement began, so a burst settles
+    in a touch or two.
+    """
+    m = messages.c
+    newest = (
+        sa.select(sa.func.max(sa.func.coalesce(m.sent_at, m.created_at)))
+        .where(
+            m.conversation_id == sa.bindparam("conversation_id", type_=m.conversation_id.type),
+            m.id >= sa.bindparam("since_id", type_=m.id.type),
+        )
+        .scalar_subquery()
+    )
+    at = sa.bindparam("at", type_=UTCDateTime())
+    last = conversations.c.last_message_at
+    return (
+        sa.update(conversations)
+        .where(
+            conversations.c.id == sa.bindparam("conversation_id"),
+            sa.or_(last.is_(None), last < at),
+        )
+        .values(last_message_at=sa.func.coalesce(newest, at))
+    )
+
+
+def _catch_up(conn: Connection, catch_up: _CatchUp) -> None:
+    conn.execute(
+        _catch_up_statement(),
+        {"conversation_id": catch_up.conversation_id, "at": catch_up.at,
+         "since_id": catch_up.message_id},
+    )  # fmt: skip
 
 
 @cache
@@ -396,22 +536,33 @@ _CONNECTION_STORED_ACTIVE = (
 
 
 class _Seen(NamedTuple):
-    """What a delivery found, as the PostgreSQL statement's row has it."""
+    """What a delivery found, as the PostgreSQL statement's row has it.
+
+    ``needs_touch`` with no ``touched_id`` means the touch was skipped (see *Locks*);
+    SQLite's trigger always touches, so it leaves both at their defaults.
+    """
 
     chatbot_id: UUID | None
     conversation_id: UUID | None
     message_id: UUID | None
     known_id: UUID | None
     known_conversation_id: UUID | None
+    status: str | None = None
+    needs_touch: bool = False
+    touched_id: UUID | None = None
 
 
-def _deliver_two_statements(conn: Connection, params: dict[str, Any]) -> Any:
-    """The message into the active conversation, then the touch; on a miss, one read of
-    the connection, the stored message and the active conversation."""
+def _deliver_two_statements(
+    conn: Connection, params: dict[str, Any], *, exclusive: bool = True
+) -> Any:
+    """The message into the active conversation (the schema's trigger moves the
+    conversation); on a miss, one read of the connection, the stored message and the
+    active conversation. ``exclusive`` changes nothing: SQLite has one writer at a time."""
     with translating(messages.metadata):
         stored = conn.execute(_deliver_into_active(dialect_for(conn).insert), params).first()
     if stored is not None:
-        touch(conn, stored.conversation_id, params["at"], reopen_snoozed=True)
+        if not dialect_for(conn).messages_move_conversations:
+            touch(conn, stored.conversation_id, params["at"], reopen_snoozed=True)
         return _Seen(None, stored.conversation_id, stored.id, None, None)
     return conn.execute(_CONNECTION_STORED_ACTIVE, params).first()
 
