@@ -113,6 +113,23 @@ class Databases:
             return f"sqlite:///{target}"
         return self._pg_create(template=template)
 
+    def bare_db(self, dialect: str) -> str:
+        """noclash's tables without the schema's triggers: what the limit writes into.
+
+        The limit is a bare INSERT. On SQLite the schema's triggers would make the same
+        INSERT register a slug (migration 0002) or move a conversation (0003), which is
+        noclash's work, not the limit's. PostgreSQL's schema has no triggers of its own.
+        """
+        url = self.noclash_db(dialect)
+        if dialect == "sqlite":
+            path = make_url(url).database or ""
+            with sqlite3.connect(path) as conn:
+                names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                for (name,) in names.fetchall():
+                    conn.execute(f'DROP TRIGGER "{name}"')
+            conn.close()
+        return url
+
     def empty_db(self, dialect: str) -> str:
         """A fresh empty database (for contenders that need another schema)."""
         if dialect == "sqlite":

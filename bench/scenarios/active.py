@@ -16,7 +16,8 @@ Contenders:
 - ``seed-002``: its schema (no unique index on the active conversation, none on message
   ids) and its five application checks before the INSERTs (:class:`bench.seeds.Seed002`);
 - ``noclash``: :func:`noclash.chat.inbound.receive_message`, the one inbound path;
-- ``limit``: a bare message INSERT into a conversation known in advance.
+- ``limit``: a bare message INSERT into a conversation known in advance, in a copy of the
+  schema without its triggers (:meth:`bench.databases.Databases.bare_db`).
 
 After the case the database is read for what matters more than speed: active
 conversations beyond one per (connection, psid), and messages stored more than once.
@@ -104,16 +105,18 @@ def violations(engine: Engine, meta: MetaData, connection_id: UUID) -> dict[str,
 def _build(env: Env, dialect: str, writers: int, burst: bool) -> Iterator[list[Contender]]:
     url = env.databases.noclash_db(dialect)
     seed_url = env.databases.empty_db(dialect)
+    bare_url = env.databases.bare_db(dialect)
     engine = noclash_engine(url, writers)
+    bare_engine = noclash_engine(bare_url, writers)
     seeds = seed_engine(seed_url, writers)
     seed_meta = seed_002_metadata()
     seed_meta.create_all(seeds)
     seed = Seed002(seed_meta)
     seed_owner = make_owner(seeds, seed_meta, tag="seed-002")
     owner = make_owner(engine, tag="noclash")
-    limit_owner = make_owner(engine, tag="limit")
+    limit_owner = make_owner(bare_engine, tag="limit")
     known = uuid7()
-    with engine.begin() as conn:
+    with bare_engine.begin() as conn:
         conn.execute(
             sa.insert(tables.conversations).values(
                 id=known, chatbot_id=limit_owner.chatbot_id,
@@ -150,7 +153,7 @@ def _build(env: Env, dialect: str, writers: int, burst: bool) -> Iterator[list[C
             "platform_message_id": f"{mid}-{uuid7().hex}", "direction": "in",
             "text": "hello, is anyone there?", "sent_at": now, "created_at": now,
         }
-        with engine.begin() as conn:
+        with bare_engine.begin() as conn:
             conn.execute(bare, values)
 
     def restart(name: str, round_: int) -> None:
@@ -159,12 +162,12 @@ def _build(env: Env, dialect: str, writers: int, burst: bool) -> Iterator[list[C
     checks: dict[str, Callable[[], dict[str, int]]] = {
         "seed-002": partial(violations, seeds, seed_meta, seed_owner.connection_id),
         "noclash": partial(violations, engine, tables.metadata, owner.connection_id),
-        "limit": partial(violations, engine, tables.metadata, limit_owner.connection_id),
+        "limit": partial(violations, bare_engine, tables.metadata, limit_owner.connection_id),
     }
     ops: dict[str, tuple[str, Op, Engine]] = {
         "seed-002": ("seed", seed_op, seeds),
         "noclash": ("noclash", noclash_op, engine),
-        "limit": ("limit", limit_op, engine),
+        "limit": ("limit", limit_op, bare_engine),
     }
     try:
         yield [
@@ -175,10 +178,10 @@ def _build(env: Env, dialect: str, writers: int, burst: bool) -> Iterator[list[C
             for name, (role, op, eng) in ops.items()
         ]
     finally:
-        engine.dispose()
-        seeds.dispose()
-        env.databases.drop(url)
-        env.databases.drop(seed_url)
+        for eng in (engine, seeds, bare_engine):
+            eng.dispose()
+        for db in (url, seed_url, bare_url):
+            env.databases.drop(db)
 
 
 def specs(env: Env, config: Config) -> list[CaseSpec]:

@@ -12,6 +12,9 @@ deleted outside the timed part), so K does not drift.
   ``INSERT ... ON CONFLICT DO NOTHING`` per candidate, the database decides;
 - ``limit``: one INSERT of a slug made unique in advance (``base-<uuid>``).
 
+The seed loop and the limit write into a copy of the schema without its triggers
+(:meth:`bench.databases.Databases.bare_db`): on SQLite those register noclash's slugs.
+
 K = 0 means the title is new: every create gets a title nobody has used. With several
 writers, the same new title is created by all of them at once (creates are grouped by
 ticket, ``writers`` per title), which is the race seed 004 loses: both SELECTs see the
@@ -119,14 +122,21 @@ class _Titles:
 @contextmanager
 def _build(env: Env, dialect: str, writers: int, k: int) -> Iterator[list[Contender]]:
     url = env.databases.noclash_db(dialect)
+    bare_url = env.databases.bare_db(dialect)
     engine = noclash_engine(url, writers)
-    seeds = seed_engine(url, writers)
-    owners = {name: make_owner(engine, tag=name) for name in CONTENDERS}
-    seeded = {name: _prepopulate(engine, o.chatbot_id, k) for name, o in owners.items()}
+    # Seed 004's schema had a unique slug and no registry: like the limit, it writes into
+    # the tables without noclash's triggers (the registry ones, on SQLite).
+    seeds = seed_engine(bare_url, writers)
+    bare_engine = noclash_engine(bare_url, writers)
+    engines = {"seed-004": seeds, "noclash": engine, "limit": bare_engine}
+    owners = {name: make_owner(engines[name], tag=name) for name in CONTENDERS}
+    seeded = {
+        name: _prepopulate(engines[name], o.chatbot_id, k) for name, o in owners.items()
+    }
     titles = {name: _Titles(k, writers) for name in CONTENDERS}
 
     def before(name: str, round_: int) -> None:
-        _reset(engine, owners[name].chatbot_id, seeded[name])
+        _reset(engines[name], owners[name].chatbot_id, seeded[name])
         titles[name].restart(round_)
 
     def seed_op(_w: int, _i: int) -> None:
@@ -151,13 +161,13 @@ def _build(env: Env, dialect: str, writers: int, k: int) -> Iterator[list[Conten
             "slug": f"{BASE}-{uuid4().hex}",
             "created_at": utcnow(),
         }
-        with engine.begin() as conn:
+        with bare_engine.begin() as conn:
             conn.execute(bare, values)
 
     ops: dict[str, tuple[str, Op, Engine]] = {
         "seed-004": ("seed", seed_op, seeds),
         "noclash": ("noclash", noclash_op, engine),
-        "limit": ("limit", limit_op, engine),
+        "limit": ("limit", limit_op, bare_engine),
     }
     try:
         yield [
@@ -165,9 +175,10 @@ def _build(env: Env, dialect: str, writers: int, k: int) -> Iterator[list[Conten
             for name, (role, op, eng) in ops.items()
         ]
     finally:
-        engine.dispose()
-        seeds.dispose()
+        for eng in engines.values():
+            eng.dispose()
         env.databases.drop(url)
+        env.databases.drop(bare_url)
 
 
 def specs(env: Env, config: Config) -> list[CaseSpec]:
