@@ -31,9 +31,10 @@ from bench.databases import DIALECTS, Databases, noclash_engine
 from bench.scenarios import make_owner
 from noclash.chat.chatbots import create_chatbot
 from noclash.chat.conversations import insert_conversation
+from noclash.chat.inbound import receive_message
 from noclash.chat.users import authenticate, create_user
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import chatbots, conversation_slugs, conversations
+from noclash.db.tables import chatbots, conversation_slugs, conversations, messages
 from noclash.db.types import utcnow
 from noclash.unique import uuid4, uuid7
 from noclash.unique.slugs import slugify
@@ -179,15 +180,115 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
         databases.drop(url)
 
 
-def main() -> int:
-    with Databases() as databases:
-        results = {d: measure(databases, d) for d in DIALECTS}
+def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
+    """The active-conversation scenario's pieces: what a message costs the limit, what the
+    upkeep of ``last_message_at`` adds, and each path of ``receive_message``.
+
+    The limit writes into a copy of the schema without triggers; "and its touch" is the
+    same message INSERT plus the forward-only UPDATE of the conversation (in one CTE on
+    PostgreSQL, by migration 0003's trigger on SQLite), i.e. the limit plus the one write
+    that noclash's schema adds to every message.
+    """
+    urls = [databases.noclash_db(dialect), databases.bare_db(dialect)]
+    engine, bare_engine = (noclash_engine(url, 2) for url in urls)
+    try:
+        owner, bare_owner = make_owner(engine), make_owner(bare_engine)
+        ids = itertools.count()
+        first = receive_message(
+            engine, connection_id=owner.connection_id, psid="hot",
+            platform_message_id="first", text="hello", sent_at=utcnow(),
+        )  # fmt: skip
+        known = {}
+        for eng, o in ((engine, owner), (bare_engine, bare_owner)):
+            known[eng] = uuid7()
+            with eng.begin() as conn:
+                conn.execute(
+                    sa.insert(conversations).values(
+                        id=known[eng], chatbot_id=o.chatbot_id, connection_id=o.connection_id,
+                        psid="known", status="OPEN", slug="known", created_at=utcnow(),
+                    )
+                )
+
+        def message(eng: Any, o: Any) -> dict[str, Any]:
+            now = utcnow()
+            return {
+                "id": uuid7(), "conversation_id": known[eng], "connection_id": o.connection_id,
+                "platform_message_id": f"m{next(ids)}", "direction": "in", "text": "hello",
+                "sent_at": now, "created_at": now,
+            }
+
+        bare = sa.insert(messages)
+        # Parameter names that are no conversations column: SQLAlchemy would add those to
+        # the UPDATE's SET clause.
+        stored = (
+            sa.insert(messages)
+            .values({c.name: sa.bindparam(f"m_{c.name}", type_=c.type) for c in messages.c})
+            .returning(messages.c.conversation_id)
+            .cte("stored")
+        )
+        last = conversations.c.last_message_at
+        at = sa.bindparam("m_sent_at", type_=conversations.c.last_message_at.type)
+        with_touch = (
+            sa.update(conversations)
+            .where(conversations.c.id == stored.c.conversation_id)
+            .values(last_message_at=sa.case((sa.or_(last.is_(None), last < at), at), else_=last))
+            .add_cte(stored)
+        )
+
+        def limit() -> None:
+            with bare_engine.begin() as conn:
+                conn.execute(bare, message(bare_engine, bare_owner))
+
+        def limit_and_touch() -> None:
+            with engine.begin() as conn:
+                if dialect_for(conn).messages_move_conversations:
+                    conn.execute(bare, message(engine, owner))
+                else:
+                    values = {f"m_{k}": v for k, v in message(engine, owner).items()}
+                    conn.execute(with_touch, values)
+
+        def deliver(psid: str, mid: str | None = None) -> None:
+            receive_message(
+                engine, connection_id=owner.connection_id, psid=psid,
+                platform_message_id=mid or f"m{next(ids)}", text="hello, is anyone there?",
+                sent_at=utcnow(),
+            )  # fmt: skip
+
+        assert first.created_conversation
+        return {
+            "message INSERT into a known conversation (the limit)": best_us(limit),
+            "the same INSERT and its touch of last_message_at": best_us(limit_and_touch),
+            "receive_message into the active conversation (noclash)": best_us(
+                lambda: deliver("hot")
+            ),
+            "receive_message, a redelivery (noclash)": best_us(lambda: deliver("hot", "first")),
+            "receive_message, a new customer's first message (noclash)": best_us(
+                lambda: deliver(f"c{next(ids)}")
+            ),
+        }
+    finally:
+        for eng in (engine, bare_engine):
+            eng.dispose()
+        for url in urls:
+            databases.drop(url)
+
+
+def _table(results: dict[str, dict[str, float]]) -> None:
     names = list(dict.fromkeys(n for d in DIALECTS for n in results[d]))
     print("| piece (one thread, best of 5) | " + " | ".join(f"{d} us" for d in DIALECTS) + " |")
     print("|---|" + "--:|" * len(DIALECTS))
     for name in names:
         cells = [f"{results[d][name]:.0f}" if name in results[d] else "n/a" for d in DIALECTS]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main() -> int:
+    with Databases() as databases:
+        results = {d: measure(databases, d) for d in DIALECTS}
+        inbound = {d: measure_inbound(databases, d) for d in DIALECTS}
+    _table(results)
+    print()
+    _table(inbound)
     return 0
 
 
