@@ -248,11 +248,6 @@ def insert_conversation(
     now = now or utcnow()
     claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
     base = slug_base(title, slug_source)
-    winner_query = sa.select(conversations).where(
-        conversations.c.connection_id == connection_id,
-        conversations.c.psid == psid,
-        ACTIVE_KEY_WHERE,
-    )
     conversation_id = uuid7()
     candidates = islice(slug_candidates(base), MAX_SLUG_ATTEMPTS)
     for slug in candidates:
@@ -276,8 +271,8 @@ def insert_conversation(
                 # The slug is a former slug of another conversation: move on from it.
                 row = assign_slug(conn, row, slug_candidates(base, first=False), now=now)
             return row, True
-        if claims:
-            winner = conn.execute(winner_query).first()
+        if claims and connection_id is not None and psid is not None:
+            winner = find_active(conn, connection_id, psid)
             if winner is not None:
                 return winner, False
     raise UniqueViolation(
