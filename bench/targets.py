@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.harness import CaseResult, ContenderResult
+from bench.harness import CaseResult, ContenderResult, paired_ratio, paired_ratios, quartiles
 
 
 def _ratio(case: CaseResult, over: str) -> float | None:
+    """noclash's throughput over the other contender's, paired round by round."""
     nc, other = case.get("noclash"), case.get(over)
-    if nc is None or other is None or other.ops_per_s <= 0:
+    if nc is None or other is None:
         return None
-    return nc.ops_per_s / other.ops_per_s
+    return paired_ratio(nc.rounds_ops_per_s, other.rounds_ops_per_s)
 
 
 def _where(cases: Sequence[CaseResult], scenario: str) -> list[CaseResult]:
@@ -28,6 +29,16 @@ def _target(text: str, measured: str, met: bool) -> dict[str, Any]:
     return {"target": text, "measured": measured, "met": bool(met)}
 
 
+def _spread(case: CaseResult, over: str) -> str:
+    """`` (rounds a-b)``: the paired ratios' quartiles, so a figure near its target reads
+    as what it is on a noisy machine; empty with fewer than four rounds."""
+    nc, other = case.get("noclash"), case.get(over)
+    if nc is None or other is None:
+        return ""
+    spread = quartiles(paired_ratios(nc.rounds_ops_per_s, other.rounds_ops_per_s))
+    return "" if spread is None else f" (rounds {spread[0]:.2f}-{spread[1]:.2f})"
+
+
 def _ratio_target(
     case: CaseResult, over: str, name: str, minimum: float
 ) -> dict[str, Any] | None:
@@ -35,7 +46,8 @@ def _ratio_target(
     if ratio is None:
         return None
     where = f"{case.scenario} {case.dialect} w={case.writers} {case.label}"
-    return _target(f"{where}: noclash >= {minimum}x {name}", f"{ratio:.2f}x", ratio >= minimum)
+    measured = f"{ratio:.2f}x{_spread(case, over)}"
+    return _target(f"{where}: noclash >= {minimum}x {name}", measured, ratio >= minimum)
 
 
 def _tokens(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:

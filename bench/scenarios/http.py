@@ -3,8 +3,8 @@
 Two servers run side by side on free loopback ports, each in its own process
 (:mod:`bench.serve`): noclash's real app and a minimal FastAPI endpoint performing the
 same single INSERT. Each round, for each server in turn, a separate load-generating
-process (:mod:`bench.load`) keeps ``writers`` keep-alive connections busy, bounded by the
-round's time and request budgets, and reports status codes and latencies.
+process (:mod:`bench.load`, one per case) keeps ``writers`` keep-alive connections busy,
+bounded by the round's time and request budgets, and reports status codes and latencies.
 
 Statement counts are not collected here (the statements run in the server processes).
 """
@@ -81,34 +81,56 @@ def server(kind: str, url: str, log: Path, owner: str | None = None) -> Iterator
             proc.wait()
 
 
-def load(
-    url: str, token: str | None, writers: int, seconds: float, max_requests: int, warmup: int
-) -> RoundResult:
-    """Run one load-generating process and turn its report into a RoundResult."""
-    cmd = [
-        sys.executable, "-m", "bench.load", "--url", f"{url}/api/chatbots",
-        "--concurrency", str(writers), "--seconds", str(seconds),
-        "--max-requests", str(max_requests), "--warmup", str(warmup),
-    ]
-    if token:
-        cmd += ["--token", token]
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=seconds + 180,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    report = json.loads(done.stdout)
-    kinds: Counter[str] = Counter(
-        {f"HTTP {k}": v for k, v in report["statuses"].items() if not k.startswith("2")}
-    )
-    return RoundResult(
-        ok=report["ok"],
-        errors=report["errors"],
-        elapsed=report["elapsed"],
-        latencies_ns=[us * 1000 for us in report["latencies_us"]],
-        error_kinds=kinds,
-    )
+class LoadGenerator:
+    """One load-generating process (``python -m bench.load --serve``) for a whole case.
+
+    It measures one round per request and keeps its keep-alive connections to both servers
+    open between rounds, so a round costs its measured time and no process start or
+    warm-up.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self._log = log.open("wb")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.load", "--serve"], cwd=ROOT, env=_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+        )  # fmt: skip
+
+    def round(
+        self, url: str, token: str | None, writers: int, seconds: float, max_requests: int,
+        warmup: int,
+    ) -> RoundResult:
+        request = {
+            "url": f"{url}/api/chatbots", "token": token, "concurrency": writers,
+            "seconds": seconds, "max_requests": max_requests, "warmup": warmup,
+        }  # fmt: skip
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator failed: {self._log.name}")
+        report = json.loads(line)
+        kinds: Counter[str] = Counter(
+            {f"HTTP {k}": v for k, v in report["statuses"].items() if not k.startswith("2")}
+        )
+        return RoundResult(
+            ok=report["ok"],
+            errors=report["errors"],
+            elapsed=report["elapsed"],
+            latencies_ns=[us * 1000 for us in report["latencies_us"]],
+            error_kinds=kinds,
+        )
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
 
 
 @contextmanager
@@ -131,10 +153,13 @@ def _build(env: Env, config: Config, dialect: str, writers: int) -> Iterator[lis
                 server("minimal", url, logs / f"minimal-{dialect}-{writers}.log", str(user.id))
             )
 
+            generator = LoadGenerator(logs / f"load-{dialect}-{writers}.log")
+            stack.callback(generator.close)
+
             def runner(
                 base: str, auth: str | None, w: int, seconds: float, _max: int
             ) -> RoundResult:
-                return load(base, auth, w, seconds, budget, warmup)
+                return generator.round(base, auth, w, seconds, budget, warmup)
 
             yield [
                 Contender("noclash", "noclash", runner=partial(runner, noclash_url, token),

@@ -1,0 +1,95 @@
+"""The benchmark harness's arithmetic and accounting, without timing anything that matters.
+
+The smoke test runs every scenario; these pin what the figures mean: paired ratios, the
+fixed measuring window of a round, and the op-by-op interleaving of one-writer cases.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402
+    COUNTER,
+    Contender,
+    paired_ratio,
+    paired_ratios,
+    quartiles,
+    run_interleaved,
+    run_threads,
+)
+
+
+def test_ratios_pair_rounds_instead_of_dividing_medians():
+    # The machine got twice as slow in the middle round: a ratio of medians would say
+    # 0.75, the paired rounds say what happened in each, 0.5.
+    contender = [50.0, 25.0, 50.0]
+    noclash = [100.0, 50.0, 100.0]
+    assert paired_ratios(contender, noclash) == [0.5, 0.5, 0.5]
+    assert paired_ratio(contender, noclash) == 0.5
+    assert paired_ratio([1.0, 2.0], [0.0, 4.0]) == 0.5  # a round where noclash did nothing
+    assert paired_ratio([], []) is None
+
+
+def test_quartiles_need_four_rounds():
+    assert quartiles([1.0, 2.0, 3.0]) is None
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
+
+
+def test_a_round_is_a_fixed_window_and_late_ops_do_not_count():
+    """Ops still running at the deadline finish, but outside the window: the round's
+    length stays ``seconds`` however long the last op takes."""
+
+    def slow(_w: int, _seq: int) -> None:
+        time.sleep(0.2)
+
+    result = run_threads(slow, writers=3, seconds=0.05, max_ops=1000)
+    assert (result.ok, result.late, result.errors) == (0, 3, 0)
+    assert result.elapsed == pytest.approx(0.05)
+
+
+def test_an_op_budget_ends_the_window_with_the_last_op():
+    result = run_threads(lambda _w, _s: None, writers=2, seconds=30.0, max_ops=10)
+    assert (result.ok, result.late) == (10, 0)
+    assert result.elapsed < 30.0
+
+
+def test_interleaving_counts_each_contenders_ops_and_statements(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+
+    def statements(n: int):
+        def op(_w: int, _seq: int) -> None:
+            with engine.begin() as conn:
+                for _ in range(n):
+                    conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+        return op
+
+    def failing(_w: int, _seq: int) -> None:
+        raise RuntimeError("lost a race")
+
+    contenders = [
+        Contender("two", "noclash", statements(2), engines=[engine]),
+        Contender("one", "limit", statements(1), engines=[engine]),
+        Contender("err", "seed", failing),
+    ]
+    COUNTER.attach(engine)
+    try:
+        got = run_interleaved(contenders, seconds=30.0, max_ops=25)
+    finally:
+        engine.dispose()
+    assert {name: (r.ok, r.errors) for name, r in got.items()} == {
+        "two": (25, 0), "one": (25, 0), "err": (0, 25),
+    }  # fmt: skip
+    assert (got["two"].statements, got["one"].statements, got["err"].statements) == (50, 25, None)
+    assert all(r.elapsed > 0 for r in got.values())
