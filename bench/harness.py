@@ -352,7 +352,8 @@ def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResul
 def run_interleaved(
     contenders: Sequence[Contender], seconds: float, max_ops: int
 ) -> dict[str, RoundResult]:
-    """One writer: the contenders take turns op by op, for ``seconds`` each.
+    """One writer: the contenders take turns op by op, ``seconds`` each on average (every
+    contender gets the same number of ops, so a slower one gets more of the time).
 
     The finest alternation there is: consecutive ops of two contenders are a millisecond
     apart, so this machine's swings (a durable commit's latency moves by a third from one
@@ -363,9 +364,9 @@ def run_interleaved(
     workers = {name: tally.worker() for name, tally in tallies.items()}
     busy = dict.fromkeys(tallies, 0)
     statements = dict.fromkeys(tallies, 0)
-    budget_ns = int(seconds * 1e9)
+    budget_ns = int(seconds * 1e9) * len(contenders)
     seq = 0
-    while seq < max_ops and min(busy.values()) < budget_ns:
+    while seq < max_ops and sum(busy.values()) < budget_ns:
         for c in contenders:
             assert c.op is not None
             COUNTER.reset()
