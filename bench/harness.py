@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import statistics
 import threading
 import time
@@ -357,17 +358,23 @@ def run_interleaved(
 
     The finest alternation there is: consecutive ops of two contenders are a millisecond
     apart, so this machine's swings (a durable commit's latency moves by a third from one
-    second to the next) hit them alike. A contender's throughput is its ops over the time
-    spent in them; its statements are counted around each of its ops.
+    second to the next) hit them alike. The order is shuffled every turn: an op pays for
+    what the op before it did (on SQLite, a connection re-reads the pages another
+    connection wrote), and in a fixed cycle one contender would always follow the same
+    other one. A contender's throughput is its ops over the time spent in them; its
+    statements are counted around each of its ops.
     """
     tallies = {c.name: _Tally() for c in contenders}
     workers = {name: tally.worker() for name, tally in tallies.items()}
     busy = dict.fromkeys(tallies, 0)
     statements = dict.fromkeys(tallies, 0)
     budget_ns = int(seconds * 1e9) * len(contenders)
+    order = list(contenders)
+    shuffle = random.Random(len(order)).shuffle
     seq = 0
     while seq < max_ops and sum(busy.values()) < budget_ns:
-        for c in contenders:
+        shuffle(order)
+        for c in order:
             assert c.op is not None
             COUNTER.reset()
             started = time.perf_counter_ns()
