@@ -10,12 +10,15 @@ best of several repeats so that the shared machine's noise is filtered out:
 - building (not executing) the one-statement slug claim of
   :mod:`noclash.chat.conversations` on PostgreSQL, a data-modifying CTE;
 - the per-request extras of the HTTP route: bearer authentication (its own pool checkout
-  and SELECT) and one hop to the thread pool per synchronous dependency.
+  and SELECT) and one hop to the thread pool per synchronous dependency;
+- the inbound message (:func:`measure_inbound`): the limit, the limit plus its touch of
+  ``last_message_at``, and each path of ``receive_message``, measured interleaved.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import sys
 import time
 import timeit
@@ -25,6 +28,7 @@ from typing import Any
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from bench.databases import DIALECTS, Databases, noclash_engine
@@ -180,42 +184,74 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
         databases.drop(url)
 
 
+INBOUND_OPS = 1500
+LAST_MESSAGE_INDEX = "ix_conversations_connection_id_status_last_message_at"
+
+
+def interleaved_us(pieces: dict[str, Callable[[], Any]], ops: int) -> dict[str, float]:
+    """Mean microseconds per call of each piece, the pieces taking turns in a shuffled
+    order (:func:`bench.harness.run_interleaved` for why): a tenth of the noise of
+    best-of runs one after another here, and no piece always follows the same other one."""
+    order = list(pieces.items())
+    for _name, fn in order:
+        for _ in range(50):
+            fn()
+    total = dict.fromkeys(pieces, 0)
+    shuffle = random.Random(len(order)).shuffle
+    for _ in range(ops):
+        shuffle(order)
+        for name, fn in order:
+            started = time.perf_counter_ns()
+            fn()
+            total[name] += time.perf_counter_ns() - started
+    return {name: ns / ops / 1000 for name, ns in total.items()}
+
+
 def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
     """The active-conversation scenario's pieces: what a message costs the limit, what the
     upkeep of ``last_message_at`` adds, and each path of ``receive_message``.
 
-    The limit writes into a copy of the schema without triggers; "and its touch" is the
-    same message INSERT plus the forward-only UPDATE of the conversation (in one CTE on
-    PostgreSQL, by migration 0003's trigger on SQLite), i.e. the limit plus the one write
-    that noclash's schema adds to every message.
+    Three copies of the schema: noclash's; the limit's (no triggers, see
+    :meth:`bench.databases.Databases.bare_db`); and noclash's without the seed's index on
+    ``(connection_id, status, last_message_at)``, which shows what that index costs every
+    message: with it, moving ``last_message_at`` rewrites each of the conversation's index
+    entries (no HOT update on PostgreSQL). "The same INSERT and its touch" is the limit's
+    INSERT plus the forward-only UPDATE of the conversation (one CTE on PostgreSQL,
+    migration 0003's trigger on SQLite): the limit plus the one write noclash adds.
     """
     urls = [databases.noclash_db(dialect), databases.bare_db(dialect)]
-    engine, bare_engine = (noclash_engine(url, 2) for url in urls)
+    urls.append(databases.noclash_db(dialect))
+    engine, bare_engine, unindexed = (noclash_engine(url, 2) for url in urls)
+    with unindexed.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {LAST_MESSAGE_INDEX}")
+    engines = (engine, bare_engine, unindexed)
     try:
-        owner, bare_owner = make_owner(engine), make_owner(bare_engine)
+        owners = {id(eng): make_owner(eng) for eng in engines}
         ids = itertools.count()
-        first = receive_message(
-            engine, connection_id=owner.connection_id, psid="hot",
-            platform_message_id="first", text="hello", sent_at=utcnow(),
-        )  # fmt: skip
         known = {}
-        for eng, o in ((engine, owner), (bare_engine, bare_owner)):
-            known[eng] = uuid7()
+        for eng in engines:
+            o = owners[id(eng)]
+            receive_message(
+                eng, connection_id=o.connection_id, psid="hot", platform_message_id="first",
+                text="hello", sent_at=utcnow(),
+            )  # fmt: skip
+            known[id(eng)] = uuid7()
             with eng.begin() as conn:
                 conn.execute(
                     sa.insert(conversations).values(
-                        id=known[eng], chatbot_id=o.chatbot_id, connection_id=o.connection_id,
+                        id=known[id(eng)], chatbot_id=o.chatbot_id, connection_id=o.connection_id,
                         psid="known", status="OPEN", slug="known", created_at=utcnow(),
                     )
                 )
 
-        def message(eng: Any, o: Any) -> dict[str, Any]:
+        def message(eng: Any) -> dict[str, Any]:
             now = utcnow()
             return {
-                "id": uuid7(), "conversation_id": known[eng], "connection_id": o.connection_id,
+                "id": uuid7(), "conversation_id": known[id(eng)],
+                "connection_id": owners[id(eng)].connection_id,
                 "platform_message_id": f"m{next(ids)}", "direction": "in", "text": "hello",
                 "sent_at": now, "created_at": now,
-            }
+            }  # fmt: skip
 
         bare = sa.insert(messages)
         # Parameter names that are no conversations column: SQLAlchemy would add those to
@@ -237,37 +273,42 @@ def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
 
         def limit() -> None:
             with bare_engine.begin() as conn:
-                conn.execute(bare, message(bare_engine, bare_owner))
+                conn.execute(bare, message(bare_engine))
 
         def limit_and_touch() -> None:
             with engine.begin() as conn:
                 if dialect_for(conn).messages_move_conversations:
-                    conn.execute(bare, message(engine, owner))
+                    conn.execute(bare, message(engine))
                 else:
-                    values = {f"m_{k}": v for k, v in message(engine, owner).items()}
+                    values = {f"m_{k}": v for k, v in message(engine).items()}
                     conn.execute(with_touch, values)
 
-        def deliver(psid: str, mid: str | None = None) -> None:
-            receive_message(
-                engine, connection_id=owner.connection_id, psid=psid,
-                platform_message_id=mid or f"m{next(ids)}", text="hello, is anyone there?",
-                sent_at=utcnow(),
-            )  # fmt: skip
+        def deliver(eng: Engine, psid: str, mid: str | None = None) -> Callable[[], None]:
+            def op() -> None:
+                receive_message(
+                    eng, connection_id=owners[id(eng)].connection_id,
+                    psid=psid if psid != "new" else f"c{next(ids)}",
+                    platform_message_id=mid or f"m{next(ids)}", text="hello, is anyone there?",
+                    sent_at=utcnow(),
+                )  # fmt: skip
 
-        assert first.created_conversation
-        return {
-            "message INSERT into a known conversation (the limit)": best_us(limit),
-            "the same INSERT and its touch of last_message_at": best_us(limit_and_touch),
-            "receive_message into the active conversation (noclash)": best_us(
-                lambda: deliver("hot")
-            ),
-            "receive_message, a redelivery (noclash)": best_us(lambda: deliver("hot", "first")),
-            "receive_message, a new customer's first message (noclash)": best_us(
-                lambda: deliver(f"c{next(ids)}")
-            ),
-        }
+            return op
+
+        return interleaved_us(
+            {
+                "message INSERT into a known conversation (the limit)": limit,
+                "the same INSERT and its touch of last_message_at": limit_and_touch,
+                "receive_message into the active conversation (noclash)": deliver(engine, "hot"),
+                "the same, last_message_at not indexed": deliver(unindexed, "hot"),
+                "receive_message, a redelivery (noclash)": deliver(engine, "hot", "first"),
+                "receive_message, a new customer's first message (noclash)": deliver(
+                    engine, "new"
+                ),
+            },
+            INBOUND_OPS,
+        )
     finally:
-        for eng in (engine, bare_engine):
+        for eng in engines:
             eng.dispose()
         for url in urls:
             databases.drop(url)
