@@ -1,8 +1,9 @@
 """``python -m bench.overhead``: where noclash's time goes, one thread, no contention.
 
 The main run says *how much* slower or faster noclash is; this says *why*, by timing the
-pieces the profiles (cProfile of each contender's op) pointed at, each alone and as the
-best of several repeats so that the shared machine's noise is filtered out:
+pieces the profiles (cProfile of each contender's op) pointed at. The pieces take turns
+call by call in a shuffled order (:func:`interleaved_us`), so that the shared machine's
+swings hit them alike; the figures are means in microseconds:
 
 - the same chatbot row written as noclash writes it (``insert().values(dict)
   .returning(*columns)`` built per call) and as a prebuilt statement with bound
@@ -21,7 +22,6 @@ import itertools
 import random
 import sys
 import time
-import timeit
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +42,6 @@ from noclash.db.tables import chatbots, conversation_slugs, conversations, messa
 from noclash.db.types import utcnow
 from noclash.unique import uuid4, uuid7
 from noclash.unique.slugs import slugify
-
-
-def best_us(fn: Callable[[], Any], number: int = 300, repeat: int = 5) -> float:
-    """Best of ``repeat`` runs of ``number`` calls, in microseconds per call."""
-    for _ in range(30):
-        fn()
-    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
 
 def _slug_claim_statement() -> sa.Select[Any]:
@@ -153,11 +146,11 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
                 row = conn.execute(claim, params).first()
             assert row is not None and row.slug_registered
 
-        slug_rows: dict[str, float] = {}
+        slug_pieces: dict[str, Callable[[], Any]] = {}
         if dialect_for(engine).supports_dml_in_cte:
-            slug_rows = {
-                "insert_conversation, new title (noclash)": best_us(insert_conversation_noclash),
-                "the same CTE prebuilt, bound parameters (the fix)": best_us(
+            slug_pieces = {
+                "insert_conversation, new title (noclash)": insert_conversation_noclash,
+                "the same CTE prebuilt, bound parameters (the fix)": (
                     insert_conversation_prebuilt
                 ),
             }
@@ -165,25 +158,29 @@ def measure(databases: Databases, dialect: str) -> dict[str, float]:
         started = time.perf_counter()
         anyio.run(hops, 2000)
         hop = (time.perf_counter() - started) / 2000 * 1e6
-        return {
-            "create_chatbot (noclash)": best_us(noclash),
-            "prebuilt INSERT ... RETURNING *": best_us(prebuilt_returning),
-            "prebuilt INSERT ... RETURNING public_token": best_us(prebuilt_returning_token),
-            "prebuilt INSERT (the limit)": best_us(prebuilt_bare),
-            "empty transaction (BEGIN, COMMIT)": best_us(empty_transaction),
-            "build insert().values().returning() (no execution)": best_us(
-                lambda: sa.insert(chatbots).values(values()).returning(*chatbots.c)
-            ),
-            "build the slug-claim CTE (no execution)": best_us(_slug_claim_statement),
-            **slug_rows,
-            "authenticate(bearer token)": best_us(lambda: authenticate(engine, token)),
-            "one thread-pool hop (sync dependency)": hop,
-        }
+        measured = interleaved_us(
+            {
+                "create_chatbot (noclash)": noclash,
+                "prebuilt INSERT ... RETURNING *": prebuilt_returning,
+                "prebuilt INSERT ... RETURNING public_token": prebuilt_returning_token,
+                "prebuilt INSERT (the limit)": prebuilt_bare,
+                "empty transaction (BEGIN, COMMIT)": empty_transaction,
+                "build insert().values().returning() (no execution)": lambda: (
+                    sa.insert(chatbots).values(values()).returning(*chatbots.c)
+                ),
+                "build the slug-claim CTE (no execution)": _slug_claim_statement,
+                **slug_pieces,
+                "authenticate(bearer token)": lambda: authenticate(engine, token),
+            },
+            PIECE_OPS,
+        )
+        return {**measured, "one thread-pool hop (sync dependency)": hop}
     finally:
         engine.dispose()
         databases.drop(url)
 
 
+PIECE_OPS = 800
 INBOUND_OPS = 1500
 LAST_MESSAGE_INDEX = "ix_conversations_connection_id_status_last_message_at"
 
@@ -316,7 +313,7 @@ def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
 
 def _table(results: dict[str, dict[str, float]]) -> None:
     names = list(dict.fromkeys(n for d in DIALECTS for n in results[d]))
-    print("| piece (one thread, best of 5) | " + " | ".join(f"{d} us" for d in DIALECTS) + " |")
+    print("| piece (one thread, interleaved) | " + " | ".join(f"{d} us" for d in DIALECTS) + " |")
     print("|---|" + "--:|" * len(DIALECTS))
     for name in names:
         cells = [f"{results[d][name]:.0f}" if name in results[d] else "n/a" for d in DIALECTS]
