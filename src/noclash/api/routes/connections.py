@@ -148,17 +148,19 @@ def inbound(
         raise InvalidInput(
             f"text is longer than {settings.max_text_length} characters", field="text"
         )
-    with engine.begin() as conn:
+    with read_only(engine).connect() as conn:
         connection = chat.get_connection(conn, connection_id, owner_id=user.id)
-        result = receive_message(
-            conn,
-            connection_id=connection.id,
-            psid=body.psid,
-            platform_message_id=body.message_id,
-            text=body.text,
-            sent_at=body.sent_at,
-            username=body.username,
-        )
+    # The engine, not a connection: receive_message then owns its transaction, so a
+    # burst for one customer shares the conversation's lock (see chat.inbound, Locks).
+    result = receive_message(
+        engine,
+        connection_id=connection.id,
+        psid=body.psid,
+        platform_message_id=body.message_id,
+        text=body.text,
+        sent_at=body.sent_at,
+        username=body.username,
+    )
     response.status_code = 200 if result.duplicate else 201
     return {
         "conversation_id": result.conversation_id,
