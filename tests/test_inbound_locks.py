@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from noclash.chat.inbound import receive_message
-from noclash.db.tables import conversations, messages
+from noclash.db.tables import chatbots, conversations, messages
 from tests.support.factories import make_chatbot, make_connection
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -204,3 +204,97 @@ def test_a_snoozed_conversation_is_woken_under_the_lock(engine, connection):
     conv = _conversation(engine, second.conversation_id)
     assert second.conversation_id == first.conversation_id
     assert (conv.status, conv.last_message_at) == ("OPEN", T0 + timedelta(seconds=5))
+
+
+def test_bursts_with_an_agent_at_work_settle_without_errors(engine, connection):
+    """Bursts of deliveries (a quarter in the caller's own transaction, as the widget
+    does, some redelivered) while an agent snoozes, replies, reopens and closes the
+    customer's conversation. No delivery fails (a deadlock would: the first version of the
+    snooze wake-up had them), at most one conversation is active, no message is stored
+    twice, and every conversation's ``last_message_at`` is its newest message's time."""
+    from noclash.chat import lifecycle
+    from noclash.chat.conversations import find_active
+    from noclash.chat.errors import Conflict
+    from noclash.chat.messages import send_reply
+
+    with engine.connect() as conn:
+        owner_id = conn.execute(
+            sa.select(chatbots.c.owner_id).where(chatbots.c.id == connection.chatbot_id)
+        ).scalar_one()
+    _recv(engine, connection, "m0", sent_at=T0)
+    failures: list[BaseException] = []
+
+    def agent(stop: threading.Event, seed: int) -> None:
+        rng = random.Random(seed)
+        actions = [
+            lambda c, cid: lifecycle.snooze(c, cid, owner_id=owner_id),
+            lambda c, cid: send_reply(c, cid, owner_id=owner_id, text="on it"),
+            lambda c, cid: lifecycle.reopen(c, cid, owner_id=owner_id),
+            lambda c, cid: lifecycle.close(c, cid, owner_id=owner_id),
+        ]
+        while not stop.is_set():
+            try:
+                with engine.begin() as conn:
+                    active = find_active(conn, connection.id, "p1")
+                    if active is not None:
+                        rng.choices(actions, weights=[4, 4, 1, 1])[0](conn, active.id)
+            except Conflict:
+                pass  # a reopen beside another active conversation: a 409, as it should
+            except Exception as exc:  # any other failure fails the test
+                failures.append(exc)
+
+    def deliver(burst_no: int, i: int) -> None:
+        mid = f"b{burst_no}-m{i % 18}"  # 24 deliveries, 18 messages: some redelivered
+        at = T0 + timedelta(seconds=burst_no * WRITERS + i % 18)
+        if i % 4 == 0:
+            with engine.begin() as conn:
+                _recv(conn, connection, mid, sent_at=at)
+        else:
+            _recv(engine, connection, mid, sent_at=at)
+
+    for burst_no in range(6):
+        stop = threading.Event()
+        worker = threading.Thread(target=agent, args=(stop, burst_no))
+        worker.start()
+        barrier = threading.Barrier(WRITERS)
+
+        def one(
+            i: int, burst_no: int = burst_no, barrier: threading.Barrier = barrier
+        ) -> None:
+            barrier.wait()
+            deliver(burst_no, i)
+
+        try:
+            with ThreadPoolExecutor(WRITERS) as pool:
+                list(pool.map(one, range(WRITERS)))
+        finally:
+            stop.set()
+            worker.join()
+    assert failures == []
+
+    with engine.connect() as conn:
+        active = conn.execute(
+            sa.select(sa.func.count()).where(
+                conversations.c.connection_id == connection.id,
+                conversations.c.status.in_(["OPEN", "SNOOZED"]),
+            )
+        ).scalar_one()
+        twice = conn.execute(
+            sa.select(messages.c.platform_message_id)
+            .where(messages.c.platform_message_id.is_not(None))
+            .group_by(messages.c.platform_message_id)
+            .having(sa.func.count() > 1)
+        ).all()
+        newest = (
+            sa.select(sa.func.max(sa.func.coalesce(messages.c.sent_at, messages.c.created_at)))
+            .where(messages.c.conversation_id == conversations.c.id)
+            .scalar_subquery()
+        )
+        rows = conn.execute(
+            sa.select(conversations.c.last_message_at, newest.label("newest")).where(
+                conversations.c.connection_id == connection.id
+            )
+        ).all()
+    assert active <= 1
+    assert twice == []
+    assert all(r.last_message_at == r.newest for r in rows), rows

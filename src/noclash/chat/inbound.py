@@ -39,9 +39,16 @@ a conversation whose close committed first), but not against other deliveries:
   customer therefore commits together instead of one lock holder at a time, and
   ``last_message_at`` still ends at the newest message. Waking a snooze cannot be
   deferred like that: a delivery that finds a SNOOZED row being touched rolls back and
-  runs again under ``FOR NO KEY UPDATE``, which it then waits for;
+  runs again *exclusively*;
 - when the caller owns the transaction (``bind`` is a Connection) nothing can run after
-  its commit, so the delivery takes ``FOR NO KEY UPDATE`` at once and touches in-statement.
+  its commit, so the delivery runs exclusively at once;
+- exclusively means: first ``FOR NO KEY UPDATE`` on the active conversation in a statement
+  of its own, which may wait but holds nothing of the delivery yet, then the delivery
+  pinned to that conversation, whose touch the lock guarantees. The delivery statement
+  itself never waits for a row lock and never updates a row it waited for: the first
+  version locked ``FOR NO KEY UPDATE`` inside the delivery statement, whose UPDATE then
+  had to follow the row's newer version from the statement's older snapshot, and bursts
+  into a snoozed conversation deadlocked (``tests/test_inbound_locks.py``).
 
 The reads are shortcuts; the unique keys are the guarantees. There are no in-process
 locks: any number of processes can run this concurrently.
@@ -218,7 +225,10 @@ def _receive(
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             if not seen.needs_touch or seen.touched_id is not None:
                 return _Delivered(result)
-            # Another delivery is touching the row (only without ``exclusive``).
+            # Another transaction holds the row's touch lock. Not possible when exclusive
+            # (this transaction holds it), unless the statement cannot tell: say so.
+            if exclusive:
+                raise ClaimNotSettled("the conversation's touch was skipped under its lock")
             if seen.status == "SNOOZED":
                 raise _WakeUnderLock
             return _Delivered(result, _CatchUp(seen.conversation_id, params["at"], seen.message_id))
@@ -316,22 +326,28 @@ def _needs_touch(table: sa.Table | Any) -> sa.ColumnElement[bool]:
 
 
 @cache
-def _deliver_statement(insert: Any, exclusive: bool) -> Any:
+def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
     """Find the active conversation, store the message, move the conversation forward,
     and read what a miss needs, in one data-modifying CTE:
 
     - ``known``: the message as stored before this statement (a redelivery);
     - ``active``: the OPEN or SNOOZED conversation of (connection, psid), through the
-      partial index, unless the message is known (a redelivery locks nothing). Locked
-      ``FOR KEY SHARE``, or ``FOR NO KEY UPDATE`` when ``exclusive`` (see *Locks*); a
-      close that commits meanwhile makes it miss;
+      partial index, unless the message is known (a redelivery locks nothing), locked
+      ``FOR KEY SHARE`` (see *Locks*): a close that commits meanwhile makes it miss;
     - ``stored``: ``INSERT ... SELECT`` from ``active``, ``ON CONFLICT (connection_id,
       platform_message_id) DO NOTHING``, the dedupe key deciding;
     - ``touched``: the forward-only ``last_message_at`` UPDATE (and a snooze woken), only
-      for a stored message that moves the conversation. Without ``exclusive`` its row lock
-      is taken ``SKIP LOCKED`` (``lockable``): nothing back while another delivery holds it;
+      for a stored message that moves the conversation, its row lock taken ``SKIP LOCKED``
+      (``lockable``): nothing back while another transaction holds it;
     - the connection's chatbot, for the start of a new conversation, and none at all for
       an unknown connection.
+
+    Nothing in it waits for a row lock (``FOR KEY SHARE`` waits only for a lifecycle
+    change), so it never takes part in a deadlock, and it never updates a row it had to
+    wait for: an UPDATE that follows a row's newer version from an older snapshot, in the
+    statement that waited for it, could. ``pinned`` narrows ``active`` to ``:locked_id``,
+    the conversation an earlier statement of the transaction locked (see
+    :func:`_deliver_one_statement`).
     """
     known = (
         sa.select(messages.c.id, messages.c.conversation_id)
@@ -342,7 +358,7 @@ def _deliver_statement(insert: Any, exclusive: bool) -> Any:
         )
         .cte("known")
     )
-    active = (
+    active: Any = (
         active_conversation_query(
             _param("connection", conversations.c.connection_id),
             _param("customer", conversations.c.psid),
@@ -353,9 +369,11 @@ def _deliver_statement(insert: Any, exclusive: bool) -> Any:
             _needs_touch(conversations).label("needs_touch"),
         )
         .where(~sa.exists(known.select()))
-        .with_for_update(read=not exclusive, key_share=True)
-        .cte("active")
+        .with_for_update(read=True, key_share=True)
     )
+    if pinned:
+        active = active.where(conversations.c.id == _param("locked_id", conversations.c.id))
+    active = active.cte("active")
     stored = (
         insert(messages)
         .from_select(_MESSAGE_COLUMNS, _message_select(active.c.id))
@@ -363,20 +381,18 @@ def _deliver_statement(insert: Any, exclusive: bool) -> Any:
         .returning(messages.c.id, messages.c.conversation_id)
         .cte("stored")
     )
-    touch_rows = sa.and_(
-        conversations.c.id.in_(sa.select(stored.c.conversation_id)), _needs_touch(conversations)
-    )
-    if not exclusive:
-        lockable = (
-            sa.select(conversations.c.id)
-            .where(touch_rows)
-            .with_for_update(key_share=True, skip_locked=True)
-            .cte("lockable")
+    lockable = (
+        sa.select(conversations.c.id)
+        .where(
+            conversations.c.id.in_(sa.select(stored.c.conversation_id)),
+            _needs_touch(conversations),
         )
-        touch_rows = conversations.c.id.in_(sa.select(lockable.c.id))
+        .with_for_update(key_share=True, skip_locked=True)
+        .cte("lockable")
+    )
     touched = (
         sa.update(conversations)
-        .where(touch_rows)
+        .where(conversations.c.id.in_(sa.select(lockable.c.id)))
         .values(_touch_values(reopen_snoozed=True))
         .returning(conversations.c.id)
         .cte("touched")
@@ -402,12 +418,40 @@ def _deliver_statement(insert: Any, exclusive: bool) -> Any:
     )
 
 
+@cache
+def _lock_active_statement() -> Any:
+    """The active conversation ``FOR NO KEY UPDATE``, unless the message is stored
+    already: a redelivery locks nothing here either."""
+    stored_before = sa.exists().where(
+        messages.c.connection_id == _param("connection", messages.c.connection_id),
+        messages.c.platform_message_id
+        == _param("platform_message_id", messages.c.platform_message_id),
+    )
+    return (
+        active_conversation_query(
+            _param("connection", conversations.c.connection_id),
+            _param("customer", conversations.c.psid),
+        )
+        .with_only_columns(conversations.c.id)
+        .where(~stored_before)
+        .with_for_update(key_share=True)
+    )
+
+
 def _deliver_one_statement(
     conn: Connection, params: dict[str, Any], *, exclusive: bool = True
 ) -> Row | None:
-    statement = _deliver_statement(dialect_for(conn).insert, exclusive)
+    """The delivery statement; with ``exclusive``, first the active conversation's
+    ``FOR NO KEY UPDATE`` lock in a statement of its own (it may wait, holding nothing of
+    this delivery yet), then the delivery pinned to the conversation it locked, so that
+    its touch cannot be skipped. With nothing locked the pinned delivery misses, and a
+    conversation that became active in between makes the start fail and the next round
+    lock it."""
+    insert = dialect_for(conn).insert
+    if exclusive:
+        params["locked_id"] = conn.execute(_lock_active_statement(), params).scalar()
     with translating(messages.metadata):
-        return conn.execute(statement, params).first()
+        return conn.execute(_deliver_statement(insert, exclusive), params).first()
 
 
 @cache
