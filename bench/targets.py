@@ -29,14 +29,16 @@ def _target(text: str, measured: str, met: bool) -> dict[str, Any]:
     return {"target": text, "measured": measured, "met": bool(met)}
 
 
-def _spread(case: CaseResult, over: str) -> str:
+def _spread(case: CaseResult, over: str, decimals: int) -> str:
     """`` (rounds a-b)``: the paired ratios' quartiles, so a figure near its target reads
     as what it is on a noisy machine; empty with fewer than four rounds."""
     nc, other = case.get("noclash"), case.get(over)
     if nc is None or other is None:
         return ""
     spread = quartiles(paired_ratios(nc.rounds_ops_per_s, other.rounds_ops_per_s))
-    return "" if spread is None else f" (rounds {spread[0]:.2f}-{spread[1]:.2f})"
+    if spread is None:
+        return ""
+    return f" (rounds {spread[0]:.{decimals}f}-{spread[1]:.{decimals}f})"
 
 
 def _ratio_target(
@@ -46,8 +48,19 @@ def _ratio_target(
     if ratio is None:
         return None
     where = f"{case.scenario} {case.dialect} w={case.writers} {case.label}"
-    measured = f"{ratio:.2f}x{_spread(case, over)}"
+    figure = _figure(ratio, minimum)
+    decimals = len(figure.split(".")[1])
+    measured = f"{figure}x{_spread(case, over, decimals)}"
     return _target(f"{where}: noclash >= {minimum}x {name}", measured, ratio >= minimum)
+
+
+def _figure(ratio: float, minimum: float) -> str:
+    """Two decimals, or three where two would round a miss up to its target (0.948 is
+    not 0.95) or a hit down below it."""
+    short = f"{ratio:.2f}"
+    if (float(short) >= minimum) != (ratio >= minimum):
+        return f"{ratio:.3f}"
+    return short
 
 
 def _tokens(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
