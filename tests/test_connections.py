@@ -124,3 +124,38 @@ def test_generic_inbound_reports_duplicates(live_server):
              422)  # fmt: skip
     msgs = client.get(f"/api/conversations/{first.json()['conversation_id']}/messages").json()
     assert [m["platform_message_id"] for m in msgs["items"]] == ["c-1"]
+
+
+def test_concurrent_generic_inbound_for_one_customer(live_server):
+    """32 clients held at a barrier post a new customer's messages through the real server,
+    every other one a redelivery: only 201 or 200, one conversation, each message stored
+    once, and last_message_at at the newest message however the touches interleaved."""
+    token = live_server.user()
+    client = live_server.client(token)
+    bot = _bot(client)
+    conn_id = client.post(
+        f"/api/chatbots/{bot}/connections", json={"channel": "widget", "external_id": "burst"}
+    ).json()["id"]
+    n = 32
+    barrier = threading.Barrier(n)
+
+    def post(i):
+        message = {"psid": "visitor-9", "message_id": f"c-{i // 2}", "text": f"hi {i // 2}",
+                   "sent_at": f"2026-01-01T10:00:{i // 2:02d}+00:00"}  # fmt: skip
+        with live_server.client(token) as own:
+            barrier.wait()
+            response = own.post(f"/api/connections/{conn_id}/inbound", json=message)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(post, range(n)))
+    assert {code for code, _ in answers} <= {200, 201}, answers
+    assert len({body["conversation_id"] for _, body in answers}) == 1
+    assert sum(not body["duplicate"] for _, body in answers) == n // 2
+    conversation = answers[0][1]["conversation_id"]
+    stored = client.get(f"/api/conversations/{conversation}/messages?limit=100").json()["items"]
+    assert sorted(m["platform_message_id"] for m in stored) == sorted(
+        f"c-{k}" for k in range(n // 2)
+    )
+    conv = client.get(f"/api/conversations/{conversation}").json()
+    assert conv["last_message_at"].startswith(f"2026-01-01T10:00:{n // 2 - 1:02d}")

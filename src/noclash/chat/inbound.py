@@ -162,7 +162,7 @@ def receive_message(
 
 class _WakeUnderLock(Exception):
     """A SNOOZED conversation's row was being touched by another delivery: the message
-    must wake it in its own transaction, so run again under ``FOR NO KEY UPDATE``."""
+    must wake it in its own transaction, so run again exclusively (see *Locks*)."""
 
 
 class _CatchUp(NamedTuple):
