@@ -12,6 +12,8 @@ The migrations in ``db/migrations`` create exactly this schema; a test compares 
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -46,12 +48,43 @@ metadata = MetaData(
     }
 )
 
-ACTIVE_STATUSES = ("OPEN", "SNOOZED")
-STATUSES = (*ACTIVE_STATUSES, "CLOSED")
-CHANNELS = ("messenger", "instagram", "telegram", "widget")
-DIRECTIONS = ("in", "out")
 
-_ACTIVE = text("status IN ('OPEN', 'SNOOZED')")
+
+class Status(StrEnum):
+    """A conversation's lifecycle state. OPEN and SNOOZED are *active*."""
+
+    OPEN = "OPEN"
+    SNOOZED = "SNOOZED"
+    CLOSED = "CLOSED"
+
+
+class Channel(StrEnum):
+    """Where a connection's customers write from."""
+
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+    TELEGRAM = "telegram"
+    WIDGET = "widget"
+
+
+class Direction(StrEnum):
+    """A message came from the customer (``in``) or goes to them (``out``)."""
+
+    IN = "in"
+    OUT = "out"
+
+
+ACTIVE_STATUSES: tuple[Status, ...] = (Status.OPEN, Status.SNOOZED)
+STATUSES: tuple[Status, ...] = tuple(Status)
+CHANNELS: tuple[Channel, ...] = tuple(Channel)
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
+
+
+def _sql_list(values: tuple[StrEnum, ...]) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
+_ACTIVE = text(f"status IN ({_sql_list(ACTIVE_STATUSES)})")
 
 
 def _id() -> Column:
@@ -103,9 +136,7 @@ connections = Table(
     Column("external_id", String(200), nullable=False),
     Column("secret", String(256)),
     _created_at(),
-    CheckConstraint(
-        "channel IN ('messenger', 'instagram', 'telegram', 'widget')", name="channel"
-    ),
+    CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
     UniqueConstraint("channel", "external_id"),
     Index("ix_connections_chatbot_id_id", "chatbot_id", "id"),
 )
@@ -127,7 +158,7 @@ conversations = Table(
     Column("snoozed_until", UTCDateTime),
     _created_at(),
     Column("closed_at", UTCDateTime),
-    CheckConstraint("status IN ('OPEN', 'SNOOZED', 'CLOSED')", name="status"),
+    CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="status"),
     UniqueConstraint("chatbot_id", "slug"),
     # Seed 002 done right: at most one OPEN or SNOOZED conversation per (connection, psid),
     # any number of CLOSED ones.
@@ -185,7 +216,7 @@ messages = Table(
     Column("text", Text, nullable=False),
     Column("sent_at", UTCDateTime),
     _created_at(),
-    CheckConstraint("direction IN ('in', 'out')", name="direction"),
+    CheckConstraint(f"direction IN ({_sql_list(DIRECTIONS)})", name="direction"),
     UniqueConstraint("connection_id", "platform_message_id"),
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),
 )
@@ -227,16 +258,35 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
 
+
+
+def max_length(column: Column) -> int:
+    """The declared length of a ``String`` column: the one place an input limit is set.
+
+    Request models and domain checks read it from here, so a limit changed in the schema
+    (and its migration) changes everywhere at once, and nothing is silently truncated to a
+    length restated somewhere else.
+    """
+    length = getattr(column.type, "length", None)
+    if length is None:
+        raise TypeError(f"{column} has no declared length")
+    return int(length)
+
+
 __all__ = [
     "ACTIVE_STATUSES",
     "CHANNELS",
     "DIRECTIONS",
     "STATUSES",
+    "Channel",
+    "Direction",
+    "Status",
     "chatbots",
     "connections",
     "conversation_slugs",
     "conversations",
     "idempotency_keys",
+    "max_length",
     "messages",
     "metadata",
     "sessions",
