@@ -23,21 +23,32 @@ from tests.support.platforms import (
 def test_meta_owner_lookup_send_and_scripted_error():
     with running(LoopbackMeta()) as meta:
         meta.add_page("104871234567890", "page-token", instagram_id="17841400000000000")
-        me = httpx.get(f"{meta.graph_url}/me", params={
-            "fields": "id,instagram_business_account", "access_token": "page-token"})
-        assert me.json() == {"id": "104871234567890",
-                             "instagram_business_account": {"id": "17841400000000000"}}
+        me = httpx.get(
+            f"{meta.graph_url}/me",
+            params={"fields": "id,instagram_business_account", "access_token": "page-token"},
+        )
+        assert me.json() == {
+            "id": "104871234567890",
+            "instagram_business_account": {"id": "17841400000000000"},
+        }
         bad = httpx.get(f"{meta.graph_url}/me", params={"access_token": "nope"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == 190
-        send = {"recipient": {"id": "6543210987654321"}, "messaging_type": "RESPONSE",
-                "message": {"text": "hi", "metadata": "d-1"}}
-        ok = httpx.post(f"{meta.graph_url}/me/messages", json=send,
-                        headers={"Authorization": "Bearer page-token"})
+        send = {
+            "recipient": {"id": "6543210987654321"},
+            "messaging_type": "RESPONSE",
+            "message": {"text": "hi", "metadata": "d-1"},
+        }
+        ok = httpx.post(
+            f"{meta.graph_url}/me/messages",
+            json=send,
+            headers={"Authorization": "Bearer page-token"},
+        )
         assert ok.status_code == 200 and ok.json()["recipient_id"] == "6543210987654321"
         assert ok.json()["message_id"].startswith("m_")
         meta.fail_next(1, *META_UNAVAILABLE)
-        refused = httpx.post(f"{meta.graph_url}/me/messages", json=send,
-                             params={"access_token": "page-token"})
+        refused = httpx.post(
+            f"{meta.graph_url}/me/messages", json=send, params={"access_token": "page-token"}
+        )
         assert refused.status_code == 400 and refused.json()["error"]["code"] == 551
         assert [m["text"] for m in meta.delivered()] == ["hi"]
         assert len(meta.sent) == 2
@@ -63,9 +74,15 @@ def test_meta_posts_signed_echoes_and_retries_until_acknowledged():
         with running(LoopbackMeta()) as meta:
             page = meta.add_page("1048", "tok")
             meta.echo_to(f"http://127.0.0.1:{hook.server_port}/", "app-secret")
-            httpx.post(f"{meta.graph_url}/me/messages", params={"access_token": "tok"}, json={
-                "recipient": {"id": "42"}, "messaging_type": "RESPONSE",
-                "message": {"text": "hello", "metadata": "delivery-1"}})
+            httpx.post(
+                f"{meta.graph_url}/me/messages",
+                params={"access_token": "tok"},
+                json={
+                    "recipient": {"id": "42"},
+                    "messaging_type": "RESPONSE",
+                    "message": {"text": "hello", "metadata": "delivery-1"},
+                },
+            )
             meta.page_inbox_send(page, "42", "typed in the Page inbox")
             assert wait_for(lambda: len(meta.echoes_sent) == 2)
     finally:
@@ -92,11 +109,13 @@ def test_telegram_get_me_send_message_and_retry_after():
         assert me["ok"] and me["result"]["id"] == 7000001 and me["result"]["is_bot"]
         assert httpx.get(f"{tg.api_url}/botwrong/getMe").status_code == 401
         tg.fail_next(1, *TELEGRAM_TOO_MANY)
-        limited = httpx.post(f"{tg.api_url}/bot{bot.token}/sendMessage",
-                             json={"chat_id": 12345, "text": "hi"})
+        limited = httpx.post(
+            f"{tg.api_url}/bot{bot.token}/sendMessage", json={"chat_id": 12345, "text": "hi"}
+        )
         assert limited.status_code == 429
         assert limited.json()["parameters"]["retry_after"] == 1
-        sent = httpx.post(f"{tg.api_url}/bot{bot.token}/sendMessage",
-                          json={"chat_id": 12345, "text": "hi"}).json()
+        sent = httpx.post(
+            f"{tg.api_url}/bot{bot.token}/sendMessage", json={"chat_id": 12345, "text": "hi"}
+        ).json()
         assert sent["ok"] and sent["result"]["chat"]["id"] == 12345
         assert [m["text"] for m in tg.delivered()] == ["hi"]

@@ -322,9 +322,10 @@ class LoopbackMeta(LoopbackPlatform):
                     time.sleep(0.01)
                     continue
                 _due, raw = item
-                signature = "sha256=" + hmac.new(
-                    (self.app_secret or "").encode(), raw, hashlib.sha256
-                ).hexdigest()
+                signature = (
+                    "sha256="
+                    + hmac.new((self.app_secret or "").encode(), raw, hashlib.sha256).hexdigest()
+                )
                 try:
                     answer = client.post(
                         self.echo_url or "",
