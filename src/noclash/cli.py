@@ -1,4 +1,4 @@
-"""``noclash serve | user | db | doctor | repair | lint | bench``.
+"""``noclash serve | user | db | backup | doctor | repair | lint | bench``.
 
 Each command parses its flags, calls one library function and formats the result; errors
 become CLI errors (exit codes) only here, at the edge.
@@ -20,6 +20,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from noclash import __version__
+
+        typer.echo(f"noclash {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """noclash: chat backends where a duplicate key is never a 500."""
+
+
 user_app = typer.Typer(help="Manage API users.", no_args_is_help=True)
 db_app = typer.Typer(help="Migrate the database.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -39,10 +61,26 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def worker_app() -> object:
+    """The app of one ``serve --workers`` process, built from the environment (uvicorn
+    imports it by name in each worker; ``serve`` has put its options there)."""
+    from noclash.api.app import create_app
+
+    return create_app(Settings())
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes (each a full, stateless noclash; they share the database).",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
     database_url: DatabaseOption = None,
     migrate: Annotated[
         bool | None,
@@ -52,30 +90,48 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the HTTP API and the channel webhooks."""
+    """Serve the HTTP API and the channel webhooks.
+
+    On an empty database (no user yet) it creates the admin admin@localhost and prints its
+    API token once, on stdout; `noclash user rotate-token admin@localhost` replaces a lost
+    one.
+    """
+    import os
+
     import uvicorn
 
     from noclash.api.app import create_app
     from noclash.chat.users import bootstrap_admin
+    from noclash.db.dialects import dialect_for
     from noclash.db.engine import create_engine
     from noclash.db.migrate import is_at_head, upgrade_engine
 
     settings = _settings(database_url)
     engine = create_engine(settings.sqlalchemy_url, settings)
-    embedded = engine.dialect.name == "sqlite"
-    if migrate if migrate is not None else embedded:
+    dialect = dialect_for(engine)
+    if migrate if migrate is not None else dialect.migrates_on_serve:
         upgrade_engine(engine)
     elif not is_at_head(engine):
         _err("the database is not at the latest migration: run `noclash db upgrade` first")
         raise typer.Exit(2)
-    if embedded:
-        created = bootstrap_admin(engine)
-        if created is not None:
-            email, token = created
-            _err(f"Created the local admin {email}. Its API token (shown once):")
-            typer.echo(token)
-            sys.stdout.flush()
-    uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+    created = bootstrap_admin(engine)
+    if created is not None:
+        email, token = created
+        _err(f"Created the admin {email}. Its API token (shown once):")
+        typer.echo(token)
+        sys.stdout.flush()
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+        else:
+            engine.dispose()  # each worker opens its own pool
+            os.environ["NOCLASH_DATABASE_URL"] = settings.database_url
+            uvicorn.run(
+                "noclash.cli:worker_app", factory=True, host=host, port=port,
+                workers=workers, log_level="info",
+            )  # fmt: skip
+    finally:
+        dialect.settle(engine)
 
 
 @user_app.command("create")
@@ -102,6 +158,94 @@ def user_create(
     finally:
         engine.dispose()
     typer.echo(token)
+
+
+@user_app.command("list")
+def user_list(database_url: DatabaseOption = None) -> None:
+    """List users: e-mail, admin, created, and whether the token is revoked (never tokens)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from noclash.chat.users import list_users
+    from noclash.db.engine import create_engine
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        accounts = list_users(engine)
+    finally:
+        engine.dispose()
+    table = Table("email", "admin", "created", "token", "id", box=None, header_style="bold")
+    for a in accounts:
+        token = f"revoked {a.token_revoked_at:%Y-%m-%d %H:%M}" if a.token_revoked_at else "active"
+        table.add_row(
+            a.email, "yes" if a.is_admin else "", f"{a.created_at:%Y-%m-%d %H:%M}", token,
+            str(a.id),
+        )  # fmt: skip
+    Console(width=120).print(table)
+
+
+def _change_token(email: str, database_url: str | None, *, revoke: bool) -> str | None:
+    from noclash.chat.users import InvalidEmail, UnknownUser, revoke_token, rotate_token
+    from noclash.db.engine import create_engine
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        if revoke:
+            revoke_token(engine, email)
+            return None
+        return rotate_token(engine, email)
+    except (UnknownUser, InvalidEmail) as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+@user_app.command("rotate-token")
+def user_rotate_token(
+    email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give a user a new API token and print it, and only it; the old one stops working."""
+    typer.echo(_change_token(email, database_url, revoke=False))
+
+
+@user_app.command("revoke")
+def user_revoke(
+    email: Annotated[str, typer.Argument(help="The user's e-mail address.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a user's API token (its records stay); rotate-token issues a new one."""
+    _change_token(email, database_url, revoke=True)
+    _err(f"the API token of {email} is revoked (processes that verified it in the last "
+         "NOCLASH_AUTH_CACHE_SECONDS may accept it until then)")  # fmt: skip
+
+
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="File to write (it must not exist).")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Write a consistent copy of the database to PATH while the server keeps running."""
+    from noclash.db.dialects import dialect_for
+    from noclash.db.dialects.base import BackupNotSupported
+    from noclash.db.engine import create_engine
+
+    if path.exists():
+        _err(f"{path} exists: choose a new file (a backup never overwrites)")
+        raise typer.Exit(1)
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    try:
+        dialect_for(engine).backup(engine, str(path))
+    except BackupNotSupported as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    _err(f"backed up to {path}")
 
 
 @db_app.command("upgrade")

@@ -1,10 +1,20 @@
-"""Users and their API tokens (stored hashed; shown once)."""
+"""Users and their API tokens (stored hashed; shown once).
+
+A token is a credential, so the database keeps only its sha256 (``uq_users_token_hash``)
+and the CLI prints it once. A lost token cannot be shown again; it is replaced:
+:func:`rotate_token` stores the hash of a new one, and :func:`revoke_token` stores the hash
+of a value nobody was shown (so no token matches) and marks ``token_revoked_at``. Both are a
+single conditional UPDATE, so two operators rotating at once leave exactly one valid token.
+Processes remember a verified token for ``NOCLASH_AUTH_CACHE_SECONDS`` (see
+:class:`TokenCache`): a revocation takes effect everywhere within that time.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -29,6 +39,21 @@ class User:
     id: UUID
     email: str
     is_admin: bool
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user as an operator sees it (``noclash user list``); never the token."""
+
+    id: UUID
+    email: str
+    is_admin: bool
+    created_at: datetime
+    token_revoked_at: datetime | None
+
+
+class UnknownUser(LookupError):
+    """No user has this e-mail address."""
 
 
 def normalise_email(email: str) -> str:
@@ -75,8 +100,45 @@ def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
     return (ADMIN_EMAIL, token) if created else None
 
 
+def list_users(engine: Engine) -> list[Account]:
+    """Every user, oldest first (ids are UUIDv7)."""
+    with read_only(engine).connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                users.c.id, users.c.email, users.c.is_admin, users.c.created_at,
+                users.c.token_revoked_at,
+            ).order_by(users.c.id)
+        )  # fmt: skip
+        return [Account(*row) for row in rows]
+
+
+def _replace_token(engine: Engine, email: str, *, revoke: bool) -> str:
+    """Store the hash of a new token for ``email``; return the token (unshown if revoked)."""
+    email = normalise_email(email)
+    token = new_api_token()
+    with engine.begin() as conn, translating(users.metadata):
+        changed = conn.execute(
+            sa.update(users)
+            .where(users.c.email == email)
+            .values(token_hash=token_hash(token), token_revoked_at=utcnow() if revoke else None)
+        ).rowcount
+    if changed != 1:
+        raise UnknownUser(f"no user has the e-mail {email}")
+    return token
+
+
+def rotate_token(engine: Engine, email: str) -> str:
+    """Give ``email`` a new API token (the old one stops working); return it, once."""
+    return _replace_token(engine, email, revoke=False)
+
+
+def revoke_token(engine: Engine, email: str) -> None:
+    """Make ``email``'s token stop working; :func:`rotate_token` issues a new one."""
+    _replace_token(engine, email, revoke=True)
+
+
 _BY_TOKEN_HASH = sa.select(users.c.id, users.c.email, users.c.is_admin).where(
-    users.c.token_hash == sa.bindparam("token_hash")
+    users.c.token_hash == sa.bindparam("token_hash"), users.c.token_revoked_at.is_(None)
 )
 
 

@@ -104,6 +104,8 @@ users = Table(
     Column("token_hash", String(64), nullable=False),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     _created_at(),
+    # Set when the token was revoked: the hash then belongs to a value nobody was shown.
+    Column("token_revoked_at", UTCDateTime),
     UniqueConstraint("email"),
     UniqueConstraint("token_hash"),
 )

@@ -53,6 +53,9 @@ class Dialect:
     # The schema's trigger moves a conversation's last_message_at forward (and wakes a
     # snooze) on every message INSERT (migration 0003), so no statement of ours has to.
     messages_move_conversations: ClassVar[bool] = False
+    # ``noclash serve`` migrates the database itself: an embedded file has no operator to
+    # run ``noclash db upgrade``, while a shared server is migrated once, deliberately.
+    migrates_on_serve: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -78,3 +81,20 @@ class Dialect:
 
     def lock_for_migrations(self, conn: Connection) -> None:
         """Serialise concurrent migration runs from several processes (same transaction)."""
+
+    # -- operations ---------------------------------------------------------------------------
+    def backup(self, engine: Engine, target: str) -> None:
+        """Write a consistent copy of the whole database to the file ``target``.
+
+        Raises :class:`BackupNotSupported` (with what to use instead) where the engine has its
+        own tool for this.
+        """
+        raise BackupNotSupported(f"noclash cannot back up a {self.name} database itself")
+
+    def settle(self, engine: Engine) -> None:
+        """Leave the database complete in its main file after a clean stop."""
+
+
+class BackupNotSupported(Exception):
+    """This engine is backed up with its own tools; the message says which."""
+

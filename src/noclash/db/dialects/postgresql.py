@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from noclash.db.dialects.base import Dialect, DriverUniqueError
+from noclash.db.dialects.base import BackupNotSupported, Dialect, DriverUniqueError
 
 UNIQUE_VIOLATION = "23505"
 
@@ -45,3 +45,12 @@ class PostgreSQLDialect(Dialect):
 
     def lock_for_migrations(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.MIGRATION_LOCK_KEY})
+
+    def backup(self, engine: Engine, target: str) -> None:
+        raise BackupNotSupported(
+            "back up PostgreSQL with its own tools: "
+            f"pg_dump --format=custom --file {target} <database URL> "
+            "(restore with pg_restore), or continuous archiving for point-in-time recovery; "
+            "see docs/deployment.md"
+        )
+

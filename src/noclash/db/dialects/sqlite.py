@@ -39,6 +39,8 @@ class SQLiteDialect(Dialect):
     # message INSERT do it. With one writer at a time its UPDATE never waits for a lock
     # (PostgreSQL touches in the inbound statement instead, skipping a row being touched).
     messages_move_conversations: ClassVar[bool] = True
+    # The embedded default: serve migrates it (there is no separate operator step).
+    migrates_on_serve: ClassVar[bool] = True
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)
@@ -84,3 +86,24 @@ class SQLiteDialect(Dialect):
             # mode a deferred transaction reads a consistent snapshot beside the writer.
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    def backup(self, engine: Engine, target: str) -> None:
+        """SQLite's online backup API: a consistent snapshot, WAL content included, taken
+        while the server keeps writing (a plain file copy of ``noclash.db`` misses what is
+        still in ``noclash.db-wal``)."""
+        with engine.connect() as conn:
+            source = conn.connection.dbapi_connection
+            destination = sqlite3.connect(target)
+            try:
+                source.backup(destination)  # type: ignore[union-attr]
+            finally:
+                destination.close()
+
+    def settle(self, engine: Engine) -> None:
+        """Move everything in the WAL into the main file and truncate the WAL, so that after
+        a clean stop ``noclash.db`` alone holds all the data."""
+        engine.dispose()
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+
