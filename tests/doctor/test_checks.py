@@ -110,9 +110,7 @@ def test_redundant_indexes(empty_url: str) -> None:
         "CREATE INDEX r_a_b_again ON r (a, b)",
         "CREATE INDEX r_b_partial ON r (b) WHERE a > 0",
     )
-    found = {
-        (f.evidence.index, f.evidence.kind) for f in checks_of(empty_url)["redundant-indexes"]
-    }
+    found = {(f.evidence.index, f.evidence.kind) for f in checks_of(empty_url)["redundant-indexes"]}
     assert found == {("r_a", "prefix"), ("r_a_b_again", "duplicate")}
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.doctor.connect import connection, display_url, open_engine, reading
+from noclash.doctor.connect import connection, display_url, open_engine
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import DoctorError, RepairFailed
@@ -239,28 +239,29 @@ def _apply_one(
             now, later = action.steps[:first_concurrent], action.steps[first_concurrent:]
             integrity_before = set(ctx.dialect.verify_integrity(conn))
             try:
-                with reading(planned.table):
-                    planned.changed_rows = _run_steps(conn, action, now, backup, progress)
-                    if action.guard and conn.exec_driver_sql(action.guard).scalar():
-                        raise RepairFailed(
-                            f"{action.repair} on {action.table}: duplicates remain, so the "
-                            f"unique index cannot be built; rolled back",
-                            action=action.repair,
-                            table=action.table,
-                        )
-                    broken = set(ctx.dialect.verify_integrity(conn)) - integrity_before
-                    if broken:
-                        raise RepairFailed(
-                            f"{action.repair} on {action.table} broke integrity and was rolled "
-                            f"back: {sorted(broken)[0]}",
-                            action=action.repair,
-                            table=action.table,
-                        )
+                planned.changed_rows = _run_steps(conn, action, now, backup, progress)
+                if action.guard and conn.exec_driver_sql(action.guard).scalar():
+                    raise RepairFailed(
+                        f"{action.repair} on {action.table}: duplicates remain, so the "
+                        f"unique index cannot be built; rolled back",
+                        action=action.repair,
+                        table=action.table,
+                    )
+                broken = set(ctx.dialect.verify_integrity(conn)) - integrity_before
+                if broken:
+                    raise RepairFailed(
+                        f"{action.repair} on {action.table} broke integrity and was rolled "
+                        f"back: {sorted(broken)[0]}",
+                        action=action.repair,
+                        table=action.table,
+                    )
             except DoctorError:
                 raise  # the transaction is rolled back on the way out
             except Exception as exc:
+                orig = getattr(exc, "orig", None) or exc
                 raise RepairFailed(
-                    f"{planned.repair} on {planned.table} failed and was rolled back: {exc}",
+                    f"{planned.repair} on {planned.table} failed and was rolled back: "
+                    f"{str(orig).strip().splitlines()[0]}",
                     action=planned.repair,
                     table=planned.table,
                 ) from exc
