@@ -229,7 +229,8 @@ def repair(
         )
     if not result.actions:
         out.print("noclash repair: nothing to repair")
-        raise typer.Exit(1 if result.applied and result.unfixed else 0)
+        _print_unfixed(out, result)
+        raise typer.Exit(1 if result.unfixed else 0)
     verb = "applied" if result.applied else "plan (dry run; --apply executes it)"
     out.print(f"noclash repair: {len(result.actions)} actions, {verb}")
     for i, a in enumerate(result.actions, 1):
@@ -250,17 +251,17 @@ def repair(
             f"\nbacked up {result.backup_rows} rows to {where}; every post-condition verified",
             highlight=False,
         )
-        for f in result.unfixed:
-            out.print(
-                f"[red]not fixed[/red]: {f.check} on {f.location}: {f.message}",
-                highlight=False,
-            )
-        if result.unfixed:
-            out.print(
-                f"{len(result.unfixed)} errors remain that no automatic repair fixes",
-                highlight=False,
-            )
+        _print_unfixed(out, result)
     raise typer.Exit(1 if result.unfixed else 0)
+
+
+def _print_unfixed(out: Console, result: RepairResult) -> None:
+    for f in result.unfixed:
+        out.print(f"[red]not fixed[/red]: {f.check} on {f.location}: {f.message}", highlight=False)
+    if result.unfixed:
+        out.print(
+            f"{len(result.unfixed)} errors remain that no automatic repair fixes", highlight=False
+        )
 
 
 def _emit_for(orm: str) -> str:
