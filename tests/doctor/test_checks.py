@@ -55,8 +55,8 @@ def test_duplicate_keys_with_explicit_key_and_quiet_without(empty_url: str) -> N
     assert "duplicate-keys" not in checks_of(empty_url)
     found = checks_of(empty_url, keys=(KeySpec.parse("psids.page_id,psid"),))["duplicate-keys"]
     [f] = found
-    assert f.evidence["groups"] == 1 and f.evidence["rows"] == 2
-    assert f.evidence["samples"][0]["ids"] == [1, 2]
+    assert f.evidence.groups == 1 and f.evidence.rows == 2
+    assert f.evidence.samples[0].ids == [1, 2]
     assert f.fix.repair is None  # not a slug: a human decides
 
 
@@ -66,8 +66,12 @@ def test_missing_unique_index_reports_then_quiet(empty_url: str) -> None:
         "CREATE TABLE pages (id INTEGER PRIMARY KEY, slug TEXT NOT NULL)",
         "INSERT INTO pages VALUES (1, 'a'), (2, 'b')",
     )
+    # A name is a guess: a note, never repaired.
     [f] = checks_of(empty_url)["missing-unique-index"]
-    assert f.table == "pages" and f.fix.repair == "add-unique-index"
+    assert (f.table, f.severity, f.fix.repair) == ("pages", "note", None)
+    # Stated with --key: a warning with its repair.
+    [f] = checks_of(empty_url, keys=(KeySpec.parse("pages.slug"),))["missing-unique-index"]
+    assert (f.severity, f.fix.repair) == ("warning", "add-unique-index")
     run_sql(empty_url, "CREATE UNIQUE INDEX pages_slug_key ON pages (slug)")
     assert checks_of(empty_url) == {}
 
@@ -79,7 +83,7 @@ def test_normalised_duplicates(empty_url: str) -> None:
         "INSERT INTO links VALUES (1, 'Hello'), (2, 'hello'), (3, 'other')",
     )
     [f] = checks_of(empty_url)["normalised-duplicates"]
-    assert f.evidence["samples"][0]["values"] == ["Hello", "hello"]
+    assert f.evidence.samples[0].values == ["Hello", "hello"]
     run_sql(empty_url, "UPDATE links SET code = 'hello2' WHERE id = 2")
     assert "normalised-duplicates" not in checks_of(empty_url)
 
@@ -92,7 +96,7 @@ def test_uuid_castability_counts_failures(empty_url: str) -> None:
         "(2, 'not-a-uuid'), (3, NULL), (4, '6F1C1D3E6C1B4D8E9A570D1F0B6A2B12')",
     )
     [f] = checks_of(empty_url)["uuid-castability"]
-    assert f.evidence["failing"] == 1 and f.evidence["uuid_values"] == 2
+    assert f.evidence.failing == 1 and f.evidence.uuid_values == 2
     run_sql(empty_url, "DELETE FROM things WHERE id = 2")
     assert "uuid-castability" not in checks_of(empty_url)
 
@@ -106,9 +110,7 @@ def test_redundant_indexes(empty_url: str) -> None:
         "CREATE INDEX r_a_b_again ON r (a, b)",
         "CREATE INDEX r_b_partial ON r (b) WHERE a > 0",
     )
-    found = {
-        (f.evidence["index"], f.evidence["kind"]) for f in checks_of(empty_url)["redundant-indexes"]
-    }
+    found = {(f.evidence.index, f.evidence.kind) for f in checks_of(empty_url)["redundant-indexes"]}
     assert found == {("r_a", "prefix"), ("r_a_b_again", "duplicate")}
 
 
@@ -154,7 +156,7 @@ def test_null_keys_nulls_not_distinct_on_postgresql(fresh_pg_url: str) -> None:
         "INSERT INTO devices VALUES (1, 'x'), (2, NULL)",
     )
     [f] = checks_of(fresh_pg_url)["null-keys"]
-    assert "NULLS NOT DISTINCT" in f.evidence["intent"] and f.evidence["ids"] == [2]
+    assert "NULLS NOT DISTINCT" in f.evidence.intent and f.evidence.ids == [2]
 
 
 def test_invalid_index_and_not_valid_constraint(fresh_pg_url: str) -> None:
@@ -171,11 +173,11 @@ def test_invalid_index_and_not_valid_constraint(fresh_pg_url: str) -> None:
     )
     found = checks_of(fresh_pg_url)
     [inv] = found["invalid-indexes"]
-    assert inv.evidence["valid"] is False and inv.evidence["duplicate_groups"] == 1
+    assert inv.evidence.valid is False and inv.evidence.duplicate_groups == 1
     # The build failed before the index became ready: it neither serves nor enforces.
     assert "not ready" in inv.message and "still refuses" not in inv.message
     [nv] = found["not-valid-constraints"]
-    assert nv.evidence["constraint"] == "email_not_empty"
+    assert nv.evidence.constraint == "email_not_empty"
 
 
 def test_amcheck_quiet_on_healthy_indexes(fresh_pg_url: str) -> None:
@@ -237,12 +239,12 @@ def test_lifecycle_enum_state_on_postgresql(fresh_pg_url: str) -> None:
     )
     [f] = checks_of(fresh_pg_url)["lifecycle-unique"]  # no rows yet: labels come from the enum
     assert f.severity == "warning"
-    assert f.evidence["active_states"] == ["new", "open"]
-    assert f.evidence["closed_states"] == ["resolved"]
+    assert f.evidence.active_states == ("new", "open")
+    assert f.evidence.closed_states == ("resolved",)
     assert "WHERE state IN ('new', 'open')" in (f.fix.sql or "")
     run_sql(fresh_pg_url, "INSERT INTO tickets VALUES (1, 7, 'resolved')")
     [f] = checks_of(fresh_pg_url)["lifecycle-unique"]
-    assert f.severity == "error" and f.evidence["closed_rows"] == 1
+    assert f.severity == "error" and f.evidence.closed_rows == 1
 
 
 def test_ready_but_invalid_unique_index_still_enforces(fresh_pg_url: str) -> None:
@@ -258,7 +260,7 @@ def test_ready_but_invalid_unique_index_still_enforces(fresh_pg_url: str) -> Non
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 't_code_key'::regclass",
     )
     [f] = checks_of(fresh_pg_url)["invalid-indexes"]
-    assert f.evidence == {
+    assert f.evidence.to_dict() == {
         "duplicate_groups": 0,
         "index": "t_code_key",
         "ready": True,

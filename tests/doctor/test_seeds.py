@@ -43,10 +43,12 @@ EXPECTED = {
 }
 
 
+# Keys no index declares (the seeds' own "fixes" dropped them): a person states them.
 OPTIONS = {
     "closed-chat-unguarded": Options(
         keys=(KeySpec.parse("support_conversations.page_connection_id,psid"),)
     ),
+    "colliding-slugs": Options(keys=(KeySpec.parse("chat_threads.slug"),)),
 }
 
 

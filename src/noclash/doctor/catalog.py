@@ -3,7 +3,8 @@
 The catalog is plain data read from the system catalog (``pg_catalog``) or from SQLite's
 ``sqlite_schema`` and pragmas, not from SQLAlchemy's reflection: the doctor needs facts that
 reflection does not expose (``indisvalid``, ``indisready``, ``NULLS NOT DISTINCT``, partial
-index predicates on SQLite, which index backs which constraint, sequence ownership).
+index predicates on SQLite, operator classes and INCLUDE columns, which index backs which
+constraint, which sequences a column default draws from).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Tables the doctor and repair create or that belong to migration tools; never inspected.
+# Tables the doctor and repair create; never inspected.
 BACKUP_TABLE = "noclash_repair_backup"
 IGNORED_TABLES = frozenset({BACKUP_TABLE})
 
@@ -42,6 +43,24 @@ class Column:
 
 
 @dataclass(frozen=True)
+class IndexKey:
+    """One key part of an index, with everything that decides which queries it serves.
+
+    ``column`` is ``None`` for an expression (``lower(email)``), whose text is ``expression``.
+    ``opclass`` and ``collation`` are ``None`` when they are the default for the column's
+    type: Django's ``varchar_pattern_ops`` index serves ``LIKE 'abc%'``, which the default
+    operator class on the same column does not, so the two are different keys.
+    """
+
+    expression: str
+    column: str | None = None
+    opclass: str | None = None
+    collation: str | None = None
+    descending: bool = False
+    nulls_first: bool = False
+
+
+@dataclass(frozen=True)
 class Index:
     """An index; ``columns`` holds ``None`` for an expression key part."""
 
@@ -60,6 +79,15 @@ class Index:
     definition: str = ""
     # A CREATE INDEX [CONCURRENTLY] is running on it right now (pg_stat_progress_create_index).
     building: bool = False
+    # Key parts in order; empty when the dialect cannot say more than ``columns``.
+    keys: tuple[IndexKey, ...] = ()
+    # INCLUDE (...) columns: stored in the index, not part of its key.
+    include: tuple[str, ...] = ()
+    # SQLite: the UNIQUE is written inside CREATE TABLE (an sqlite_autoindex_*): it cannot be
+    # dropped without rebuilding the table.
+    inline: bool = False
+    # SQLite's INTEGER PRIMARY KEY is the rowid itself, not an index.
+    rowid: bool = False
 
     @property
     def has_expressions(self) -> bool:
@@ -69,18 +97,37 @@ class Index:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c for c in self.columns if c is not None)
 
+    @property
+    def key_parts(self) -> tuple[IndexKey, ...]:
+        if self.keys:
+            return self.keys
+        return tuple(IndexKey(expression=c or "?", column=c) for c in self.columns)
+
 
 @dataclass(frozen=True)
 class Sequence:
-    """A sequence owned by a column (serial or identity), PostgreSQL only."""
+    """A PostgreSQL sequence some column draws from: owned (serial, identity) or used by a
+    column default (pg_dump's ``DEFAULT nextval('t_id_seq'::regclass)``).
+
+    ``users`` are the (table, column) pairs whose values come from it: the next value must
+    be above the largest of all of them.
+    """
 
     name: str
-    table: str
-    column: str
-    # ``None`` until the first ``nextval`` (or when the role may not read the sequence).
+    users: tuple[tuple[str, str], ...]
+    # ``None`` until the first ``nextval`` (or after ``setval(..., false)``).
     last_value: int | None
     start_value: int = 1
     increment: int = 1
+    owned: bool = True
+
+    @property
+    def table(self) -> str:
+        return self.users[0][0]
+
+    @property
+    def column(self) -> str:
+        return self.users[0][1]
 
     @property
     def next_value(self) -> int:
@@ -99,6 +146,16 @@ class Constraint:
     validated: bool = True
 
 
+@dataclass(frozen=True)
+class SchemaObject:
+    """A trigger or view as SQLite stores it (for a table rebuild, which must recreate them)."""
+
+    kind: str
+    name: str
+    table: str
+    sql: str
+
+
 @dataclass
 class Table:
     name: str
@@ -108,6 +165,9 @@ class Table:
     constraints: list[Constraint] = field(default_factory=list)
     # Enum labels per column (PostgreSQL enum types).
     enum_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # SQLite: the CREATE TABLE statement as stored, and the triggers on the table.
+    create_sql: str = ""
+    triggers: list[SchemaObject] = field(default_factory=list)
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -139,6 +199,27 @@ class Table:
         """Whether any unique index (even partial or composite) includes ``column``."""
         return any(column in ix.column_names for ix in self.unique_indexes())
 
+    def single_column_uniques(self, column: str) -> list[Index]:
+        """Valid unique indexes whose whole key is ``column`` (partial ones included)."""
+        return [
+            ix
+            for ix in self.unique_indexes()
+            if ix.valid and ix.columns == (column,) and not ix.has_expressions
+        ]
+
+
+@dataclass(frozen=True)
+class Orm:
+    """The migration tool whose bookkeeping table the database holds.
+
+    ``history`` is what the tool's table says was applied last: Alembic's revision, or
+    Django's latest migration per app (``app`` -> ``name``), or Prisma's latest migration.
+    """
+
+    name: str  # "django" | "alembic" | "prisma"
+    table: str
+    history: tuple[tuple[str, str], ...] = ()
+
 
 @dataclass
 class Catalog:
@@ -148,6 +229,10 @@ class Catalog:
     sequences: list[Sequence] = field(default_factory=list)
     # (sequence, table, column) the role may not read (no SELECT on the sequence).
     unreadable_sequences: list[tuple[str, str, str]] = field(default_factory=list)
+    views: list[SchemaObject] = field(default_factory=list)
+    orm: Orm | None = None
+    # The role the doctor connects as (what a GRANT in a fix must name).
+    role: str | None = None
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)

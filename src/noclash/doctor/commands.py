@@ -12,7 +12,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from noclash.doctor.context import DEFAULT_TOKEN_THRESHOLD, Options
 from noclash.doctor.errors import DoctorError
 from noclash.doctor.intent import KeySpec
 from noclash.doctor.model import Report
+
+if TYPE_CHECKING:
+    from noclash.doctor.repairs import RepairResult
 from noclash.doctor.report import Format, render_rich, to_json, to_sarif
 
 
@@ -129,6 +132,12 @@ def doctor(
     raise typer.Exit(report.exit_code)
 
 
+class Emit(StrEnum):
+    SQL = "sql"
+    ALEMBIC = "alembic"
+    DJANGO = "django"
+
+
 def repair(
     url: UrlArgument = None,
     apply: Annotated[bool, typer.Option("--apply", help="Execute the plan.")] = False,
@@ -141,6 +150,19 @@ def repair(
     fmt: Annotated[
         PlanFormat, typer.Option("--format", "-f", help="rich or json (the plan).")
     ] = PlanFormat.RICH,
+    emit: Annotated[
+        Emit | None,
+        typer.Option(
+            help="Write the plan as a migration instead: plain sql, an alembic revision, "
+            "or a django migration (RunSQL with matching state_operations)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="With --emit: the file (sql, alembic) or directory (django)."
+        ),
+    ] = None,
     key: KeyOption = None,
     exclude: ExcludeOption = None,
     token_threshold: ThresholdOption = DEFAULT_TOKEN_THRESHOLD,
@@ -149,10 +171,15 @@ def repair(
 
     Each action runs in a transaction, backs up the rows it changes first and is verified
     by running the doctor again. Exit code 0: done (or plan printed); 1: a repair failed
-    and was rolled back; 2: cannot connect or read.
+    and was rolled back, or errors remain that no repair fixed; 2: cannot connect or read.
     """
     from noclash.doctor.repairs import repair as run_repair
 
+    if emit is not None and apply:
+        typer.echo(
+            "noclash: --emit writes the plan for your migration tool; drop --apply", err=True
+        )
+        raise typer.Exit(2)
     options = _options(key, exclude, token_threshold)
     progress = _progress_console()
     try:
@@ -169,6 +196,9 @@ def repair(
             result = run_repair(_url(url), options, apply=apply, backup_dir=backup_dir)
     except DoctorError as exc:
         raise _fail(exc) from None
+    if emit is not None:
+        _write_emitted(result, emit, output)
+        raise typer.Exit(0)
     if fmt is PlanFormat.JSON:
         typer.echo(
             json.dumps(
@@ -177,13 +207,21 @@ def repair(
                     "applied": result.applied,
                     "backup_rows": result.backup_rows,
                     "manual": [f.to_dict() for f in result.manual],
+                    "orm": result.orm,
+                    "unfixed": [f.to_dict() for f in result.unfixed],
                 },
                 indent=2,
                 sort_keys=True,
             )
         )
-        raise typer.Exit(0)
+        raise typer.Exit(1 if result.unfixed else 0)
     out = _plain_console()
+    if result.orm:
+        out.print(
+            f"schema managed by {result.orm}: `noclash repair --emit {_emit_for(result.orm)}` "
+            "writes this plan as its migration",
+            highlight=False,
+        )
     for f in result.manual:
         out.print(
             f"[yellow]no automatic repair[/yellow] for {f.check} on {f.location}: {f.message}",
@@ -191,7 +229,8 @@ def repair(
         )
     if not result.actions:
         out.print("noclash repair: nothing to repair")
-        raise typer.Exit(0)
+        _print_unfixed(out, result)
+        raise typer.Exit(1 if result.unfixed else 0)
     verb = "applied" if result.applied else "plan (dry run; --apply executes it)"
     out.print(f"noclash repair: {len(result.actions)} actions, {verb}")
     for i, a in enumerate(result.actions, 1):
@@ -212,7 +251,52 @@ def repair(
             f"\nbacked up {result.backup_rows} rows to {where}; every post-condition verified",
             highlight=False,
         )
-    raise typer.Exit(0)
+        _print_unfixed(out, result)
+    raise typer.Exit(1 if result.unfixed else 0)
+
+
+def _print_unfixed(out: Console, result: RepairResult) -> None:
+    for f in result.unfixed:
+        out.print(f"[red]not fixed[/red]: {f.check} on {f.location}: {f.message}", highlight=False)
+    if result.unfixed:
+        out.print(
+            f"{len(result.unfixed)} errors remain that no automatic repair fixes", highlight=False
+        )
+
+
+def _emit_for(orm: str) -> str:
+    return {"django": "django", "alembic": "alembic"}.get(orm, "sql")
+
+
+def _write_emitted(result: RepairResult, emit: Emit, output: Path | None) -> None:
+    from noclash.doctor import emit as emitters
+
+    if emit is Emit.DJANGO:
+        files = emitters.emit_django(
+            result, history=result.history if result.orm == "django" else ()
+        )
+        if output is None:
+            for path, text in files.items():
+                typer.echo(f"# {path}\n{text}")
+            return
+        for path, text in files.items():
+            dest = output / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {dest}", err=True)
+        return
+    if emit is Emit.ALEMBIC:
+        heads = tuple(v for _k, v in result.history) if result.orm == "alembic" else ()
+        text = emitters.emit_alembic(result, heads=heads)
+    else:
+        rebuilds = any("legacy_alter_table" in s for a in result.actions for s in a.statements)
+        text = emitters.emit_sql(result, target=result.target, rebuilds=rebuilds)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
 
 
 def lint(

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from noclash.config import normalise_database_url
-from noclash.doctor.dialects import supported
+from noclash.db.dialects import UnsupportedDialect
+from noclash.doctor.dialects import DOCTOR_DIALECTS
 from noclash.doctor.errors import CannotConnect, CannotRead, DoctorError, UnsupportedDatabase
 
 
@@ -27,33 +26,16 @@ def open_engine(url: str) -> Engine:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise CannotConnect(f"not a database URL: {url!r}") from exc
-    backend = parsed.get_backend_name()
-    if not supported(backend):
-        raise UnsupportedDatabase(
-            f"the doctor supports SQLite and PostgreSQL databases, not {backend!r}"
-        )
-    if backend == "sqlite":
-        database = parsed.database or ""
-        in_memory = database in ("", ":memory:") or database.startswith("file:")
-        if not in_memory and not Path(database).is_file():
-            # pysqlite would silently create an empty file: refuse instead.
-            raise CannotConnect(f"no SQLite database at {database}")
+    try:
+        dialect = DOCTOR_DIALECTS.get(parsed.get_backend_name())
+    except UnsupportedDialect as exc:
+        raise UnsupportedDatabase(str(exc)) from None
+    dialect.check_url(parsed)
     try:
         engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
     except Exception as exc:  # driver import errors, bad query options
         raise CannotConnect(f"cannot use {parsed.render_as_string()}: {exc}") from exc
-    if backend == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: object) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # Repairs take the write lock up front; the read-only doctor does not.
-            readonly = conn.get_execution_options().get("noclash_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
+    dialect.configure_engine(engine)
     return engine
 
 

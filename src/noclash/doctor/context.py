@@ -17,12 +17,21 @@ from noclash.doctor.catalog import Catalog, Table
 from noclash.doctor.connect import reading
 from noclash.doctor.dialects import DoctorDialect
 from noclash.doctor.intent import KeySpec
+from noclash.doctor.orm import idiom
 
 T = TypeVar("T")
 
 DEFAULT_TOKEN_THRESHOLD = 1e-6
 DEFAULT_GROWTH = 10
 SAMPLE_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class DuplicateGroups:
+    groups: int
+    rows: int
+    # The biggest groups: key values then the count.
+    top: list[Any]
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,7 @@ class Context:
         in their table's schema, which need not be on the search path)."""
         if isinstance(table, str):
             table = self.catalog.tables[table]
-        q = self.q(index)
-        return f"{self.q(table.schema)}.{q}" if table.schema else q
+        return self.dialect.index_sql(self.conn, table, index)
 
     def rows(self, sql: str, params: dict[str, Any] | None = None, *, what: str) -> list[Any]:
         """Run ``sql`` (``:name`` parameters, as in :func:`sqlalchemy.text`)."""
@@ -84,6 +92,10 @@ class Context:
         return self._memo[key]
 
     # -- shared questions ------------------------------------------------------------------
+    def idiom(self) -> str | None:
+        """How the ORM that manages this schema would make a change (for fixes)."""
+        return idiom(self.catalog.orm)
+
     def row_count(self, table: str) -> int:
         def count() -> int:
             self.step(f"counting rows of {table}")
@@ -96,7 +108,7 @@ class Context:
         pk = self.catalog.tables[table].primary_key
         if pk:
             return tuple(self.q(c) for c in pk)
-        return ("rowid",) if self.dialect.name == "sqlite" else ("ctid::text",)
+        return (self.dialect.evidence_row_id,)
 
     def sample_ids(self, table: str, where: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Up to :data:`SAMPLE_LIMIT` row identifiers matching ``where``, for evidence."""
@@ -111,11 +123,11 @@ class Context:
 
     def duplicate_groups(
         self, table: str, columns: Sequence[str], where: str | None = None
-    ) -> dict:
+    ) -> DuplicateGroups:
         """Groups of rows sharing ``columns`` (among rows matching ``where``): counts and
-        the biggest groups."""
+        the biggest groups. Rows with a NULL in the key never collide, so never count."""
 
-        def compute() -> dict:
+        def compute() -> DuplicateGroups:
             self.step(f"grouping {table}({', '.join(columns)})")
             key = ", ".join(self.q(c) for c in columns)
             not_null = " AND ".join(f"{self.q(c)} IS NOT NULL" for c in columns)
@@ -131,7 +143,7 @@ class Context:
             top = self.rows(
                 f"{base} ORDER BY count(*) DESC, {key} LIMIT {SAMPLE_LIMIT}", what=table
             )
-            return {"groups": int(total[0]), "rows": int(total[1]), "top": top}
+            return DuplicateGroups(groups=int(total[0]), rows=int(total[1]), top=top)
 
         return self.memo(("dups", table, tuple(columns), where), compute)
 

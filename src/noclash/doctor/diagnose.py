@@ -12,6 +12,7 @@ from noclash.doctor.context import Context, Options
 from noclash.doctor.dialects import doctor_dialect
 from noclash.doctor.errors import DoctorError
 from noclash.doctor.model import Report
+from noclash.doctor.orm import detect
 
 
 def inspect(
@@ -24,6 +25,7 @@ def inspect(
             dialect.read_only(conn)
         dialect.prepare(conn)
         catalog = dialect.read_catalog(conn)
+        catalog.orm = detect(conn, catalog)
     unknown = {k.table for k in options.keys} - set(catalog.tables)
     if unknown:
         raise DoctorError(f"--key names tables that do not exist: {', '.join(sorted(unknown))}")
@@ -49,7 +51,8 @@ def read_only_session(engine: Engine) -> Iterator[Connection]:
 def run_checks(ctx: Context, target: str) -> Report:
     from noclash.doctor.checks import CHECKS
 
-    report = Report(tool="noclash doctor", target=target, dialect=ctx.dialect.name)
+    orm = ctx.catalog.orm.name if ctx.catalog.orm else None
+    report = Report(tool="noclash doctor", target=target, dialect=ctx.dialect.name, orm=orm)
     unknown = set(ctx.options.exclude) - {c.ID for c in CHECKS}
     if unknown:
         raise DoctorError(f"--exclude names unknown checks: {', '.join(sorted(unknown))}")

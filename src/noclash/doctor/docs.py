@@ -20,6 +20,7 @@ from noclash.doctor import fixtures
 from noclash.doctor.checks import CHECKS
 from noclash.doctor.context import Options
 from noclash.doctor.diagnose import diagnose
+from noclash.doctor.intent import KeySpec
 from noclash.doctor.lint.rules import RULES
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "doctor"
@@ -27,13 +28,13 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "doctor"
 REPAIRS = {
     "duplicate-keys": "`suffix-duplicates` (slug columns) or `partial-unique` (keys of a "
     "table with a lifecycle)",
-    "null-keys": "`backfill-keys`",
+    "null-keys": "`backfill-keys` (uuid-valued keys only)",
     "weak-tokens": "`migrate-weak-tokens`",
-    "uuid-castability": "`migrate-weak-tokens` (weak token columns) or `backfill-keys` "
-    "(empty keys)",
+    "uuid-castability": "`migrate-weak-tokens` (weak token columns)",
     "lifecycle-unique": "`partial-unique`",
     "sequence-behind": "`reset-sequence`",
-    "missing-unique-index": "`add-unique-index` or `partial-unique`",
+    "missing-unique-index": "`add-unique-index` or `partial-unique` (keys stated with "
+    "`--key`; a name alone is never repaired)",
 }
 
 
@@ -46,7 +47,8 @@ def example(check: ModuleType) -> str | None:
         url = f"sqlite:///{Path(tmp) / 'example.db'}"
         fixtures.build(url, fixture)
         others = tuple(c.ID for c in CHECKS if c.ID != check.ID)
-        report = diagnose(url, Options(exclude=others))
+        keys = tuple(KeySpec.parse(k) for k in getattr(check, "EXAMPLE_KEYS", ()))
+        report = diagnose(url, Options(exclude=others, keys=keys))
     findings = [f.to_dict() for f in report.sorted()]
     return json.dumps(findings, indent=2, sort_keys=True, ensure_ascii=False)
 
@@ -75,7 +77,9 @@ def render(module: ModuleType, kind: str) -> str:
             "## Example",
             "",
             f"`python -m noclash.doctor.fixtures demo.db {module.EXAMPLE}` then "
-            f"`noclash doctor sqlite:///demo.db --format json` reports:",
+            f"`noclash doctor sqlite:///demo.db"
+            + "".join(f" --key {k}" for k in getattr(module, "EXAMPLE_KEYS", ()))
+            + " --format json` reports:",
             "",
             "```json",
             text,
@@ -104,7 +108,7 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-DEMO_KEY = "support_conversations.page_connection_id,psid"
+DEMO_KEYS = ["--key", "support_conversations.page_connection_id,psid", "--key", "chat_threads.slug"]
 DEMO_MIGRATION = """\
 -- migrations/20240502_chatbots_uuid_token.sql (seed 001)
 BEGIN;
@@ -131,11 +135,11 @@ def demo_session(columns: int = 120) -> str:
     env.pop("NOCLASH_DATABASE_URL", None)
     steps = [
         ["python", "-m", "noclash.doctor.fixtures", "legacy.db"],
-        ["noclash", "doctor", "sqlite:///legacy.db", "--key", DEMO_KEY],
-        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY],
-        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY, "--apply"],
-        ["noclash", "doctor", "sqlite:///legacy.db", "--key", DEMO_KEY],
-        ["noclash", "repair", "sqlite:///legacy.db", "--key", DEMO_KEY, "--apply"],
+        ["noclash", "doctor", "sqlite:///legacy.db", *DEMO_KEYS],
+        ["noclash", "repair", "sqlite:///legacy.db", *DEMO_KEYS],
+        ["noclash", "repair", "sqlite:///legacy.db", *DEMO_KEYS, "--apply"],
+        ["noclash", "doctor", "sqlite:///legacy.db", *DEMO_KEYS],
+        ["noclash", "repair", "sqlite:///legacy.db", *DEMO_KEYS, "--apply"],
         ["noclash", "lint", "migrations/20240502_chatbots_uuid_token.sql"],
     ]
     out: list[str] = []

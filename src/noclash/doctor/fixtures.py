@@ -16,8 +16,10 @@ fixture                   seed   broken state
                                  OPEN conversations for one customer (needs
                                  ``--key support_conversations.page_connection_id,psid``)
 ``null-session-ids``      003    session ids NULL or empty under a unique index
-                                 (NULLS NOT DISTINCT on PostgreSQL)
-``colliding-slugs``       004    no unique index on slug, and colliding slugs
+                                 (NULLS NOT DISTINCT on PostgreSQL, where NULLs
+                                 collide; on SQLite only the empty one does)
+``colliding-slugs``       004    no unique index on slug, and colliding slugs (needs
+                                 ``--key chat_threads.slug``: a name is no declaration)
 ``sequence-behind``       -      serial and identity columns behind imported ids
                                  (PostgreSQL only: SQLite has no sequences)
 ========================  =====  ===============================================
@@ -36,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from noclash.config import normalise_database_url
+from noclash.doctor.dialects import DOCTOR_DIALECTS, DoctorDialect, doctor_dialect
 
 _T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -44,8 +47,8 @@ def _ts(i: int) -> str:
     return (_T0 + timedelta(minutes=i)).isoformat()
 
 
-def _is_pg(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
+def _flags(conn: Connection) -> DoctorDialect:
+    return doctor_dialect(conn)
 
 
 def short_tokens(conn: Connection) -> None:
@@ -171,17 +174,17 @@ def null_session_ids(conn: Connection) -> None:
         "CREATE TABLE chat_sessions (id INTEGER PRIMARY KEY, conversation_id TEXT NOT NULL, "
         "session_id TEXT, user_id TEXT NOT NULL, created_at TEXT NOT NULL)"
     )
-    nnd = " NULLS NOT DISTINCT" if _is_pg(conn) else ""
+    nnd = " NULLS NOT DISTINCT" if _flags(conn).supports_nulls_not_distinct else ""
     conn.exec_driver_sql(
         f"CREATE UNIQUE INDEX chat_sessions_session_id_key ON chat_sessions (session_id){nnd}"
     )
     sessions: list[str | None] = [
         str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(40)
     ]
-    # PostgreSQL (NULLS NOT DISTINCT, like MongoDB's unique index) admits one NULL; SQLite many.
+    # NULLS NOT DISTINCT (like MongoDB's unique index) admits one NULL; without it, many.
     sessions[5] = None
     sessions[11] = ""
-    if not _is_pg(conn):
+    if not nnd:
         sessions[17] = None
         sessions[23] = None
     conn.execute(
@@ -217,7 +220,7 @@ def colliding_slugs(conn: Connection) -> None:
 
 
 def sequence_behind(conn: Connection) -> None:
-    if not _is_pg(conn):
+    if not _flags(conn).has_sequences:
         return
     conn.exec_driver_sql("CREATE TABLE tickets (id serial PRIMARY KEY, subject text NOT NULL)")
     conn.exec_driver_sql(
@@ -244,8 +247,8 @@ FIXTURES: dict[str, Callable[[Connection], None]] = {
 }
 
 
-# Fixtures whose broken state cannot exist on SQLite.
-POSTGRESQL_ONLY = frozenset({"sequence-behind"})
+# Fixtures whose broken state needs sequences (SQLite has none).
+NEEDS_SEQUENCES = frozenset({"sequence-behind"})
 
 
 def build(url: str, *names: str) -> str:
@@ -261,7 +264,8 @@ def build(url: str, *names: str) -> str:
 
 
 def applicable(dialect: str) -> tuple[str, ...]:
-    return tuple(n for n in FIXTURES if dialect == "postgresql" or n not in POSTGRESQL_ONLY)
+    sequences = DOCTOR_DIALECTS.get(dialect).has_sequences
+    return tuple(n for n in FIXTURES if sequences or n not in NEEDS_SEQUENCES)
 
 
 def main(argv: list[str] | None = None) -> int:

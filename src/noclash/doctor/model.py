@@ -7,9 +7,10 @@ SARIF) and the repair planner all read the same thing, and so that the JSON sche
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 JSON_SCHEMA_VERSION = 1
 
@@ -25,15 +26,56 @@ class Severity(StrEnum):
 SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.NOTE: 2}
 
 
-@dataclass(frozen=True)
-class Fix:
-    """How to fix a finding: SQL to run by hand, and/or the ``noclash repair`` action."""
+def _plain(value: Any) -> Any:
+    if isinstance(value, Evidence):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in sorted(dataclasses.asdict(value).items())}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    return value
 
-    sql: str | None = None
-    repair: str | None = None
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a finding rests on; each check defines its own fields as a subclass.
+
+    ``to_dict`` is what JSON and SARIF show: every field but those named in ``INTERNAL``
+    (what the repair planner reads but a report does not show: the index object to
+    replace, the lifecycle found), keys sorted, tuples as lists.
+    """
+
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"repair": self.repair, "sql": self.sql}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
+            if f.name not in self.INTERNAL
+        }
+
+
+@dataclass(frozen=True)
+class Fix:
+    """How to fix a finding: SQL to run by hand, and/or the ``noclash repair`` action.
+
+    ``statements`` are complete statements for the engine the finding is about (a test
+    runs every one on a copy of each corpus database); ``idiom`` says how to make the same
+    change in the ORM that manages the schema, when the doctor recognised one.
+    """
+
+    statements: tuple[str, ...] = ()
+    repair: str | None = None
+    idiom: str | None = None
+
+    @property
+    def sql(self) -> str | None:
+        return "; ".join(self.statements) + ";" if self.statements else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"idiom": self.idiom, "repair": self.repair, "sql": self.sql}
 
 
 @dataclass(frozen=True)
@@ -45,12 +87,10 @@ class Finding:
     message: str
     table: str | None = None
     columns: tuple[str, ...] = ()
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=Evidence)
     fix: Fix = field(default_factory=Fix)
     file: str | None = None
     line: int | None = None
-    # Machine data for the repair planner (index names, chosen values); not rendered.
-    details: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def location(self) -> str:
@@ -75,7 +115,7 @@ class Finding:
         data: dict[str, Any] = {
             "check": self.check,
             "columns": list(self.columns),
-            "evidence": self.evidence,
+            "evidence": self.evidence.to_dict(),
             "fix": self.fix.to_dict(),
             "message": self.message,
             "severity": str(self.severity),
@@ -94,6 +134,8 @@ class Report:
     tool: str
     target: str
     dialect: str | None
+    # The migration tool that manages the schema ("django", "alembic", "prisma"), if known.
+    orm: str | None = None
     findings: list[Finding] = field(default_factory=list)
     checks_run: list[str] = field(default_factory=list)
 
@@ -120,6 +162,7 @@ class Report:
             "checks_run": sorted(self.checks_run),
             "dialect": self.dialect,
             "findings": [f.to_dict() for f in self.sorted()],
+            "orm": self.orm,
             "schema_version": JSON_SCHEMA_VERSION,
             "summary": self.counts(),
             "target": self.target,

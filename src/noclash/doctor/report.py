@@ -68,7 +68,7 @@ def render_rich(report: Report, console: Console) -> None:
     table.add_column("file:line" if lint else "table(columns)", overflow="fold", max_width=24)
     table.add_column("finding and evidence", ratio=1, overflow="fold")
     for n, f in enumerate(findings, 1):
-        evidence = _evidence_text(f.evidence).replace("\n", "; ")
+        evidence = _evidence_text(f.evidence.to_dict()).replace("\n", "; ")
         table.add_row(
             str(n),
             f"[{_STYLE[f.severity]}]{f.severity}[/]",
@@ -83,6 +83,10 @@ def render_rich(report: Report, console: Console) -> None:
         console.print(f"  #{n} {f.check}: {how}", highlight=False, markup=False)
         if f.fix.sql:
             console.print(f"     {f.fix.sql}", highlight=False, markup=False, soft_wrap=True)
+    if report.orm:
+        idioms = {f.fix.idiom for f in findings if f.fix.idiom}
+        for text in sorted(idioms):
+            console.print(f"{text}.", highlight=False, markup=False, soft_wrap=True)
     counts = report.counts()
     console.print(
         f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes "
@@ -116,7 +120,7 @@ def to_sarif(report: Report, rules: list[tuple[str, str, str]]) -> str:
             "level": str(f.severity),
             "locations": [_location(f)],
             "message": {"text": f.message},
-            "properties": {"evidence": f.evidence, "fix": f.fix.to_dict()},
+            "properties": {"evidence": f.evidence.to_dict(), "fix": f.fix.to_dict()},
             "ruleId": f.check,
         }
         if f.check in index:

@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from noclash.doctor.context import Context
 from noclash.doctor.dialects import is_uuid_text
+from noclash.doctor.intent import may_hold_random_tokens
 
 MIN_SAMPLE = 20
 MIN_LENGTH = 4
@@ -105,3 +107,46 @@ def estimate(values: Iterable[str]) -> TokenEstimate | None:
 def mask(value: str) -> str:
     """Tokens are often secrets: show only enough to recognise one."""
     return value[:2] + "…" if len(value) > 2 else "…"
+
+
+def declared_token_columns(ctx: Context) -> list[tuple[str, str]]:
+    """Text columns declared unique on their own (an index or ``--key``): where a random
+    token that collides is a failed insert. Shared by ``weak-tokens`` and
+    ``uuid-castability`` (whose fix for weak tokens is the move to uuid)."""
+
+    def compute() -> list[tuple[str, str]]:
+        stated = {(k.table, k.columns[0]) for k in ctx.options.keys if len(k.columns) == 1}
+        out = []
+        for tname, table in ctx.catalog.tables.items():
+            for col in table.columns.values():
+                if not may_hold_random_tokens(col):
+                    continue
+                if table.single_column_uniques(col.name) or (tname, col.name) in stated:
+                    out.append((tname, col.name))
+        return out
+
+    return ctx.memo("token-columns", compute)
+
+
+def analyse(ctx: Context, table: str, column: str) -> TokenEstimate | None:
+    """The token estimate of ``table.column`` from a sample (memoised)."""
+
+    def compute() -> TokenEstimate | None:
+        ctx.step(f"sampling {table}.{column}")
+        q = ctx.q(column)
+        rows = ctx.rows(
+            f"SELECT {q} FROM {ctx.t(table)} WHERE {q} IS NOT NULL LIMIT {ctx.options.sample_size}",
+            what=table,
+        )
+        return estimate(r[0] for r in rows)
+
+    return ctx.memo(("token", table, column), compute)
+
+
+def weak(ctx: Context, table: str, column: str) -> TokenEstimate | None:
+    """The estimate when ``table.column`` is a weak token column, else ``None``."""
+    est = analyse(ctx, table, column)
+    if est is None:
+        return None
+    later = est.collision_probability(ctx.row_count(table) * ctx.options.growth)
+    return est if later > ctx.options.token_threshold else None

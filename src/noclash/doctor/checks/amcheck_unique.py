@@ -9,11 +9,12 @@ never creates extensions.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from noclash.doctor.context import Context
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "amcheck-unique"
 TITLE = "Unique indexes that hold duplicates (amcheck)"
@@ -25,8 +26,14 @@ LINKS = (("amcheck", "https://www.postgresql.org/docs/current/amcheck.html"),)
 MIN_VERSION = (17,)
 
 
+@dataclass(frozen=True)
+class AmcheckEvidence(Evidence):
+    amcheck: str
+    index: str
+
+
 def available(ctx: Context) -> bool:
-    if not ctx.dialect.has_sequences or ctx.catalog.server_version < MIN_VERSION:
+    if not ctx.dialect.supports_amcheck or ctx.catalog.server_version < MIN_VERSION:
         return False
     return bool(
         ctx.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'", what="catalog")
@@ -38,7 +45,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         return
     for tname, table in ctx.catalog.tables.items():
         for ix in table.unique_indexes():
-            if ix.method != "btree" or not ix.valid or ix.definition == "(rowid alias)":
+            if ix.method != "btree" or not ix.valid or ix.rowid:
                 continue
             ctx.step(f"amcheck {ix.name}")
             savepoint = ctx.conn.begin_nested()
@@ -57,6 +64,6 @@ def run(ctx: Context) -> Iterator[Finding]:
                     table=tname,
                     columns=ix.column_names,
                     message=f"amcheck: unique index {ix.name} on {tname} is broken: {detail}",
-                    evidence={"index": ix.name, "amcheck": detail},
-                    fix=Fix(sql=f"REINDEX INDEX CONCURRENTLY {ctx.ix(tname, ix.name)};"),
+                    evidence=AmcheckEvidence(amcheck=detail, index=ix.name),
+                    fix=Fix(statements=(f"REINDEX INDEX CONCURRENTLY {ctx.ix(tname, ix.name)}",)),
                 )

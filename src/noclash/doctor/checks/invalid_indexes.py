@@ -9,9 +9,10 @@ maintains it and, if it is unique, is still refused on a duplicate. Builds in pr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from noclash.doctor.context import Context
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "invalid-indexes"
 TITLE = "Invalid or not-ready indexes"
@@ -28,6 +29,14 @@ LINKS = (
 )
 
 
+@dataclass(frozen=True)
+class InvalidIndexesEvidence(Evidence):
+    duplicate_groups: int | None
+    index: str
+    ready: bool
+    valid: bool
+
+
 def run(ctx: Context) -> Iterator[Finding]:
     for tname, table in ctx.catalog.tables.items():
         for ix in table.indexes:
@@ -35,13 +44,12 @@ def run(ctx: Context) -> Iterator[Finding]:
                 continue
             state = "not ready" if not ix.ready else "invalid"
             enforces = ix.unique and ix.ready
-            evidence: dict = {"index": ix.name, "ready": ix.ready, "valid": ix.valid}
             note = ""
+            groups = None
             if ix.unique and not ix.has_expressions:
-                dups = ctx.duplicate_groups(tname, ix.column_names)
-                evidence["duplicate_groups"] = dups["groups"]
-                if dups["groups"]:
-                    note = f"; {dups['groups']} duplicate groups must be resolved first"
+                groups = ctx.duplicate_groups(tname, ix.column_names).groups
+                if groups:
+                    note = f"; {groups} duplicate groups must be resolved first"
             if enforces:
                 note += "; it is unused by queries but still refuses duplicates on writes"
             yield Finding(
@@ -50,13 +58,27 @@ def run(ctx: Context) -> Iterator[Finding]:
                 table=tname,
                 columns=ix.column_names,
                 message=f"index {ix.name} on {tname} is {state} (failed concurrent build){note}",
-                evidence=evidence,
+                evidence=InvalidIndexesEvidence(
+                    duplicate_groups=groups, index=ix.name, ready=ix.ready, valid=ix.valid
+                ),
                 fix=Fix(
-                    sql=(
-                        f"DROP INDEX CONCURRENTLY {ctx.ix(tname, ix.name)}; {ix.definition};"
-                        if ix.definition
-                        else f"REINDEX INDEX CONCURRENTLY {ctx.ix(tname, ix.name)};"
-                    ),
-                    repair=None,
+                    statements=_fix(ctx, tname, ix.column_names, ix.name, ix.definition, groups)
                 ),
             )
+
+
+def _fix(
+    ctx: Context,
+    table: str,
+    columns: tuple[str, ...],
+    name: str,
+    definition: str,
+    groups: int | None,
+) -> tuple[str, ...]:
+    """Rebuild the index; with duplicates, list them first (a rebuild would fail again)."""
+    if groups:
+        cols = ", ".join(ctx.q(c) for c in columns)
+        return (f"SELECT {cols}, count(*) FROM {ctx.t(table)} GROUP BY {cols} HAVING count(*) > 1",)
+    if definition:
+        return (f"DROP INDEX CONCURRENTLY {ctx.ix(table, name)}", definition)
+    return (f"REINDEX INDEX CONCURRENTLY {ctx.ix(table, name)}",)

@@ -1,27 +1,34 @@
-"""A key the application treats as unique, with no unique index behind it.
+"""A key with no unique index behind it.
 
 Checking in code ("SELECT then INSERT", seed 000's helper, seed 002's five checks) is a
 race: two requests both see "free" and both insert. Only a unique index makes it a rule.
+
+Precision: a key stated with ``--key`` is sure (warning, repaired by `add-unique-index`,
+or `partial-unique` on a table with a lifecycle). A column only *named* like a key
+(``*token*``, ``*slug*``, ``session_id``, ``public_id``, ``*uuid*``) is a guess: a note
+asking for a review, never repaired. Secrets, credentials, URLs and free text are never
+guessed (``accessToken``, ``tokenUrl``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
-from noclash.doctor.checks.lifecycle_unique import (
-    active_predicate,
-    key_lifecycle,
-    partial_name,
-)
+from noclash.doctor import fixes
 from noclash.doctor.context import Context
-from noclash.doctor.intent import intended_keys
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.intent import KeySpec, named_keys, stated_keys
+from noclash.doctor.lifecycle import Lifecycle, active_predicate, key_lifecycle
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "missing-unique-index"
 TITLE = "Unique keys with no unique index"
 HELP = (
     "Build the unique index (`CREATE UNIQUE INDEX CONCURRENTLY`, then "
-    "`ADD CONSTRAINT ... UNIQUE USING INDEX`): `noclash repair` does it."
+    "`ADD CONSTRAINT ... UNIQUE USING INDEX`): `noclash repair` does it for keys stated "
+    "with `--key`. A column only named like a key: if the application looks rows up by it, "
+    "declare the index (or pass `--key`); if not, nothing to do."
 )
 LINKS = (
     (
@@ -32,49 +39,82 @@ LINKS = (
 )
 
 
-def index_name(table: str, columns: tuple[str, ...]) -> str:
-    return f"{table.rsplit('.', 1)[-1]}_{'_'.join(columns)}_key"[:63]
+@dataclass(frozen=True)
+class MissingUniqueIndexEvidence(Evidence):
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"lifecycle"})
+
+    duplicate_groups: int
+    intent: str
+    rows: int
+    lifecycle: Lifecycle | None = None
 
 
-def run(ctx: Context) -> Iterator[Finding]:
-    for spec in intended_keys(ctx.catalog, ctx.options.keys):
-        table = ctx.catalog.table(spec.table)
-        if table is None or not set(spec.columns) <= set(table.columns):
-            continue
-        life = key_lifecycle(ctx, spec.table, spec.columns)
-        if table.has_unique_on(spec.columns, whole_table=life is None):
-            continue
-        active = active_predicate(ctx, life) if life else None
-        if ctx.duplicate_groups(spec.table, spec.columns, active)["groups"]:
-            continue  # duplicate-keys reports it, with the duplicates to resolve first
-        cols = ", ".join(ctx.q(c) for c in spec.columns)
-        concurrently = " CONCURRENTLY" if ctx.dialect.supports_concurrent_index else ""
-        if life:
-            name = ctx.q(partial_name(spec.table, spec.columns))
-            sql = (
-                f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols}) "
-                f"WHERE {active};"
-            )
-        else:
-            name = ctx.q(index_name(spec.table, spec.columns))
-            sql = f"CREATE UNIQUE INDEX{concurrently} {name} ON {ctx.t(spec.table)} ({cols});"
-            if ctx.dialect.supports_constraint_using_index:
-                sql += (
-                    f" ALTER TABLE {ctx.t(spec.table)} ADD CONSTRAINT {name} "
-                    f"UNIQUE USING INDEX {name};"
-                )
-        why = "named like one" if spec.reason == "name" else spec.reason
-        yield Finding(
+def _finding(ctx: Context, spec: KeySpec) -> Finding | None:
+    table = ctx.catalog.tables[spec.table]
+    life = key_lifecycle(ctx, spec.table, spec.columns)
+    if table.has_unique_on(spec.columns, whole_table=life is None):
+        return None
+    active = active_predicate(ctx, life) if life else None
+    groups = ctx.duplicate_groups(spec.table, spec.columns, active).groups
+    cols = ", ".join(spec.columns)
+    evidence = MissingUniqueIndexEvidence(
+        duplicate_groups=groups, intent=spec.reason, rows=ctx.row_count(spec.table), lifecycle=life
+    )
+    if not spec.declared:
+        key_sql = ", ".join(ctx.q(c) for c in spec.columns)
+        return Finding(
             check=ID,
-            severity=Severity.WARNING,
+            severity=Severity.NOTE,
             table=spec.table,
             columns=spec.columns,
             message=(
-                f"{spec.table}({', '.join(spec.columns)}) is used as a unique key "
-                f"({why}) but no unique index enforces it: concurrent inserts can "
-                f"both succeed"
+                f"{spec.table}({cols}) is named like a key but nothing declares it unique: "
+                f"if the application looks rows up by it, declare a unique index (or pass "
+                f"--key {spec.table}.{cols}); {groups} duplicate groups today"
             ),
-            evidence={"intent": spec.reason, "rows": ctx.row_count(spec.table)},
-            fix=Fix(sql=sql, repair="partial-unique" if life else "add-unique-index"),
-            details={"index": None, "lifecycle": life},
+            evidence=evidence,
+            fix=Fix(
+                statements=(
+                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)} "
+                    f"GROUP BY {key_sql} HAVING count(*) > 1",
+                ),
+                idiom=ctx.idiom(),
+            ),
         )
+    if groups:
+        return None  # duplicate-keys reports it, with the duplicates to resolve first
+    if life:
+        steps = fixes.partial_unique(
+            ctx, spec.table, spec.columns, life, None, close_duplicates=False
+        )
+    else:
+        steps = fixes.add_unique_index(ctx, spec.table, spec.columns)
+    return Finding(
+        check=ID,
+        severity=Severity.WARNING,
+        table=spec.table,
+        columns=spec.columns,
+        message=(
+            f"{spec.table}({cols}) is a unique key ({spec.reason}) but no unique index "
+            f"enforces it: concurrent inserts can both succeed"
+        ),
+        evidence=evidence,
+        fix=Fix(
+            statements=fixes.statements(steps or []),
+            repair="partial-unique" if life else "add-unique-index",
+            idiom=ctx.idiom(),
+        ),
+    )
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    for spec in [
+        *stated_keys(ctx.catalog, ctx.options.keys),
+        *named_keys(ctx.catalog, ctx.options.keys),
+    ]:
+        finding = _finding(ctx, spec)
+        if finding is not None:
+            yield finding
+
+
+__all__ = ["HELP", "ID", "TITLE", "MissingUniqueIndexEvidence", "run"]

@@ -3,15 +3,20 @@
 A unique index on text compares bytes: ``K3X9QA`` and ``k3x9qa`` coexist, as do a uuid
 with and without hyphens. The day a lookup lower-cases (a case-insensitive URL, a
 ``lower()`` index, a migration to the ``uuid`` type) the two rows collide.
+
+Precision: only columns declared unique on their own (an index or ``--key``); the variants
+are counted exactly. Whether the application will ever compare them case-insensitively is
+a guess, hence a warning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from noclash.doctor.context import Context, plain
-from noclash.doctor.intent import is_legacy, looks_like_key
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.intent import is_legacy
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "normalised-duplicates"
 TITLE = "Keys that collide once lower-cased or cast to uuid"
@@ -27,6 +32,19 @@ LINKS = (
 EXAMPLE = "short-tokens"
 
 
+@dataclass(frozen=True)
+class Sample(Evidence):
+    ids: list
+    normalised: object
+    values: list
+
+
+@dataclass(frozen=True)
+class NormalisedDuplicatesEvidence(Evidence):
+    groups: int
+    samples: tuple[Sample, ...]
+
+
 def normal_form(ctx: Context, column: str) -> str:
     q = ctx.q(column)
     uuid_form = f"lower(replace(replace(replace(trim({q}), '-', ''), '{{', ''), '}}', ''))"
@@ -34,11 +52,12 @@ def normal_form(ctx: Context, column: str) -> str:
 
 
 def run(ctx: Context) -> Iterator[Finding]:
+    stated = {(k.table, k.columns[0]) for k in ctx.options.keys if len(k.columns) == 1}
     for tname, table in ctx.catalog.tables.items():
         for col in table.columns.values():
             if not col.is_text or is_legacy(col.name):
                 continue
-            if not (table.has_unique_on((col.name,), whole_table=False) or looks_like_key(col)):
+            if not (table.single_column_uniques(col.name) or (tname, col.name) in stated):
                 continue
             norm = normal_form(ctx, col.name)
             q = ctx.q(col.name)
@@ -59,11 +78,11 @@ def run(ctx: Context) -> Iterator[Finding]:
                     what=tname,
                 )
                 samples.append(
-                    {
-                        "ids": ctx.sample_ids(tname, f"{norm} = :k", {"k": k}),
-                        "normalised": plain(k),
-                        "values": [plain(v[0]) for v in values],
-                    }
+                    Sample(
+                        ids=ctx.sample_ids(tname, f"{norm} = :k", {"k": k}),
+                        normalised=plain(k),
+                        values=[plain(v[0]) for v in values],
+                    )
                 )
             yield Finding(
                 check=ID,
@@ -76,12 +95,12 @@ def run(ctx: Context) -> Iterator[Finding]:
                     f"a case-insensitive lookup, a lower() index or a change to the uuid type "
                     f"will collide"
                 ),
-                evidence={"groups": groups, "samples": samples},
+                evidence=NormalisedDuplicatesEvidence(groups=groups, samples=tuple(samples)),
                 fix=Fix(
-                    sql=(
+                    statements=(
                         f"SELECT lower(trim({q})), count(DISTINCT {q}) FROM {ctx.t(tname)} "
-                        f"GROUP BY 1 HAVING count(DISTINCT {q}) > 1;"
+                        f"GROUP BY 1 HAVING count(DISTINCT {q}) > 1",
                     ),
-                    repair=None,
+                    idiom=ctx.idiom(),
                 ),
             )

@@ -8,9 +8,10 @@ application relies on does not hold for old data.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from noclash.doctor.context import Context
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "not-valid-constraints"
 TITLE = "NOT VALID constraints"
@@ -26,6 +27,12 @@ LINKS = (
 )
 
 
+@dataclass(frozen=True)
+class NotValidConstraintsEvidence(Evidence):
+    constraint: str
+    definition: str
+
+
 def run(ctx: Context) -> Iterator[Finding]:
     for tname, table in ctx.catalog.tables.items():
         for con in table.constraints:
@@ -39,6 +46,12 @@ def run(ctx: Context) -> Iterator[Finding]:
                     f"{con.kind} constraint {con.name} on {tname} is NOT VALID: existing rows "
                     f"were never checked against {con.definition}"
                 ),
-                evidence={"constraint": con.name, "definition": con.definition},
-                fix=Fix(sql=f"ALTER TABLE {ctx.t(tname)} VALIDATE CONSTRAINT {ctx.q(con.name)};"),
+                evidence=NotValidConstraintsEvidence(
+                    constraint=con.name, definition=con.definition
+                ),
+                fix=Fix(
+                    statements=(
+                        f"ALTER TABLE {ctx.t(tname)} VALIDATE CONSTRAINT {ctx.q(con.name)}",
+                    )
+                ),
             )

@@ -1,16 +1,25 @@
-"""Sequences (serial, identity) whose next value is already taken by a row.
+"""Sequences whose next value is already taken by a row.
 
 After a bulk import with explicit ids, ``nextval`` hands out ids that exist: every insert
 fails with "duplicate key value violates unique constraint ..._pkey" until it passes them.
+Every sequence a column draws from counts: owned ones (serial, identity) and those a
+column default names without owning them (pg_dump's ``DEFAULT nextval('t_id_seq')``, as
+in the pagila sample database); one sequence feeding several columns must pass them all.
+
+Precision: sure. The next value is read from the sequence itself (``last_value`` and
+``is_called``) and compared with ``max()`` of every column it feeds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
+from noclash.doctor import fixes
 from noclash.doctor.catalog import Sequence
 from noclash.doctor.context import Context
-from noclash.doctor.model import Finding, Fix, Severity
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "sequence-behind"
 TITLE = "Sequence behind max(id)"
@@ -24,17 +33,28 @@ LINKS = (
 )
 
 
+@dataclass(frozen=True)
+class SequenceBehindEvidence(Evidence):
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"sequence_object"})
+
+    max: int | None
+    next_value: int | None
+    owned: bool | None
+    sequence: str
+    sequence_object: Sequence | None = None
+
+
 def behind(ctx: Context) -> Iterator[tuple[Sequence, int]]:
-    """(sequence, max value) pairs where the next value is not above the column's max."""
+    """(sequence, max value) pairs where the next value is not above the columns' max."""
     if not ctx.dialect.has_sequences:
         return
     for seq in ctx.catalog.sequences:
         if seq.increment < 0:
             continue
-        q = ctx.q(seq.column)
-        top = ctx.scalar(f"SELECT max({q}) FROM {ctx.t(seq.table)}", what=seq.table)
-        if top is not None and seq.next_value <= int(top):
-            yield seq, int(top)
+        tops = [ctx.scalar(f"SELECT max({ctx.q(c)}) FROM {ctx.t(t)}", what=t) for t, c in seq.users]
+        values = [int(v) for v in tops if v is not None]
+        if values and seq.next_value <= max(values):
+            yield seq, max(values)
 
 
 def run(ctx: Context) -> Iterator[Finding]:
@@ -45,29 +65,39 @@ def run(ctx: Context) -> Iterator[Finding]:
             table=table,
             columns=(column,),
             message=f"cannot tell whether sequence {name} is behind: no SELECT privilege on it",
-            evidence={"sequence": name},
-            fix=Fix(sql=f"GRANT SELECT ON SEQUENCE {name} TO <doctor role>;"),
+            evidence=SequenceBehindEvidence(max=None, next_value=None, owned=None, sequence=name),
+            fix=Fix(
+                statements=(
+                    ctx.dialect.grant_select_sql(
+                        name, ctx.q(ctx.catalog.role) if ctx.catalog.role else None
+                    ),
+                )
+            ),
         )
     for seq, top in behind(ctx):
-        q = ctx.q(seq.column)
+        users = ", ".join(f"{t}.{c}" for t, c in seq.users)
         yield Finding(
             check=ID,
             severity=Severity.ERROR,
             table=seq.table,
             columns=(seq.column,),
             message=(
-                f"sequence {seq.name} will hand out {seq.next_value} but "
-                f"{seq.table}.{seq.column} already reaches {top}: the next inserts fail "
-                f"with a duplicate key"
+                f"sequence {seq.name} will hand out {seq.next_value} but {users} already "
+                f"reaches {top}: the next inserts fail with a duplicate key"
             ),
-            evidence={
-                "max": top,
-                "next_value": seq.next_value,
-                "sequence": seq.name,
-            },
+            evidence=SequenceBehindEvidence(
+                max=top,
+                next_value=seq.next_value,
+                owned=seq.owned,
+                sequence=seq.name,
+                sequence_object=seq,
+            ),
             fix=Fix(
-                sql=(f"SELECT setval('{seq.name}', (SELECT max({q}) FROM {ctx.t(seq.table)}));"),
+                statements=fixes.statements(fixes.reset_sequence(ctx, seq)),
                 repair="reset-sequence",
+                idiom=ctx.idiom(),
             ),
-            details={"sequence": seq},
         )
+
+
+__all__ = ["HELP", "ID", "TITLE", "SequenceBehindEvidence", "run"]

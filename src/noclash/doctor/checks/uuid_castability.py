@@ -3,8 +3,9 @@
 Seeds 000/001 end with exactly that migration on a column of 6-8 character tokens: it
 aborts on the first non-uuid value, mid-deploy. Count them before, not during.
 
-Which columns: text columns named like uuids (`*uuid*`, `*guid*`, `session_id`,
-`public_id`) and columns of weak random tokens (whose fix is a move to uuid). A column
+Which columns, and how sure: weak-token columns (declared unique, and their fix is a move
+to uuid) get a warning; text columns only *named* like uuids (``*uuid*``, ``*guid*``,
+``session_id``, ``public_id``) get a note, since nothing says a cast is planned. A column
 that merely *contains* some uuids (a psid that is a widget session id for one channel and
 a Meta id for another) is not a uuid column.
 """
@@ -12,12 +13,12 @@ a Meta id for another) is not a uuid column.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from noclash.doctor.checks import weak_tokens
 from noclash.doctor.context import Context
-from noclash.doctor.intent import is_legacy, looks_like_key, names_uuid
-from noclash.doctor.model import Finding, Fix, Severity
-from noclash.doctor.tokens import mask
+from noclash.doctor.intent import is_legacy, names_uuid, never_a_key
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
+from noclash.doctor.tokens import declared_token_columns, mask, weak
 
 ID = "uuid-castability"
 TITLE = "Text that would not cast to uuid"
@@ -34,16 +35,22 @@ LINKS = (
 EXAMPLE = "short-tokens"
 
 
+@dataclass(frozen=True)
+class UuidCastabilityEvidence(Evidence):
+    examples: list[str]
+    failing: int
+    ids: list
+    uuid_values: int
+
+
 def run(ctx: Context) -> Iterator[Finding]:
-    token_columns = set(weak_tokens.candidates(ctx))
+    token_columns = set(declared_token_columns(ctx))
     for tname, table in ctx.catalog.tables.items():
         for col in table.columns.values():
             if not col.is_text or is_legacy(col.name):
                 continue
-            weak = (tname, col.name) in token_columns and weak_tokens.weak(
-                ctx, tname, col.name
-            ) is not None
-            if not (weak or names_uuid(col)):
+            weak_col = (tname, col.name) in token_columns and weak(ctx, tname, col.name) is not None
+            if not (weak_col or names_uuid(col)):
                 continue
             q = ctx.q(col.name)
             ok = ctx.dialect.uuid_shaped(q)
@@ -53,17 +60,10 @@ def run(ctx: Context) -> Iterator[Finding]:
                 f"FROM {ctx.t(tname)}",
                 what=tname,
             )[0]
-            total, shaped = int(total), int(shaped)
-            failing = total - shaped
+            failing = int(total) - int(shaped)
             if not failing:
                 continue
             bad = f"{q} IS NOT NULL AND NOT {ok}"
-            empty = int(
-                ctx.scalar(f"SELECT count(*) FROM {ctx.t(tname)} WHERE {q} = ''", what=tname)
-            )
-            repair = "migrate-weak-tokens" if weak else None
-            if empty == failing and looks_like_key(col):
-                repair = "backfill-keys"  # only empty strings: they are missing keys
             examples = [
                 mask(r[0])
                 for r in ctx.rows(
@@ -73,24 +73,30 @@ def run(ctx: Context) -> Iterator[Finding]:
             ]
             yield Finding(
                 check=ID,
-                severity=Severity.WARNING,
+                severity=Severity.WARNING if weak_col else Severity.NOTE,
                 table=tname,
                 columns=(col.name,),
                 message=(
                     f"{failing} of {total} values of {tname}.{col.name} are not uuids: "
                     f"ALTER COLUMN {col.name} TYPE uuid USING {col.name}::uuid would fail"
                 ),
-                evidence={
-                    "examples": examples,
-                    "failing": failing,
-                    "ids": ctx.sample_ids(tname, bad),
-                    "uuid_values": shaped,
-                },
+                evidence=UuidCastabilityEvidence(
+                    examples=examples,
+                    failing=failing,
+                    ids=ctx.sample_ids(tname, bad),
+                    uuid_values=int(shaped),
+                ),
                 fix=Fix(
-                    sql=(
+                    statements=(
                         f"SELECT {q} FROM {ctx.t(tname)} WHERE {q} IS NOT NULL "
-                        f"AND NOT {ctx.dialect.uuid_shaped_sql(q)};"
+                        f"AND NOT {ctx.dialect.uuid_shaped_sql(q)}",
                     ),
-                    repair=repair,
+                    repair=(
+                        "migrate-weak-tokens" if weak_col and never_a_key(col) != "secret" else None
+                    ),
+                    idiom=ctx.idiom(),
                 ),
             )
+
+
+__all__ = ["HELP", "ID", "TITLE", "UuidCastabilityEvidence", "run"]

@@ -2,16 +2,23 @@
 
 Seeds 000/001: 6-8 character public tokens under a unique index; at a few thousand rows
 inserts start failing with "duplicate key value violates unique constraint".
+
+Precision: the column is declared unique (an index on it alone, or ``--key``); that its
+values are random tokens is estimated from a sample (token characters, one length, no
+dominant character per position), so words, e-mails and slugs are not flagged. A secret
+or credential is reported but not repaired automatically: rotating it is the owner's call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+from noclash.doctor import fixes
 from noclash.doctor.context import Context
-from noclash.doctor.intent import looks_like_key, may_hold_random_tokens
-from noclash.doctor.model import Finding, Fix, Severity
-from noclash.doctor.tokens import TokenEstimate, estimate, mask
+from noclash.doctor.intent import never_a_key
+from noclash.doctor.model import Evidence, Finding, Fix, Severity
+from noclash.doctor.tokens import declared_token_columns, mask, weak
 
 ID = "weak-tokens"
 TITLE = "Random tokens too short for the table's size"
@@ -28,45 +35,22 @@ LINKS = (
 EXAMPLE = "short-tokens"
 
 
-def candidates(ctx: Context) -> list[tuple[str, str]]:
-    """Text columns that are unique on their own, or named like a token."""
-    out = []
-    for tname, table in ctx.catalog.tables.items():
-        for col in table.columns.values():
-            if not may_hold_random_tokens(col):
-                continue
-            unique = table.has_unique_on((col.name,), whole_table=False)
-            if unique or looks_like_key(col):
-                out.append((tname, col.name))
-    return out
-
-
-def analyse(ctx: Context, table: str, column: str) -> TokenEstimate | None:
-    """The token estimate of ``table.column`` (shared with ``uuid-castability``)."""
-
-    def compute() -> TokenEstimate | None:
-        ctx.step(f"sampling {table}.{column}")
-        q = ctx.q(column)
-        rows = ctx.rows(
-            f"SELECT {q} FROM {ctx.t(table)} WHERE {q} IS NOT NULL LIMIT {ctx.options.sample_size}",
-            what=table,
-        )
-        return estimate(r[0] for r in rows)
-
-    return ctx.memo(("token", table, column), compute)
-
-
-def weak(ctx: Context, table: str, column: str) -> TokenEstimate | None:
-    """The estimate when ``table.column`` is a weak token column, else ``None``."""
-    est = analyse(ctx, table, column)
-    if est is None:
-        return None
-    later = est.collision_probability(ctx.row_count(table) * ctx.options.growth)
-    return est if later > ctx.options.token_threshold else None
+@dataclass(frozen=True)
+class WeakTokensEvidence(Evidence):
+    alphabet: int
+    bits: float
+    examples: list[str]
+    growth: int
+    length: int
+    p_collision_later: float
+    p_collision_now: float
+    rows: int
+    sampled: int
+    threshold: float
 
 
 def run(ctx: Context) -> Iterator[Finding]:
-    for tname, cname in candidates(ctx):
+    for tname, cname in declared_token_columns(ctx):
         est = weak(ctx, tname, cname)
         if est is None:
             continue
@@ -82,6 +66,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 what=tname,
             )
         ]
+        secret = never_a_key(ctx.catalog.tables[tname].columns[cname]) == "secret"
         yield Finding(
             check=ID,
             severity=Severity.ERROR,
@@ -93,23 +78,24 @@ def run(ctx: Context) -> Iterator[Finding]:
                 f"bound, {rows} tokens collide with probability {p_now:.2g} and "
                 f"{rows * growth} with {p_later:.2g}, and each collision is a failed insert"
             ),
-            evidence={
-                "alphabet": est.alphabet,
-                "bits": round(est.bits, 1),
-                "examples": examples,
-                "growth": growth,
-                "length": est.length,
-                "p_collision_later": float(f"{p_later:.3g}"),
-                "p_collision_now": float(f"{p_now:.3g}"),
-                "rows": rows,
-                "sampled": est.sampled,
-                "threshold": ctx.options.token_threshold,
-            },
+            evidence=WeakTokensEvidence(
+                alphabet=est.alphabet,
+                bits=round(est.bits, 1),
+                examples=examples,
+                growth=growth,
+                length=est.length,
+                p_collision_later=float(f"{p_later:.3g}"),
+                p_collision_now=float(f"{p_now:.3g}"),
+                rows=rows,
+                sampled=est.sampled,
+                threshold=ctx.options.token_threshold,
+            ),
             fix=Fix(
-                sql=(
-                    f"ALTER TABLE {ctx.t(tname)} ADD COLUMN {ctx.q(cname + '_legacy')} TEXT; "
-                    f"-- copy, then give every row a UUIDv4 (see `noclash repair`)"
-                ),
-                repair="migrate-weak-tokens",
+                statements=fixes.statements(fixes.migrate_weak_tokens(ctx, tname, cname)),
+                repair=None if secret else "migrate-weak-tokens",
+                idiom=ctx.idiom(),
             ),
         )
+
+
+__all__ = ["HELP", "ID", "TITLE", "WeakTokensEvidence", "run"]

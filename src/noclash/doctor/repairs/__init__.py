@@ -2,16 +2,19 @@
 
 Contract of every repair (one module each, named after its id):
 
-- ``plan(ctx, finding) -> Action | None``: what it would do, the SQL and the locks, from a
-  read-only context; ``None`` when the finding needs a human.
-- ``Action.apply(ctx, backup)``: runs inside one transaction (the caller commits): copies
-  the rows it changes into the backup first, changes them in batches, and returns the
-  statements that must run *after* commit (``CREATE INDEX CONCURRENTLY`` cannot run inside
-  a transaction block).
+- ``plan(ctx, finding) -> Action | None``: what it would do, from a read-only context:
+  the statements (built in :mod:`noclash.doctor.fixes`, the same SQL the finding
+  suggests), the locks, the columns it changes and the schema changes an ORM must learn
+  about; ``None`` when the finding needs a human (a repair runs only where it is certain).
+- The runner executes exactly those statements: each data change after saving the rows it
+  reads first (:class:`~noclash.doctor.fixes.Step.backup`), in one transaction that also
+  checks the action's guard and the engine's integrity (SQLite's foreign keys); statements
+  that cannot run in a transaction block run after it commits.
 
 The runner then re-runs the doctor and requires the finding to be gone (the
 post-condition); a repair whose finding is gone is never planned again, so a second
-``repair --apply`` changes nothing.
+``repair --apply`` changes nothing. Error findings that remain are returned, so the CLI
+can exit 1 naming them.
 """
 
 from __future__ import annotations
@@ -28,14 +31,31 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.doctor.connect import connection, display_url, open_engine, reading
+from noclash.doctor.connect import connection, display_url, open_engine
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import DoctorError, RepairFailed
-from noclash.doctor.model import Finding, Report
+from noclash.doctor.fixes import Step
+from noclash.doctor.model import Finding, Report, Severity
 from noclash.doctor.repairs.backup import Backup
 
-BATCH_SIZE = 500
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """A change to the schema an ORM's model must also learn (for ``--emit``).
+
+    ``kind``: ``add_unique`` (``name`` over ``columns``, partial when ``state_column`` and
+    ``states`` are set), ``drop_unique`` (the index or constraint ``name``), or
+    ``add_column`` (``columns[0]``, nullable text).
+    """
+
+    kind: str
+    table: str
+    name: str
+    columns: tuple[str, ...]
+    state_column: str | None = None
+    states: tuple[str, ...] = ()
+    constraint: bool = False
 
 
 @dataclass
@@ -47,14 +67,22 @@ class Action:
     table: str
     columns: tuple[str, ...]
     summary: str
-    statements: list[str]
     locks: str
-    # apply(ctx, backup, progress) -> statements to run after commit, outside a transaction
-    apply: Callable[[Context, Backup, Callable[[str], None]], list[str]] = field(repr=False)
+    steps: list[Step] = field(repr=False)
+    # Columns of ``table`` whose values it changes (every other column keeps its values).
+    changes: tuple[str, ...] = ()
+    # A SELECT count(*) that must be 0 before the transaction commits.
+    guard: str | None = field(default=None, repr=False)
+    schema: list[SchemaChange] = field(default_factory=list, repr=False)
     changed_rows: int = 0
+
+    @property
+    def statements(self) -> list[str]:
+        return [s.sql for s in self.steps]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "changes": list(self.changes),
             "check": self.check,
             "columns": list(self.columns),
             "locks": self.locks,
@@ -73,6 +101,17 @@ class RepairResult:
     remaining: Report | None = None
     # Findings at error level that no automatic repair addresses: for a human.
     manual: list[Finding] = field(default_factory=list)
+    orm: str | None = None
+    # What the migration tool's table says was applied last (for --emit).
+    history: tuple[tuple[str, str], ...] = ()
+    target: str = ""
+
+    @property
+    def unfixed(self) -> list[Finding]:
+        """Error findings left after ``--apply`` (what makes ``repair --apply`` exit 1)."""
+        if self.remaining is None:
+            return []
+        return [f for f in self.remaining.sorted() if f.severity is Severity.ERROR]
 
 
 def _modules() -> dict[str, ModuleType]:
@@ -144,68 +183,116 @@ def repair(
         manual = [
             f
             for f in report.sorted()
-            if f.severity == "error" and (f.check, f.table, f.columns) not in planned_keys
+            if f.severity is Severity.ERROR and (f.check, f.table, f.columns) not in planned_keys
         ]
-        if not apply or not actions:
-            return RepairResult(actions=actions, applied=apply, manual=manual)
+        result = RepairResult(
+            actions=actions,
+            applied=apply,
+            manual=manual,
+            orm=report.orm,
+            history=ctx.catalog.orm.history if ctx.catalog.orm else (),
+            target=target,
+        )
+        if not apply:
+            return result
         backup = Backup(
             run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
             directory=backup_dir,
         )
         for planned in actions:
             progress(f"{planned.repair} on {planned.table}")
-            with connection(engine) as conn:
-                with conn.begin():
-                    ctx = inspect(conn, options, on_progress)
-                    fresh = [
-                        a
-                        for a in plan_for(ctx, run_checks(ctx, target))
-                        if (a.repair, a.table, a.columns)
-                        == (planned.repair, planned.table, planned.columns)
-                    ]
-                    if not fresh:
-                        continue  # already fixed (by an earlier action or another process)
-                    saved_before = backup.saved
-                    try:
-                        with reading(planned.table):
-                            after = fresh[0].apply(ctx, backup, progress)
-                    except DoctorError:
-                        raise  # the transaction is rolled back on the way out
-                    except Exception as exc:
-                        raise RepairFailed(
-                            f"{planned.repair} on {planned.table} failed and was rolled back: "
-                            f"{exc}",
-                            action=planned.repair,
-                            table=planned.table,
-                        ) from exc
-                    # Every changed row is backed up first, so the backup counts them.
-                    planned.changed_rows = backup.saved - saved_before
-                if after:
-                    _run_outside_transaction(conn, after, planned, progress)
+            _apply_one(engine, options, planned, target, backup, progress)
             _verify(engine, options, planned, target)
         with read_only_session(engine) as ro:
-            remaining = run_checks(inspect(ro, options, None), target)
-        return RepairResult(
-            actions=actions,
-            applied=True,
-            backup_rows=backup.saved,
-            remaining=remaining,
-            manual=manual,
-        )
+            result.remaining = run_checks(inspect(ro, options, None), target)
+        result.backup_rows = backup.saved
+        return result
     finally:
         if isinstance(database, str):
             engine.dispose()
 
 
-_CONCURRENT_BUILD = re.compile(
-    r"^CREATE (?:UNIQUE )?INDEX CONCURRENTLY (?:IF NOT EXISTS )?(\S+)", re.I
-)
+def _apply_one(
+    engine: Engine,
+    options: Options,
+    planned: Action,
+    target: str,
+    backup: Backup,
+    progress: Callable[[str], None],
+) -> None:
+    """Run one action: re-planned on a fresh catalog, in its own transaction."""
+    with connection(engine) as conn:
+        with conn.begin():
+            ctx = inspect(conn, options, None)
+            fresh = [
+                a
+                for a in plan_for(ctx, run_checks(ctx, target))
+                if (a.repair, a.table, a.columns)
+                == (planned.repair, planned.table, planned.columns)
+            ]
+            if not fresh:
+                return  # already fixed (by an earlier action or another process)
+            action = fresh[0]
+            first_concurrent = next(
+                (i for i, s in enumerate(action.steps) if s.concurrent), len(action.steps)
+            )
+            now, later = action.steps[:first_concurrent], action.steps[first_concurrent:]
+            integrity_before = set(ctx.dialect.verify_integrity(conn))
+            try:
+                planned.changed_rows = _run_steps(conn, action, now, backup, progress)
+                if action.guard and conn.exec_driver_sql(action.guard).scalar():
+                    raise RepairFailed(
+                        f"{action.repair} on {action.table}: duplicates remain, so the "
+                        f"unique index cannot be built; rolled back",
+                        action=action.repair,
+                        table=action.table,
+                    )
+                broken = set(ctx.dialect.verify_integrity(conn)) - integrity_before
+                if broken:
+                    raise RepairFailed(
+                        f"{action.repair} on {action.table} broke integrity and was rolled "
+                        f"back: {sorted(broken)[0]}",
+                        action=action.repair,
+                        table=action.table,
+                    )
+            except DoctorError:
+                raise  # the transaction is rolled back on the way out
+            except Exception as exc:
+                orig = getattr(exc, "orig", None) or exc
+                raise RepairFailed(
+                    f"{planned.repair} on {planned.table} failed and was rolled back: "
+                    f"{str(orig).strip().splitlines()[0]}",
+                    action=planned.repair,
+                    table=planned.table,
+                ) from exc
+        if later:
+            _run_outside_transaction(conn, [s.sql for s in later], action, progress)
+
+
+def _run_steps(
+    conn: Connection,
+    action: Action,
+    steps: list[Step],
+    backup: Backup,
+    progress: Callable[[str], None],
+) -> int:
+    """Execute ``steps`` in the open transaction, backing up first; the rows changed."""
+    changed = 0
+    for step in steps:
+        progress(step.sql[:120])
+        if step.backup:
+            rows = [dict(r) for r in conn.exec_driver_sql(step.backup).mappings().all()]
+            backup.save(conn, action.repair, action.table, rows)
+        result = conn.exec_driver_sql(step.sql)
+        if step.backup and result.rowcount and result.rowcount > 0:
+            changed += result.rowcount
+    return changed
 
 
 def _run_outside_transaction(
     conn: Connection, statements: list[str], action: Action, progress: Callable[[str], None]
 ) -> None:
-    """Run CONCURRENTLY statements in autocommit mode.
+    """Run CONCURRENTLY statements (and those after them) in autocommit mode.
 
     A failed concurrent build leaves an invalid index behind (which still slows writes and,
     once ready, may enforce): drop it so the database is as it was before the statement.
@@ -217,17 +304,26 @@ def _run_outside_transaction(
             auto.exec_driver_sql(stmt)
         except sa.exc.DBAPIError as exc:
             if m := _CONCURRENT_BUILD.match(stmt):
-                name = m.group(1)
-                schema = action.table.rpartition(".")[0]
-                if schema and "." not in name:
-                    name = f'"{schema}".{name}'
-                auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(m, action)}")
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise RepairFailed(
                 f"{action.repair} on {action.table}: {stmt} failed: {detail}",
                 action=action.repair,
                 table=action.table,
             ) from exc
+
+
+_CONCURRENT_BUILD = re.compile(
+    r"^CREATE (?:UNIQUE )?INDEX CONCURRENTLY (?:IF NOT EXISTS )?(\S+)", re.I
+)
+
+
+def _qualified(m: re.Match[str], action: Action) -> str:
+    name = m.group(1)
+    schema = action.table.rpartition(".")[0]
+    if schema and "." not in name:
+        name = f'"{schema}".{name}'
+    return name
 
 
 def _verify(engine: Engine, options: Options, action: Action, target: str) -> None:
@@ -247,45 +343,4 @@ def _verify(engine: Engine, options: Options, action: Action, target: str) -> No
         )
 
 
-def batches(items: list[Any], size: int = BATCH_SIZE) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def row_key(ctx: Context, table: str) -> str:
-    """The one SQL expression that identifies a row, or :class:`RepairFailed`."""
-    pk = ctx.pk_expr(table)
-    if len(pk) != 1 or pk[0] == "ctid::text":
-        raise RepairFailed(
-            f"{table} needs a single-column primary key for an automatic repair",
-            action="plan",
-            table=table,
-        )
-    return pk[0]
-
-
-def select_rows(ctx: Context, table: str, where: str, params: dict | None = None) -> list[dict]:
-    """Whole rows matching ``where`` (for the backup), their key under ``noclash_key``."""
-    key = row_key(ctx, table)
-    rows = (
-        ctx.conn.execute(
-            sa.text(
-                f"SELECT {key} AS noclash_key, * FROM {ctx.t(table)} WHERE {where} ORDER BY {key}"
-            ),
-            params or {},
-        )
-        .mappings()
-        .all()
-    )
-    return [dict(r) for r in rows]
-
-
-__all__ = [
-    "Action",
-    "RepairResult",
-    "batches",
-    "plan_for",
-    "repair",
-    "repair_ids",
-    "row_key",
-    "select_rows",
-]
+__all__ = ["Action", "RepairResult", "SchemaChange", "plan_for", "repair", "repair_ids"]

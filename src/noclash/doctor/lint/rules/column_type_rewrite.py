@@ -55,5 +55,5 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
                 f"rewrite the table under ACCESS EXCLUSIVE, and a failing cast aborts the "
                 f"migration"
             ),
-            fix=Fix(sql=HELP),
+            fix=Fix(statements=(HELP.rstrip(";"),)),
         )

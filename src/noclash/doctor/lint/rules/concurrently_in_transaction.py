@@ -40,5 +40,5 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
             f"{stmt.normal.split(' CONCURRENTLY')[0]} CONCURRENTLY cannot run inside a "
             f"transaction block: the migration fails here"
         ),
-        fix=Fix(sql=HELP),
+        fix=Fix(statements=(HELP.rstrip(";"),)),
     )

@@ -46,5 +46,5 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
             f"CREATE {m.group(1) or ''}INDEX on {table} without CONCURRENTLY blocks every "
             f"write to {table} until the build ends"
         ),
-        fix=Fix(sql=HELP),
+        fix=Fix(statements=(HELP.rstrip(";"),)),
     )

@@ -53,5 +53,5 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
             f"adding a {m.group(2)} constraint to {table} builds its index under an ACCESS "
             f"EXCLUSIVE lock: reads and writes wait for the whole build"
         ),
-        fix=Fix(sql=HELP),
+        fix=Fix(statements=(HELP.rstrip(";"),)),
     )

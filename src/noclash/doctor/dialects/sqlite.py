@@ -1,0 +1,396 @@
+"""SQLite: the catalog from ``sqlite_schema`` and pragmas, and table rebuilds.
+
+SQLite's ALTER TABLE cannot drop a constraint. A UNIQUE written inside CREATE TABLE (the
+most common way hand-written SQLite apps declare one) goes only with SQLite's documented
+"12-step" rebuild (https://www.sqlite.org/lang_altertable.html#otheralter): new table,
+copy, drop, rename, recreate indexes and triggers, ``PRAGMA foreign_key_check``, all in one
+transaction with foreign keys off. :meth:`SQLiteDoctor.rebuild_without_unique` writes it.
+
+Why not a library's rebuild: sqlite-utils' ``transform`` regenerates CREATE TABLE from its
+own column model (CHECK constraints, collations and column constraints it does not model
+are lost) and has no way to drop a table UNIQUE; Alembic's batch mode drops the table's
+triggers and fails on a view that names the table (alembic#1207). Both only re-create the
+table; the doctor must keep the original definition byte for byte except the one UNIQUE,
+so it edits the stored CREATE TABLE text with a tokenizer instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+from noclash.doctor.catalog import (
+    IGNORED_TABLES,
+    Catalog,
+    Column,
+    Constraint,
+    Index,
+    IndexKey,
+    SchemaObject,
+    Table,
+)
+from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text
+from noclash.doctor.errors import CannotConnect
+from noclash.doctor.names import identifier
+
+LOCK = "SQLite: the database write lock (BEGIN IMMEDIATE) for the transaction; readers continue"
+
+_TOKEN = re.compile(
+    r"""(?P<ws>\s+)|(?P<comment>--[^\n]*|/\*.*?\*/)|(?P<string>'(?:[^']|'')*')
+    |(?P<qid>"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`)|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+    |(?P<number>\d+(?:\.\d*)?)|(?P<op>.)""",
+    re.S | re.X,
+)
+_CONSTRAINT_WORDS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
+
+
+def _tokens(sql: str) -> list[tuple[str, str, int, int]]:
+    """(kind, text, start, end) of every token but whitespace and comments."""
+    return [
+        (m.lastgroup or "", m.group(), m.start(), m.end())
+        for m in _TOKEN.finditer(sql)
+        if m.lastgroup not in ("ws", "comment")
+    ]
+
+
+def _unquote(text: str) -> str:
+    if text[:1] in '"`' and text[-1:] == text[:1]:
+        return text[1:-1].replace(text[0] * 2, text[0])
+    if text[:1] == "[" and text[-1:] == "]":
+        return text[1:-1]
+    return text
+
+
+def _parens(tokens: list[tuple[str, str, int, int]], open_at: int) -> int:
+    """Index of the token closing the parenthesis opened at ``open_at``."""
+    depth = 0
+    for i in range(open_at, len(tokens)):
+        if tokens[i][1] == "(":
+            depth += 1
+        elif tokens[i][1] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError("unbalanced parentheses")
+
+
+def _elements(sql: str) -> tuple[int, int, list[tuple[int, int, list]]]:
+    """The body of ``CREATE TABLE/INDEX ... (body)``: its span and its top-level elements,
+    each as (start, end, tokens)."""
+    toks = _tokens(sql)
+    start = next(i for i, t in enumerate(toks) if t[1] == "(")
+    end = _parens(toks, start)
+    out: list[tuple[int, int, list]] = []
+    current: list = []
+    depth = 0
+    for tok in toks[start + 1 : end]:
+        if tok[1] == "(":
+            depth += 1
+        elif tok[1] == ")":
+            depth -= 1
+        if tok[1] == "," and depth == 0:
+            out.append((current[0][2], current[-1][3], current))
+            current = []
+            continue
+        current.append(tok)
+    if current:
+        out.append((current[0][2], current[-1][3], current))
+    return toks[start][3], toks[end][2], out
+
+
+def _key_name(tokens: list) -> str | None:
+    """The column a key element names (``"col" COLLATE x DESC``), None for an expression."""
+    if len(tokens) >= 1 and tokens[0][0] in ("word", "qid"):
+        rest = [t[1].upper() for t in tokens[1:]]
+        if not rest or rest[0] in ("COLLATE", "ASC", "DESC"):
+            return _unquote(tokens[0][1])
+    return None
+
+
+def index_key_texts(create_index_sql: str) -> list[str]:
+    """The key expressions of a CREATE INDEX, without COLLATE and ASC/DESC."""
+    if not create_index_sql:
+        return []
+    on = re.search(r"\bON\b", create_index_sql, re.I)
+    if on is None:
+        return []
+    _s, _e, elements = _elements(create_index_sql[on.end() :])
+    out = []
+    for _start, _end, toks in elements:
+        words = [t[1].upper() for t in toks]
+        cut = len(toks)
+        for i, w in enumerate(words):
+            if w in ("COLLATE", "ASC", "DESC") and i > 0:
+                cut = i
+                break
+        text = " ".join(t[1] for t in toks[:cut])
+        out.append(re.sub(r"\s*([(),])\s*", r"\1", text))
+    return out
+
+
+def remove_inline_unique(create_sql: str, columns: tuple[str, ...]) -> str:
+    """``create_sql`` without the UNIQUE on exactly ``columns`` (table or column constraint).
+
+    Raises ``ValueError`` when no such UNIQUE is written in it.
+    """
+    body_start, _body_end, elements = _elements(create_sql)
+    wanted = tuple(c.lower() for c in columns)
+    for n, (start, end, toks) in enumerate(elements):
+        words = [t[1].upper() if t[0] == "word" else "" for t in toks]
+        if words and words[0] in _CONSTRAINT_WORDS:
+            at = 2 if words[0] == "CONSTRAINT" else 0
+            if at < len(words) and words[at] == "UNIQUE":
+                open_at = next(i for i, t in enumerate(toks) if t[1] == "(")
+                close = _parens(toks, open_at)
+                names: list[str | None] = []
+                part: list = []
+                for tok in [*toks[open_at + 1 : close], ("op", ",", 0, 0)]:
+                    if tok[1] == ",":
+                        names.append(_key_name(part))
+                        part = []
+                    else:
+                        part.append(tok)
+                if tuple((x or "").lower() for x in names) == wanted:
+                    # Remove the element and the comma before it (or after, for the first).
+                    if n > 0:
+                        cut_from = elements[n - 1][1]
+                        return create_sql[:cut_from] + create_sql[end:]
+                    nxt = elements[n + 1][0] if n + 1 < len(elements) else end
+                    return create_sql[:start] + create_sql[nxt:]
+            continue
+        if len(wanted) == 1 and toks and _unquote(toks[0][1]).lower() == wanted[0]:
+            for i, w in enumerate(words):
+                if w != "UNIQUE":
+                    continue
+                first = i - 2 if i >= 2 and words[i - 2] == "CONSTRAINT" else i
+                last = i
+                if words[i + 1 : i + 3] == ["ON", "CONFLICT"]:
+                    last = i + 3
+                return create_sql[: toks[first][2]].rstrip() + create_sql[toks[last][3] :]
+    del body_start
+    raise ValueError(f"no UNIQUE ({', '.join(columns)}) written in CREATE TABLE")
+
+
+def _rename_created(create_sql: str, new_name: str) -> str:
+    """``CREATE TABLE old (...)`` as ``CREATE TABLE "new" (...)``."""
+    toks = _tokens(create_sql)
+    i = next(n for n, t in enumerate(toks) if t[1].upper() == "TABLE") + 1
+    if [t[1].upper() for t in toks[i : i + 3]] == ["IF", "NOT", "EXISTS"]:
+        i += 3
+    # A schema-qualified name: main."t"
+    end = i + 2 if i + 1 < len(toks) and toks[i + 1][1] == "." else i
+    return create_sql[: toks[i][2]] + f'"{new_name}"' + create_sql[toks[end][3] :]
+
+
+class SQLiteDoctor(DoctorDialect):
+    name: ClassVar[str] = "sqlite"
+    # SQLite's rowid names a row for the whole transaction (tables WITHOUT ROWID have a
+    # primary key, which is used first).
+    evidence_row_id: ClassVar[str] = "rowid"
+    stable_row_id: ClassVar[str | None] = "rowid"
+
+    def check_url(self, url: URL) -> None:
+        database = url.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file:")
+        if not in_memory and not Path(database).is_file():
+            # pysqlite would silently create an empty file: refuse instead.
+            raise CannotConnect(f"no SQLite database at {database}")
+
+    def configure_engine(self, engine: Engine) -> None:
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: object) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            # A table rebuild drops the old table: with foreign keys on, that would delete
+            # or refuse rows of referencing tables. Off is SQLite's default; say so, and
+            # check integrity with foreign_key_check after every repair instead.
+            dbapi_conn.execute("PRAGMA foreign_keys=OFF")
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Repairs take the write lock up front; the read-only doctor does not.
+            readonly = conn.get_execution_options().get("noclash_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    def prepare(self, conn: Connection) -> None:
+        # No regexp in SQLite: register the same test the PostgreSQL regex performs.
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.create_function(
+            "noclash_is_uuid", 1, lambda v: int(is_uuid_text(v)), deterministic=True
+        )
+
+    def read_only(self, conn: Connection) -> None:
+        # A connection setting, not a transaction one: end_read_only turns it off again.
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+    def end_read_only(self, conn: Connection) -> None:
+        conn.exec_driver_sql("PRAGMA query_only = OFF")
+
+    def uuid_shaped(self, expr: str) -> str:
+        return f"noclash_is_uuid({expr})"
+
+    def uuid_shaped_sql(self, expr: str) -> str:
+        # Without the doctor's function: 32 hex digits once hyphens are removed.
+        bare = f"replace(lower({expr}), '-', '')"
+        return f"(length({bare}) = 32 AND NOT {bare} GLOB '*[^0-9a-f]*')"
+
+    def new_uuid4_sql(self, *, uuid_type: bool, hyphens: bool) -> str:
+        # 122 random bits from SQLite's CSPRNG with the version (4) and variant (8-b) set.
+        h = "lower(hex(randomblob({})))"
+        parts = [
+            h.format(4),
+            h.format(2),
+            f"'4' || substr({h.format(2)}, 2)",
+            f"substr('89ab', 1 + (abs(random()) % 4), 1) || substr({h.format(2)}, 2)",
+            h.format(6),
+        ]
+        sep = " || '-' || " if hyphens else " || "
+        return "(" + sep.join(parts) + ")"
+
+    def locks(self, *kinds: str) -> str:
+        return LOCK
+
+    def verify_integrity(self, conn: Connection) -> list[str]:
+        rows = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        return [f"{r[0]} row {r[1]} references a missing row of {r[2]}" for r in rows]
+
+    def drop_unique_sql(self, conn: Connection, table: Table, index: Index) -> list[str]:
+        if index.inline:
+            return self.rebuild_without_unique(conn, table, index)
+        return [f"DROP INDEX IF EXISTS {self.index_sql(conn, table, index.name)}"]
+
+    def rebuild_without_unique(self, conn: Connection, table: Table, index: Index) -> list[str]:
+        """SQLite's 12-step rebuild of ``table`` without the inline UNIQUE behind ``index``.
+
+        Steps 1 and 12 (foreign keys off and on) are the connection's (the doctor's
+        connections keep them off); 2 and 11 (BEGIN/COMMIT) are the repair's transaction.
+        With ``legacy_alter_table`` on, the rename leaves views and other tables' foreign
+        keys and triggers naming the table as they are: they resolve to the new table.
+        """
+        q = self.quote(conn, table.name)
+        tmp = identifier("noclash_new", table.name)
+        qt = self.quote(conn, tmp)
+        cols = ", ".join(self.quote(conn, c) for c in table.columns)
+        new_sql = _rename_created(remove_inline_unique(table.create_sql, index.column_names), tmp)
+        out = [new_sql, f"INSERT INTO {qt} ({cols}) SELECT {cols} FROM {q}"]
+        if re.search(r"\bAUTOINCREMENT\b", table.create_sql, re.I):
+            # Keep AUTOINCREMENT's high-water mark: ids of deleted rows are never reused.
+            lit = "'" + table.name.replace("'", "''") + "'"
+            new_lit = "'" + tmp.replace("'", "''") + "'"
+            out += [
+                f"DELETE FROM sqlite_sequence WHERE name = {new_lit}",
+                f"INSERT INTO sqlite_sequence (name, seq) SELECT {new_lit}, seq "
+                f"FROM sqlite_sequence WHERE name = {lit}",
+            ]
+        out += [
+            f"DROP TABLE {q}",
+            "PRAGMA legacy_alter_table = ON",
+            f"ALTER TABLE {qt} RENAME TO {q}",
+            "PRAGMA legacy_alter_table = OFF",
+        ]
+        out += [ix.definition for ix in table.indexes if ix.definition and not ix.inline]
+        out += [t.sql for t in table.triggers]
+        return out
+
+    def read_catalog(self, conn: Connection) -> Catalog:
+        catalog = Catalog(dialect=self.name, server_version=sqlite3.sqlite_version_info)
+        schema = conn.exec_driver_sql(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+        ).all()
+        index_sql = {name: sql for kind, name, _t, sql in schema if kind == "index"}
+        catalog.views = [
+            SchemaObject("view", name, tbl, sql)
+            for kind, name, tbl, sql in schema
+            if kind == "view"
+        ]
+        triggers = [
+            SchemaObject("trigger", name, tbl, sql)
+            for kind, name, tbl, sql in schema
+            if kind == "trigger"
+        ]
+        for kind, name, _tbl, create_sql in schema:
+            if kind != "table" or name.startswith("sqlite_") or name in IGNORED_TABLES:
+                continue
+            table = Table(name=name, schema=None, create_sql=create_sql or "")
+            table.triggers = [t for t in triggers if t.table == name]
+            qn = self.quote(conn, name)
+            info = conn.exec_driver_sql(f"PRAGMA table_info({qn})").all()
+            for _cid, cname, ctype, notnull, dflt, pk in info:
+                table.columns[cname] = Column(
+                    name=cname,
+                    type=ctype or "",
+                    nullable=not notnull and not pk,
+                    default=dflt,
+                    primary_key=bool(pk),
+                )
+            pk_cols = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
+            for _seq, iname, unique, origin, partial in conn.exec_driver_sql(
+                f"PRAGMA index_list({qn})"
+            ).all():
+                table.indexes.append(
+                    self._index(conn, name, iname, unique, origin, partial, index_sql.get(iname))
+                )
+            if pk_cols and not any(ix.primary for ix in table.indexes):
+                # INTEGER PRIMARY KEY is the rowid: unique without an index of its own.
+                table.indexes.append(
+                    Index(
+                        name=f"{name}_pkey",
+                        table=name,
+                        columns=tuple(pk_cols),
+                        unique=True,
+                        primary=True,
+                        constraint=f"{name}_pkey",
+                        definition="",
+                        rowid=True,
+                    )
+                )
+            if create_sql and re.search(r"\bCHECK\b", create_sql, re.I):
+                table.constraints.append(Constraint("check", name, "check", create_sql))
+            catalog.tables[name] = table
+        return catalog
+
+    def _index(
+        self,
+        conn: Connection,
+        table: str,
+        iname: str,
+        unique: int,
+        origin: str,
+        partial: int,
+        sql_text: str | None,
+    ) -> Index:
+        xinfo = [r for r in conn.exec_driver_sql(f"PRAGMA index_xinfo({self.quote(conn, iname)})")]
+        key_rows = [r for r in xinfo if r[5]]
+        texts = index_key_texts(sql_text or "")
+        keys = []
+        for n, (_seqno, cid, cname, desc, coll, _key) in enumerate(key_rows):
+            expr = cname if cid >= 0 else (texts[n] if n < len(texts) else "?")
+            keys.append(
+                IndexKey(
+                    expression=expr if cid >= 0 else expr.lower(),
+                    column=cname if cid >= 0 else None,
+                    collation=None if (coll or "BINARY").upper() == "BINARY" else coll.upper(),
+                    descending=bool(desc),
+                )
+            )
+        predicate = None
+        if partial:
+            m = re.search(r"\bWHERE\b(.*)$", sql_text or "", re.I | re.S)
+            predicate = m.group(1).strip() if m else "?"
+        return Index(
+            name=iname,
+            table=table,
+            columns=tuple(r[2] if r[1] >= 0 else None for r in key_rows),
+            unique=bool(unique),
+            primary=origin == "pk",
+            predicate=predicate,
+            constraint=iname if origin in ("u", "pk") else None,
+            definition=sql_text or "",
+            keys=tuple(keys),
+            inline=origin in ("u", "pk"),
+        )

@@ -1,0 +1,250 @@
+"""The SQL of every fix, in one place: what a finding suggests is what a repair runs.
+
+Each builder returns :class:`Step` objects: a complete statement for the engine at hand,
+set-based (no value computed in Python), so the same text is printed by the doctor, run by
+``noclash repair --apply`` and written by ``--emit`` into a migration that must work on
+every copy of the database (staging, production), not only the one inspected. A step that
+changes rows names the SELECT that reads them first, for the backup.
+
+Statements that cannot run in a transaction block (``CREATE INDEX CONCURRENTLY``) and every
+statement after the first of them run after the repair's transaction commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from noclash.doctor.catalog import Index, Sequence
+from noclash.doctor.context import Context
+from noclash.doctor.lifecycle import Lifecycle, active_predicate, partial_name
+from noclash.doctor.names import identifier
+
+
+@dataclass(frozen=True)
+class Step:
+    sql: str
+    # SELECT of the rows this statement changes, run (and saved) just before it.
+    backup: str | None = None
+
+    @property
+    def concurrent(self) -> bool:
+        return " CONCURRENTLY " in f" {self.sql} "
+
+
+def statements(steps: list[Step]) -> tuple[str, ...]:
+    return tuple(s.sql for s in steps)
+
+
+def unique_index_name(table: str, columns: tuple[str, ...]) -> str:
+    return identifier(table, *columns, suffix="_key")
+
+
+def row_key(ctx: Context, table: str) -> str | None:
+    """The one expression naming a row for a whole transaction, or ``None``."""
+    pk = ctx.catalog.tables[table].primary_key
+    if len(pk) == 1:
+        return ctx.q(pk[0])
+    if not pk:
+        return ctx.dialect.stable_row_id
+    return None
+
+
+def add_unique_index(ctx: Context, table: str, columns: tuple[str, ...]) -> list[Step]:
+    """A unique index (built without blocking writes where the engine can), attached as a
+    constraint where the engine can (what ORMs and ``ON CONFLICT ON CONSTRAINT`` expect)."""
+    name = ctx.q(unique_index_name(table, columns))
+    cols = ", ".join(ctx.q(c) for c in columns)
+    t = ctx.t(table)
+    steps = [
+        Step(
+            f"CREATE UNIQUE INDEX{ctx.dialect.concurrently()} IF NOT EXISTS {name} ON {t} ({cols})"
+        )
+    ]
+    if ctx.dialect.supports_constraint_using_index:
+        steps.append(Step(f"ALTER TABLE {t} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}"))
+    return steps
+
+
+def close_active_duplicates(
+    ctx: Context, table: str, columns: tuple[str, ...], life: Lifecycle, key: str
+) -> Step:
+    """Among active rows sharing a key, all but the latest take the first closed state.
+
+    Latest: the largest activity column (``last_message_at``, ``updated_at``, ...), NULLs
+    last, then the largest row key. Rows with a NULL in the key never collide: left alone.
+    """
+    t = ctx.t(table)
+    cols = ", ".join(ctx.q(c) for c in columns)
+    order = activity_column(ctx, table)
+    latest = f"{ctx.q(order)} IS NULL, {ctx.q(order)} DESC, {key} DESC" if order else f"{key} DESC"
+    not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in columns)
+    ranked = (
+        f"SELECT noclash_key FROM (SELECT {key} AS noclash_key, row_number() OVER "
+        f"(PARTITION BY {cols} ORDER BY {latest}) AS noclash_rank FROM {t} "
+        f"WHERE {active_predicate(ctx, life)} AND {not_null}) AS ranked WHERE noclash_rank > 1"
+    )
+    closed = "'" + life.closed[0].replace("'", "''") + "'"
+    where = f"{key} IN ({ranked})"
+    return Step(
+        f"UPDATE {t} SET {ctx.q(life.column)} = {closed} WHERE {where}",
+        backup=f"SELECT * FROM {t} WHERE {where}",
+    )
+
+
+_ACTIVITY = ("last_message_at", "last_activity_at", "updated_at", "modified_at", "created_at")
+
+
+def activity_column(ctx: Context, table: str) -> str | None:
+    from noclash.doctor.intent import snake
+
+    by_snake = {snake(c): c for c in ctx.catalog.tables[table].columns}
+    return next((by_snake[c] for c in _ACTIVITY if c in by_snake), None)
+
+
+def partial_unique(
+    ctx: Context,
+    table: str,
+    columns: tuple[str, ...],
+    life: Lifecycle,
+    old: Index | None,
+    *,
+    close_duplicates: bool,
+) -> list[Step] | None:
+    """A unique index over active rows, replacing ``old`` (if any); ``None`` when active
+    duplicates must be closed but no row key is stable enough to do it."""
+    t = ctx.t(table)
+    cols = ", ".join(ctx.q(c) for c in columns)
+    create = Step(
+        f"CREATE UNIQUE INDEX{ctx.dialect.concurrently()} IF NOT EXISTS "
+        f"{ctx.q(partial_name(table, columns))} ON {t} ({cols}) WHERE {active_predicate(ctx, life)}"
+    )
+    steps: list[Step] = []
+    if close_duplicates:
+        key = row_key(ctx, table)
+        if key is None:
+            return None
+        steps.append(close_active_duplicates(ctx, table, columns, life, key))
+    if old is None:
+        return [*steps, create]
+    drops = [Step(s) for s in ctx.dialect.drop_unique_sql(ctx.conn, ctx.catalog.tables[table], old)]
+    # Build the new index first, so uniqueness among active rows holds throughout; a
+    # SQLite rebuild, in one transaction, re-creates the table's indexes: build after it.
+    return [*steps, *drops, create] if old.inline else [*steps, create, *drops]
+
+
+def suffix_duplicates(ctx: Context, table: str, column: str) -> list[Step] | None:
+    """In each group of equal values the oldest row (smallest key) keeps its value, the
+    others get ``-<their key>``; then the unique index. ``None`` without a stable key."""
+    key = row_key(ctx, table)
+    if key is None:
+        return None
+    t, q = ctx.t(table), ctx.q(column)
+    ranked = (
+        f"SELECT noclash_key FROM (SELECT {key} AS noclash_key, row_number() OVER "
+        f"(PARTITION BY {q} ORDER BY {key}) AS noclash_rank FROM {t} WHERE {q} IS NOT NULL) "
+        f"AS ranked WHERE noclash_rank > 1"
+    )
+    where = f"{key} IN ({ranked})"
+    return [
+        Step(
+            f"UPDATE {t} SET {q} = {q} || '-' || CAST({key} AS TEXT) WHERE {where}",
+            backup=f"SELECT * FROM {t} WHERE {where}",
+        ),
+        *add_unique_index(ctx, table, (column,)),
+    ]
+
+
+def duplicates_left_sql(ctx: Context, table: str, columns: tuple[str, ...]) -> str:
+    """A count that must be 0 before a repair commits (a unique index would then build)."""
+    cols = ", ".join(ctx.q(c) for c in columns)
+    not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in columns)
+    return (
+        f"SELECT count(*) FROM (SELECT {cols} FROM {ctx.t(table)} WHERE {not_null} "
+        f"GROUP BY {cols} HAVING count(*) > 1) AS g"
+    )
+
+
+def missing_values(ctx: Context, table: str, column: str, *, nulls: bool) -> str:
+    """The predicate for rows without a value: ``''`` always (a value that collides), NULL
+    when NULL is not SQL's "no value" here (NULLS NOT DISTINCT, or a stated key)."""
+    q = ctx.q(column)
+    col = ctx.catalog.tables[table].columns[column]
+    parts = [f"{q} IS NULL"] if nulls else []
+    if col.is_text:
+        parts.append(f"{q} = ''")
+    return " OR ".join(parts) or "1 = 0"
+
+
+def backfill(ctx: Context, table: str, column: str, missing: str, *, hyphens: bool) -> list[Step]:
+    """Give every row matching ``missing`` a fresh UUIDv4 spelled like the column's others."""
+    t, q = ctx.t(table), ctx.q(column)
+    col = ctx.catalog.tables[table].columns[column]
+    value = ctx.dialect.new_uuid4_sql(uuid_type=col.is_uuid, hyphens=hyphens)
+    steps = [
+        Step(
+            f"UPDATE {t} SET {q} = {value} WHERE {missing}",
+            backup=f"SELECT * FROM {t} WHERE {missing}",
+        )
+    ]
+    if not ctx.catalog.tables[table].covered_by_unique(column):
+        steps += add_unique_index(ctx, table, (column,))
+    return steps
+
+
+def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
+    """Keep weak tokens resolving in ``<column>_legacy`` and give the rows UUIDv4 tokens."""
+    tab = ctx.catalog.tables[table]
+    legacy = f"{column}_legacy"
+    t, q, ql = ctx.t(table), ctx.q(column), ctx.q(legacy)
+    weak = f"{q} IS NOT NULL AND NOT {ctx.dialect.uuid_shaped_sql(q)}"
+    value = ctx.dialect.new_uuid4_sql(uuid_type=False, hyphens=True)
+    was_unique = tab.has_unique_on((column,))
+    kind = "UNIQUE INDEX" if was_unique else "INDEX"
+    steps = [] if legacy in tab.columns else [Step(f"ALTER TABLE {t} ADD COLUMN {ql} TEXT")]
+    steps.append(
+        Step(
+            f"UPDATE {t} SET {ql} = {q}, {q} = {value} WHERE {weak}",
+            backup=f"SELECT * FROM {t} WHERE {weak}",
+        )
+    )
+    steps += [Step(s) for s in ctx.dialect.uuid_default_sql(ctx.conn, tab, column)]
+    steps.append(
+        Step(
+            f"CREATE {kind}{ctx.dialect.concurrently()} IF NOT EXISTS "
+            f"{ctx.q(unique_index_name(table, (legacy,)))} ON {t} ({ql})"
+        )
+    )
+    if not was_unique:
+        # Fresh UUIDv4 values are unique: say so with an index if the column had none.
+        steps += add_unique_index(ctx, table, (column,))
+    return steps
+
+
+def reset_sequence(ctx: Context, seq: Sequence) -> list[Step]:
+    """``setval`` to the largest value of every column the sequence feeds."""
+    tops = [f"(SELECT max({ctx.q(c)}) FROM {ctx.t(t)})" for t, c in seq.users]
+    top = tops[0] if len(tops) == 1 else f"GREATEST({', '.join(tops)})"
+    literal = "'" + seq.name.replace("'", "''") + "'"
+    return [
+        Step(
+            f"SELECT setval({literal}, {top})",
+            backup=f"SELECT last_value, is_called FROM {seq.name}",
+        )
+    ]
+
+
+__all__ = [
+    "Step",
+    "activity_column",
+    "add_unique_index",
+    "backfill",
+    "duplicates_left_sql",
+    "migrate_weak_tokens",
+    "missing_values",
+    "partial_unique",
+    "reset_sequence",
+    "row_key",
+    "statements",
+    "suffix_duplicates",
+    "unique_index_name",
+]

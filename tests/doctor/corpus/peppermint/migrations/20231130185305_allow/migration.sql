@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Config" ALTER COLUMN "notifications" DROP NOT NULL;

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Config" ADD COLUMN     "encryption_key" TEXT;

@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "Email" ADD COLUMN     "accessToken" TEXT,
+ADD COLUMN     "expiresIn" INTEGER;

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Email" ALTER COLUMN "expiresIn" SET DATA TYPE BIGINT;

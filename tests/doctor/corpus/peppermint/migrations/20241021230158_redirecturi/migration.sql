@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "Email" ADD COLUMN "redirectUri" TEXT;
+ALTER TABLE "Email" ALTER COLUMN "expiresIn" DROP NOT NULL;

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "EmailQueue" ALTER COLUMN "password" DROP NOT NULL;
