@@ -57,12 +57,13 @@ def serve(
 
     from noclash.api.app import create_app
     from noclash.chat.users import bootstrap_admin
+    from noclash.db.dialects import dialect_for
     from noclash.db.engine import create_engine
     from noclash.db.migrate import is_at_head, upgrade_engine
 
     settings = _settings(database_url)
     engine = create_engine(settings.sqlalchemy_url, settings)
-    embedded = engine.dialect.name == "sqlite"
+    embedded = dialect_for(engine).embedded
     if migrate if migrate is not None else embedded:
         upgrade_engine(engine)
     elif not is_at_head(engine):

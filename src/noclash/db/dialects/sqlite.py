@@ -29,10 +29,10 @@ _INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
 
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
+    # A file beside the app, opened by the app itself.
+    embedded: ClassVar[bool] = True
     # No gen_random_uuid(): the application generates UUIDv4 values.
     server_generates_uuid4: ClassVar[bool] = False
-    # A failed statement is rolled back alone; the transaction stays usable.
-    error_aborts_transaction: ClassVar[bool] = False
     # SQLite's WITH clause only holds SELECTs.
     supports_dml_in_cte: ClassVar[bool] = False
     # Without DML in a CTE a touch would be a statement of its own; a trigger makes the
