@@ -49,9 +49,6 @@ class Dialect:
     embedded: ClassVar[bool] = False
     # INSERT/UPDATE inside a WITH clause (one round trip for two writes).
     supports_dml_in_cte: ClassVar[bool] = False
-    # The schema's trigger moves a conversation's last_message_at forward (and wakes a
-    # snooze) on every message INSERT (migration 0003), so no statement of ours has to.
-    messages_move_conversations: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:

@@ -35,10 +35,6 @@ class SQLiteDialect(Dialect):
     server_generates_uuid4: ClassVar[bool] = False
     # SQLite's WITH clause only holds SELECTs.
     supports_dml_in_cte: ClassVar[bool] = False
-    # Without DML in a CTE a touch would be a statement of its own; a trigger makes the
-    # message INSERT do it. With one writer at a time its UPDATE never waits for a lock
-    # (PostgreSQL touches in the inbound statement instead, skipping a row being touched).
-    messages_move_conversations: ClassVar[bool] = True
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)
