@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput, NotFound
-from noclash.db.tables import CHANNELS, chatbots, connections
+from noclash.db.tables import CHANNELS, Channel, chatbots, connections
 from noclash.db.types import utcnow
 from noclash.unique import translating, uuid7
 from noclash.unique.ids import parse_uuid
@@ -29,7 +29,7 @@ from noclash.unique.ids import parse_uuid
 Row = sa.Row[Any]
 
 # Channels whose webhook is authenticated by the connection's own secret.
-SECRET_REQUIRED = frozenset({"telegram"})
+SECRET_REQUIRED = frozenset({Channel.TELEGRAM})
 
 
 def create_connection(

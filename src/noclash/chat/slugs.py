@@ -42,7 +42,7 @@ from noclash.chat.chatbots import get_chatbot
 from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, get_conversation, slug_base
 from noclash.chat.errors import NotFound
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import conversation_slugs, conversations, metadata
+from noclash.db.tables import conversation_slugs, conversations, max_length, metadata
 from noclash.db.types import utcnow
 from noclash.unique import UniqueViolation, translate
 from noclash.unique.slugs import slug_candidates
@@ -50,7 +50,7 @@ from noclash.unique.slugs import slug_candidates
 Row = sa.Row[Any]
 
 CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
-MAX_SLUG_LENGTH = 120
+MAX_SLUG_LENGTH = max_length(conversations.c.slug)
 _SUFFIX = r"-[a-z0-9]{4,}"
 
 
