@@ -1,7 +1,7 @@
 """Renaming conversations and resolving slugs, old ones included.
 
-A rename recomputes the slug from the new title. Rules (seed 004 asked for them; its fix
-checked each candidate with a SELECT, up to ten round trips and still racy):
+A rename recomputes the slug from the new title. Rules (none of them checks a candidate
+with a SELECT first: that would cost a round trip per candidate and still race):
 
 - a title with the same base as the current slug keeps the slug ("Billing" -> "billing!");
 - otherwise the candidates of :func:`noclash.unique.slugs.slug_candidates` are tried in
