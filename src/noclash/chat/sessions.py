@@ -55,7 +55,8 @@ Row = sa.Row[Any]
 CONNECTION_KEY = "uq_connections_channel_external_id"
 # A UUIDv4 collision needs ~2^61 sessions for even odds; three attempts is generous.
 SESSION_ID_ATTEMPTS = 3
-# platform_message_id holds 300 characters: a 36-character session id, a separator, this.
+# The dedupe key is "<session id>:<client id>": a 36-character id, a separator and this must
+# fit messages.platform_message_id (tests/test_sessions.py checks).
 MAX_CLIENT_MESSAGE_ID_LENGTH = 200
 
 

@@ -112,12 +112,8 @@ MESSAGE_COLUMNS = [
 
 
 def message_select(conversation_id: Any) -> sa.Select[Any]:
-    """The inbound message's values as a SELECT, for ``INSERT ... SELECT``.
-
-    The parameters are named after the delivery's parameters, not after conversations'
-    columns: SQLAlchemy adds an execution parameter named like a column to the SET clause
-    of an UPDATE in the same statement (the touch).
-    """
+    """The inbound message's values as a SELECT of the delivery's parameters, for
+    ``INSERT ... SELECT`` (see ``params`` of :class:`ChatSQL`)."""
     c = messages.c
     return sa.select(
         param("message_id", c.id),
