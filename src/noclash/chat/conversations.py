@@ -47,6 +47,18 @@ Row = sa.Row[Any]
 DEFAULT_SLUG_BASE = "conversation"
 # Candidates tried before giving up; with suffix growth, reaching it is practically impossible.
 MAX_SLUG_ATTEMPTS = 40
+CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
+
+
+def no_free_slug(constraint: str) -> UniqueViolation:
+    """Every candidate was taken (practically impossible with growing suffixes): a 409 on
+    the slug, naming the key that refused the last one."""
+    return UniqueViolation(
+        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
+        table="conversations",
+        columns=("slug",),
+        constraint=constraint,
+    )
 
 
 def slug_base(title: str | None, slug_source: str | None = None) -> str:
@@ -122,12 +134,7 @@ def assign_slug(
                 .values(slug=slug)
                 .returning(*conversations.c)
             ).one()
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint="pk_conversation_slugs",
-    )
+    raise no_free_slug("pk_conversation_slugs")
 
 
 def insert_conversation(
@@ -182,12 +189,7 @@ def insert_conversation(
             winner = find_active(conn, connection_id, psid)
             if winner is not None:
                 return winner, False
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint="uq_conversations_chatbot_id_slug",
-    )
+    raise no_free_slug(CURRENT_SLUG_KEY)
 
 
 def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:

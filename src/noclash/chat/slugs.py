@@ -39,17 +39,22 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from noclash.chat.chatbots import get_chatbot
-from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, get_conversation, slug_base
+from noclash.chat.conversations import (
+    CURRENT_SLUG_KEY,
+    MAX_SLUG_ATTEMPTS,
+    get_conversation,
+    no_free_slug,
+    slug_base,
+)
 from noclash.chat.errors import NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import conversation_slugs, conversations, max_length, metadata
 from noclash.db.types import utcnow
-from noclash.unique import UniqueViolation, translate
+from noclash.unique import translate
 from noclash.unique.slugs import slug_candidates
 
 Row = sa.Row[Any]
 
-CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
 MAX_SLUG_LENGTH = max_length(conversations.c.slug)
 _SUFFIX = r"-[a-z0-9]{4,}"
 
@@ -121,12 +126,7 @@ def move_to_slug(
         moved = _try_slug(conn, conversation, slug, title)
         if moved is not None:
             return moved
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint=CURRENT_SLUG_KEY,
-    )
+    raise no_free_slug(CURRENT_SLUG_KEY)
 
 
 def _set_title(conn: Connection, conversation_id: UUID, title: str | None) -> Row:
