@@ -27,10 +27,12 @@ run: $(STAMP)
 # NOCLASH_TEST_PG_URL points it at another server.
 test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/lint-imports --no-cache
 
 bench: $(DEVSTAMP)
 	$(BIN)/noclash bench

@@ -36,6 +36,7 @@ from bench.scenarios import make_owner
 from noclash.chat.chatbots import create_chatbot
 from noclash.chat.conversations import insert_conversation
 from noclash.chat.inbound import receive_message
+from noclash.chat.sql import sql_for
 from noclash.chat.users import authenticate, create_user
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import chatbots, conversation_slugs, conversations, messages
@@ -45,7 +46,8 @@ from noclash.unique.slugs import slugify
 
 
 def _slug_claim_statement() -> sa.Select[Any]:
-    """The statement ``noclash.chat.conversations._insert_pg`` builds for every attempt."""
+    """The PostgreSQL slug claim (``noclash.chat.sql.postgresql.claim_statement``) built
+    anew with its values inlined: what an attempt costs when its statement is not cached."""
     values = {
         "id": uuid7(), "chatbot_id": uuid7(), "connection_id": None, "psid": None,
         "status": "OPEN", "title": "Weekly support sync", "slug": "weekly-support-sync",
@@ -72,9 +74,9 @@ def _slug_claim_statement() -> sa.Select[Any]:
 
 def _prebuilt_slug_claim() -> sa.Select[Any]:
     """The statement noclash now executes: built once with bind parameters (the fix)."""
-    from noclash.chat.conversations import _claim_statement_cte
+    from noclash.chat.sql.postgresql import claim_statement
 
-    return _claim_statement_cte(pg_insert)
+    return claim_statement(pg_insert)
 
 
 def measure(databases: Databases, dialect: str) -> dict[str, float]:
@@ -274,7 +276,7 @@ def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
 
         def limit_and_touch() -> None:
             with engine.begin() as conn:
-                if dialect_for(conn).messages_move_conversations:
+                if sql_for(conn).messages_move_conversations:
                     conn.execute(bare, message(engine))
                 else:
                     values = {f"m_{k}": v for k, v in message(engine).items()}

@@ -145,17 +145,17 @@ def test_concurrent_first_messages_share_one_conversation(engine, connection):
 
 def _missed(chatbot_id):
     """A delivery step's answer for "no active conversation, message not stored"."""
-    from noclash.chat.inbound import _Seen
+    from noclash.chat.sql.base import Seen
 
-    return _Seen(chatbot_id, None, None, None, None)
+    return Seen(chatbot_id, None, None, None, None)
 
 
-def _patch_deliver(monkeypatch, wrap):
-    """Wrap the delivery step (one statement on PostgreSQL, two on SQLite) with ``wrap``."""
-    from noclash.chat import inbound
+def _patch_step(monkeypatch, engine, step, wrap):
+    """Wrap the engine's ``step`` (one statement on PostgreSQL, two on SQLite) with ``wrap``."""
+    from noclash.chat.sql import sql_for
 
-    for name in ("_deliver_one_statement", "_deliver_two_statements"):
-        monkeypatch.setattr(inbound, name, wrap(getattr(inbound, name)))
+    sql = sql_for(engine)
+    monkeypatch.setattr(sql, step, wrap(getattr(sql, step)))
 
 
 def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connection, monkeypatch):
@@ -194,7 +194,7 @@ def test_losing_a_redelivery_race_leaves_no_empty_conversation(engine, connectio
         calls.append("stored")
         return real_stored(*args)
 
-    _patch_deliver(monkeypatch, stale)
+    _patch_step(monkeypatch, engine, "deliver", stale)
     monkeypatch.setattr(inbound, "_stored", counted_stored)
     again = _recv(engine, connection, "m1")
     assert calls == ["deliver", "stored"]  # the stale step, then the read of the winner
@@ -217,7 +217,7 @@ def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
     lands in a conversation closed before it was stored. On SQLite the delivery holds the
     write lock, so the close waits and lands after the message.
     """
-    from noclash.chat import inbound, lifecycle
+    from noclash.chat import lifecycle
 
     first = _recv(engine, connection, "m1")
     lost, closed = threading.Event(), threading.Event()
@@ -248,9 +248,8 @@ def test_close_between_a_lost_claim_and_the_delivery_starts_a_new_conversation(
 
         return start
 
-    _patch_deliver(monkeypatch, miss_once)
-    for name in ("_start_one_statement", "_start_two_statements"):
-        monkeypatch.setattr(inbound, name, pause_after_loss(getattr(inbound, name)))
+    _patch_step(monkeypatch, engine, "deliver", miss_once)
+    _patch_step(monkeypatch, engine, "start", pause_after_loss)
     with engine.connect() as conn:
         owner_id = conn.execute(
             sa.select(chatbots.c.owner_id).where(chatbots.c.id == connection.chatbot_id)

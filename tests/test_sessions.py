@@ -262,3 +262,14 @@ def test_a_closed_session_conversation_is_followed_by_a_new_one(live_server):
             )
         ).scalar_one()
     assert str(linked) == second.json()["conversation_id"]
+
+
+def test_the_longest_client_message_id_fits_the_dedupe_key():
+    """The dedupe key is ``<session id>:<client id>`` in ``platform_message_id``: the
+    longest client id the widget accepts must fit, or a visitor's message could not be
+    stored at all."""
+    from noclash.chat.sessions import MAX_CLIENT_MESSAGE_ID_LENGTH
+    from noclash.db.tables import max_length
+
+    prefix = len(f"{uuid.uuid4()}:")
+    assert prefix + MAX_CLIENT_MESSAGE_ID_LENGTH <= max_length(messages.c.platform_message_id)

@@ -109,7 +109,7 @@ def serve(
     settings = _settings(database_url)
     engine = create_engine(settings.sqlalchemy_url, settings)
     dialect = dialect_for(engine)
-    if migrate if migrate is not None else dialect.migrates_on_serve:
+    if migrate if migrate is not None else dialect.embedded:
         upgrade_engine(engine)
     elif not is_at_head(engine):
         _err("the database is not at the latest migration: run `noclash db upgrade` first")

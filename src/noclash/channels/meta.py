@@ -30,12 +30,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from noclash.channels import InboundEvent, PayloadError
+from noclash.db.tables import Channel
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 _PREFIX = "sha256="
 
 # Meta's "object" field selects the kind of connection the recipient id is looked up in.
-OBJECT_CHANNELS = {"page": "messenger", "instagram": "instagram"}
+OBJECT_CHANNELS = {"page": Channel.MESSENGER, "instagram": Channel.INSTAGRAM}
 
 
 def sign(body: bytes, app_secret: str) -> str:

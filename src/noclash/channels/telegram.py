@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from noclash.channels import InboundEvent, PayloadError
+from noclash.db.tables import Channel
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -86,7 +87,7 @@ def parse(update: Any) -> InboundEvent | None:
         else None
     )
     return InboundEvent(
-        channel="telegram",
+        channel=Channel.TELEGRAM,
         recipient_id=None,
         psid=str(chat_id),
         platform_message_id=str(update_id),

@@ -3,7 +3,8 @@
 ``public_token`` is a UUIDv4 made by the database on PostgreSQL (``gen_random_uuid()``
 default, read back with ``RETURNING``) and by the application on SQLite. There is no
 pre-check SELECT: the unique index is the guarantee, and the 122 random bits make the
-index practically never fire (seeds 000/001 used short strings and a racy check).
+index practically never fire (a short random string would collide, and a check before the
+INSERT would race).
 """
 
 from __future__ import annotations

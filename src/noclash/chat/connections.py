@@ -1,10 +1,10 @@
 """Connections: one chatbot's presence on one channel.
 
 A connection is ``(channel, external_id)``: the Messenger page id, the Instagram account
-id, the Telegram bot id, or the widget's public token. It replaces the seed's four
-nullable per-platform columns on conversations (``pageConnectionId``,
-``instagramConnectionId``, ...) with one ``connection_id``, so one partial unique index
-covers every channel instead of four indexes that each miss the others' rows.
+id, the Telegram bot id, or the widget's public token. Conversations point at it with one
+``connection_id`` rather than a nullable column per platform (``pageConnectionId``,
+``instagramConnectionId``, ...), so one partial unique index covers every channel: an
+index per platform column would miss the other platforms' rows.
 
 ``(channel, external_id)`` is unique in the database: a second connection for the same
 page is rejected by the index (a :class:`~noclash.unique.UniqueViolation`, answered 409
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput, NotFound
-from noclash.db.tables import CHANNELS, chatbots, connections
+from noclash.db.tables import CHANNELS, Channel, chatbots, connections
 from noclash.db.types import utcnow
 from noclash.unique import translating, uuid7
 from noclash.unique.ids import parse_uuid
@@ -29,7 +29,7 @@ from noclash.unique.ids import parse_uuid
 Row = sa.Row[Any]
 
 # Channels whose webhook is authenticated by the connection's own secret.
-SECRET_REQUIRED = frozenset({"telegram"})
+SECRET_REQUIRED = frozenset({Channel.TELEGRAM})
 
 
 def create_connection(

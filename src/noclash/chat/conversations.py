@@ -4,17 +4,18 @@ A conversation has two unique keys that a create can hit:
 
 - ``uq_conversations_active_connection_id_psid``: at most one OPEN or SNOOZED conversation
   per (connection, psid), a partial unique index, so any number of CLOSED ones may exist
-  (seed 002 dropped its constraint instead and let concurrent requests both create);
+  (a plain unique constraint on (connection, psid) would forbid a customer's second
+  conversation; none at all would let two concurrent first messages each create one);
 - ``(chatbot_id, slug)`` in ``conversations`` for current slugs, and the primary key of
   ``conversation_slugs``, the registry of every slug ever given, so a former slug keeps
   redirecting and is never handed to another conversation.
 
 Each attempt is one row of an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, and one
 statement holds two: the plain slug, then a suffixed candidate with the same id, stored
-only if the first row was not (see :func:`_two_attempts`). On PostgreSQL the registry row
-goes in the same statement (a data-modifying CTE; on SQLite, which has no DML in a CTE,
-the schema's triggers write it), so a create costs one statement whether or not its title
-is taken. No row back means a key is taken: the active winner is read by the partial
+only if the first row was not (:func:`noclash.chat.sql.base.two_attempts`). On PostgreSQL
+the registry row goes in the same statement (a data-modifying CTE; on SQLite, which has no
+DML in a CTE, the schema's triggers write it), so a create costs one statement whether or
+not its title is taken. No row back means a key is taken: the active winner is read by the partial
 index, or else the slugs were taken and the next candidates are tried. No SELECT decides
 anything before the INSERT.
 """
@@ -32,8 +33,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from noclash.chat.errors import NotFound
+from noclash.chat.sql import sql_for
+from noclash.chat.sql.base import active_conversation_query
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import ACTIVE_STATUSES, chatbots, conversation_slugs, conversations
+from noclash.db.tables import ACTIVE_STATUSES, Status, chatbots, conversation_slugs, conversations
 from noclash.db.types import utcnow
 from noclash.unique import UniqueViolation, translating, uuid7
 from noclash.unique.ids import parse_uuid
@@ -44,97 +47,23 @@ Row = sa.Row[Any]
 DEFAULT_SLUG_BASE = "conversation"
 # Candidates tried before giving up; with suffix growth, reaching it is practically impossible.
 MAX_SLUG_ATTEMPTS = 40
+CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
 
-# The partial unique index's predicate, rendered with literals: bound parameters would hide
-# it from PostgreSQL's generic plans, which then could not use the partial index.
-ACTIVE_KEY_WHERE = conversations.c.status.in_(
-    [sa.literal_column(f"'{status}'") for status in ACTIVE_STATUSES]
-)
+
+def no_free_slug(constraint: str) -> UniqueViolation:
+    """Every candidate was taken (practically impossible with growing suffixes): a 409 on
+    the slug, naming the key that refused the last one."""
+    return UniqueViolation(
+        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
+        table="conversations",
+        columns=("slug",),
+        constraint=constraint,
+    )
 
 
 def slug_base(title: str | None, slug_source: str | None = None) -> str:
     """The slug base: from the title, else from the first message, else a generic word."""
     return slugify(title) or slugify(slug_source) or DEFAULT_SLUG_BASE
-
-
-_INSERT_COLUMNS = (
-    "id",
-    "chatbot_id",
-    "connection_id",
-    "psid",
-    "status",
-    "title",
-    "slug",
-    "created_at",
-    "closed_at",
-    "last_message_at",
-)
-
-
-def _bound_values(slug_param: str = "slug") -> dict[str, Any]:
-    """The INSERT's values as typed bound parameters (psycopg renders each with a cast,
-    which an ``INSERT ... SELECT`` of parameters needs on PostgreSQL)."""
-    return {
-        name: sa.bindparam(slug_param if name == "slug" else name, type_=conversations.c[name].type)
-        for name in _INSERT_COLUMNS
-    }
-
-
-def _two_attempts(insert: Any) -> Any:
-    """``INSERT INTO conversations SELECT <:slug row> UNION ALL SELECT <:fallback_slug row>
-    ON CONFLICT DO NOTHING RETURNING *``: two slug attempts in one statement.
-
-    Both rows carry the same id, so at most one is stored: the first (the plain slug) when
-    the unique indexes accept it, else the second, whose id is then free. Each row is an
-    attempt the unique indexes decide, as if sent alone; a title that is already taken
-    costs one statement, not two. Nothing back: both slugs are taken, or another
-    conversation holds the active (connection, psid) key. (``INSERT ... SELECT``, not a
-    multi-row ``VALUES``: SQLAlchemy caches the compiled form of the former only.)
-    """
-    rows = sa.select(*_bound_values().values()).union_all(
-        sa.select(*_bound_values(slug_param="fallback_slug").values())
-    )
-    return (
-        insert(conversations)
-        .from_select(list(_INSERT_COLUMNS), rows)
-        .on_conflict_do_nothing()
-        .returning(*conversations.c)
-    )
-
-
-@cache
-def claim_ctes(insert: Any) -> tuple[Any, Any]:
-    """``(made, registered)``: the two slug attempts and the registry row, as CTEs
-    (PostgreSQL). ``made`` is the conversation stored (if any), ``registered`` its
-    ``conversation_slugs`` row (none when the slug is a former slug of another
-    conversation). Built once per dialect; inbound adds the first message to them.
-    """
-    made = _two_attempts(insert).cte("made")
-    registered = (
-        insert(conversation_slugs)
-        .from_select(
-            ["chatbot_id", "slug", "conversation_id", "created_at"],
-            sa.select(made.c.chatbot_id, made.c.slug, made.c.id, made.c.created_at),
-        )
-        .on_conflict_do_nothing()
-        .returning(conversation_slugs.c.conversation_id)
-        .cte("registered")
-    )
-    return made, registered
-
-
-@cache
-def _claim_statement_cte(insert: Any) -> Any:
-    """Conversation and registry row in one statement, two slug candidates (PostgreSQL)."""
-    made, registered = claim_ctes(insert)
-    return sa.select(
-        *made.c, registered.c.conversation_id.is_not(None).label("slug_registered")
-    ).select_from(made.outerjoin(registered, sa.true()))
-
-
-@cache
-def _claim_statement(insert: Any) -> Any:
-    return _two_attempts(insert)
 
 
 @cache
@@ -146,27 +75,17 @@ def _register_statement(insert: Any) -> Any:
     )
 
 
-def _insert_pg(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
-    """One round trip: conversation and registry row, ``(row, slug_registered)``."""
-    row = conn.execute(_claim_statement_cte(dialect_for(conn).insert), values).first()
-    if row is None:
-        return None, False
-    return row, bool(row.slug_registered)
-
-
 def claim_attempt(conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
     """One statement: ``(row, slug_registered)``, or ``(None, False)`` when a key is taken.
 
     ``values`` holds every inserted column and ``fallback_slug``, the candidate tried in
-    the same statement when ``slug`` is taken. The registry row goes in the same
-    statement: in the CTE on PostgreSQL, by the schema's triggers on SQLite (migration
+    the same statement when ``slug`` is taken (see
+    :func:`noclash.chat.sql.base.two_attempts`). The registry row goes in the same
+    statement: in a CTE on PostgreSQL, by the schema's triggers on SQLite (migration
     0002), where a former slug makes the row be skipped like a taken one, so a stored row
     is always registered there.
     """
-    if dialect_for(conn).supports_dml_in_cte:
-        return _insert_pg(conn, values)
-    row = conn.execute(_claim_statement(dialect_for(conn).insert), values).first()
-    return row, row is not None
+    return sql_for(conn).claim(conn, values)
 
 
 def _register(
@@ -215,12 +134,7 @@ def assign_slug(
                 .values(slug=slug)
                 .returning(*conversations.c)
             ).one()
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint="pk_conversation_slugs",
-    )
+    raise no_free_slug("pk_conversation_slugs")
 
 
 def insert_conversation(
@@ -231,7 +145,7 @@ def insert_conversation(
     psid: str | None = None,
     title: str | None = None,
     slug_source: str | None = None,
-    status: str = "OPEN",
+    status: str = Status.OPEN,
     now: datetime | None = None,
     last_message_at: datetime | None = None,
 ) -> tuple[Row, bool]:
@@ -260,7 +174,7 @@ def insert_conversation(
             "title": title,
             "slug": slug,
             "created_at": now,
-            "closed_at": now if status == "CLOSED" else None,
+            "closed_at": now if status == Status.CLOSED else None,
             "last_message_at": last_message_at,
         }
         values["fallback_slug"] = next(candidates, slug)  # each statement tries two
@@ -275,12 +189,7 @@ def insert_conversation(
             winner = find_active(conn, connection_id, psid)
             if winner is not None:
                 return winner, False
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint="uq_conversations_chatbot_id_slug",
-    )
+    raise no_free_slug(CURRENT_SLUG_KEY)
 
 
 def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
@@ -289,21 +198,7 @@ def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
     ).first()
 
 
-# -- reading (issue 3: lifecycle and channels) -------------------------------------------------
-
-
-def active_conversation_query(connection_id: UUID | Any, psid: str | Any) -> sa.Select[Any]:
-    """The active conversation of (connection, psid): the lookup the partial index serves.
-
-    Its WHERE repeats the index predicate (``status IN ('OPEN', 'SNOOZED')``) so that
-    PostgreSQL and SQLite can use ``uq_conversations_active_connection_id_psid``, which
-    holds only active rows and so stays small however many CLOSED conversations pile up.
-    """
-    return sa.select(conversations).where(
-        conversations.c.connection_id == connection_id,
-        conversations.c.psid == psid,
-        ACTIVE_KEY_WHERE,
-    )
+# -- reading ----------------------------------------------------------------------------------
 
 
 def find_active(conn: Connection, connection_id: UUID, psid: str) -> Row | None:

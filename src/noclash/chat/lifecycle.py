@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat.conversations import find_active, get_conversation
 from noclash.chat.errors import Conflict, InvalidInput
-from noclash.db.tables import ACTIVE_STATUSES, conversations
+from noclash.db.tables import ACTIVE_STATUSES, Status, conversations
 from noclash.db.types import utcnow
 from noclash.unique import ClaimNotSettled, UniqueViolation, translating
 
@@ -64,7 +64,7 @@ def close(
         conn,
         row.id,
         ACTIVE_STATUSES,
-        status="CLOSED",
+        status=Status.CLOSED,
         closed_at=now or utcnow(),
         snoozed_until=None,
     )
@@ -88,7 +88,7 @@ def snooze(
     if until is not None and (until.tzinfo is None or until <= now):
         raise InvalidInput("until must be a future time with a timezone offset", field="until")
     row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
-    snoozed = _transition(conn, row.id, ACTIVE_STATUSES, status="SNOOZED", snoozed_until=until)
+    snoozed = _transition(conn, row.id, ACTIVE_STATUSES, status=Status.SNOOZED, snoozed_until=until)
     if snoozed is None:
         raise Conflict(
             "a closed conversation cannot be snoozed; reopen it first",
@@ -108,14 +108,17 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
     reopen racing an inbound message) can never leave two active conversations.
     """
     row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
-    if row.status == "OPEN":
+    if row.status == Status.OPEN:
         return row
-    if row.status == "SNOOZED":
-        return _transition(conn, row.id, ("SNOOZED",), status="OPEN", snoozed_until=None) or row
+    if row.status == Status.SNOOZED:
+        woken = _transition(conn, row.id, (Status.SNOOZED,), status=Status.OPEN, snoozed_until=None)
+        return woken or row
     for _ in range(REOPEN_ATTEMPTS):
         try:
             with conn.begin_nested(), translating(conversations.metadata):
-                reopened = _transition(conn, row.id, ("CLOSED",), status="OPEN", closed_at=None)
+                reopened = _transition(
+                    conn, row.id, (Status.CLOSED,), status=Status.OPEN, closed_at=None
+                )
         except UniqueViolation as exc:
             if exc.constraint != ACTIVE_INDEX and exc.columns != ("connection_id", "psid"):
                 raise

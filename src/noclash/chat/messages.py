@@ -15,9 +15,9 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat.conversations import get_conversation
 from noclash.chat.errors import Conflict
-from noclash.chat.inbound import touch
-from noclash.db.dialects import dialect_for
-from noclash.db.tables import messages
+from noclash.chat.sql import sql_for
+from noclash.chat.sql.touch import touch
+from noclash.db.tables import Direction, Status, messages
 from noclash.db.types import utcnow
 from noclash.unique import translating, uuid7
 
@@ -53,11 +53,12 @@ def send_reply(
     The conversation row is locked first, so a reply and a concurrent close are ordered:
     a reply never lands in a conversation that a committed close has already ended.
     Outbound messages have no platform id (NULL is outside the dedupe key), and they move
-    ``last_message_at`` forward like inbound ones but do not wake a snooze.
+    ``last_message_at`` forward like inbound ones but do not wake a snooze (the touch rule,
+    :mod:`noclash.chat.sql.touch`: a trigger on SQLite, this UPDATE on PostgreSQL).
     """
     now = now or utcnow()
     conversation = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
-    if conversation.status == "CLOSED":
+    if conversation.status == Status.CLOSED:
         raise Conflict(
             "the conversation is closed; reopen it to reply",
             fields=("status",),
@@ -72,14 +73,14 @@ def send_reply(
                 conversation_id=conversation.id,
                 connection_id=conversation.connection_id,
                 platform_message_id=None,
-                direction="out",
+                direction=Direction.OUT,
                 text=text,
                 sent_at=now,
                 created_at=now,
             )
             .returning(*messages.c)
         ).one()
-    if not dialect_for(conn).messages_move_conversations:
+    if not sql_for(conn).messages_move_conversations:
         touch(conn, conversation.id, now, reopen_snoozed=False)
     return row
 

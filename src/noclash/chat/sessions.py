@@ -1,11 +1,12 @@
-"""Widget sessions: a visitor's server-made session id and its conversation.
+"""Widget sessions: a visitor's server-made session id, its conversation and its messages.
 
-Seed 003 put a unique index on a ``sessionId`` the client could leave out, so the second
-document without one collided on ``null``; its fix added three places that *generate* an
-id, each of which can be bypassed. Here the rule is one declaration in the schema:
-``sessions.session_id`` is ``NOT NULL`` and unique, a UUIDv4 made by the database on
-PostgreSQL (``gen_random_uuid()``) and by this module on SQLite, and never read from a
-request. A missing value is a NOT NULL error, not a second ``null``.
+A session id is a unique key a client must never be able to leave out or choose: a unique
+index on a value the client may omit lets the second visitor without one collide on
+``null``, and every place that *generates* a missing id is a place that can be bypassed.
+Here the rule is one declaration in the schema: ``sessions.session_id`` is ``NOT NULL``
+and unique, a UUIDv4 made by the database on PostgreSQL (``gen_random_uuid()``) and by
+this module on SQLite, and never read from a request. A missing value is a NOT NULL
+error, not a second ``null``.
 
 Starting a session is one transaction:
 
@@ -20,7 +21,15 @@ Starting a session is one transaction:
 
 Visitor messages then go through :func:`noclash.chat.inbound.receive_message`, the one
 inbound path, so dedupe, lifecycle and ``last_message_at`` are the same as on Messenger.
-"""
+The widget has no platform payload to parse, so its mapping onto that path is here:
+
+- one ``widget`` connection per chatbot, ``external_id`` = the chatbot's public token;
+- the customer (``psid``) is the session id, made by the server;
+- the dedupe key is the client's message id *prefixed by the session id*: every session of
+  a chatbot shares one connection, and ``(connection_id, platform_message_id)`` is the
+  unique key, so an unprefixed ``"1"`` from two visitors would make the second visitor's
+  message a "duplicate" of the first's. Without a client id, a server-made UUIDv7 stands
+  in (no dedupe asked for, none done)."""
 
 from __future__ import annotations
 
@@ -32,12 +41,11 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from noclash.channels import widget
 from noclash.chat.conversations import insert_conversation
 from noclash.chat.errors import NotFound
 from noclash.chat.inbound import InboundResult, receive_message
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import chatbots, connections, sessions
+from noclash.db.tables import Channel, chatbots, connections, sessions
 from noclash.db.types import utcnow
 from noclash.unique import ClaimNotSettled, insert_or_get, translating, uuid4, uuid7
 from noclash.unique.ids import parse_uuid
@@ -47,6 +55,26 @@ Row = sa.Row[Any]
 CONNECTION_KEY = "uq_connections_channel_external_id"
 # A UUIDv4 collision needs ~2^61 sessions for even odds; three attempts is generous.
 SESSION_ID_ATTEMPTS = 3
+# The dedupe key is "<session id>:<client id>": a 36-character id, a separator and this must
+# fit messages.platform_message_id (tests/test_sessions.py checks).
+MAX_CLIENT_MESSAGE_ID_LENGTH = 200
+
+
+def _external_id(public_token: UUID) -> str:
+    """The widget connection's ``external_id``: the chatbot's public token."""
+    return str(public_token)
+
+
+def _psid(session_id: UUID) -> str:
+    """The visitor's id within the widget connection: the server-made session id."""
+    return str(session_id)
+
+
+def _platform_message_id(session_id: UUID, client_message_id: str | None) -> str:
+    """The dedupe key: the client's id scoped to its session, or a fresh server id."""
+    if client_message_id is None:
+        return f"{session_id}:srv:{uuid7()}"
+    return f"{session_id}:{client_message_id}"
 
 
 @dataclass(frozen=True)
@@ -62,8 +90,8 @@ def widget_connection(conn: Connection, chatbot: Row, *, now: datetime | None = 
     values = {
         "id": uuid7(),
         "chatbot_id": chatbot.id,
-        "channel": widget.CHANNEL,
-        "external_id": widget.external_id(chatbot.public_token),
+        "channel": Channel.WIDGET,
+        "external_id": _external_id(chatbot.public_token),
         "created_at": now or utcnow(),
     }
     row, _created = insert_or_get(conn, connections, values, key=CONNECTION_KEY)
@@ -106,7 +134,7 @@ def start_session(conn: Connection, chatbot: Row, *, now: datetime | None = None
         conn,
         chatbot_id=chatbot.id,
         connection_id=connection.id,
-        psid=widget.psid(session_id),
+        psid=_psid(session_id),
         now=now,
     )
     conn.execute(
@@ -144,13 +172,12 @@ def post_message(
     If the session's conversation was closed, the inbound claim opens the visitor's next
     one, and the session follows it so later reads find the live conversation.
     """
-    event = widget.event(session.session_id, session.public_token, text, client_message_id)
     result = receive_message(
         conn,
         connection_id=session.connection_id,
-        psid=event.psid,
-        platform_message_id=event.platform_message_id,
-        text=event.text,
+        psid=_psid(session.session_id),
+        platform_message_id=_platform_message_id(session.session_id, client_message_id),
+        text=text,
         now=now,
     )
     if result.conversation_id != session.conversation_id and not result.duplicate:
@@ -162,4 +189,11 @@ def post_message(
     return result
 
 
-__all__ = ["WidgetSession", "get_session", "post_message", "start_session", "widget_connection"]
+__all__ = [
+    "MAX_CLIENT_MESSAGE_ID_LENGTH",
+    "WidgetSession",
+    "get_session",
+    "post_message",
+    "start_session",
+    "widget_connection",
+]

@@ -1,7 +1,7 @@
 """Renaming conversations and resolving slugs, old ones included.
 
-A rename recomputes the slug from the new title. Rules (seed 004 asked for them; its fix
-checked each candidate with a SELECT, up to ten round trips and still racy):
+A rename recomputes the slug from the new title. Rules (none of them checks a candidate
+with a SELECT first: that would cost a round trip per candidate and still race):
 
 - a title with the same base as the current slug keeps the slug ("Billing" -> "billing!");
 - otherwise the candidates of :func:`noclash.unique.slugs.slug_candidates` are tried in
@@ -39,18 +39,23 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from noclash.chat.chatbots import get_chatbot
-from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, get_conversation, slug_base
+from noclash.chat.conversations import (
+    CURRENT_SLUG_KEY,
+    MAX_SLUG_ATTEMPTS,
+    get_conversation,
+    no_free_slug,
+    slug_base,
+)
 from noclash.chat.errors import NotFound
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import conversation_slugs, conversations, metadata
+from noclash.db.tables import conversation_slugs, conversations, max_length, metadata
 from noclash.db.types import utcnow
-from noclash.unique import UniqueViolation, translate
+from noclash.unique import translate
 from noclash.unique.slugs import slug_candidates
 
 Row = sa.Row[Any]
 
-CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
-MAX_SLUG_LENGTH = 120
+MAX_SLUG_LENGTH = max_length(conversations.c.slug)
 _SUFFIX = r"-[a-z0-9]{4,}"
 
 
@@ -121,12 +126,7 @@ def move_to_slug(
         moved = _try_slug(conn, conversation, slug, title)
         if moved is not None:
             return moved
-    raise UniqueViolation(
-        f"no free slug after {MAX_SLUG_ATTEMPTS} candidates",
-        table="conversations",
-        columns=("slug",),
-        constraint=CURRENT_SLUG_KEY,
-    )
+    raise no_free_slug(CURRENT_SLUG_KEY)
 
 
 def _set_title(conn: Connection, conversation_id: UUID, title: str | None) -> Row:

@@ -21,13 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from noclash.db.engine import read_only
-from noclash.db.tables import users
+from noclash.db.tables import max_length, users
 from noclash.db.types import utcnow
 from noclash.unique import insert_or_get, translating, uuid7
 from noclash.unique.ids import new_api_token, token_hash
 
 ADMIN_EMAIL = "admin@localhost"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_EMAIL_LENGTH = max_length(users.c.email)
 
 
 class InvalidEmail(ValueError):
@@ -58,7 +59,7 @@ class UnknownUser(LookupError):
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if not _EMAIL.match(email) or len(email) > 320:
+    if not _EMAIL.match(email) or len(email) > _EMAIL_LENGTH:
         raise InvalidEmail(f"not an e-mail address: {email!r}")
     return email
 

@@ -162,8 +162,9 @@ conversations = Table(
     Column("closed_at", UTCDateTime),
     CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="status"),
     UniqueConstraint("chatbot_id", "slug"),
-    # Seed 002 done right: at most one OPEN or SNOOZED conversation per (connection, psid),
-    # any number of CLOSED ones.
+    # At most one OPEN or SNOOZED conversation per (connection, psid), any number of CLOSED
+    # ones: a partial unique index, as a plain one would forbid a customer's second
+    # conversation and none would let two first messages each start one.
     Index(
         "uq_conversations_active_connection_id_psid",
         "connection_id",
@@ -227,8 +228,9 @@ sessions = Table(
     "sessions",
     metadata,
     _id(),
-    # Seed 003 done right: NOT NULL, unique, UUIDv4 made by the server (database default on
-    # PostgreSQL), never taken from the client.
+    # NOT NULL, unique, UUIDv4 made by the server (database default on PostgreSQL), never
+    # taken from the client: a key a client chooses can be chosen twice, and one it may omit
+    # is left for code to fill in, which some path forgets.
     Column("session_id", Uuid, nullable=False, server_default=FetchedValue()),
     Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
     Column(

@@ -3,7 +3,8 @@
 - Primary keys are UUIDv7: time-ordered, so B-tree inserts append and keyset pagination
   by id follows creation order, with no sequence to fall behind after an import.
 - Public tokens, session ids and API tokens are UUIDv4: 122 random bits, so the birthday
-  bound stays negligible at any realistic row count (seeds 000/001 used short strings).
+  bound stays negligible at any realistic row count (a short random string collides
+  after a few thousand rows, and a check-then-insert around it races).
   Their unique index stays: entropy makes a collision improbable, the index makes it
   impossible.
 """
@@ -35,7 +36,7 @@ def parse_uuid(value: str) -> UUID | None:
     """``value`` as a UUID, or ``None`` if it is not one.
 
     Lookups by a client-supplied token go through here first, so a malformed token is a
-    miss (404) instead of a failed cast in the database (seed 001's 500).
+    miss (404) instead of a failed cast in the database (which would be a 500).
     """
     try:
         return UUID(value)

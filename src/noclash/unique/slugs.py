@@ -2,7 +2,8 @@
 
 The database decides every collision: a caller tries each candidate with one INSERT (or
 UPDATE) against a unique index and moves to the next only when the index says no. There
-is no SELECT pre-check (seed 004's loop: up to ten round trips, still racy).
+is no SELECT pre-check: a read per candidate costs a round trip each and still races, as
+another writer can take the slug between the read and the write.
 
 Candidates: the plain slug first, so it is kept whenever it is free; then the base with a
 random 4-character ``[a-z0-9]`` suffix (36^4 = 1.7 million values); after repeated

@@ -9,20 +9,18 @@ included, and the API can name the field in its 409.
 
 from __future__ import annotations
 
-import re
 from types import TracebackType
 
 from sqlalchemy import MetaData
 from sqlalchemy.exc import DBAPIError
 
+from noclash.db.dialects import APP_DIALECTS
 from noclash.db.dialects.base import DriverUniqueError
-from noclash.db.dialects.postgresql import PostgreSQLDialect
-from noclash.db.dialects.sqlite import SQLiteDialect
 from noclash.unique.errors import UniqueViolation
 from noclash.unique.keys import key_by_columns, key_by_name
 
-_PARSERS = (PostgreSQLDialect(), SQLiteDialect())
-_PG_DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
+# A driver error does not say which database raised it: each dialect is asked in turn.
+_PARSERS = APP_DIALECTS.every()
 
 
 def _driver_error(exc: BaseException) -> DriverUniqueError | None:
@@ -31,14 +29,6 @@ def _driver_error(exc: BaseException) -> DriverUniqueError | None:
         if (found := parser.unique_error(orig)) is not None:
             return found
     return None
-
-
-def _pg_detail_columns(exc: BaseException) -> tuple[str, ...]:
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    detail = getattr(getattr(orig, "diag", None), "message_detail", None) or ""
-    if m := _PG_DETAIL_KEY.search(detail):
-        return tuple(c.strip().strip('"') for c in m.group("cols").split(","))
-    return ()
 
 
 def translate(exc: BaseException, metadata: MetaData | None = None) -> UniqueViolation | None:
@@ -59,14 +49,14 @@ def translate(exc: BaseException, metadata: MetaData | None = None) -> UniqueVio
         table, columns, constraint = key.table.name, key.columns, key.name
     else:
         table = found.table
-        columns = found.columns or _pg_detail_columns(exc)
+        columns = found.columns
         constraint = found.constraint
     what = ", ".join(columns) if columns else (constraint or "a unique key")
     message = f"duplicate value for {table or '?'} ({what})"
     return UniqueViolation(message, table=table, columns=tuple(columns), constraint=constraint)
 
 
-class translating:  # lower case: used like the function it replaced, `with translating():`
+class translating:  # lower case: it reads as a call, `with translating(metadata):`
     """Re-raise unique violations inside the block as :class:`UniqueViolation`.
 
     A class rather than a ``@contextmanager`` generator: it wraps every create, and a

@@ -62,6 +62,11 @@ class DialectRegistry(Generic[T]):
     def for_bind(self, bind: Engine | Connection) -> T:
         return self.get(bind.dialect.name)
 
+    def every(self) -> tuple[T, ...]:
+        """One object per supported database, for code that holds a driver error but no
+        engine: a DBAPI exception does not say which dialect raised it."""
+        return tuple(self.get(name) for name in self._classes)
+
 
 APP_DIALECTS: DialectRegistry[Dialect] = DialectRegistry(
     {

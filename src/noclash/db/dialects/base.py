@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Index, Table
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.elements import ColumnElement
 
 # Execution option marking a connection that only reads (see noclash.db.engine.read_only).
 READ_ONLY_OPTION = "noclash_read_only"
@@ -26,9 +25,10 @@ class UnsupportedDialect(Exception):
 class DriverUniqueError:
     """What the driver says about a unique violation, before mapping it to metadata.
 
-    PostgreSQL names the constraint (``diag.constraint_name``) and the table; SQLite names
-    the table and columns (``UNIQUE constraint failed: t.a, t.b``) or, for an expression
-    index, the index (``UNIQUE constraint failed: index 'ix'``).
+    PostgreSQL names the constraint (``diag.constraint_name``), the table and, in its
+    detail (``Key (a, b)=(...) already exists``), the columns; SQLite names the table and
+    columns (``UNIQUE constraint failed: t.a, t.b``) or, for an expression index, the
+    index (``UNIQUE constraint failed: index 'ix'``).
     """
 
     table: str | None
@@ -44,31 +44,21 @@ class Dialect:
     # The server fills a UUIDv4 column from its default (``gen_random_uuid()``), so an
     # INSERT ... RETURNING gets the value without the application generating it.
     server_generates_uuid4: ClassVar[bool] = False
-    # A failed statement aborts the whole transaction, so a retry needs a SAVEPOINT.
-    error_aborts_transaction: ClassVar[bool] = False
+    # The database is a file this process opens itself, not a server shared with others:
+    # `noclash serve` migrates it and creates a local admin unless told otherwise.
+    embedded: ClassVar[bool] = False
     # INSERT/UPDATE inside a WITH clause (one round trip for two writes).
     supports_dml_in_cte: ClassVar[bool] = False
-    # CREATE INDEX CONCURRENTLY and friends.
-    supports_concurrent_index_build: ClassVar[bool] = False
-    # The schema's trigger moves a conversation's last_message_at forward (and wakes a
-    # snooze) on every message INSERT (migration 0003), so no statement of ours has to.
-    messages_move_conversations: ClassVar[bool] = False
-    # ``noclash serve`` migrates the database itself: an embedded file has no operator to
-    # run ``noclash db upgrade``, while a shared server is migrated once, deliberately.
-    migrates_on_serve: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
         """An INSERT construct that supports ``on_conflict_do_nothing``."""
         raise NotImplementedError
 
-    def index_where(self, index: Index) -> ColumnElement[bool] | None:
-        """The WHERE predicate of a partial index, as declared for this dialect."""
-        return index.dialect_options[self.name].get("where")
-
     # -- errors -----------------------------------------------------------------------------
     def unique_error(self, exc: BaseException) -> DriverUniqueError | None:
-        """Parse a DBAPI exception; ``None`` when it is not a unique violation."""
+        """Parse a DBAPI exception; ``None`` when it is not a unique violation (or not this
+        dialect's driver: ``APP_DIALECTS.every()`` asks each in turn)."""
         raise NotImplementedError
 
     # -- engines and migrations -------------------------------------------------------------

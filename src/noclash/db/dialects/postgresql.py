@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from sqlalchemy import Table, text
@@ -11,17 +12,16 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.db.dialects.base import BackupNotSupported, Dialect, DriverUniqueError
 
 UNIQUE_VIOLATION = "23505"
+# The columns in a unique violation's detail: ``Key (a, b)=(1, 2) already exists.``
+_DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
 
 
 class PostgreSQLDialect(Dialect):
     name: ClassVar[str] = "postgresql"
     # gen_random_uuid() is built in since PostgreSQL 13.
     server_generates_uuid4: ClassVar[bool] = True
-    # After an error the transaction only accepts ROLLBACK (or ROLLBACK TO SAVEPOINT).
-    error_aborts_transaction: ClassVar[bool] = True
     # WITH s AS (INSERT ... RETURNING) INSERT ...: two writes, one round trip.
     supports_dml_in_cte: ClassVar[bool] = True
-    supports_concurrent_index_build: ClassVar[bool] = True
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
@@ -33,9 +33,12 @@ class PostgreSQLDialect(Dialect):
         if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
             return None
         diag = getattr(exc, "diag", None)
+        detail = getattr(diag, "message_detail", None) or ""
+        found = _DETAIL_KEY.search(detail)
+        columns = tuple(c.strip().strip('"') for c in found["cols"].split(",")) if found else ()
         return DriverUniqueError(
             table=getattr(diag, "table_name", None),
-            columns=(),
+            columns=columns,
             constraint=getattr(diag, "constraint_name", None),
             message=str(exc).strip(),
         )

@@ -29,18 +29,12 @@ _INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
 
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
+    # A file beside the app, opened by the app itself.
+    embedded: ClassVar[bool] = True
     # No gen_random_uuid(): the application generates UUIDv4 values.
     server_generates_uuid4: ClassVar[bool] = False
-    # A failed statement is rolled back alone; the transaction stays usable.
-    error_aborts_transaction: ClassVar[bool] = False
     # SQLite's WITH clause only holds SELECTs.
     supports_dml_in_cte: ClassVar[bool] = False
-    # Without DML in a CTE a touch would be a statement of its own; a trigger makes the
-    # message INSERT do it. With one writer at a time its UPDATE never waits for a lock
-    # (PostgreSQL touches in the inbound statement instead, skipping a row being touched).
-    messages_move_conversations: ClassVar[bool] = True
-    # The embedded default: serve migrates it (there is no separate operator step).
-    migrates_on_serve: ClassVar[bool] = True
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from noclash.db.dialects import dialect_for
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -24,8 +22,9 @@ depends_on = None
 
 
 def _uuid4_default() -> sa.TextClause | None:
-    """gen_random_uuid() where the server can make UUIDv4 values; else the app does."""
-    if dialect_for(op.get_bind()).server_generates_uuid4:
+    """gen_random_uuid() on PostgreSQL; on SQLite the app makes UUIDv4 values. The engine's
+    name, not a dialect flag: a migration must do tomorrow what it did when it first ran."""
+    if op.get_bind().dialect.name == "postgresql":
         return sa.text("gen_random_uuid()")
     return None
 

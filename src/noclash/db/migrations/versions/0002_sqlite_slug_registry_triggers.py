@@ -1,8 +1,9 @@
 """SQLite: the slug registry is written by triggers, so a slug create is one statement.
 
 On PostgreSQL a conversation and its ``conversation_slugs`` row go in one statement, a
-data-modifying CTE. SQLite has no DML in a CTE, so until now it took a second INSERT. Two
-triggers make the conversation INSERT do it all, and keep the registry the authority:
+data-modifying CTE. SQLite has no DML in a CTE; without triggers the registry row would
+be a second INSERT. Two triggers make the conversation INSERT do it all, and keep the
+registry the authority:
 
 - ``conversations_slug_not_former`` (BEFORE INSERT) skips the row, as ``ON CONFLICT DO
   NOTHING`` would, when its slug is already in the registry: a former slug of another
@@ -12,7 +13,9 @@ triggers make the conversation INSERT do it all, and keep the registry the autho
 - ``conversations_slug_register`` (AFTER INSERT) registers the stored row's slug; the
   registry's primary key still rejects any duplicate.
 
-PostgreSQL is unchanged (this revision does nothing there).
+PostgreSQL is unchanged (this revision does nothing there). The revision asks the engine's
+name, not a dialect flag, and holds its trigger text itself: a migration must do tomorrow
+exactly what it did when it first ran.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,8 +25,6 @@ Create Date: 2026-11-25 11:40:00
 from __future__ import annotations
 
 from alembic import op
-
-from noclash.db.dialects import dialect_for
 
 revision = "0002"
 down_revision = "0001"
@@ -54,14 +55,14 @@ TRIGGERS = {
 
 
 def upgrade() -> None:
-    if dialect_for(op.get_bind()).supports_dml_in_cte:
+    if op.get_bind().dialect.name != "sqlite":
         return
     for ddl in TRIGGERS.values():
         op.execute(ddl)
 
 
 def downgrade() -> None:
-    if dialect_for(op.get_bind()).supports_dml_in_cte:
+    if op.get_bind().dialect.name != "sqlite":
         return
     for name in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")

@@ -2,17 +2,15 @@
 
 Every stored message moves its conversation's ``last_message_at`` forward to the message's
 time (``sent_at``, else when it was received), never back; an inbound one also wakes a
-SNOOZED conversation. On PostgreSQL the inbound statement does this in its CTE, where it
-can skip a row that another delivery is touching (see ``noclash.chat.inbound``). SQLite has
-no DML in a CTE, so the touch was an UPDATE of its own. The trigger
-``messages_move_conversation`` makes the message INSERT do it:
+SNOOZED conversation. On PostgreSQL the delivery statement does this in its CTE, where it
+can skip a row that another delivery is touching. SQLite has no DML in a CTE; without this
+trigger the touch would be an UPDATE of its own after every message INSERT.
 
-- its WHEN clause leaves a conversation alone when the message neither moves
-  ``last_message_at`` forward nor wakes a snooze (an out-of-order delivery, or a new
-  conversation's first message, which is inserted with it already set);
-- SQLite runs one writer at a time (noclash writes under ``BEGIN IMMEDIATE``), so the
-  comparison and the write cannot interleave with another message's. Timestamps are
-  stored as fixed-width ISO text, which sorts as time does.
+The rule's live definition is ``noclash.chat.sql.touch.SQLITE_TRIGGER``. ``CREATE`` below is
+a frozen copy, and the revision asks the engine's name rather than a dialect flag: a
+migration must do tomorrow exactly what it did when it first ran, whatever the code around
+it becomes. ``tests/test_touch_rule.py`` fails when the two texts differ, so a change to the
+rule comes with a new migration that replaces the trigger.
 
 PostgreSQL is unchanged (this revision does nothing there).
 
@@ -24,8 +22,6 @@ Create Date: 2026-12-01 19:30:00
 from __future__ import annotations
 
 from alembic import op
-
-from noclash.db.dialects import dialect_for
 
 revision = "0003"
 down_revision = "0002"
@@ -62,10 +58,10 @@ CREATE = f"""
 
 
 def upgrade() -> None:
-    if dialect_for(op.get_bind()).messages_move_conversations:
+    if op.get_bind().dialect.name == "sqlite":
         op.execute(CREATE)
 
 
 def downgrade() -> None:
-    if dialect_for(op.get_bind()).messages_move_conversations:
+    if op.get_bind().dialect.name == "sqlite":
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")

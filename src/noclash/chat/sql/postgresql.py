@@ -1,0 +1,245 @@
+"""PostgreSQL: every step is one statement, a data-modifying CTE.
+
+Locks. A delivery must be ordered against a close (a message never lands in a conversation
+whose close committed first), but not against other deliveries:
+
+- it takes ``FOR KEY SHARE`` on the active conversation, the lock its message's foreign key
+  takes anyway. Deliveries share it; a close, snooze, reopen or reply, which lock
+  ``FOR UPDATE``, waits for them, and a delivery that finds the row so locked waits and
+  then re-reads it (a CLOSED row is a miss);
+- a redelivery takes no lock at all: ``known`` decides first, so a redelivered webhook
+  writes nothing and its commit flushes nothing;
+- the touch of ``last_message_at`` (:mod:`noclash.chat.sql.touch`) needs the row's
+  ``FOR NO KEY UPDATE`` lock. It is taken ``SKIP LOCKED``: when another delivery is
+  touching the row right now, this one stores its message without waiting and reports
+  the skipped touch, which :func:`noclash.chat.inbound.receive_message` catches up after
+  its commit. A burst of messages for one customer therefore commits together instead of
+  one lock holder at a time. Waking a snooze cannot be deferred like that: a delivery that
+  finds a SNOOZED row being touched runs again exclusively;
+- exclusively means: first ``FOR NO KEY UPDATE`` on the active conversation in a statement
+  of its own, which may wait but holds nothing of the delivery yet, then the delivery
+  pinned to that conversation, whose touch the lock guarantees.
+
+The delivery statement itself never waits for a row lock (``FOR KEY SHARE`` waits only
+for a lifecycle change), so it never takes part in a deadlock, and it never updates a row
+it had to wait for. Locking ``FOR NO KEY UPDATE`` inside the delivery statement would make
+its UPDATE follow the row's newer version from the statement's older snapshot, and bursts
+into a snoozed conversation deadlock that way (``tests/test_inbound_locks.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.sql.base import (
+    MESSAGE_COLUMNS,
+    ChatSQL,
+    Row,
+    Started,
+    active_conversation_query,
+    message_select,
+    param,
+    two_attempts,
+)
+from noclash.chat.sql.touch import needs_touch, touch_values
+from noclash.db.tables import connections, conversation_slugs, conversations, messages
+from noclash.unique import translating
+
+
+@cache
+def claim_ctes(insert: Any) -> tuple[Any, Any]:
+    """``(made, registered)``: the two slug attempts and the registry row, as CTEs. ``made``
+    is the conversation stored (if any), ``registered`` its ``conversation_slugs`` row
+    (none when the slug is a former slug of another conversation). The start of a
+    conversation by a delivery adds the first message to them."""
+    made = two_attempts(insert).cte("made")
+    registered = (
+        insert(conversation_slugs)
+        .from_select(
+            ["chatbot_id", "slug", "conversation_id", "created_at"],
+            sa.select(made.c.chatbot_id, made.c.slug, made.c.id, made.c.created_at),
+        )
+        .on_conflict_do_nothing()
+        .returning(conversation_slugs.c.conversation_id)
+        .cte("registered")
+    )
+    return made, registered
+
+
+@cache
+def claim_statement(insert: Any) -> Any:
+    """Conversation and registry row in one statement, two slug candidates."""
+    made, registered = claim_ctes(insert)
+    return sa.select(
+        *made.c, registered.c.conversation_id.is_not(None).label("slug_registered")
+    ).select_from(made.outerjoin(registered, sa.true()))
+
+
+@cache
+def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
+    """Find the active conversation, store the message, move the conversation forward,
+    and read what a miss needs, in one statement:
+
+    - ``known``: the message as stored before this statement (a redelivery);
+    - ``active``: the OPEN or SNOOZED conversation of (connection, psid), through the
+      partial index, unless the message is known (a redelivery locks nothing), locked
+      ``FOR KEY SHARE``: a close that commits meanwhile makes it miss;
+    - ``stored``: ``INSERT ... SELECT`` from ``active``, ``ON CONFLICT (connection_id,
+      platform_message_id) DO NOTHING``, the dedupe key deciding;
+    - ``touched``: the forward-only ``last_message_at`` UPDATE (and a snooze woken), only
+      for a stored message that moves the conversation, its row lock taken ``SKIP LOCKED``
+      (``lockable``): nothing back while another transaction holds it;
+    - the connection's chatbot, for the start of a new conversation, and none at all for
+      an unknown connection.
+
+    ``pinned`` narrows ``active`` to ``:locked_id``, the conversation an earlier statement
+    of the transaction locked (see :meth:`PostgreSQLChatSQL.deliver`).
+    """
+    known = (
+        sa.select(messages.c.id, messages.c.conversation_id)
+        .where(
+            messages.c.connection_id == param("connection", messages.c.connection_id),
+            messages.c.platform_message_id
+            == param("platform_message_id", messages.c.platform_message_id),
+        )
+        .cte("known")
+    )
+    active: Any = (
+        active_conversation_query(
+            param("connection", conversations.c.connection_id),
+            param("customer", conversations.c.psid),
+        )
+        .with_only_columns(
+            conversations.c.id,
+            conversations.c.status,
+            needs_touch(conversations).label("needs_touch"),
+        )
+        .where(~sa.exists(known.select()))
+        .with_for_update(read=True, key_share=True)
+    )
+    if pinned:
+        active = active.where(conversations.c.id == param("locked_id", conversations.c.id))
+    active = active.cte("active")
+    stored = (
+        insert(messages)
+        .from_select(MESSAGE_COLUMNS, message_select(active.c.id))
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id, messages.c.conversation_id)
+        .cte("stored")
+    )
+    lockable = (
+        sa.select(conversations.c.id)
+        .where(
+            conversations.c.id.in_(sa.select(stored.c.conversation_id)),
+            needs_touch(conversations),
+        )
+        .with_for_update(key_share=True, skip_locked=True)
+        .cte("lockable")
+    )
+    touched = (
+        sa.update(conversations)
+        .where(conversations.c.id.in_(sa.select(lockable.c.id)))
+        .values(touch_values(wake=True))
+        .returning(conversations.c.id)
+        .cte("touched")
+    )
+    return (
+        sa.select(
+            connections.c.chatbot_id,
+            active.c.id.label("conversation_id"),
+            stored.c.id.label("message_id"),
+            known.c.id.label("known_id"),
+            known.c.conversation_id.label("known_conversation_id"),
+            active.c.status,
+            active.c.needs_touch,
+            touched.c.id.label("touched_id"),
+        )
+        .select_from(
+            connections.outerjoin(active, sa.true())
+            .outerjoin(stored, sa.true())
+            .outerjoin(known, sa.true())
+            .outerjoin(touched, sa.true())
+        )
+        .where(connections.c.id == param("connection", connections.c.id))
+    )
+
+
+@cache
+def _lock_active_statement() -> Any:
+    """The active conversation ``FOR NO KEY UPDATE``, unless the message is stored
+    already: a redelivery locks nothing here either."""
+    stored_before = sa.exists().where(
+        messages.c.connection_id == param("connection", messages.c.connection_id),
+        messages.c.platform_message_id
+        == param("platform_message_id", messages.c.platform_message_id),
+    )
+    return (
+        active_conversation_query(
+            param("connection", conversations.c.connection_id),
+            param("customer", conversations.c.psid),
+        )
+        .with_only_columns(conversations.c.id)
+        .where(~stored_before)
+        .with_for_update(key_share=True)
+    )
+
+
+@cache
+def _start_statement(insert: Any) -> Any:
+    """A new conversation (two slug attempts, the registry row) and its first message, in
+    one statement: :func:`claim_ctes` plus the message ``INSERT ... SELECT`` from the row it
+    made. Nothing back: the partial unique index (or both slugs) said no, and no message
+    was stored."""
+    made, registered = claim_ctes(insert)
+    stored = (
+        insert(messages)
+        .from_select(MESSAGE_COLUMNS, message_select(made.c.id))
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id)
+        .cte("stored")
+    )
+    return sa.select(
+        *made.c,
+        registered.c.conversation_id.is_not(None).label("slug_registered"),
+        stored.c.id.label("message_id"),
+    ).select_from(made.outerjoin(registered, sa.true()).outerjoin(stored, sa.true()))
+
+
+class PostgreSQLChatSQL(ChatSQL):
+    def claim(self, conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+        row = conn.execute(claim_statement(self.insert), values).first()
+        if row is None:
+            return None, False
+        return row, bool(row.slug_registered)
+
+    def deliver(
+        self, conn: Connection, params: dict[str, Any], *, exclusive: bool = True
+    ) -> Row | None:
+        """The delivery statement; with ``exclusive``, first the active conversation's
+        ``FOR NO KEY UPDATE`` lock in a statement of its own (it may wait, holding nothing
+        of this delivery yet), then the delivery pinned to the conversation it locked, so
+        that its touch cannot be skipped. With nothing locked the pinned delivery misses,
+        and a conversation that became active in between makes the start fail and the next
+        round lock it."""
+        if exclusive:
+            params["locked_id"] = conn.execute(_lock_active_statement(), params).scalar()
+        with translating(messages.metadata):
+            return conn.execute(_deliver_statement(self.insert, exclusive), params).first()
+
+    def start(
+        self, conn: Connection, params: dict[str, Any], candidates: Iterator[str]
+    ) -> Started | None:
+        params["fallback_slug"] = next(candidates, params["slug"])
+        with translating(conversations.metadata):
+            row = conn.execute(_start_statement(self.insert), params).first()
+        if row is None:
+            return None
+        return Started(row, row.slug_registered, row.message_id)
+
+
+__all__ = ["PostgreSQLChatSQL", "claim_ctes", "claim_statement"]

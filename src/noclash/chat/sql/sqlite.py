@@ -1,0 +1,159 @@
+"""SQLite: no DML in a CTE, so a step is a statement or two, and triggers write the rest.
+
+The schema's triggers make one INSERT do what PostgreSQL does in a CTE: a conversation's
+slug goes into the registry (migration 0002) and a message moves its conversation forward
+(:data:`noclash.chat.sql.touch.SQLITE_TRIGGER`, migration 0003). No row lock is needed:
+noclash writes under ``BEGIN IMMEDIATE``, so one writer at a time holds the database and
+nothing can change between two statements of a step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from functools import cache
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.sql.base import (
+    ACTIVE_KEY_WHERE,
+    MESSAGE_COLUMNS,
+    ChatSQL,
+    Row,
+    Seen,
+    Started,
+    active_conversation_query,
+    message_select,
+    param,
+    two_attempts,
+)
+from noclash.db.tables import Direction, connections, conversations, messages
+from noclash.unique import translating
+
+
+@cache
+def claim_statement(insert: Any) -> Any:
+    """The two slug attempts; the registry row is the trigger's, and a former slug makes
+    the trigger skip the row like a taken one, so a stored row is always registered."""
+    return two_attempts(insert)
+
+
+@cache
+def _deliver_statement(insert: Any) -> Any:
+    """``INSERT INTO messages ... SELECT`` from the active conversation: one statement that
+    finds the conversation by the partial index and stores the message deduped; the
+    trigger moves the conversation."""
+    return (
+        insert(messages)
+        .from_select(
+            MESSAGE_COLUMNS,
+            message_select(conversations.c.id).where(
+                conversations.c.connection_id
+                == param("connection", conversations.c.connection_id),
+                conversations.c.psid == param("customer", conversations.c.psid),
+                ACTIVE_KEY_WHERE,
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id, messages.c.conversation_id)
+    )
+
+
+# After a miss: the connection's chatbot, the message as stored before, the active
+# conversation, in one read.
+_MISSED = (
+    sa.select(
+        connections.c.chatbot_id,
+        conversations.c.id.label("conversation_id"),
+        sa.null().label("message_id"),
+        messages.c.id.label("known_id"),
+        messages.c.conversation_id.label("known_conversation_id"),
+    )
+    .select_from(
+        connections.outerjoin(
+            messages,
+            sa.and_(
+                messages.c.connection_id == connections.c.id,
+                messages.c.platform_message_id == sa.bindparam("platform_message_id"),
+            ),
+        ).outerjoin(
+            conversations,
+            sa.and_(
+                conversations.c.connection_id == connections.c.id,
+                conversations.c.psid == sa.bindparam("customer"),
+                ACTIVE_KEY_WHERE,
+            ),
+        )
+    )
+    .where(connections.c.id == sa.bindparam("connection"))
+)
+
+
+@cache
+def _insert_message_statement(insert: Any) -> Any:
+    """``INSERT ... ON CONFLICT (connection_id, platform_message_id) DO NOTHING``; values
+    travel as parameters."""
+    return (
+        insert(messages)
+        .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
+        .returning(messages.c.id)
+    )
+
+
+def _message_values(params: dict[str, Any], conversation_id: Any) -> dict[str, Any]:
+    return {
+        "id": params["message_id"],
+        "conversation_id": conversation_id,
+        "connection_id": params["connection"],
+        "platform_message_id": params["platform_message_id"],
+        "direction": Direction.IN,
+        "text": params["text"],
+        "sent_at": params["sent_at"],
+        "created_at": params["received_at"],
+    }
+
+
+class SQLiteChatSQL(ChatSQL):
+    messages_move_conversations: ClassVar[bool] = True
+
+    def claim(self, conn: Connection, values: dict[str, Any]) -> tuple[Row | None, bool]:
+        row = conn.execute(claim_statement(self.insert), values).first()
+        return row, row is not None
+
+    def deliver(
+        self, conn: Connection, params: dict[str, Any], *, exclusive: bool = True
+    ) -> Seen | Row | None:
+        """The message into the active conversation; on a miss, one read of the
+        connection, the stored message and the active conversation. ``exclusive`` changes
+        nothing: the trigger's touch is never skipped."""
+        with translating(messages.metadata):
+            stored = conn.execute(_deliver_statement(self.insert), params).first()
+        if stored is not None:
+            return Seen(None, stored.conversation_id, stored.id, None, None)
+        return conn.execute(_MISSED, params).first()
+
+    def start(
+        self, conn: Connection, params: dict[str, Any], candidates: Iterator[str]
+    ) -> Started | None:
+        """Each pair of candidates in a claim, until one is stored, then the message; a
+        claim that stores nothing while another conversation is active ends the start."""
+        for slug in itertools.chain((params["slug"],), candidates):
+            params["slug"] = slug
+            params["fallback_slug"] = next(candidates, slug)
+            with translating(conversations.metadata):
+                row, registered = self.claim(conn, params)
+            if row is not None:
+                with translating(messages.metadata):
+                    message_id = conn.execute(
+                        _insert_message_statement(self.insert), _message_values(params, row.id)
+                    ).scalar()
+                return Started(row, registered, message_id)
+            active = active_conversation_query(params["connection"], params["customer"])
+            if conn.execute(active).first() is not None:
+                return None  # another delivery's conversation holds the key: deliver into it
+        return None
+
+
+__all__ = ["SQLiteChatSQL", "claim_statement"]
