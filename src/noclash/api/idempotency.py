@@ -38,8 +38,9 @@ from sqlalchemy.engine import Engine
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noclash.api.deps import resolve_caller
 from noclash.api.errors import problem
-from noclash.chat.users import authenticate
+from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
 from noclash.db.tables import idempotency_keys
 from noclash.unique import idempotency as keys
@@ -110,7 +111,7 @@ class IdempotencyMiddleware:
         state = scope["app"].state
         engine: Engine = state.engine
         settings: Settings = state.settings
-        caller = await self._caller_scope(engine, scope, params)
+        caller = await self._caller_scope(scope, params)
         if caller is None:
             await self.app(scope, receive, send)
             return
@@ -161,16 +162,13 @@ class IdempotencyMiddleware:
                 return
             await asyncio.sleep(self.poll_seconds)
 
-    async def _caller_scope(
-        self, engine: Engine, scope: Scope, params: dict[str, str]
-    ) -> str | None:
-        authorization = _header(scope, "authorization")
-        if authorization is not None:
-            method, _, token = authorization.partition(" ")
-            if method.lower() != "bearer" or not token.strip():
-                return None
-            user = await anyio.to_thread.run_sync(authenticate, engine, token.strip())
-            return f"user:{user.id}" if user is not None else None
+    async def _caller_scope(self, scope: Scope, params: dict[str, str]) -> str | None:
+        try:
+            user = await resolve_caller(scope)
+        except Unauthenticated:
+            return None  # the route answers the same 401 (the outcome is remembered)
+        if user is not None:
+            return f"user:{user.id}"
         ids = []
         for name in sorted(params):
             value = parse_uuid(params[name])
