@@ -14,6 +14,7 @@ from noclash.api.app import create_app
 from noclash.api.idempotency import creating_routes
 from noclash.config import Settings
 from noclash.db.tables import chatbots, idempotency_keys
+from tests.support.creates import CREATING_ROUTES, prepare_create
 
 PROBLEM = "application/problem+json"
 
@@ -36,15 +37,29 @@ def _unanswered_keys(engine) -> int:
 def test_every_creating_post_is_covered(tmp_path):
     """The middleware covers each POST declared 201; this list is the contract."""
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
-    assert creating_routes(app) == [
-        "/api/chatbots",
-        "/api/chatbots/{chatbot_id}/connections",
-        "/api/chatbots/{chatbot_id}/conversations",
-        "/api/connections/{connection_id}/inbound",
-        "/api/conversations/{conversation_id}/messages",
-        "/api/widget/{public_token}/sessions",
-        "/api/widget/{public_token}/sessions/{session_id}/messages",
-    ]
+    assert creating_routes(app) == sorted(CREATING_ROUTES.values())
+    assert CREATING_ROUTES["chatbots"] == "/api/chatbots"
+    assert len(CREATING_ROUTES) == 7
+
+
+@pytest.mark.parametrize("route", sorted(CREATING_ROUTES))
+def test_a_keyed_create_commits_once(live_server, route):
+    """Each creating route runs in the request's transaction: with a key, the create and
+    its stored answer are ONE commit (a route committing its own would make it two)."""
+    create = prepare_create(live_server.engine, route)
+    commits = []
+
+    def count(_conn) -> None:
+        commits.append(1)
+
+    sa.event.listen(live_server.engine, "commit", count)
+    try:
+        r = live_server.client().post(create.path, json=create.body, headers=create.headers)
+    finally:
+        sa.event.remove(live_server.engine, "commit", count)
+    assert r.status_code == 201, r.text
+    assert len(commits) == 1
+    assert _unanswered_keys(live_server.engine) == 0
 
 
 def test_retry_replays_the_first_response(live_server):
