@@ -33,6 +33,21 @@ def _claim(engine, *, key="k1", scope="user:a", body=b"{}", now=None, **kwargs):
         )
 
 
+def _claim_in(conn, *, wait=None):
+    """Claim the tests' key in the caller's transaction (the single-transaction protocol)."""
+    return keys.claim(
+        conn,
+        idempotency_keys,
+        scope="user:a",
+        key="k1",
+        method="POST",
+        path="/api/things",
+        request_hash=keys.request_hash("POST", "/api/things", b"{}"),
+        ttl=TTL,
+        wait=wait,
+    )
+
+
 def _complete(engine, outcome, response=RESPONSE):
     with engine.begin() as conn:
         return keys.complete(conn, idempotency_keys, outcome.claim_id, response)
@@ -105,16 +120,7 @@ def test_a_rolled_back_claim_leaves_the_key_free(engine):
     """The claim lives in the work's transaction: rolling it back frees the key at once."""
     with engine.connect() as conn:
         conn.begin()
-        first = keys.claim(
-            conn,
-            idempotency_keys,
-            scope="user:a",
-            key="k1",
-            method="POST",
-            path="/api/things",
-            request_hash=keys.request_hash("POST", "/api/things", b"{}"),
-            ttl=TTL,
-        )
+        first = _claim_in(conn)
         assert isinstance(first, keys.Claimed)
         conn.rollback()
     assert _rows(engine) == 0
@@ -147,17 +153,7 @@ def test_concurrent_claims_in_one_transaction_each_run_once(engine):
         with engine.connect() as conn:
             barrier.wait()
             conn.begin()
-            outcome = keys.claim(
-                conn,
-                idempotency_keys,
-                scope="user:a",
-                key="k1",
-                method="POST",
-                path="/api/things",
-                request_hash=keys.request_hash("POST", "/api/things", b"{}"),
-                ttl=TTL,
-                wait=timedelta(seconds=30),
-            )
+            outcome = _claim_in(conn, wait=timedelta(seconds=30))
             if isinstance(outcome, keys.Claimed):
                 ran.append(i)
                 threading.Event().wait(0.2)  # the work: duplicates arrive meanwhile
@@ -199,26 +195,13 @@ def test_a_wait_past_its_bound_is_in_progress(engine):
     ``wait`` (lock_timeout), then reports InProgress; the holder is unaffected."""
     import time
 
-    def claim(conn, wait=None):
-        return keys.claim(
-            conn,
-            idempotency_keys,
-            scope="user:a",
-            key="k1",
-            method="POST",
-            path="/api/things",
-            request_hash=keys.request_hash("POST", "/api/things", b"{}"),
-            ttl=TTL,
-            wait=wait,
-        )
-
     with engine.connect() as holder, engine.connect() as other:
         holder.begin()
-        held = claim(holder)
+        held = _claim_in(holder)
         assert isinstance(held, keys.Claimed)
         other.begin()
         started = time.monotonic()
-        outcome = claim(other, wait=timedelta(seconds=0.2))
+        outcome = _claim_in(other, wait=timedelta(seconds=0.2))
         assert outcome == keys.InProgress(None)
         assert 0.2 <= time.monotonic() - started < 5
         other.rollback()

@@ -65,41 +65,36 @@ async def write(
     request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
 ) -> Any:
     """``work(conn, *args)`` in the request's transaction (a SAVEPOINT) or a new one."""
-    tx = request_transaction(request)
-    if tx is None:
-        return await anyio.to_thread.run_sync(
-            _in_new_transaction, request.app.state.engine, work, args, render
-        )
-    return await anyio.to_thread.run_sync(
-        _in_savepoint, tx.conn, work, args, render, limiter=tx.limiter
-    )
+    return await _run(request, _in_new_transaction, _in_savepoint, work, args, render)
 
 
 async def read(
     request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
 ) -> Any:
     """``work(conn, *args)`` on a read-only connection, or in the request's transaction."""
-    tx = request_transaction(request)
-    if tx is None:
-        return await anyio.to_thread.run_sync(
-            _on_read_only, request.app.state.engine, work, args, render
-        )
-    return await anyio.to_thread.run_sync(
-        _on_connection, tx.conn, work, args, render, limiter=tx.limiter
-    )
+    return await _run(request, _on_read_only, _on_connection, work, args, render)
 
 
 async def deliver(
     request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
 ) -> Any:
     """``work(bind, *args)``: the engine, or the request's transaction (a SAVEPOINT)."""
+    return await _run(request, _on_connection, _in_savepoint, work, args, render)
+
+
+async def _run(
+    request: Request,
+    alone: Callable[..., Any],
+    in_request: Callable[..., Any],
+    work: Callable[..., Any],
+    args: tuple,
+    render: Render | None,
+) -> Any:
     tx = request_transaction(request)
     if tx is None:
-        return await anyio.to_thread.run_sync(
-            _on_connection, request.app.state.engine, work, args, render
-        )
+        return await anyio.to_thread.run_sync(alone, request.app.state.engine, work, args, render)
     return await anyio.to_thread.run_sync(
-        _in_savepoint, tx.conn, work, args, render, limiter=tx.limiter
+        in_request, tx.conn, work, args, render, limiter=tx.limiter
     )
 
 
