@@ -24,7 +24,7 @@ from noclash.config import Settings
 HOT_CREATES = {
     "/api/chatbots": "ChatbotOut",
     "/api/chatbots/{chatbot_id}/connections": "ConnectionOut",
-    "/api/chatbots/{chatbot_id}/conversations": "SlugConversationOut",
+    "/api/chatbots/{chatbot_id}/conversations": "ConversationOut",
     "/api/conversations/{conversation_id}/messages": "MessageOut",
     "/api/widget/{public_token}/sessions": "SessionOut",
 }

@@ -7,12 +7,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from noclash.api.app import create_app
 from noclash.api.idempotency import creating_routes
 from noclash.config import Settings
 from noclash.db.tables import chatbots, idempotency_keys
+from tests.support.creates import CREATING_ROUTES, prepare_create
 
 PROBLEM = "application/problem+json"
 
@@ -22,17 +24,42 @@ def _count(engine, table=chatbots) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
+def _unanswered_keys(engine) -> int:
+    """Key rows without a stored answer: the single transaction never commits one."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count())
+            .select_from(idempotency_keys)
+            .where(idempotency_keys.c.response_status.is_(None))
+        ).scalar_one()
+
+
 def test_every_creating_post_is_covered(tmp_path):
     """The middleware covers each POST declared 201; this list is the contract."""
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
-    covered = set(creating_routes(app))
-    assert {
-        "/api/chatbots",
-        "/api/chatbots/{chatbot_id}/conversations",
-        "/api/widget/{public_token}/sessions",
-        "/api/widget/{public_token}/sessions/{session_id}/messages",
-    } <= covered
-    assert not any(path.startswith("/webhooks") for path in covered)
+    assert creating_routes(app) == sorted(CREATING_ROUTES.values())
+    assert CREATING_ROUTES["chatbots"] == "/api/chatbots"
+    assert len(CREATING_ROUTES) == 7
+
+
+@pytest.mark.parametrize("route", sorted(CREATING_ROUTES))
+def test_a_keyed_create_commits_once(live_server, route):
+    """Each creating route runs in the request's transaction: with a key, the create and
+    its stored answer are ONE commit (a route committing its own would make it two)."""
+    create = prepare_create(live_server.engine, route)
+    commits = []
+
+    def count(_conn) -> None:
+        commits.append(1)
+
+    sa.event.listen(live_server.engine, "commit", count)
+    try:
+        r = live_server.client().post(create.path, json=create.body, headers=create.headers)
+    finally:
+        sa.event.remove(live_server.engine, "commit", count)
+    assert r.status_code == 201, r.text
+    assert len(commits) == 1
+    assert _unanswered_keys(live_server.engine) == 0
 
 
 def test_retry_replays_the_first_response(live_server):
@@ -104,29 +131,37 @@ def test_unauthenticated_request_passes_through(live_server):
     assert _count(live_server.engine, idempotency_keys) == 0
 
 
-def test_20_concurrent_requests_with_one_key(live_server):
-    """20 clients held at a barrier send one request with one key: one chatbot, and 20
-    identical answers (one original, 19 replays that waited for it)."""
-    token = live_server.user()
-    n = 20
-    barrier = threading.Barrier(n)
-    key = str(uuid.uuid4())
+def test_32_concurrent_copies_of_one_keyed_request(database_url):
+    """32 clients held at a barrier send one request with one key to a server with the
+    default pool (10 + 20 overflow: fewer connections than copies): one chatbot, and 32
+    identical answers (one original, 31 replays that waited in the database for it)."""
+    from tests.support.server import start_live_server
 
-    def run(_: int) -> httpx.Response:
-        with httpx.Client(
-            base_url=live_server.base_url,
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
-            timeout=60,
-        ) as client:
-            barrier.wait()
-            return client.post("/api/chatbots", json={"name": "Racing"})
+    defaults = Settings()
+    with start_live_server(
+        database_url, pool_size=defaults.pool_size, pool_max_overflow=defaults.pool_max_overflow
+    ) as server:
+        token = server.user()
+        n = 32
+        barrier = threading.Barrier(n)
+        key = str(uuid.uuid4())
 
-    with ThreadPoolExecutor(n) as pool:
-        responses = list(pool.map(run, range(n)))
-    assert {r.status_code for r in responses} == {201}
-    assert len({r.content for r in responses}) == 1
-    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == n - 1
-    assert _count(live_server.engine) == 1
+        def run(_: int) -> httpx.Response:
+            with httpx.Client(
+                base_url=server.base_url,
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                timeout=60,
+            ) as client:
+                barrier.wait()
+                return client.post("/api/chatbots", json={"name": "Racing"})
+
+        with ThreadPoolExecutor(n) as pool:
+            responses = list(pool.map(run, range(n)))
+        assert {r.status_code for r in responses} == {201}
+        assert len({r.content for r in responses}) == 1
+        assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == n - 1
+        assert _count(server.engine) == 1
+        assert _unanswered_keys(server.engine) == 0
 
 
 def test_widget_session_and_message_retries(live_server):
@@ -176,47 +211,80 @@ def test_conversation_create_retry(live_server):
     assert other.json()["slug"].startswith("billing-")
 
 
-def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
-    """The first request is running in another process (its claim is in the database):
-    the duplicate polls the shared row, then replays what the first stored, and runs
-    nothing itself."""
+def _hold_claim(engine, token: str, key: str, body: bytes, path: str = "/api/chatbots"):
+    """Claim ``key`` the way another process serving it would: in a transaction of its own,
+    not committed yet. Returns (connection, claim); the caller commits or rolls back."""
     from datetime import timedelta
 
     from noclash.chat.users import authenticate
     from noclash.unique import idempotency as keys
 
-    token = live_server.user()
-    user = authenticate(live_server.engine, token)
-    body = b'{"name": "Slow"}'
-    with live_server.engine.begin() as conn:
-        claimed = keys.claim(
-            conn,
-            idempotency_keys,
-            scope=f"user:{user.id}",
-            key="slow",
-            method="POST",
-            path="/api/chatbots",
-            request_hash=keys.request_hash("POST", "/api/chatbots", body),
-            ttl=timedelta(hours=1),
-        )
+    user = authenticate(engine, token)
+    conn = engine.connect()
+    conn.begin()
+    claimed = keys.claim(
+        conn,
+        idempotency_keys,
+        scope=f"user:{user.id}",
+        key=key,
+        method="POST",
+        path=path,
+        request_hash=keys.request_hash("POST", path, body),
+        ttl=timedelta(hours=1),
+    )
     assert isinstance(claimed, keys.Claimed)
-    client = live_server.client(token)
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(
-            client.post,
-            "/api/chatbots",
-            content=body,
-            headers={"Idempotency-Key": "slow", "content-type": "application/json"},
-        )
-        threading.Event().wait(0.5)
-        assert not pending.done()
-        elsewhere = keys.StoredResponse(201, [("content-type", "application/json")], b'{"x":1}')
-        with live_server.engine.begin() as conn:
+    return conn, claimed
+
+
+def _post_raw(client: httpx.Client, key: str, body: bytes) -> httpx.Response:
+    headers = {"Idempotency-Key": key, "content-type": "application/json"}
+    return client.post("/api/chatbots", content=body, headers=headers)
+
+
+def test_a_duplicate_waits_for_the_first_held_elsewhere(live_server):
+    """The first request is running in another process, its claim an uncommitted row of
+    its transaction: the duplicate waits in the database (PostgreSQL: on that index entry;
+    SQLite: for the write lock), then replays what the first committed, running nothing."""
+    from noclash.unique import idempotency as keys
+
+    token = live_server.user()
+    body = b'{"name": "Slow"}'
+    conn, claimed = _hold_claim(live_server.engine, token, "slow", body)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_post_raw, live_server.client(token), "slow", body)
+            threading.Event().wait(0.5)
+            assert not pending.done()
+            elsewhere = keys.StoredResponse(201, [("content-type", "application/json")], b'{"x":1}')
             assert keys.complete(conn, idempotency_keys, claimed.claim_id, elsewhere)
-        r = pending.result(timeout=30)
+            conn.commit()
+            r = pending.result(timeout=30)
+    finally:
+        conn.close()
     assert r.status_code == 201 and r.content == b'{"x":1}'
     assert r.headers["idempotent-replayed"] == "true"
     assert _count(live_server.engine) == 0
+
+
+def test_a_duplicate_of_a_request_that_failed_elsewhere_runs_at_once(live_server):
+    """The first holder rolls back (its request failed, or its process died): the key is
+    free at that instant, and the waiting duplicate claims it and runs, once."""
+    token = live_server.user()
+    body = b'{"name": "Second try"}'
+    conn, _claimed = _hold_claim(live_server.engine, token, "retry-me", body)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_post_raw, live_server.client(token), "retry-me", body)
+            threading.Event().wait(0.5)
+            assert not pending.done()
+            conn.rollback()
+            r = pending.result(timeout=30)
+    finally:
+        conn.close()
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+    assert r.json()["name"] == "Second try"
+    assert _count(live_server.engine) == 1
+    assert _unanswered_keys(live_server.engine) == 0
 
 
 def test_an_expired_key_runs_anew(database_url):
@@ -238,68 +306,59 @@ def test_an_expired_key_runs_anew(database_url):
         assert _count(server.engine) == 2
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_duplicate_still_in_progress_after_the_wait_is_409(database_url):
-    """The first request (a claim held by another process) does not finish within
-    wait_seconds: the duplicate gets a 409 naming the header, and runs nothing."""
+    """PostgreSQL: the first holder does not commit within idempotency_wait_seconds (the
+    claim's lock_timeout): the duplicate gets a 409 naming the header, and runs nothing."""
     import time
-    from datetime import timedelta
 
-    import uvicorn
+    from tests.support.server import start_live_server
 
-    from noclash.api.idempotency import IdempotencyMiddleware
-    from noclash.chat.users import authenticate, create_user
-    from noclash.db.engine import create_engine
-    from noclash.unique import idempotency as keys
-    from tests.support.server import free_port
-
-    settings = Settings(database_url=database_url)
-    engine = create_engine(settings.sqlalchemy_url, settings)
-    app = create_app(settings, engine=engine)
-    for entry in app.user_middleware:
-        if entry.cls is IdempotencyMiddleware:
-            entry.kwargs["wait_seconds"] = 0.3
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.02)
-        _user, token = create_user(engine, "slow@example.com")
-        user = authenticate(engine, token)
+    with start_live_server(database_url, idempotency_wait_seconds=0.3) as server:
+        token = server.user()
         body = b'{"name":"Slow"}'
-        with engine.begin() as conn:
-            keys.claim(
-                conn,
-                idempotency_keys,
-                scope=f"user:{user.id}",
-                key="busy",
-                method="POST",
-                path="/api/chatbots",
-                request_hash=keys.request_hash("POST", "/api/chatbots", body),
-                ttl=timedelta(hours=1),
-            )
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/api/chatbots",
-            content=body,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Idempotency-Key": "busy",
-                "content-type": "application/json",
-            },
-            timeout=30,
-        )
+        conn, _claimed = _hold_claim(server.engine, token, "busy", body)
+        try:
+            started = time.monotonic()
+            r = _post_raw(server.client(token), "busy", body)
+            waited = time.monotonic() - started
+        finally:
+            conn.rollback()
+            conn.close()
         assert r.status_code == 409 and r.headers["content-type"] == PROBLEM
         assert r.headers["retry-after"] == "1"
         assert r.json()["fields"] == ["Idempotency-Key"]
         assert r.json()["type"].endswith("/idempotency-key-in-progress")
-        assert _count(engine) == 0
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        engine.dispose()
+        assert 0.3 <= waited < 5
+        assert _count(server.engine) == 0
+        # The bound covered the claim only, and ended with its transaction: the same key
+        # runs now, and so does a request without one.
+        assert _post_raw(server.client(token), "busy", body).status_code == 201
+        assert server.client(token).post("/api/chatbots", json={"name": "x"}).status_code == 201
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_writers_queue_for_the_lock_and_a_held_lock_is_a_503(database_url):
+    """SQLite: every writer, keyed or not, queues for the one write lock (BEGIN IMMEDIATE,
+    NOCLASH_SQLITE_BUSY_TIMEOUT_MS). Held past that, the answer is 503 with Retry-After,
+    never a 500, and nothing is stored."""
+    from tests.support.server import start_live_server
+
+    with start_live_server(database_url, sqlite_busy_timeout_ms=300) as server:
+        token = server.user()
+        body = b'{"name":"Slow"}'
+        conn, _claimed = _hold_claim(server.engine, token, "busy", body)
+        try:
+            keyed = _post_raw(server.client(token), "busy", body)
+            plain = server.client(token).post("/api/chatbots", json={"name": "x"})
+        finally:
+            conn.rollback()
+            conn.close()
+        for r in (keyed, plain):
+            assert r.status_code == 503 and r.headers["content-type"] == PROBLEM
+            assert r.headers["retry-after"] == "1"
+        assert _count(server.engine) == 0
+        assert _post_raw(server.client(token), "busy", body).status_code == 201
 
 
 def test_an_oversized_body_is_413_before_any_key_is_claimed(live_server):

@@ -33,6 +33,21 @@ def _claim(engine, *, key="k1", scope="user:a", body=b"{}", now=None, **kwargs):
         )
 
 
+def _claim_in(conn, *, wait=None):
+    """Claim the tests' key in the caller's transaction (the single-transaction protocol)."""
+    return keys.claim(
+        conn,
+        idempotency_keys,
+        scope="user:a",
+        key="k1",
+        method="POST",
+        path="/api/things",
+        request_hash=keys.request_hash("POST", "/api/things", b"{}"),
+        ttl=TTL,
+        wait=wait,
+    )
+
+
 def _complete(engine, outcome, response=RESPONSE):
     with engine.begin() as conn:
         return keys.complete(conn, idempotency_keys, outcome.claim_id, response)
@@ -86,8 +101,9 @@ def test_expired_key_is_replaced_and_runs_anew(engine):
 
 
 def test_stale_claim_is_taken_over_once(engine):
-    """A claim whose request died is taken over after the lease; the dead one cannot
-    complete afterwards, so a late finisher never overwrites the new response."""
+    """A claim committed before its work (a caller using the module that way) whose
+    request died is taken over after the lease; the dead one cannot complete afterwards,
+    so a late finisher never overwrites the new response."""
     start = utcnow()
     dead = _claim(engine, now=start)
     lease = timedelta(seconds=30)
@@ -100,10 +116,14 @@ def test_stale_claim_is_taken_over_once(engine):
     assert _complete(engine, taker)
 
 
-def test_release_lets_a_retry_run(engine):
-    first = _claim(engine)
-    with engine.begin() as conn:
-        keys.release(conn, idempotency_keys, first.claim_id)
+def test_a_rolled_back_claim_leaves_the_key_free(engine):
+    """The claim lives in the work's transaction: rolling it back frees the key at once."""
+    with engine.connect() as conn:
+        conn.begin()
+        first = _claim_in(conn)
+        assert isinstance(first, keys.Claimed)
+        conn.rollback()
+    assert _rows(engine) == 0
     assert isinstance(_claim(engine), keys.Claimed)
 
 
@@ -122,19 +142,35 @@ def test_bad_keys_are_refused(bad):
         keys.check_key(bad)
 
 
-def test_concurrent_claims_have_one_winner(engine):
-    """20 threads held at a barrier claim one key: exactly one is told to run."""
+def test_concurrent_claims_in_one_transaction_each_run_once(engine):
+    """20 threads held at a barrier each run claim, work and complete in ONE transaction:
+    exactly one runs the work, and every other one waits for its commit and replays it."""
     n = 20
     barrier = threading.Barrier(n)
+    ran = []
 
-    def run(_: int):
-        barrier.wait()
-        return _claim(engine)
+    def run(i: int):
+        with engine.connect() as conn:
+            barrier.wait()
+            conn.begin()
+            outcome = _claim_in(conn, wait=timedelta(seconds=30))
+            if isinstance(outcome, keys.Claimed):
+                ran.append(i)
+                threading.Event().wait(0.2)  # the work: duplicates arrive meanwhile
+                body = f'{{"ran": {i}}}'.encode()
+                answer = keys.StoredResponse(201, [], body)
+                keys.complete(conn, idempotency_keys, outcome.claim_id, answer)
+                conn.commit()
+            else:
+                conn.rollback()
+            return outcome
 
     with ThreadPoolExecutor(n) as pool:
         outcomes = list(pool.map(run, range(n)))
-    assert sum(isinstance(o, keys.Claimed) for o in outcomes) == 1
-    assert all(isinstance(o, keys.Claimed | keys.InProgress) for o in outcomes)
+    assert len(ran) == 1
+    replays = [o for o in outcomes if isinstance(o, keys.Replay)]
+    assert len(replays) == n - 1
+    assert {o.response.body for o in replays} == {f'{{"ran": {ran[0]}}}'.encode()}
 
 
 def test_concurrent_takeovers_of_an_expired_key_have_one_winner(engine):
@@ -151,3 +187,24 @@ def test_concurrent_takeovers_of_an_expired_key_have_one_winner(engine):
     with ThreadPoolExecutor(n) as pool:
         outcomes = list(pool.map(run, range(n)))
     assert sum(isinstance(o, keys.Claimed) for o in outcomes) == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_wait_past_its_bound_is_in_progress(engine):
+    """PostgreSQL: a claim waits on the holder's uncommitted index entry for at most
+    ``wait`` (lock_timeout), then reports InProgress; the holder is unaffected."""
+    import time
+
+    with engine.connect() as holder, engine.connect() as other:
+        holder.begin()
+        held = _claim_in(holder)
+        assert isinstance(held, keys.Claimed)
+        other.begin()
+        started = time.monotonic()
+        outcome = _claim_in(other, wait=timedelta(seconds=0.2))
+        assert outcome == keys.InProgress(None)
+        assert 0.2 <= time.monotonic() - started < 5
+        other.rollback()
+        keys.complete(holder, idempotency_keys, held.claim_id, RESPONSE)
+        holder.commit()
+    assert isinstance(_claim(engine), keys.Replay)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=10.0, ge=0)
     # Idempotency keys live this long (seconds), then a retry executes anew.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    # A duplicate waits this long (seconds) for the request holding its key to commit,
+    # then answers 409 idempotency-key-in-progress with Retry-After.
+    idempotency_wait_seconds: float = Field(default=10.0, gt=0)
     # Input limits for public endpoints.
     max_text_length: int = 4000
     max_body_bytes: int = 64 * 1024

@@ -54,7 +54,8 @@ class LiveServer:
 
 @contextmanager
 def start_live_server(database_url: str, **overrides: object) -> Iterator[LiveServer]:
-    settings = Settings(database_url=database_url, pool_size=20, pool_max_overflow=40, **overrides)
+    options: dict[str, object] = {"pool_size": 20, "pool_max_overflow": 40, **overrides}
+    settings = Settings(database_url=database_url, **options)  # type: ignore[arg-type]
     engine = create_engine(settings.sqlalchemy_url, settings)
     app = create_app(settings, engine=engine)
     port = free_port()

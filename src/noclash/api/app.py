@@ -14,7 +14,7 @@ from noclash.api.routes import (
     connections,
     conversations,
     health,
-    slugs,
+    messages,
     webhooks,
     widget,
 )
@@ -22,12 +22,17 @@ from noclash.chat.users import TokenCache
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 
+# One module per resource; a resource created under its parent has a second router with
+# the parent's prefix (``/api/chatbots/{chatbot_id}/connections``...).
 ROUTERS = [
     health.router,
     chatbots.router,
+    chatbots.public,
+    connections.nested,
     connections.router,
+    conversations.nested,
     conversations.router,
-    slugs.router,
+    messages.router,
     widget.router,
     webhooks.router,
 ]
@@ -51,6 +56,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(IdempotencyMiddleware)  # inside the body limit: it reads bodies
+    # Outermost last: the body limits run first, so the idempotency middleware (which
+    # reads and hashes bodies) never sees one too large or nested too deep.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -1,21 +1,39 @@
-"""Request dependencies: the engine, the settings and the caller.
+"""Request dependencies: the engine, the settings and the caller, as ``Annotated`` types.
 
-Dependencies that do no blocking I/O are ``async`` so that FastAPI does not hop through
-its thread pool for them; the token lookup runs in a worker thread only on a cache miss.
-Endpoints open their own transaction (``with engine.begin()``) so that the commit happens
-before the response is sent and the SQL that matters stays visible in the route.
+Routes declare ``user: CurrentUser`` or ``settings: SettingsDep`` instead of repeating
+``Depends(...)``. Every dependency here is ``async`` and does no blocking I/O on the event
+loop, so FastAPI never hops through its thread pool to solve them; the token lookup runs in
+a worker thread, and only on a cache miss.
+
+The caller is resolved once per request: :func:`resolve_caller` keeps its answer in the
+request's scope, so the idempotency middleware (which needs the caller to scope a key
+before the route runs) and the route's dependency share one lookup, and a keyed request
+never checks a second pool connection out while it holds its transaction's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import anyio
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
+from starlette.types import Scope
 
 from noclash.chat.errors import Unauthenticated
 from noclash.chat.users import TokenCache, User, lookup_token
 from noclash.config import Settings
 from noclash.unique.ids import token_hash
+
+# Where the resolved caller is kept in ``scope["state"]`` (what ``request.state`` reads).
+CALLER_STATE = "noclash.caller"
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    user: User | None
+    error: Unauthenticated | None = None
 
 
 async def get_engine(request: Request) -> Engine:
@@ -26,28 +44,24 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("use Authorization: Bearer <token>")
-    return token.strip()
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            if not value:
+                return None
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("use Authorization: Bearer <token>")
+            return token.strip()
+    return None
 
 
-async def optional_user(request: Request) -> User | None:
-    """The caller if a bearer token is given; a wrong token is a 401, not anonymous.
-
-    It takes the engine from ``request.app.state`` rather than ``Depends(get_engine)``:
-    FastAPI solves every sub-dependency on every request, and this one runs on nearly all
-    of them.
-    """
-    token = _bearer(request)
+async def _lookup(scope: Scope) -> User | None:
+    token = _bearer(scope)
     if token is None:
         return None
     digest = token_hash(token)
-    state = request.app.state
+    state = scope["app"].state
     cache: TokenCache = state.token_cache
     user = cache.get(digest)
     if user is None:
@@ -60,9 +74,54 @@ async def optional_user(request: Request) -> User | None:
     return user
 
 
+async def resolve_caller(scope: Scope) -> User | None:
+    """The caller if a bearer token is given, None without one; a wrong token raises
+    :class:`Unauthenticated` (a 401, never anonymous). Resolved once per request.
+
+    A database error propagates and is not remembered: the request fails with it.
+    """
+    state = scope.setdefault("state", {})
+    resolved: _Resolved | None = state.get(CALLER_STATE)
+    if resolved is None:
+        try:
+            resolved = _Resolved(await _lookup(scope))
+        except Unauthenticated as exc:
+            resolved = _Resolved(None, exc)
+        state[CALLER_STATE] = resolved
+    if resolved.error is not None:
+        raise resolved.error
+    return resolved.user
+
+
+async def optional_user(request: Request) -> User | None:
+    """The caller or None. It reads ``request.scope`` rather than depending on
+    ``get_engine``: FastAPI solves every sub-dependency on every request, and this one runs
+    on nearly all of them."""
+    return await resolve_caller(request.scope)
+
+
 async def current_user(request: Request) -> User:
     """The caller; no token is a 401. One dependency, not a chain (see optional_user)."""
-    user = await optional_user(request)
+    user = await resolve_caller(request.scope)
     if user is None:
         raise Unauthenticated("this endpoint needs Authorization: Bearer <token>")
     return user
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CurrentUser = Annotated[User, Depends(current_user)]
+OptionalUser = Annotated[User | None, Depends(optional_user)]
+
+__all__ = [
+    "CALLER_STATE",
+    "CurrentUser",
+    "EngineDep",
+    "OptionalUser",
+    "SettingsDep",
+    "current_user",
+    "get_engine",
+    "get_settings",
+    "optional_user",
+    "resolve_caller",
+]

@@ -4,6 +4,11 @@ Every error answer is ``application/problem+json`` with ``type``, ``title``, ``s
 ``detail`` and, where a field is at fault, ``fields``. A unique violation that escapes the
 domain code, wherever it comes from, is a 409 naming the columns; an unexpected exception
 is logged with its traceback and answered with a bare 500 problem, never the traceback.
+
+A database that cannot be reached (or a pool with no connection to give) is a 503 with
+``Retry-After`` wherever it is met: in a route, in the authentication dependency, or in
+the middlewares that run outside FastAPI's exception handlers, which call
+:func:`database_error` themselves so every route answers the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -26,6 +32,8 @@ log = logging.getLogger("noclash.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://noclash.dev/problems/"
+# A transient failure: the same request, sent again shortly, is expected to succeed.
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 def problem(
@@ -59,6 +67,37 @@ def unique_violation_problem(exc: UniqueViolation) -> JSONResponse:
     )
 
 
+def unavailable(detail: str = "the database is unavailable; retry later") -> JSONResponse:
+    return problem(503, detail, kind="unavailable", headers=RETRY_AFTER)
+
+
+def database_error(exc: BaseException, method: str, path: str) -> JSONResponse | None:
+    """The answer to an error from the database layer; None when ``exc`` is not one.
+
+    Most specific first: a unique violation (409), data the database refused (422), the
+    database or the pool out of reach (503 with Retry-After), anything else (500).
+    """
+    if isinstance(exc, PoolTimeout):
+        # Every pooled connection stayed busy for pool_timeout: overload, transient.
+        log.warning("no database connection for %s %s: %s", method, path, exc)
+        return unavailable()
+    if not isinstance(exc, DBAPIError):
+        return None
+    violation = translate(exc, metadata)
+    if violation is not None:
+        return unique_violation_problem(violation)
+    if isinstance(exc, DataError):
+        # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
+        # fault, not the server, and nothing was stored.
+        log.info("data refused on %s %s: %s", method, path, exc.orig)
+        return problem(422, "a value in the request cannot be stored", kind="invalid-input")
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        log.warning("database unavailable on %s %s: %s", method, path, exc)
+        return unavailable()
+    log.error("database error on %s %s", method, path, exc_info=exc)
+    return problem(500, "internal error", kind="internal")
+
+
 def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -79,7 +118,7 @@ def install(app: FastAPI) -> None:
         # A claim kept losing to rows that moved (closed, deleted) on every attempt: no
         # duplicate was stored, and a retry settles it. Transient, so 503, never a 500.
         log.warning("claim not settled on %s %s: %s", req.method, req.url.path, exc)
-        return problem(503, "the request kept colliding; retry later", kind="unavailable")
+        return unavailable("the request kept colliding; retry later")
 
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
@@ -119,22 +158,10 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(DBAPIError)
-    async def _db(req: Request, exc: DBAPIError) -> JSONResponse:
-        violation = translate(exc, metadata)
-        if violation is not None:
-            return unique_violation_problem(violation)
-        if isinstance(exc, DataError):
-            # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
-            # fault, not the server, and nothing was stored.
-            log.info("data refused on %s %s: %s", req.method, req.url.path, exc.orig)
-            return problem(
-                422, "a value in the request cannot be stored", kind="invalid-input"
-            )
-        if isinstance(exc, OperationalError):
-            log.warning("database unavailable on %s %s: %s", req.method, req.url.path, exc)
-            return problem(503, "the database is unavailable; retry later", kind="unavailable")
-        log.exception("database error on %s %s", req.method, req.url.path)
-        return problem(500, "internal error", kind="internal")
+    @app.exception_handler(PoolTimeout)
+    async def _db(req: Request, exc: Exception) -> JSONResponse:
+        answer = database_error(exc, req.method, req.url.path)
+        return answer or problem(500, "internal error", kind="internal")
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:

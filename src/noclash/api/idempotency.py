@@ -7,47 +7,69 @@ new creating route is covered the day it is added (a test lists them).
 
 For a covered request that carries the header:
 
-1. the caller's scope is resolved: ``user:<id>`` for a bearer token, else ``anon:`` plus
+1. the caller is resolved (:func:`noclash.api.deps.resolve_caller`, shared with the
+   route) and the key scoped to it: ``user:<id>`` for a bearer token, else ``anon:`` plus
    the route's UUID path parameters (a widget's public token, a session id), so two callers
    never share keys; a request with no usable scope passes through untouched (the route
    answers its 401 or 404);
-2. the body is read (the body-size limit sits outside this middleware) and hashed;
-3. :func:`noclash.unique.idempotency.claim` decides, in the database:
+2. the body is read (the body limits sit outside this middleware) and hashed;
+3. in a worker thread, ONE connection and transaction is opened and the key claimed in it
+   (:func:`noclash.unique.idempotency.claim`):
 
-   - claimed: the request runs; a response below 500 is stored, a 5xx or an exception
-     releases the key so that a retry runs again;
+   - claimed: the route runs **in that transaction**, which the request carries
+     (:class:`noclash.api.work.RequestTransaction`; the routes' work helpers use it and
+     never commit it). An answer below 500 is stored in the key's row and the transaction
+     committed, and only then is the answer sent. A 5xx or an exception rolls everything
+     back: the key is free again at once;
    - replay: the stored status, headers and body, plus ``Idempotent-Replayed: true``;
    - mismatch: 422, the key was used for another request;
-   - in progress: poll the database until the first finishes (then replay), for at most
-     ``wait_seconds``; after that 409 with ``Retry-After``.
+   - in progress (the first holder did not finish within ``idempotency_wait_seconds``):
+     409 with ``Retry-After``.
 
-Nothing is held in the process: waiting is polling the shared row, so duplicates arriving
-at different processes behave exactly like duplicates arriving at one.
+Why one transaction: the create and its stored answer commit together or not at all, so a
+crash at any instant leaves either nothing (the retry creates, once) or both (the retry
+replays). A duplicate arriving meanwhile, at any process, waits in the database for the
+first transaction to end (see :mod:`noclash.unique.idempotency`).
+
+A keyed request holds its pool connection from the claim to the commit, so its work runs
+on limiters of its own, sized to the pool: threads blocked in a claim (waiting for a
+duplicate's commit) cannot take the threads that the holder of the key needs to finish.
+Any database error met here (the caller's lookup, the claim, the commit) is answered like
+one met in a route: 503 problem+json with ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import re
-import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy.engine import Engine
+from anyio import CapacityLimiter
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noclash.api.errors import problem
-from noclash.chat.users import authenticate
+from noclash.api.deps import resolve_caller
+from noclash.api.errors import RETRY_AFTER, database_error, problem
+from noclash.api.work import TRANSACTION_STATE, RequestTransaction
+from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
-from noclash.db.tables import idempotency_keys
+from noclash.db.tables import idempotency_keys, max_length
 from noclash.unique import idempotency as keys
 from noclash.unique.ids import parse_uuid
 
+log = logging.getLogger("noclash.api")
+
 HEADER = "idempotency-key"
 REPLAYED = "idempotent-replayed"
-MAX_SCOPE = keys.MAX_SCOPE_LENGTH
+MAX_SCOPE = max_length(idempotency_keys.c.scope)
+MAX_PATH = max_length(idempotency_keys.c.path)
+_DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 
 
 def creating_routes(app: Any) -> list[str]:
@@ -64,22 +86,26 @@ def creating_routes(app: Any) -> list[str]:
     )
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What the claim needs to know about the request."""
+
+    caller: str
+    key: str
+    method: str
+    path: str
+    digest: str
+    ttl: timedelta
+    wait: timedelta
+
+
 class IdempotencyMiddleware:
     """Run a creating POST once per ``(caller, Idempotency-Key)``; replay it afterwards."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        wait_seconds: float = 10.0,
-        poll_seconds: float = 0.05,
-        lease_seconds: float = keys.DEFAULT_LEASE.total_seconds(),
-    ) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.wait_seconds = wait_seconds
-        self.poll_seconds = poll_seconds
-        self.lease = timedelta(seconds=lease_seconds)
         self._routes: list[re.Pattern[str]] | None = None
+        self._limiters: tuple[CapacityLimiter, CapacityLimiter] | None = None
 
     # -- routing ------------------------------------------------------------------------
     def _covered(self, scope: Scope) -> dict[str, str] | None:
@@ -92,6 +118,14 @@ class IdempotencyMiddleware:
                 return m.groupdict()
         return None
 
+    def _limiters_for(self, settings: Settings) -> tuple[CapacityLimiter, CapacityLimiter]:
+        """(claims, work): each as many threads as the pool has connections. Every keyed
+        transaction holds a connection, so the work limiter always has a thread for it."""
+        if self._limiters is None:
+            size = max(1, settings.pool_size + settings.pool_max_overflow)
+            self._limiters = (CapacityLimiter(size), CapacityLimiter(size))
+        return self._limiters
+
     # -- ASGI ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -99,7 +133,9 @@ class IdempotencyMiddleware:
             return
         raw_key = _header(scope, HEADER)
         params = self._covered(scope) if raw_key is not None else None
-        if raw_key is None or params is None:
+        if raw_key is None or params is None or len(scope["path"]) > MAX_PATH:
+            # A covered path longer than the column holds an id no route accepts: the
+            # route answers its 404 without writing anything.
             await self.app(scope, receive, send)
             return
         try:
@@ -107,10 +143,11 @@ class IdempotencyMiddleware:
         except keys.InvalidIdempotencyKey as exc:
             await _reject(scope, receive, send, 400, "invalid-idempotency-key", str(exc))
             return
-        state = scope["app"].state
-        engine: Engine = state.engine
-        settings: Settings = state.settings
-        caller = await self._caller_scope(engine, scope, params)
+        try:
+            caller = await _caller_scope(scope, params)
+        except _DATABASE_ERRORS as exc:
+            await _database_error(exc, scope, receive, send)
+            return
         if caller is None:
             await self.app(scope, receive, send)
             return
@@ -124,65 +161,53 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         if body is None:  # the client went away before sending its body: nothing to do
             return
+        state = scope["app"].state
+        settings: Settings = state.settings
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{scope['path']}?{query}" if query else scope["path"]
-        digest = keys.request_hash(scope["method"], target, body)
-        ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
-        deadline = time.monotonic() + self.wait_seconds
-
-        while True:
-            outcome = await anyio.to_thread.run_sync(
-                _claim, engine, caller, key, scope, digest, ttl, self.lease
+        request = _Request(
+            caller=caller,
+            key=key,
+            method=scope["method"],
+            path=scope["path"],
+            digest=keys.request_hash(scope["method"], target, body),
+            ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
+            wait=timedelta(seconds=settings.idempotency_wait_seconds),
+        )
+        claims, work = self._limiters_for(settings)
+        try:
+            outcome, conn = await anyio.to_thread.run_sync(
+                _claim, state.engine, request, limiter=claims
             )
-            if isinstance(outcome, keys.Claimed):
-                await self._execute(engine, outcome, scope, body, receive, send)
-                return
-            if isinstance(outcome, keys.Replay):
-                await _replay(outcome.response, send)
-                return
-            if isinstance(outcome, keys.Mismatch):
-                detail = (
-                    "this Idempotency-Key was already used for a different request "
-                    f"({outcome.method} {outcome.path} with another body)"
-                )
-                await _reject(scope, receive, send, 422, "idempotency-key-reused", detail)
-                return
-            if time.monotonic() >= deadline:
-                detail = "a request with this Idempotency-Key is still in progress; retry later"
-                # A collision, so a 409 naming the field, like every unique conflict.
-                conflict = problem(
-                    409,
-                    detail,
-                    kind="idempotency-key-in-progress",
-                    headers={"Retry-After": "1"},
-                    fields=["Idempotency-Key"],
-                )
-                await conflict(scope, receive, send)
-                return
-            await asyncio.sleep(self.poll_seconds)
-
-    async def _caller_scope(
-        self, engine: Engine, scope: Scope, params: dict[str, str]
-    ) -> str | None:
-        authorization = _header(scope, "authorization")
-        if authorization is not None:
-            method, _, token = authorization.partition(" ")
-            if method.lower() != "bearer" or not token.strip():
-                return None
-            user = await anyio.to_thread.run_sync(authenticate, engine, token.strip())
-            return f"user:{user.id}" if user is not None else None
-        ids = []
-        for name in sorted(params):
-            value = parse_uuid(params[name])
-            if value is None:
-                return None  # malformed token or session: the route answers 404
-            ids.append(f"{name}={value}")
-        caller = "anon:" + "/".join(ids)
-        return caller if ids and len(caller) <= MAX_SCOPE else None
+        except _DATABASE_ERRORS as exc:
+            await _database_error(exc, scope, receive, send)
+            return
+        if isinstance(outcome, keys.Claimed) and conn is not None:
+            tx = RequestTransaction(conn, work)
+            await self._execute(tx, outcome, scope, body, receive, send)
+        elif isinstance(outcome, keys.Replay):
+            await _replay(outcome.response, send)
+        elif isinstance(outcome, keys.Mismatch):
+            detail = (
+                "this Idempotency-Key was already used for a different request "
+                f"({outcome.method} {outcome.path} with another body)"
+            )
+            await _reject(scope, receive, send, 422, "idempotency-key-reused", detail)
+        else:
+            detail = "a request with this Idempotency-Key is still in progress; retry later"
+            # A collision, so a 409 naming the field, like every unique conflict.
+            conflict = problem(
+                409,
+                detail,
+                kind="idempotency-key-in-progress",
+                headers=RETRY_AFTER,
+                fields=["Idempotency-Key"],
+            )
+            await conflict(scope, receive, send)
 
     async def _execute(
         self,
-        engine: Engine,
+        tx: RequestTransaction,
         claimed: keys.Claimed,
         scope: Scope,
         body: bytes,
@@ -207,61 +232,98 @@ class IdempotencyMiddleware:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
+        inner = dict(scope)
+        inner["state"] = {**scope.get("state", {}), TRANSACTION_STATE: tx}
         try:
-            await self.app(scope, replay_receive, capture)
+            await self.app(inner, replay_receive, capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_release, engine, claimed)
+                await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
             raise
         if start is None:  # pragma: no cover - every route sends a response
-            await anyio.to_thread.run_sync(_release, engine, claimed)
+            await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
             return
         status = int(start["status"])
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
         stored = keys.StoredResponse(status, headers, b"".join(chunks))
-        if status >= 500:
-            await anyio.to_thread.run_sync(_release, engine, claimed)
-        else:
-            await anyio.to_thread.run_sync(_complete, engine, claimed, stored)
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(
+                    _end, tx.conn, claimed, stored if status < 500 else None, limiter=tx.limiter
+                )
+            except _DATABASE_ERRORS as exc:
+                # Nothing committed, or the commit's outcome is unknown (the connection
+                # died during it): either way the retry decides correctly, by replaying
+                # what committed or by running anew. Never send an uncommitted answer.
+                await _database_error(exc, scope, receive, send)
+                return
         await send(start)
         await send({"type": "http.response.body", "body": stored.body, "more_body": False})
 
 
-# -- database calls, each its own short transaction (run in a worker thread) --------------
-def _claim(
-    engine: Engine,
-    caller: str,
-    key: str,
-    scope: Scope,
-    digest: str,
-    ttl: timedelta,
-    lease: timedelta,
-) -> keys.Outcome:
-    with engine.begin() as conn:
-        return keys.claim(
+# -- the database side, in worker threads -------------------------------------------------
+def _claim(engine: Engine, request: _Request) -> tuple[keys.Outcome, Connection | None]:
+    """Open the request's transaction and claim the key in it; keep it open if claimed."""
+    conn = engine.connect()
+    try:
+        conn.begin()
+        outcome = keys.claim(
             conn,
             idempotency_keys,
-            scope=caller,
-            key=key,
-            method=scope["method"],
-            path=scope["path"],
-            request_hash=digest,
-            ttl=ttl,
-            lease=lease,
+            scope=request.caller,
+            key=request.key,
+            method=request.method,
+            path=request.path,
+            request_hash=request.digest,
+            ttl=request.ttl,
+            wait=request.wait,
         )
+    except BaseException:
+        conn.close()  # rolls back
+        raise
+    if isinstance(outcome, keys.Claimed):
+        return outcome, conn
+    conn.close()  # nothing was written
+    return outcome, None
 
 
-def _complete(engine: Engine, claimed: keys.Claimed, response: keys.StoredResponse) -> None:
-    with engine.begin() as conn:
-        keys.complete(conn, idempotency_keys, claimed.claim_id, response)
-
-
-def _release(engine: Engine, claimed: keys.Claimed) -> None:
-    with engine.begin() as conn:
-        keys.release(conn, idempotency_keys, claimed.claim_id)
+def _end(
+    conn: Connection, claimed: keys.Claimed | None, stored: keys.StoredResponse | None
+) -> None:
+    """Store the answer and commit (``stored`` given), else roll back; close either way."""
+    try:
+        if stored is not None and claimed is not None:
+            keys.complete(conn, idempotency_keys, claimed.claim_id, stored)
+            conn.commit()
+        else:
+            try:
+                conn.rollback()
+            except _DATABASE_ERRORS as exc:
+                # Nothing to undo that the database will not undo itself: an uncommitted
+                # transaction dies with its connection.
+                log.warning("rollback of an idempotent request failed: %s", exc)
+    finally:
+        conn.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
+async def _caller_scope(scope: Scope, params: dict[str, str]) -> str | None:
+    try:
+        user = await resolve_caller(scope)
+    except Unauthenticated:
+        return None  # the route answers the same 401 (the outcome is remembered)
+    if user is not None:
+        return f"user:{user.id}"
+    ids = []
+    for name in sorted(params):
+        value = parse_uuid(params[name])
+        if value is None:
+            return None  # malformed token or session: the route answers 404
+        ids.append(f"{name}={value}")
+    caller = "anon:" + "/".join(ids)
+    return caller if ids and len(caller) <= MAX_SCOPE else None
+
+
 def _header(scope: Scope, name: str) -> str | None:
     wanted = name.encode()
     for key, value in scope.get("headers", ()):
@@ -280,6 +342,13 @@ async def _read_body(receive: Receive) -> bytes | None:
                 return b"".join(parts)
         elif message["type"] == "http.disconnect":
             return None
+
+
+async def _database_error(exc: BaseException, scope: Scope, receive: Receive, send: Send) -> None:
+    answer = database_error(exc, scope["method"], scope["path"])
+    if answer is None:  # pragma: no cover - only database errors are caught
+        raise exc
+    await answer(scope, receive, send)
 
 
 async def _reject(

@@ -8,21 +8,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
-from fastapi import Query
+from fastapi import Depends, Query
+from pydantic import BaseModel
 
 from noclash.chat.errors import InvalidInput
 from noclash.unique.ids import parse_uuid
 
 MAX_LIMIT = 200
 
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; ``next_cursor`` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None
+
 
 @dataclass(frozen=True)
 class PageParams:
     limit: int
     after: UUID | None
+
+    @property
+    def fetch(self) -> int:
+        """Rows to read: one more than shown, the extra row says there is a next page."""
+        return self.limit + 1
 
 
 async def page_params(
@@ -37,11 +52,17 @@ async def page_params(
     return PageParams(limit=limit, after=after)
 
 
-def page(rows: Sequence[Any], params: PageParams, render: Callable[[Any], Any]) -> dict:
-    """Render a page fetched with ``limit + 1`` rows (the extra row says there is more)."""
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def page(
+    rows: Sequence[Any], params: PageParams, render: Callable[[Any], Any] | None = None
+) -> dict:
+    """The page of rows fetched with :attr:`PageParams.fetch`; ``render`` maps each row to
+    what the item model reads (the row itself when its attributes are the fields)."""
     more = len(rows) > params.limit
     shown = rows[: params.limit]
     return {
-        "items": [render(r) for r in shown],
+        "items": list(shown) if render is None else [render(r) for r in shown],
         "next_cursor": str(shown[-1].id) if more and shown else None,
     }

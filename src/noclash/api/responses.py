@@ -1,11 +1,12 @@
-"""Responses rendered once, for the hot create routes.
+"""Responses rendered once, in the worker thread that did the database work.
 
 Why: a route that returns a dict under ``response_model=X`` has FastAPI validate the dict
 against ``X`` and then serialise it, and for a synchronous route that validation runs in
 a second thread-pool hop after the endpoint's own. On a small machine that hop is a
-measurable part of a create's CPU (``docs/performance.md``). A hot route therefore does
-its database work *and* this rendering in the one worker thread it needs anyway, and
-returns a ready :class:`~starlette.responses.Response`, which FastAPI sends as is.
+measurable part of a create's CPU (``docs/performance.md``). Every route therefore does
+its database work *and* this rendering in the one worker-thread call it needs anyway
+(:mod:`noclash.api.work`), and returns a ready :class:`~starlette.responses.Response`,
+which FastAPI sends as is.
 
 The route keeps ``response_model=X`` so that the OpenAPI document still describes the
 body; :class:`Rendered` validates with the same model (in pydantic's core, from the row's
@@ -27,18 +28,27 @@ JSON = "application/json"
 
 
 class Rendered(Generic[M]):
-    """Validate an object (a row, a dict) as ``model`` and answer it as JSON bytes."""
+    """Validate an object (a row, a dict) as ``model`` and answer it as JSON bytes.
 
-    def __init__(self, model: type[M]) -> None:
+    Calling it renders with its ``status_code``; :meth:`response` takes another one for
+    routes whose status depends on the outcome (200 for a duplicate, 201 when stored).
+    """
+
+    def __init__(self, model: type[M], status_code: int = 201) -> None:
         self.model = model
+        self.status_code = status_code
         self._adapter: TypeAdapter[M] = TypeAdapter(model)
 
     def body(self, data: Any) -> bytes:
         value = self._adapter.validate_python(data, from_attributes=True)
         return self._adapter.dump_json(value, by_alias=True)
 
-    def response(self, data: Any, status_code: int = 201) -> Response:
-        return Response(self.body(data), status_code=status_code, media_type=JSON)
+    def response(self, data: Any, status_code: int | None = None) -> Response:
+        status = self.status_code if status_code is None else status_code
+        return Response(self.body(data), status_code=status, media_type=JSON)
+
+    def __call__(self, data: Any) -> Response:
+        return Response(self.body(data), status_code=self.status_code, media_type=JSON)
 
 
 __all__ = ["JSON", "Rendered"]

@@ -1,10 +1,13 @@
-"""Request and response bodies shared by several routers."""
+"""Request bodies shared by several routers, and the one text-length rule."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from noclash.chat.errors import InvalidInput
+from noclash.config import Settings
 
 
 class StrictModel(BaseModel):
@@ -22,6 +25,11 @@ class StrictModel(BaseModel):
         return value
 
 
-class Page(BaseModel):
-    items: list
-    next_cursor: str | None
+def check_text(text: str, settings: Settings) -> str:
+    """A message text within ``NOCLASH_MAX_TEXT_LENGTH``: a setting, not a column length
+    (``messages.text`` is unbounded), so it is checked here rather than in the model."""
+    if len(text) > settings.max_text_length:
+        raise InvalidInput(
+            f"text is longer than {settings.max_text_length} characters", field="text"
+        )
+    return text

@@ -1,28 +1,44 @@
 """Idempotency keys: run a request once per (scope, key), replay its response afterwards.
 
-The database is the only arbiter, so any number of processes can serve the same keys::
+The key's outcome commits in the same transaction as the work it protects::
 
+    BEGIN
     claim     INSERT INTO idempotency_keys (...) ON CONFLICT (scope, key) DO NOTHING RETURNING id
-              -- no row back: somebody holds the key; read it and decide:
-              --   another request hash            -> Mismatch   (the caller answers 422)
-              --   response stored                 -> Replay     (the stored response)
-              --   still running                   -> InProgress (wait and look again, or 409)
-              --   expired                         -> one UPDATE ... WHERE expires_at <= now
-              --                                      replaces it; whoever's UPDATE matches wins
-    complete  UPDATE ... SET response_* WHERE id = :claim AND response_status IS NULL
-    release   DELETE ... WHERE id = :claim AND response_status IS NULL  (the request failed)
+              -- a row back: Claimed. Do the work here, in this transaction, then
+    complete  UPDATE idempotency_keys SET response_* WHERE id = :claim
+    COMMIT    -- the work and its stored answer become visible together, or neither does
 
-A claim is committed before the request runs (its own short transaction), so a concurrent
-duplicate sees it at once and never executes the request a second time. A claim whose
-request died with its process is taken over after ``lease`` (one conditional UPDATE, so
-two retries cannot both take it over); until then the duplicate is told the first is still
-in progress.
+              -- no row back: the key is held by a committed row; read it and decide:
+              --   another request hash       -> Mismatch   (the caller answers 422)
+              --   response stored            -> Replay     (the stored response)
+              --   expired                    -> one UPDATE ... WHERE expires_at <= now
+              --                                 replaces it; whoever's UPDATE matches wins
+
+Why one transaction is the whole guarantee: a crash (``kill -9``, a lost connection, a
+failed commit) at any instant leaves either nothing, and the retry runs the work once, or
+both the work and its answer, and the retry replays the answer. A claim committed apart
+from its work would leave, after a crash between the two commits, a key with no answer
+beside work that happened: no retry can then tell whether to run the work again.
+
+Concurrent duplicates never see an uncommitted claim, so they wait on the database, not
+on a poll loop. On PostgreSQL the duplicate's INSERT waits on the first transaction's
+uncommitted index entry: the first commits, the INSERT finds the conflict and the read
+finds the stored answer (Replay); the first rolls back, the INSERT claims the key. ``wait``
+bounds that wait (``lock_timeout``); past it the outcome is :class:`InProgress`. On
+SQLite, ``BEGIN IMMEDIATE`` already serialises writers: the duplicate's transaction starts
+after the first one has ended (bounded by the busy timeout). Any number of processes can
+share the keys: the database is the only arbiter.
+
+A committed row without a response is written only by a caller that commits its claim
+before its work (another application using this module that way, or a process of an
+older noclash during a rolling upgrade). Such a row is :class:`InProgress` until ``lease``
+has passed, then taken over like an expired one, as that caller expects.
 
 The module knows nothing of HTTP or chat: a "response" is a status, headers and bytes,
 and the table is the caller's, with these columns (noclash's is ``idempotency_keys``)::
 
     id (uuid, primary key), scope, key (UNIQUE (scope, key)), method, path, request_hash,
-    response_status (NULL while running), response_headers (JSON), response_body (bytes),
+    response_status (NULL until completed), response_headers (JSON), response_body (bytes),
     created_at, expires_at (timezone-aware timestamps)
 """
 
@@ -38,15 +54,15 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from noclash.db.dialects import dialect_for
 from noclash.db.types import utcnow
 from noclash.unique.ids import uuid7
 
 MAX_KEY_LENGTH = 255
-MAX_SCOPE_LENGTH = 200
 DEFAULT_LEASE = timedelta(minutes=5)
-# Replacing an expired or stale row can lose to another replacer; then look again.
+# Replacing an expired row can lose to another replacer; then look again.
 _ATTEMPTS = 5
 
 
@@ -63,23 +79,24 @@ class StoredResponse:
 
 @dataclass(frozen=True)
 class Claimed:
-    """This caller holds the key: run the request, then :func:`complete` or :func:`release`."""
+    """This transaction holds the key: do the work, :func:`complete`, then commit."""
 
     claim_id: UUID
 
 
 @dataclass(frozen=True)
 class Replay:
-    """The first request finished; answer with its stored response."""
+    """The first request committed; answer with its stored response."""
 
     response: StoredResponse
 
 
 @dataclass(frozen=True)
 class InProgress:
-    """The first request holds the key and has not finished yet."""
+    """Another transaction still holds the key after ``wait`` (``started_at`` is None), or
+    a claim committed without its work is younger than the lease."""
 
-    started_at: datetime
+    started_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -104,12 +121,16 @@ def check_key(key: str) -> str:
 
 def request_hash(method: str, path: str, body: bytes) -> str:
     """sha256 of the request. A JSON body is canonicalised first (key order, whitespace),
-    so a client that re-serialises the same document on retry is not told it changed."""
+    so a client that re-serialises the same document on retry is not told it changed.
+
+    A body nested too deep for the parser is hashed as its bytes (an application should
+    refuse it before: noclash's body limit does).
+    """
     try:
         canonical = json.dumps(
             json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         canonical = body
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical):
@@ -128,22 +149,28 @@ def claim(
     path: str,
     request_hash: str,
     ttl: timedelta,
+    wait: timedelta | None = None,
     lease: timedelta = DEFAULT_LEASE,
     now: datetime | None = None,
 ) -> Outcome:
-    """Try to take ``(scope, key)`` for this request; say what the caller must do.
+    """Try to take ``(scope, key)`` in the caller's transaction; say what the caller must do.
 
-    Commit the caller's transaction right after a :class:`Claimed` outcome, before running
-    the request: the committed row is what makes a concurrent duplicate wait instead of
-    executing again.
+    After :class:`Claimed`, do the work and :func:`complete` in this same transaction,
+    then commit; on any failure roll back, which frees the key at once. Any other outcome
+    wrote nothing: roll back (after an :class:`InProgress` from a timed-out wait,
+    PostgreSQL accepts nothing else). ``wait`` bounds how long a concurrent holder of the
+    key is waited for (None: as long as the database's own lock timeout says).
     """
     check_key(key)
-    if not scope or len(scope) > MAX_SCOPE_LENGTH:
-        raise ValueError(f"scope must be 1 to {MAX_SCOPE_LENGTH} characters")
+    for column, value in (("scope", scope), ("path", path)):
+        limit = table.c[column].type.length
+        if not value or len(value) > limit:
+            raise ValueError(f"{column} must be 1 to {limit} characters")
     now = now or utcnow()
+    dialect = dialect_for(conn)
     fresh = {
         "method": method.upper(),
-        "path": path[:500],
+        "path": path,
         "request_hash": request_hash,
         "response_status": None,
         "response_headers": None,
@@ -152,11 +179,34 @@ def claim(
         "expires_at": now + ttl,
     }
     where_key = sa.and_(table.c.scope == scope, table.c.key == key)
+    if wait is not None:
+        dialect.limit_lock_wait(conn, wait.total_seconds())
+    try:
+        outcome = _claim(conn, table, dialect, scope, key, fresh, where_key, now, lease)
+    except DBAPIError as exc:
+        if dialect.is_lock_timeout(exc.orig):
+            return InProgress(None)
+        raise
+    if wait is not None and isinstance(outcome, Claimed):
+        dialect.limit_lock_wait(conn, None)  # the work's own waits are not bounded by ours
+    return outcome
+
+
+def _claim(
+    conn: Connection,
+    table: Table,
+    dialect: Any,
+    scope: str,
+    key: str,
+    fresh: dict[str, Any],
+    where_key: Any,
+    now: datetime,
+    lease: timedelta,
+) -> Outcome:
     for _ in range(_ATTEMPTS):
         claim_id = uuid7()
         inserted = conn.execute(
-            dialect_for(conn)
-            .insert(table)
+            dialect.insert(table)
             .values(id=claim_id, scope=scope, key=key, **fresh)
             .on_conflict_do_nothing(index_elements=["scope", "key"])
             .returning(table.c.id)
@@ -164,7 +214,7 @@ def claim(
         if inserted is not None:
             return Claimed(claim_id)
         row = conn.execute(sa.select(table).where(where_key)).first()
-        if row is None:  # released between our INSERT and this read: try again
+        if row is None:  # purged between our INSERT and this read: try again
             continue
         stale = row.response_status is None and row.created_at <= now - lease
         if row.expires_at <= now or stale:
@@ -188,19 +238,23 @@ def claim(
             if replaced is not None:
                 return Claimed(claim_id)
             continue
-        if row.request_hash != request_hash:
+        if row.request_hash != fresh["request_hash"]:
             return Mismatch(row.method, row.path)
         if row.response_status is None:
             return InProgress(row.created_at)
         headers = [(str(k), str(v)) for k, v in (row.response_headers or [])]
         return Replay(StoredResponse(row.response_status, headers, bytes(row.response_body)))
-    # Every attempt lost a race to a replacer or a releaser: report it as in progress, the
-    # caller's answer (wait, then 409) is right for a key that busy.
+    # Every attempt lost a race to a replacer or a purge: report it as in progress, the
+    # caller's answer (409, retry later) is right for a key that busy.
     return InProgress(now)
 
 
 def complete(conn: Connection, table: Table, claim_id: UUID, response: StoredResponse) -> bool:
-    """Store the response of the claimed request; False if the claim was taken over."""
+    """Store the response of the claimed request, in the claim's transaction.
+
+    False if the claim is gone (a lease takeover by another caller, which only a claim
+    committed before its work can suffer).
+    """
     done = conn.execute(
         sa.update(table)
         .where(table.c.id == claim_id, table.c.response_status.is_(None))
@@ -211,11 +265,6 @@ def complete(conn: Connection, table: Table, claim_id: UUID, response: StoredRes
         )
     )
     return done.rowcount == 1
-
-
-def release(conn: Connection, table: Table, claim_id: UUID) -> None:
-    """Give the key back after a failed request, so a retry executes it anew."""
-    conn.execute(sa.delete(table).where(table.c.id == claim_id, table.c.response_status.is_(None)))
 
 
 def lookup(conn: Connection, table: Table, *, scope: str, key: str) -> Any:
@@ -245,6 +294,5 @@ __all__ = [
     "complete",
     "lookup",
     "purge_expired",
-    "release",
     "request_hash",
 ]

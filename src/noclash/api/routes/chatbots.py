@@ -6,28 +6,33 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
-from noclash.api.deps import current_user, get_engine, optional_user
-from noclash.api.pagination import PageParams, page, page_params
+from noclash.api.deps import CurrentUser, OptionalUser
+from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
+from noclash.api.work import read, write
 from noclash.chat import chatbots as chat
 from noclash.chat.errors import Unauthenticated
 from noclash.chat.users import User
-from noclash.db.engine import read_only
+from noclash.db.tables import chatbots, max_length
 
-router = APIRouter(tags=["chatbots"])
+router = APIRouter(prefix="/api/chatbots", tags=["chatbots"])
+public = APIRouter(prefix="/api/public/chatbots", tags=["chatbots"])
 
 
 class ChatbotIn(StrictModel):
-    name: str = Field(min_length=1, max_length=200)
-    slack_channel_id: str | None = Field(default=None, max_length=200)
-    asana_project_id: str | None = Field(default=None, max_length=200)
+    name: str = Field(min_length=1, max_length=max_length(chatbots.c.name))
+    slack_channel_id: str | None = Field(
+        default=None, max_length=max_length(chatbots.c.slack_channel_id)
+    )
+    asana_project_id: str | None = Field(
+        default=None, max_length=max_length(chatbots.c.asana_project_id)
+    )
     require_auth: bool = False
 
 
@@ -47,76 +52,49 @@ class PublicChatbotOut(BaseModel):
     require_auth: bool
 
 
-class ChatbotPage(BaseModel):
-    items: list[ChatbotOut]
-    next_cursor: str | None
-
-
-def render(row: Any) -> dict:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "public_token": row.public_token,
-        "require_auth": row.require_auth,
-        "slack_channel_id": row.slack_channel_id,
-        "asana_project_id": row.asana_project_id,
-        "created_at": row.created_at,
-    }
-
-
 CHATBOT_OUT = Rendered(ChatbotOut)
+CHATBOT = Rendered(ChatbotOut, 200)
+CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
+PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
 
 
-@router.post("/api/chatbots", status_code=201, response_model=ChatbotOut)
-async def create_chatbot(
-    request: Request, body: ChatbotIn, user: User = Depends(current_user)
-) -> Response:
+@router.post("", status_code=201, response_model=ChatbotOut)
+async def create_chatbot(request: Request, body: ChatbotIn, user: CurrentUser) -> Response:
     """Create a chatbot; its public token is a fresh UUIDv4 under a unique index."""
-    # async with one explicit worker-thread call that runs the transaction and renders the
-    # body: a synchronous route would pay a second thread-pool hop for FastAPI's
-    # response-model validation (noclash.api.responses). The docstring is the API doc.
-    engine: Engine = request.app.state.engine
-    return await anyio.to_thread.run_sync(_create_chatbot, engine, user.id, body)
+    return await write(request, _create, user.id, body, render=CHATBOT_OUT)
 
 
-def _create_chatbot(engine: Engine, owner_id: UUID, body: ChatbotIn) -> Response:
-    with engine.begin() as conn:
-        row = chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump())
-    return CHATBOT_OUT.response(row)
+def _create(conn: Connection, owner_id: UUID, body: ChatbotIn) -> chat.Chatbot:
+    return chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump())
 
 
-@router.get("/api/chatbots", response_model=ChatbotPage)
-def list_chatbots(
-    params: PageParams = Depends(page_params),
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
-    with read_only(engine).connect() as conn:
-        rows = chat.list_chatbots(
-            conn, owner_id=user.id, after=params.after, limit=params.limit + 1
-        )
-    return page(rows, params, render)
+@router.get("", response_model=Page[ChatbotOut])
+async def list_chatbots(request: Request, params: PageDep, user: CurrentUser) -> Response:
+    return await read(request, _list, user.id, params, render=CHATBOT_PAGE)
 
 
-@router.get("/api/chatbots/{chatbot_id}", response_model=ChatbotOut)
-def get_chatbot(
-    chatbot_id: str,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
-    with read_only(engine).connect() as conn:
-        return render(chat.get_chatbot(conn, chatbot_id, owner_id=user.id))
+def _list(conn: Connection, owner_id: UUID, params: PageParams) -> dict:
+    rows = chat.list_chatbots(conn, owner_id=owner_id, after=params.after, limit=params.fetch)
+    return page(rows, params)
 
 
-@router.get("/api/public/chatbots/{public_token}", response_model=PublicChatbotOut)
-def public_chatbot(
-    public_token: str,
-    user: User | None = Depends(optional_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+@router.get("/{chatbot_id}", response_model=ChatbotOut)
+async def get_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
+    return await read(request, _get, chatbot_id, user.id, render=CHATBOT)
+
+
+def _get(conn: Connection, chatbot_id: str, owner_id: UUID) -> Any:
+    return chat.get_chatbot(conn, chatbot_id, owner_id=owner_id)
+
+
+@public.get("/{public_token}", response_model=PublicChatbotOut)
+async def public_chatbot(request: Request, public_token: str, user: OptionalUser) -> Response:
     """What a widget needs; a malformed or unknown token is a 404."""
-    with read_only(engine).connect() as conn:
-        row = chat.get_chatbot_by_public_token(conn, public_token)
+    return await read(request, _public, public_token, user, render=PUBLIC_CHATBOT)
+
+
+def _public(conn: Connection, public_token: str, user: User | None) -> Any:
+    row = chat.get_chatbot_by_public_token(conn, public_token)
     if row.require_auth and user is None:
         raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")
-    return {"name": row.name, "public_token": row.public_token, "require_auth": row.require_auth}
+    return row

@@ -9,34 +9,33 @@ it likes; ``duplicate`` tells it whether the message was already stored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
-import anyio
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from starlette.responses import Response
 
-from noclash.api.deps import current_user, get_engine, get_settings
-from noclash.api.pagination import PageParams, page, page_params
+from noclash.api.deps import CurrentUser, SettingsDep
+from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.responses import Rendered
-from noclash.api.schemas import StrictModel
+from noclash.api.schemas import StrictModel, check_text
+from noclash.api.work import deliver, read, reading, write
 from noclash.chat import connections as chat
-from noclash.chat.errors import InvalidInput
-from noclash.chat.inbound import receive_message
-from noclash.chat.users import User
-from noclash.config import Settings
-from noclash.db.engine import read_only
+from noclash.chat.inbound import InboundResult, receive_message
+from noclash.db.tables import Channel, connections, conversations, max_length, messages
 
-router = APIRouter(tags=["connections"])
-
-Channel = Literal["messenger", "instagram", "telegram", "widget"]
+router = APIRouter(prefix="/api/connections", tags=["connections"])
+nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/connections", tags=["connections"])
 
 
 class ConnectionIn(StrictModel):
     channel: Channel
-    external_id: str = Field(min_length=1, max_length=200)
-    secret: str | None = Field(default=None, min_length=1, max_length=256)
+    external_id: str = Field(min_length=1, max_length=max_length(connections.c.external_id))
+    secret: str | None = Field(
+        default=None, min_length=1, max_length=max_length(connections.c.secret)
+    )
 
 
 class ConnectionOut(BaseModel):
@@ -49,16 +48,17 @@ class ConnectionOut(BaseModel):
     created_at: datetime
 
 
-class ConnectionPage(BaseModel):
-    items: list[ConnectionOut]
-    next_cursor: str | None
-
-
 class InboundIn(StrictModel):
-    psid: str = Field(min_length=1, max_length=200, description="The customer's id.")
-    message_id: str = Field(min_length=1, max_length=300, description="Your dedupe key.")
+    psid: str = Field(
+        min_length=1, max_length=max_length(conversations.c.psid), description="The customer's id."
+    )
+    message_id: str = Field(
+        min_length=1,
+        max_length=max_length(messages.c.platform_message_id),
+        description="Your dedupe key.",
+    )
     text: str = Field(min_length=1)
-    username: str | None = Field(default=None, max_length=500)
+    username: str | None = Field(default=None, max_length=max_length(conversations.c.title))
     sent_at: AwareDatetime | None = None
 
 
@@ -81,79 +81,76 @@ def render(row: Any) -> dict:
 
 
 CONNECTION_OUT = Rendered(ConnectionOut)
+CONNECTION = Rendered(ConnectionOut, 200)
+CONNECTION_PAGE = Rendered(Page[ConnectionOut], 200)
+INBOUND_OUT = Rendered(InboundOut)
 
 
-@router.post(
-    "/api/chatbots/{chatbot_id}/connections", status_code=201, response_model=ConnectionOut
-)
+@nested.post("", status_code=201, response_model=ConnectionOut)
 async def create_connection(
-    request: Request, chatbot_id: str, body: ConnectionIn, user: User = Depends(current_user)
+    request: Request, chatbot_id: str, body: ConnectionIn, user: CurrentUser
 ) -> Response:
     """Connect a chatbot to a channel; (channel, external_id) taken is a 409 naming both."""
-    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
-    engine: Engine = request.app.state.engine
-    return await anyio.to_thread.run_sync(_create_connection, engine, user.id, chatbot_id, body)
+    return await write(request, _create, user.id, chatbot_id, body, render=CONNECTION_OUT)
 
 
-def _create_connection(
-    engine: Engine, owner_id: UUID, chatbot_id: str, body: ConnectionIn
+def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: ConnectionIn) -> dict:
+    row = chat.create_connection(
+        conn, chatbot_id=chatbot_id, owner_id=owner_id, **body.model_dump(mode="json")
+    )
+    return render(row)
+
+
+@nested.get("", response_model=Page[ConnectionOut])
+async def list_connections(
+    request: Request, chatbot_id: str, params: PageDep, user: CurrentUser
 ) -> Response:
-    with engine.begin() as conn:
-        row = chat.create_connection(
-            conn, chatbot_id=chatbot_id, owner_id=owner_id, **body.model_dump()
-        )
-    return CONNECTION_OUT.response(render(row))
+    return await read(request, _list, chatbot_id, user.id, params, render=CONNECTION_PAGE)
 
 
-@router.get("/api/chatbots/{chatbot_id}/connections", response_model=ConnectionPage)
-def list_connections(
-    chatbot_id: str,
-    params: PageParams = Depends(page_params),
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
-    with read_only(engine).connect() as conn:
-        rows = chat.list_connections(
-            conn, chatbot_id=chatbot_id, owner_id=user.id, after=params.after,
-            limit=params.limit + 1,
-        )  # fmt: skip
+def _list(conn: Connection, chatbot_id: str, owner_id: UUID, params: PageParams) -> dict:
+    rows = chat.list_connections(
+        conn, chatbot_id=chatbot_id, owner_id=owner_id, after=params.after, limit=params.fetch
+    )
     return page(rows, params, render)
 
 
-@router.get("/api/connections/{connection_id}", response_model=ConnectionOut)
-def get_connection(
-    connection_id: str,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
-    with read_only(engine).connect() as conn:
-        return render(chat.get_connection(conn, connection_id, owner_id=user.id))
+@router.get("/{connection_id}", response_model=ConnectionOut)
+async def get_connection(request: Request, connection_id: str, user: CurrentUser) -> Response:
+    return await read(request, _get, connection_id, user.id, render=CONNECTION)
+
+
+def _get(conn: Connection, connection_id: str, owner_id: UUID) -> dict:
+    return render(chat.get_connection(conn, connection_id, owner_id=owner_id))
 
 
 @router.post(
-    "/api/connections/{connection_id}/inbound",
+    "/{connection_id}/inbound",
     response_model=InboundOut,
     responses={200: {"description": "Already stored (duplicate)"}, 201: {"description": "Stored"}},
 )
-def inbound(
+async def inbound(
+    request: Request,
     connection_id: str,
     body: InboundIn,
-    response: Response,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-    settings: Settings = Depends(get_settings),
-) -> dict:
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> Response:
     """Deliver one customer message from a custom channel: 201 stored, 200 duplicate."""
-    if len(body.text) > settings.max_text_length:
-        raise InvalidInput(
-            f"text is longer than {settings.max_text_length} characters", field="text"
-        )
-    with read_only(engine).connect() as conn:
-        connection = chat.get_connection(conn, connection_id, owner_id=user.id)
-    # The engine, not a connection: receive_message then owns its transaction, so a
-    # burst for one customer shares the conversation's lock (see chat.inbound, Locks).
-    result = receive_message(
-        engine,
+    check_text(body.text, settings)
+    return await deliver(request, _inbound, user.id, connection_id, body, render=_inbound_out)
+
+
+def _inbound(
+    bind: Engine | Connection, owner_id: UUID, connection_id: str, body: InboundIn
+) -> InboundResult:
+    with reading(bind) as conn:
+        connection = chat.get_connection(conn, connection_id, owner_id=owner_id)
+    # Given the engine, receive_message owns its transactions, so a burst for one customer
+    # shares the conversation's lock (see chat.inbound, Locks); given the request's
+    # connection, it runs its path for a transaction the caller commits.
+    return receive_message(
+        bind,
         connection_id=connection.id,
         psid=body.psid,
         platform_message_id=body.message_id,
@@ -161,10 +158,7 @@ def inbound(
         sent_at=body.sent_at,
         username=body.username,
     )
-    response.status_code = 200 if result.duplicate else 201
-    return {
-        "conversation_id": result.conversation_id,
-        "message_id": result.message_id,
-        "duplicate": result.duplicate,
-        "created_conversation": result.created_conversation,
-    }
+
+
+def _inbound_out(result: InboundResult) -> Response:
+    return INBOUND_OUT.response(result, 200 if result.duplicate else 201)

@@ -1,36 +1,61 @@
-"""``/api/conversations``: list, read, lifecycle (close, snooze, reopen) and replies.
+"""Conversations: create under a chatbot, list, read, rename, look up by slug, lifecycle.
 
-Every endpoint resolves ownership through ``chatbots.owner_id``: another user's
-conversation is a 404, exactly like one that does not exist.
+- ``POST /api/chatbots/{id}/conversations`` ``{title?, psid?}``: 201 with a slug unique in
+  the chatbot (plain when free, else a random suffix);
+- ``PATCH /api/conversations/{id}`` ``{title}``: new title, slug recomputed (kept when the
+  base is the same);
+- ``GET /api/chatbots/{id}/conversations/by-slug/{slug}``: 200 for the current slug, 308 to
+  the current slug for a former one, 404 otherwise;
+- ``POST /api/conversations/{id}/close|snooze|reopen``: the lifecycle.
+
+Every answer about a conversation is one shape, :class:`ConversationOut`. A slug collision
+never reaches the client as an error: the slug rules absorb it. Ownership is resolved
+through ``chatbots.owner_id``: another user's chatbot or conversation is a 404, exactly
+like one that does not exist.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
-import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
-from noclash.api.deps import current_user, get_engine
-from noclash.api.pagination import PageParams, page, page_params
+from noclash.api.deps import CurrentUser
+from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel
+from noclash.api.work import read, write
 from noclash.chat import conversations as convs
-from noclash.chat import lifecycle, messages
+from noclash.chat import lifecycle, slugs
 from noclash.chat.chatbots import get_chatbot
-from noclash.chat.errors import InvalidInput
-from noclash.chat.users import User
-from noclash.config import Settings
-from noclash.db.engine import read_only
+from noclash.db.tables import Status, conversations, max_length
 
-router = APIRouter(tags=["conversations"])
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/conversations", tags=["conversations"])
 
-Status = Literal["OPEN", "SNOOZED", "CLOSED"]
+TITLE_LENGTH = max_length(conversations.c.title)
+PSID_LENGTH = max_length(conversations.c.psid)
+
+
+class ConversationCreate(StrictModel):
+    title: str | None = Field(default=None, max_length=TITLE_LENGTH)
+    psid: str | None = Field(default=None, min_length=1, max_length=PSID_LENGTH)
+
+
+class ConversationRename(StrictModel):
+    title: str = Field(max_length=TITLE_LENGTH)
+
+
+class SnoozeIn(StrictModel):
+    until: AwareDatetime | None = None
 
 
 class ConversationOut(BaseModel):
@@ -47,145 +72,132 @@ class ConversationOut(BaseModel):
     closed_at: datetime | None
 
 
-class ConversationPage(BaseModel):
-    items: list[ConversationOut]
-    next_cursor: str | None
+CONVERSATION_OUT = Rendered(ConversationOut)
+CONVERSATION = Rendered(ConversationOut, 200)
+CONVERSATION_PAGE = Rendered(Page[ConversationOut], 200)
 
 
-class MessageOut(BaseModel):
-    id: UUID
-    conversation_id: UUID
-    connection_id: UUID | None
-    platform_message_id: str | None
-    direction: Literal["in", "out"]
-    text: str
-    sent_at: datetime | None
-    created_at: datetime
+def by_slug_path(chatbot_id: UUID, slug: str) -> str:
+    return f"/api/chatbots/{chatbot_id}/conversations/by-slug/{quote(slug, safe='')}"
 
 
-class MessagePage(BaseModel):
-    items: list[MessageOut]
-    next_cursor: str | None
+# -- under a chatbot ----------------------------------------------------------------------
+@nested.post("", status_code=201, response_model=ConversationOut)
+async def create_conversation(
+    request: Request, chatbot_id: str, body: ConversationCreate, user: CurrentUser
+) -> Response:
+    """Create a conversation; its slug comes from the title and is unique in the chatbot."""
+    return await write(request, _create, user.id, chatbot_id, body, render=CONVERSATION_OUT)
 
 
-class SnoozeIn(StrictModel):
-    until: AwareDatetime | None = None
+def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: ConversationCreate) -> Any:
+    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    row, _created = convs.insert_conversation(
+        conn, chatbot_id=bot.id, psid=body.psid, title=body.title or None
+    )
+    return row
 
 
-class ReplyIn(StrictModel):
-    text: str = Field(min_length=1)
+@nested.get(
+    "/by-slug/{slug}",
+    response_model=ConversationOut,
+    responses={308: {"description": "A former slug: Location is the current one"}},
+)
+async def get_by_slug(request: Request, chatbot_id: str, slug: str, user: CurrentUser) -> Response:
+    """The conversation with this slug; a former slug answers 308 to the current one."""
+    render = partial(_by_slug_out, slug)
+    return await read(request, _by_slug, chatbot_id, slug, user.id, render=render)
 
 
-def render(row: Any) -> dict:
-    return {name: getattr(row, name) for name in ConversationOut.model_fields}
+def _by_slug(conn: Connection, chatbot_id: str, slug: str, owner_id: UUID) -> Any:
+    return slugs.resolve_slug(conn, chatbot_id, slug, owner_id=owner_id)
 
 
-def render_message(row: Any) -> dict:
-    return {name: getattr(row, name) for name in MessageOut.model_fields}
+def _by_slug_out(asked: str, row: Any) -> Response:
+    if row.slug != asked:
+        return RedirectResponse(by_slug_path(row.chatbot_id, row.slug), status_code=308)
+    return CONVERSATION(row)
 
 
-MESSAGE_OUT = Rendered(MessageOut)
-
-
-@router.get("/api/conversations", response_model=ConversationPage)
-def list_conversations(
+# -- the collection and its items -------------------------------------------------------
+@router.get("", response_model=Page[ConversationOut])
+async def list_conversations(
+    request: Request,
+    params: PageDep,
+    user: CurrentUser,
     chatbot_id: str | None = Query(None),
     status: Status | None = Query(None),
-    psid: str | None = Query(None, max_length=200),
-    params: PageParams = Depends(page_params),
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+    psid: str | None = Query(None, max_length=PSID_LENGTH),
+) -> Response:
     """The caller's conversations, filtered, oldest first, by cursor."""
-    with read_only(engine).connect() as conn:
-        bot_id = get_chatbot(conn, chatbot_id, owner_id=user.id).id if chatbot_id else None
-        rows = convs.list_conversations(
-            conn, owner_id=user.id, chatbot_id=bot_id, status=status, psid=psid,
-            after=params.after, limit=params.limit + 1,
-        )  # fmt: skip
-    return page(rows, params, render)
+    filters = (chatbot_id, status, psid)
+    return await read(request, _list, user.id, filters, params, render=CONVERSATION_PAGE)
 
 
-@router.get("/api/conversations/{conversation_id}", response_model=ConversationOut)
-def get_conversation(
-    conversation_id: str,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
+def _list(
+    conn: Connection,
+    owner_id: UUID,
+    filters: tuple[str | None, Status | None, str | None],
+    params: PageParams,
 ) -> dict:
-    with read_only(engine).connect() as conn:
-        return render(convs.get_conversation(conn, conversation_id, owner_id=user.id))
+    chatbot_id, status, psid = filters
+    bot_id = get_chatbot(conn, chatbot_id, owner_id=owner_id).id if chatbot_id else None
+    rows = convs.list_conversations(
+        conn, owner_id=owner_id, chatbot_id=bot_id, status=status, psid=psid,
+        after=params.after, limit=params.fetch,
+    )  # fmt: skip
+    return page(rows, params)
 
 
-@router.post("/api/conversations/{conversation_id}/close", response_model=ConversationOut)
-def close(
-    conversation_id: str,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+@router.get("/{conversation_id}", response_model=ConversationOut)
+async def get_conversation(request: Request, conversation_id: str, user: CurrentUser) -> Response:
+    return await read(request, _get, conversation_id, user.id, render=CONVERSATION)
+
+
+def _get(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
+    return convs.get_conversation(conn, conversation_id, owner_id=owner_id)
+
+
+@router.patch("/{conversation_id}", response_model=ConversationOut)
+async def rename_conversation(
+    request: Request, conversation_id: str, body: ConversationRename, user: CurrentUser
+) -> Response:
+    """Rename; the slug follows the title, the old slug keeps redirecting."""
+    return await write(request, _rename, conversation_id, user.id, body.title, render=CONVERSATION)
+
+
+def _rename(conn: Connection, conversation_id: str, owner_id: UUID, title: str) -> Any:
+    return slugs.rename_conversation(conn, conversation_id, owner_id=owner_id, title=title)
+
+
+@router.post("/{conversation_id}/close", response_model=ConversationOut)
+async def close(request: Request, conversation_id: str, user: CurrentUser) -> Response:
     """Close; closing a closed conversation is a no-op 200. The next message opens a new one."""
-    with engine.begin() as conn:
-        return render(lifecycle.close(conn, conversation_id, owner_id=user.id))
+    return await write(request, _close, conversation_id, user.id, render=CONVERSATION)
 
 
-@router.post("/api/conversations/{conversation_id}/snooze", response_model=ConversationOut)
-def snooze(
-    conversation_id: str,
-    body: SnoozeIn | None = None,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+def _close(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
+    return lifecycle.close(conn, conversation_id, owner_id=owner_id)
+
+
+@router.post("/{conversation_id}/snooze", response_model=ConversationOut)
+async def snooze(
+    request: Request, conversation_id: str, user: CurrentUser, body: SnoozeIn | None = None
+) -> Response:
     """Snooze an active conversation; a new inbound message wakes it. CLOSED is a 409."""
     until = body.until if body else None
-    with engine.begin() as conn:
-        return render(lifecycle.snooze(conn, conversation_id, owner_id=user.id, until=until))
+    return await write(request, _snooze, conversation_id, user.id, until, render=CONVERSATION)
 
 
-@router.post("/api/conversations/{conversation_id}/reopen", response_model=ConversationOut)
-def reopen(
-    conversation_id: str,
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
+def _snooze(conn: Connection, conversation_id: str, owner_id: UUID, until: datetime | None) -> Any:
+    return lifecycle.snooze(conn, conversation_id, owner_id=owner_id, until=until)
+
+
+@router.post("/{conversation_id}/reopen", response_model=ConversationOut)
+async def reopen(request: Request, conversation_id: str, user: CurrentUser) -> Response:
     """Reopen; a 409 names the conversation already active for the same customer."""
-    with engine.begin() as conn:
-        return render(lifecycle.reopen(conn, conversation_id, owner_id=user.id))
+    return await write(request, _reopen, conversation_id, user.id, render=CONVERSATION)
 
 
-@router.get("/api/conversations/{conversation_id}/messages", response_model=MessagePage)
-def list_messages(
-    conversation_id: str,
-    params: PageParams = Depends(page_params),
-    user: User = Depends(current_user),
-    engine: Engine = Depends(get_engine),
-) -> dict:
-    with read_only(engine).connect() as conn:
-        rows = messages.list_messages(
-            conn, conversation_id, owner_id=user.id, after=params.after, limit=params.limit + 1
-        )
-    return page(rows, params, render_message)
-
-
-@router.post(
-    "/api/conversations/{conversation_id}/messages", status_code=201, response_model=MessageOut
-)
-async def reply(
-    request: Request,
-    conversation_id: str,
-    body: ReplyIn,
-    user: User = Depends(current_user),
-) -> Response:
-    """An agent's outbound reply (stored; delivery to the platform is not part of noclash)."""
-    settings: Settings = request.app.state.settings
-    if len(body.text) > settings.max_text_length:
-        raise InvalidInput(
-            f"text is longer than {settings.max_text_length} characters", field="text"
-        )
-    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
-    engine: Engine = request.app.state.engine
-    return await anyio.to_thread.run_sync(_reply, engine, user.id, conversation_id, body.text)
-
-
-def _reply(engine: Engine, owner_id: UUID, conversation_id: str, text: str) -> Response:
-    with engine.begin() as conn:
-        row = messages.send_reply(conn, conversation_id, owner_id=owner_id, text=text)
-    return MESSAGE_OUT.response(render_message(row))
+def _reopen(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
+    return lifecycle.reopen(conn, conversation_id, owner_id=owner_id)

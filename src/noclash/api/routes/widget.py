@@ -10,22 +10,23 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import anyio
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
+from starlette.responses import Response
 
-from noclash.api.deps import get_engine, get_settings, optional_user
+from noclash.api.deps import OptionalUser, SettingsDep
 from noclash.api.responses import Rendered
-from noclash.api.schemas import StrictModel
-from noclash.channels.widget import MAX_CLIENT_MESSAGE_ID_LENGTH
+from noclash.api.schemas import StrictModel, check_text
+from noclash.api.work import write
 from noclash.chat import sessions as chat
 from noclash.chat.chatbots import get_chatbot_by_public_token
-from noclash.chat.errors import InvalidInput, Unauthenticated
+from noclash.chat.errors import Unauthenticated
+from noclash.chat.inbound import InboundResult
+from noclash.chat.sessions import MAX_CLIENT_MESSAGE_ID_LENGTH
 from noclash.chat.users import User
-from noclash.config import Settings
 
-router = APIRouter(tags=["widget"])
+router = APIRouter(prefix="/api/widget/{public_token}/sessions", tags=["widget"])
 
 
 class SessionOut(BaseModel):
@@ -50,6 +51,7 @@ class WidgetMessageOut(BaseModel):
 
 
 SESSION_OUT = Rendered(SessionOut)
+WIDGET_MESSAGE_OUT = Rendered(WidgetMessageOut)
 
 
 def _require(require_auth: bool, user: User | None) -> None:
@@ -57,56 +59,47 @@ def _require(require_auth: bool, user: User | None) -> None:
         raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")
 
 
-@router.post("/api/widget/{public_token}/sessions", status_code=201, response_model=SessionOut)
-async def start_session(
-    request: Request, public_token: str, user: User | None = Depends(optional_user)
-) -> Response:
+@router.post("", status_code=201, response_model=SessionOut)
+async def start_session(request: Request, public_token: str, user: OptionalUser) -> Response:
     """Start a visitor session; the server makes the session id (UUIDv4, unique)."""
-    # One worker-thread call for the transaction and the rendering (noclash.api.responses).
-    engine: Engine = request.app.state.engine
-    return await anyio.to_thread.run_sync(_start_session, engine, public_token, user)
+    return await write(request, _start, public_token, user, render=SESSION_OUT)
 
 
-def _start_session(engine: Engine, public_token: str, user: User | None) -> Response:
-    with engine.begin() as conn:
-        chatbot = get_chatbot_by_public_token(conn, public_token)
-        _require(chatbot.require_auth, user)
-        session = chat.start_session(conn, chatbot)
-    return SESSION_OUT.response(
-        {"conversation_id": session.conversation_id, "session_id": session.session_id}
-    )
+def _start(conn: Connection, public_token: str, user: User | None) -> chat.WidgetSession:
+    chatbot = get_chatbot_by_public_token(conn, public_token)
+    _require(chatbot.require_auth, user)
+    return chat.start_session(conn, chatbot)
 
 
 @router.post(
-    "/api/widget/{public_token}/sessions/{session_id}/messages",
+    "/{session_id}/messages",
     status_code=201,
     response_model=WidgetMessageOut,
     responses={200: {"description": "Already stored (same client_message_id)"}},
 )
-def post_message(
+async def post_message(
+    request: Request,
     public_token: str,
     session_id: str,
     body: WidgetMessageIn,
-    response: Response,
-    user: User | None = Depends(optional_user),
-    engine: Engine = Depends(get_engine),
-    settings: Settings = Depends(get_settings),
-) -> dict:
+    user: OptionalUser,
+    settings: SettingsDep,
+) -> Response:
     """Store a visitor message: 201 stored, 200 when this client_message_id already was."""
-    if len(body.text) > settings.max_text_length:
-        raise InvalidInput(
-            f"text is longer than {settings.max_text_length} characters", field="text"
-        )
-    with engine.begin() as conn:
-        session = chat.get_session(conn, public_token, session_id)
-        _require(session.require_auth, user)
-        result = chat.post_message(
-            conn, session, text=body.text, client_message_id=body.client_message_id
-        )
-    if result.duplicate:
-        response.status_code = 200
-    return {
-        "conversation_id": result.conversation_id,
-        "message_id": result.message_id,
-        "duplicate": result.duplicate,
-    }
+    check_text(body.text, settings)
+    work = (public_token, session_id, user, body)
+    return await write(request, _post, *work, render=_message_out)
+
+
+def _post(
+    conn: Connection, public_token: str, session_id: str, user: User | None, body: WidgetMessageIn
+) -> InboundResult:
+    session = chat.get_session(conn, public_token, session_id)
+    _require(session.require_auth, user)
+    return chat.post_message(
+        conn, session, text=body.text, client_message_id=body.client_message_id
+    )
+
+
+def _message_out(result: InboundResult) -> Response:
+    return WIDGET_MESSAGE_OUT.response(result, 200 if result.duplicate else 201)

@@ -61,6 +61,16 @@ class Dialect:
         dialect's driver: ``APP_DIALECTS.every()`` asks each in turn)."""
         raise NotImplementedError
 
+    # -- lock waits -------------------------------------------------------------------------
+    def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
+        """Bound how long this transaction's next statements wait for a row or index lock
+        (``None``: the server's default again). Nothing to do by default: SQLite's writers
+        queue for the database lock at ``BEGIN IMMEDIATE``, bounded by the busy timeout."""
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """True when the driver error ``exc`` ended a wait bounded by limit_lock_wait."""
+        return False
+
     # -- engines and migrations -------------------------------------------------------------
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         """Keyword arguments for :func:`sqlalchemy.create_engine`."""

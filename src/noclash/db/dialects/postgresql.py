@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.db.dialects.base import BackupNotSupported, Dialect, DriverUniqueError
 
 UNIQUE_VIOLATION = "23505"
+LOCK_NOT_AVAILABLE = "55P03"
 # The columns in a unique violation's detail: ``Key (a, b)=(1, 2) already exists.``
 _DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
 
@@ -42,6 +43,14 @@ class PostgreSQLDialect(Dialect):
             constraint=getattr(diag, "constraint_name", None),
             message=str(exc).strip(),
         )
+
+    def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
+        # SET LOCAL: the bound ends with the transaction, whatever happens to it.
+        value = "DEFAULT" if seconds is None else str(max(1, round(seconds * 1000)))
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {value}")
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_pre_ping": True}

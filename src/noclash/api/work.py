@@ -1,0 +1,152 @@
+"""Route work: each route does its database work in ONE worker-thread call, made here.
+
+Every route is ``async`` and hands a plain function to one of three helpers:
+
+- :func:`write`: ``work(conn, *args)`` inside a transaction;
+- :func:`read`: ``work(conn, *args)`` on a read-only connection (on SQLite a deferred
+  transaction, which never queues behind writers);
+- :func:`deliver`: ``work(bind, *args)`` where ``bind`` is the engine, for domain code that
+  owns its transactions (:func:`noclash.chat.inbound.receive_message` shares a
+  conversation's lock between concurrent deliveries only when it commits itself).
+
+``render`` (a :class:`~noclash.api.responses.Rendered` or any callable) turns the result
+into the response in the same thread call, after the commit: validation and
+serialisation cost no second thread-pool hop, and no answer leaves before its commit.
+
+**The request's transaction.** A create carrying an ``Idempotency-Key`` must commit the
+key's stored answer in the same transaction as the create (:mod:`noclash.api.idempotency`).
+For such a request the middleware has opened a :class:`RequestTransaction` and put it in
+the request's scope; then all three helpers run the work on *that* connection, never
+commit it, and ``write``/``deliver`` wrap the work in a SAVEPOINT: an error answered 4xx
+undoes the route's writes but leaves the transaction usable, so the middleware can still
+store that 4xx answer and commit. ``deliver`` passes the connection instead of the engine,
+and the domain code then runs its path for a caller-owned transaction.
+
+Work on a request transaction runs on that transaction's own capacity limiter, never the
+shared default one: a request that holds a pool connection must always find a thread to
+finish on, or requests queued for the pool behind it could hold every thread while it
+waits for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import CapacityLimiter
+from fastapi import Request
+from sqlalchemy.engine import Connection, Engine
+
+from noclash.db.engine import read_only
+
+# Where the idempotency middleware leaves the request's transaction in ``scope["state"]``.
+TRANSACTION_STATE = "noclash.transaction"
+
+Render = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTransaction:
+    """A transaction opened (and committed or rolled back) by someone other than the route."""
+
+    conn: Connection
+    limiter: CapacityLimiter
+
+
+def request_transaction(request: Request) -> RequestTransaction | None:
+    state = request.scope.get("state")
+    return state.get(TRANSACTION_STATE) if state else None
+
+
+async def write(
+    request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
+) -> Any:
+    """``work(conn, *args)`` in the request's transaction (a SAVEPOINT) or a new one."""
+    return await _run(request, _in_new_transaction, _in_savepoint, work, args, render)
+
+
+async def read(
+    request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
+) -> Any:
+    """``work(conn, *args)`` on a read-only connection, or in the request's transaction."""
+    return await _run(request, _on_read_only, _on_connection, work, args, render)
+
+
+async def deliver(
+    request: Request, work: Callable[..., Any], *args: Any, render: Render | None = None
+) -> Any:
+    """``work(bind, *args)``: the engine, or the request's transaction (a SAVEPOINT)."""
+    return await _run(request, _on_connection, _in_savepoint, work, args, render)
+
+
+async def _run(
+    request: Request,
+    alone: Callable[..., Any],
+    in_request: Callable[..., Any],
+    work: Callable[..., Any],
+    args: tuple,
+    render: Render | None,
+) -> Any:
+    tx = request_transaction(request)
+    if tx is None:
+        return await anyio.to_thread.run_sync(alone, request.app.state.engine, work, args, render)
+    return await anyio.to_thread.run_sync(
+        in_request, tx.conn, work, args, render, limiter=tx.limiter
+    )
+
+
+def reading(bind: Engine | Connection) -> AbstractContextManager[Connection]:
+    """A connection to read on from ``bind``: the caller's own (left open), or a new
+    read-only one. For :func:`deliver` work that reads before handing ``bind`` on."""
+    if isinstance(bind, Connection):
+        return nullcontext(bind)
+    return read_only(bind).connect()
+
+
+# -- the thread side ----------------------------------------------------------------------
+def _finish(value: Any, render: Render | None) -> Any:
+    return value if render is None else render(value)
+
+
+def _in_new_transaction(
+    engine: Engine, work: Callable[..., Any], args: tuple, render: Render | None
+) -> Any:
+    with engine.begin() as conn:
+        value = work(conn, *args)
+    return _finish(value, render)
+
+
+def _in_savepoint(
+    conn: Connection, work: Callable[..., Any], args: tuple, render: Render | None
+) -> Any:
+    with conn.begin_nested():
+        value = work(conn, *args)
+    return _finish(value, render)
+
+
+def _on_read_only(
+    engine: Engine, work: Callable[..., Any], args: tuple, render: Render | None
+) -> Any:
+    with read_only(engine).connect() as conn:
+        value = work(conn, *args)
+    return _finish(value, render)
+
+
+def _on_connection(
+    bind: Engine | Connection, work: Callable[..., Any], args: tuple, render: Render | None
+) -> Any:
+    return _finish(work(bind, *args), render)
+
+
+__all__ = [
+    "TRANSACTION_STATE",
+    "RequestTransaction",
+    "deliver",
+    "read",
+    "reading",
+    "request_transaction",
+    "write",
+]
