@@ -259,3 +259,55 @@ def test_the_workers_get_the_same_bounds(tmp_path: Path):
             many = b"".join(b"X-H%d: 1\r\n" % i for i in range(30))
             answer, _ = _raw(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
             assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_client_that_reads_nothing_is_cut_off_and_a_slow_reader_is_not(tmp_path: Path):
+    env = BOUNDS | {"NOCLASH_SEND_TIMEOUT_SECONDS": "1"}
+    with serving(f"sqlite:///{tmp_path / 'noclash.db'}", tmp_path, env=env) as served:
+        auth = f"Bearer {served.token}"
+        with httpx.Client(base_url=served.base_url, timeout=30) as c:
+            bot = c.post("/api/chatbots", json={"name": "big"}, headers={"Authorization": auth})
+            made = c.post(f"/api/widget/{bot.json()['public_token']}/sessions").json()
+            path = f"/api/widget/{bot.json()['public_token']}/sessions/{made['session_id']}"
+            for i in range(100):
+                text = f"{i:04d}" + "m" * 3996
+                assert c.post(f"{path}/messages", json={"text": text}).status_code == 201
+        # About 400 kB a page. On loopback the kernel's buffers take a few MB (its segments
+        # are 64 kB), so the client that reads nothing asks for 16 pages at once
+        # (pipelined): over a real network a single page is already more than they take.
+        request = (
+            f"GET /api/conversations/{made['conversation_id']}/messages?limit=200 HTTP/1.1\r\n"
+            f"Host: x\r\nAuthorization: {auth}\r\n\r\n"
+        ).encode()
+        time.sleep(0.5)
+        baseline = served.open_fds()
+
+        def small_window(pages: int, window: int = 4096) -> socket.socket:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(request * pages)
+            return sock
+
+        idle = small_window(16)
+        time.sleep(0.5)
+        assert served.open_fds() >= baseline + 1
+        # Aborted once it has taken nothing for the send timeout, though the client still
+        # holds its end open (keep-alive's close() alone would have waited for it forever).
+        assert _wait_fds(served, baseline, within=1 + 2 * SLACK) <= baseline
+        idle.close()
+
+        # A reader that takes 64 kB every 0.05 s of as many pages is slower than the server
+        # writes, so output waits in its buffer for seconds; but the reader takes some of
+        # it within every send timeout, and it gets it all.
+        steady = small_window(16, window=64 * 1024)
+        steady.settimeout(10)
+        answer = bytearray()
+        while answer.count(b'"next_cursor"') < 16:
+            chunk = steady.recv(64 * 1024)
+            assert chunk, "the slow reader was cut off"
+            answer += chunk
+            time.sleep(0.05)
+        steady.close()
+        assert answer.count(b"HTTP/1.1 200 ") == 16 and len(answer) > 6_000_000
+        assert "took none of the" in served.stderr()

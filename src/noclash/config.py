@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     body_idle_timeout_seconds: float = Field(default=10.0, gt=0)
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_headers: int = Field(default=100, ge=8)
     max_connections: int = Field(default=1000, ge=1)

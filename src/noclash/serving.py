@@ -12,7 +12,10 @@ has a fixed number of descriptors. uvicorn's h11 protocol (read in its source,
 - ``limit_concurrency`` answers 503 only to a request whose head is complete, so
   connections that never complete their head pile up past it;
 - ``h11_max_incomplete_event_size`` bounds a head that is still arriving (answered 400),
-  not one that arrives in a single read, and nothing bounds the number of header fields.
+  not one that arrives in a single read, and nothing bounds the number of header fields;
+- a client that does not read its response is waited for without limit: uvicorn's send
+  waits for the buffer to drain, and asyncio's ``transport.close()`` (which every timeout
+  calls) waits for it to flush before it releases the socket.
 
 :class:`BoundedH11Protocol` adds the missing deadlines to uvicorn's protocol, and
 :func:`uvicorn_options` gives ``noclash serve`` (one process or ``--workers``) one set of
@@ -25,6 +28,8 @@ the head is not complete      ``NOCLASH_HEADER_TIMEOUT_SECONDS`` after the conne
 the body stalls or drags      ``NOCLASH_BODY_IDLE_TIMEOUT_SECONDS`` without a byte, or
                               ``NOCLASH_BODY_TIMEOUT_SECONDS`` in all: 408, closed
 idle between requests         ``NOCLASH_KEEP_ALIVE_TIMEOUT_SECONDS``: closed (uvicorn)
+the response is not read      ``NOCLASH_SEND_TIMEOUT_SECONDS`` with output waiting in
+                              the server's buffer: the connection is aborted
 the head is too large         ``NOCLASH_MAX_HEADER_BYTES`` or ``NOCLASH_MAX_HEADERS``
                               fields: 431, closed
 too many connections          ``NOCLASH_MAX_CONNECTIONS`` open in this process: the
@@ -51,8 +56,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import fcntl
 import json
 import logging
+import struct
+import termios
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -76,6 +84,7 @@ class ConnectionBounds:
     body_timeout: float
     body_idle_timeout: float
     keep_alive_timeout: float
+    send_timeout: float
     max_header_bytes: int
     max_headers: int
     max_connections: int
@@ -88,6 +97,7 @@ class ConnectionBounds:
             body_timeout=settings.body_timeout_seconds,
             body_idle_timeout=settings.body_idle_timeout_seconds,
             keep_alive_timeout=settings.keep_alive_timeout_seconds,
+            send_timeout=settings.send_timeout_seconds,
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             max_connections=settings.max_connections,
@@ -212,6 +222,34 @@ class _HeadGuard:
         await self.app(scope, receive, send)
 
 
+class _CountingTransport:
+    """A transport that counts the bytes written through it; the rest is delegated."""
+
+    __slots__ = ("count", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.count = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.count += len(data)
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _kernel_queue(transport: Any) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (Linux SIOCOUTQ,
+    the same request number as TIOCOUTQ); 0 where the platform does not say."""
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
 def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "?"
 
@@ -239,6 +277,7 @@ class BoundedH11Protocol(H11Protocol):
         self.bounds = process_bounds()
         self.app = _HeadGuard(self.app, self.bounds)
         self._timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._phase: str | None = None
         self._head_bytes = 0
         self._body_deadline = 0.0
@@ -266,10 +305,17 @@ class BoundedH11Protocol(H11Protocol):
             )
             return
         super().connection_made(transport)
+        # Every writer (uvicorn's request cycles, its 400, the bounds' answers) writes
+        # through this, so the send timeout can tell how much the client has taken.
+        self._written = _CountingTransport(transport)
+        self.transport = self._written  # type: ignore[assignment]
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -282,9 +328,48 @@ class BoundedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        # Output the client has not taken yet: it gets send_timeout to take it.
+        self._watch_output()
         # uvicorn may have parsed a pipelined request from its buffer: follow its state.
         if not self.transport.is_closing():
             self._follow()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_output()
+
+    def _watch_output(self) -> None:
+        if self._send_timer is None and self.transport.get_write_buffer_size():
+            self._send_timer = self.loop.call_later(
+                self.bounds.send_timeout, self._send_stalled, self._acknowledged()
+            )
+
+    def _acknowledged(self) -> int:
+        """Bytes of output the client has taken: written, minus asyncio's buffer, minus
+        the kernel's unacknowledged queue. Both buffers matter: the kernel takes more only
+        once much of its queue has drained, and pipelined responses keep adding output,
+        so neither buffer alone shrinks steadily while the client reads."""
+        unsent = self.transport.get_write_buffer_size() + _kernel_queue(self.transport)
+        return self._written.count - unsent
+
+    def _send_stalled(self, taken_before: int) -> None:
+        """Output has waited send_timeout: fine if the client took some of it meanwhile
+        (a slow reader is still a reader), aborted if it took none."""
+        self._send_timer = None
+        pending = self.transport.get_write_buffer_size()
+        if not pending:
+            return  # the kernel has the rest; the socket is no longer held for it
+        if self._acknowledged() > taken_before:
+            self._watch_output()
+            return
+        log.info(
+            "%s: the client took none of the %d bytes left of its response in %g s: aborted",
+            _peer(self.client),
+            pending,
+            self.bounds.send_timeout,
+        )
+        # abort(), not close(): close() would wait for this very buffer to flush.
+        self.transport.abort()
 
     # -- the timer ----------------------------------------------------------------------------
     def _arm(self, delay: float, callback: Any) -> None:
