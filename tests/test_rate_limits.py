@@ -268,3 +268,22 @@ def test_wrong_tokens_are_refused_a_correct_one_never(database_url: str, tmp_pat
         with _client(a) as c:
             started = c.post(f"/api/widget/{bot['public_token']}/sessions", headers=right)
         assert started.status_code == 201
+
+
+def test_every_limit_and_bound_is_documented():
+    root = Path(__file__).parents[1]
+    configuration = (root / "docs" / "configuration.md").read_text()
+    deployment = (root / "docs" / "deployment.md").read_text()
+    names = [
+        name
+        for name in Settings.model_fields
+        if name.startswith(("rate_limit_", "max_header", "max_connections", "trusted_"))
+        or name.endswith("timeout_seconds")
+    ]
+    assert len(names) >= 15, names
+    for name in names:
+        assert f"`NOCLASH_{name.upper()}`" in configuration, name
+        assert f"NOCLASH_{name.upper()}" in deployment, name
+    api = (root / "docs" / "api.md").read_text()
+    for kind in ("rate-limited", "request-timeout", "headers-too-large"):
+        assert f"`{kind}`" in api, kind

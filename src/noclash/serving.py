@@ -281,14 +281,12 @@ class BoundedH11Protocol(H11Protocol):
         self._phase: str | None = None
         self._head_bytes = 0
         self._body_deadline = 0.0
-        self._refused = False
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.bounds.max_connections:
             # Refused before it costs anything but this write: never added to the server's
             # connections, closed at once.
-            self._refused = True
             self.transport = transport
             transport.write(
                 _raw_response(
@@ -409,6 +407,7 @@ class BoundedH11Protocol(H11Protocol):
         with contextlib.suppress(h11.LocalProtocolError):
             self.conn.send(h11.ConnectionClosed())
         self.transport.close()
+        self._watch_output()  # close() waits for the buffer: the client gets send_timeout
 
     def _head_timed_out(self) -> None:
         self._timer = None
@@ -491,6 +490,7 @@ class BoundedH11Protocol(H11Protocol):
         out += self.conn.send(h11.EndOfMessage())
         self.transport.write(out)
         self.transport.close()
+        self._watch_output()
 
 
 __all__ = [
