@@ -287,3 +287,34 @@ def test_every_limit_and_bound_is_documented():
     api = (root / "docs" / "api.md").read_text()
     for kind in ("rate-limited", "request-timeout", "headers-too-large"):
         assert f"`{kind}`" in api, kind
+
+
+def test_an_unreachable_counter_lets_the_route_answer(tmp_path: Path):
+    """With the database locked the limiter cannot count: the request goes on, and the
+    route answers the database's 503 itself (a limiter error would have been a 500)."""
+    import sqlite3
+
+    db = tmp_path / "noclash.db"
+    env = OFF | {
+        "NOCLASH_RATE_LIMIT_SESSIONS_PER_ADDRESS": "5",
+        "NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "200",
+    }
+    with serving(f"sqlite:///{db}", tmp_path, env=env) as served:
+        assert served.token is not None
+        bot = _chatbot(served, served.token)
+        url = f"/api/widget/{bot['public_token']}/sessions"
+        locker = sqlite3.connect(db, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            with _client(served) as c:
+                locked = c.post(url)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert locked.status_code == 503, locked.text
+        assert locked.headers["content-type"] == PROBLEM
+        with _client(served) as c:
+            assert c.post(url).status_code == 201
+        stderr = served.stderr()
+    assert "rate limits not counted" in stderr
+    assert "Traceback" not in stderr

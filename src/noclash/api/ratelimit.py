@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,7 +78,12 @@ LIMITED_ROUTES: dict[str, str] = {
     "/api/widget/{public_token}/sessions/{session_id}/messages": "messages",
 }
 
-_UNREACHABLE = (OperationalError, PoolTimeout)
+
+def _unreachable(exc: Exception) -> bool:
+    """The database or the pool is out of reach (not a fault of the statement)."""
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +258,9 @@ class RateLimitMiddleware:
     async def _hit(self, limits: list[Limit]) -> Verdict:
         try:
             return await anyio.to_thread.run_sync(self.counter.hit, limits)
-        except _UNREACHABLE as exc:
+        except (DBAPIError, PoolTimeout) as exc:
+            if not _unreachable(exc):
+                raise
             log.warning("rate limits not counted (the database is unreachable): %s", exc)
             return ALLOWED
 
