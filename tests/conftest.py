@@ -29,6 +29,19 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.support.server import LiveServer, start_live_server
 
+# Every client of the suite comes from 127.0.0.1, and some tests start hundreds of sessions
+# in seconds: the abuse limits (noclash.api.ratelimit) would refuse them. They are off for
+# the suite, servers started by tests included (they inherit the environment); the tests
+# of the limits (tests/test_rate_limits.py) set their own.
+for _limit in (
+    "SESSIONS_PER_ADDRESS",
+    "SESSIONS_PER_CHATBOT",
+    "MESSAGES_PER_ADDRESS",
+    "MESSAGES_PER_CHATBOT",
+    "AUTH_FAILURES_PER_ADDRESS",
+):
+    os.environ.setdefault(f"NOCLASH_RATE_LIMIT_{_limit}", "0")
+
 _PG_TUNING = {
     # Throwaway data: durability buys nothing here and costs most of the time of a commit.
     "fsync": "off",

@@ -105,6 +105,7 @@ def serve(
     from noclash.db.dialects import dialect_for
     from noclash.db.engine import create_engine
     from noclash.db.migrate import is_at_head, upgrade_engine
+    from noclash.serving import uvicorn_options
 
     settings = _settings(database_url)
     engine = create_engine(settings.sqlalchemy_url, settings)
@@ -120,15 +121,17 @@ def serve(
         _err(f"Created the admin {email}. Its API token (shown once):")
         typer.echo(token)
         sys.stdout.flush()
+    bounds = uvicorn_options()  # the connection bounds, the same in every worker
     try:
         if workers == 1:
-            uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+            app = create_app(settings, engine=engine)
+            uvicorn.run(app, host=host, port=port, log_level="info", **bounds)
         else:
             engine.dispose()  # each worker opens its own pool
             os.environ["NOCLASH_DATABASE_URL"] = settings.database_url
             uvicorn.run(
                 "noclash.cli:worker_app", factory=True, host=host, port=port,
-                workers=workers, log_level="info",
+                workers=workers, log_level="info", **bounds,
             )  # fmt: skip
     finally:
         dialect.settle(engine)

@@ -6,7 +6,9 @@ API and the tests all build the same object instead of reading ``os.environ`` ad
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./noclash.db"
@@ -47,6 +49,42 @@ class Settings(BaseSettings):
     # Input limits for public endpoints.
     max_text_length: int = 4000
     max_body_bytes: int = 64 * 1024
+    # Abuse limits of the public endpoints (noclash.api.ratelimit), counted in the database
+    # so that every process and host shares them: hits per fixed window, 0 disables one.
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_sessions_per_address: int = Field(default=30, ge=0)
+    rate_limit_sessions_per_chatbot: int = Field(default=600, ge=0)
+    rate_limit_messages_per_address: int = Field(default=120, ge=0)
+    rate_limit_messages_per_chatbot: int = Field(default=3000, ge=0)
+    # Wrong bearer tokens from one address per window before they are answered 429.
+    rate_limit_auth_failures_per_address: int = Field(default=20, ge=0)
+    # Peers whose X-Forwarded-For names the client: IPs or CIDRs, comma-separated, "*" for
+    # any, "" for none. Anyone else's X-Forwarded-For is ignored (it is the client's word).
+    trusted_proxies: str = "127.0.0.1,::1"
+    # Connection bounds of `noclash serve` (noclash.serving): what a slow or idle client may
+    # hold. Seconds, bytes and counts per process.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    body_idle_timeout_seconds: float = Field(default=10.0, gt=0)
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    max_connections: int = Field(default=1000, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        # uvicorn treats a malformed entry as a literal host name that never matches, so a
+        # typo would silently distrust the proxy (and every visitor would share its address).
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

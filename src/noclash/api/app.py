@@ -9,6 +9,7 @@ from noclash import __version__
 from noclash.api import errors
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
+from noclash.api.ratelimit import RateLimitMiddleware
 from noclash.api.routes import (
     chatbots,
     connections,
@@ -60,4 +61,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # reads and hashes bodies) never sees one too large or nested too deep.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Outermost: a refused request reads no body, and a 429 is never an idempotent answer.
+    app.add_middleware(RateLimitMiddleware, engine=app.state.engine, settings=settings)
     return app

@@ -23,6 +23,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from noclash.db.tables import metadata
@@ -133,6 +135,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def _forbidden(_req: Request, exc: Forbidden) -> JSONResponse:
         return problem(403, str(exc), kind="forbidden")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
+        # The connection closed before the body was complete (the client left, or the
+        # server timed the body out): nobody is left to answer, and it is no error of ours.
+        client = req.client.host if req.client else "?"
+        log.info("request abandoned by %s: %s %s", client, req.method, req.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_req: Request, exc: InvalidInput) -> JSONResponse:

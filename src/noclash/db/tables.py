@@ -262,6 +262,21 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
 
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # Fixed-window hit counters of noclash.api.ratelimit, shared by every process: one row
+    # per (bucket, window), counted by INSERT ... ON CONFLICT DO UPDATE SET hits = hits + 1
+    # RETURNING hits, so concurrent requests on any host each get a distinct count.
+    Column("bucket", String(200), nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("hits", Integer, nullable=False),
+    # window_start leads: the purge deletes a range of old windows through this index, so
+    # no second index has to be written for every new row. The conflict target
+    # (bucket, window_start) names the same key.
+    PrimaryKeyConstraint("window_start", "bucket"),
+)
+
 
 
 def max_length(column: Column) -> int:
@@ -293,6 +308,7 @@ __all__ = [
     "max_length",
     "messages",
     "metadata",
+    "rate_limits",
     "sessions",
     "users",
 ]

@@ -98,6 +98,9 @@ class SQLiteDialect(Dialect):
         a clean stop ``noclash.db`` alone holds all the data."""
         engine.dispose()
         with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            # On the driver's connection, which is in autocommit: through SQLAlchemy the
+            # statement would run inside the BEGIN IMMEDIATE of _on_begin, and a checkpoint
+            # inside a transaction fails with "database table is locked".
+            conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
         engine.dispose()
 
