@@ -18,6 +18,7 @@ at C speed, outside string literals; :func:`json_depth`).
 
 from __future__ import annotations
 
+import logging
 import re
 from array import array
 from itertools import accumulate
@@ -35,6 +36,8 @@ _STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
 # After the strings are gone: each bracket becomes a signed step, everything else goes.
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+log = logging.getLogger("noclash.api")
 
 
 def json_depth(body: bytes) -> int:
@@ -90,7 +93,11 @@ class BodyLimitMiddleware:
             await self._too_large(scope, receive, send)
             return
         if message["type"] != "http.request":
-            return  # the client went away before its body arrived: nothing to answer
+            # The client went away before its body arrived: nobody is left to answer, and
+            # it is no error of ours (one INFO line, as at the error boundary).
+            client = scope.get("client") or ("?",)
+            log.info("request abandoned by %s: %s %s", client[0], scope["method"], scope["path"])
+            return
         if nests_deeper_than(message.get("body", b""), self.max_depth):
             detail = f"the request body nests deeper than {self.max_depth} levels"
             await problem(400, detail, kind="malformed-json")(scope, receive, send)
