@@ -298,3 +298,130 @@ def test_bursts_with_an_agent_at_work_settle_without_errors(engine, connection):
     assert active <= 1
     assert twice == []
     assert all(r.last_message_at == r.newest for r in rows), rows
+
+
+def _lock_waits(engine) -> int:
+    """How many backends of this database wait for a lock right now."""
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).scalar_one()
+
+
+def _until(predicate, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _insert_uncommitted(engine, connection, conversation_id, mid):
+    """Another transaction storing message ``mid`` and not committing yet (a concurrent
+    delivery of the same message): whoever inserts ``mid`` now waits for it."""
+    from noclash.unique import uuid7
+
+    racer = engine.connect()
+    racer.begin()
+    racer.execute(
+        sa.insert(messages).values(
+            id=uuid7(), conversation_id=conversation_id, connection_id=connection.id,
+            platform_message_id=mid, direction="in", text="racer", sent_at=T0, created_at=T0,
+        )
+    )  # fmt: skip
+    return racer
+
+
+def test_a_delivery_takes_the_touch_lock_before_its_message_key(engine, connection):
+    """The lock order that keeps deliveries out of deadlocks: a delivery waiting for its
+    message's key (a concurrent delivery of the same message has not committed) already
+    holds the conversation's touch lock, so it cannot wait for a row lock later while
+    holding that key, and nobody waiting for the key can hold the lock it needs."""
+    _postgresql_only(engine)
+    first = _recv(engine, connection, "m1", sent_at=T0)
+    cid = first.conversation_id
+    racer = _insert_uncommitted(engine, connection, cid, "m2")
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            delivery = pool.submit(
+                _recv, engine, connection, "m2", sent_at=T0 + timedelta(seconds=5)
+            )
+            _until(lambda: _lock_waits(engine) >= 1, "the delivery never waited for the racer")
+            with (
+                engine.connect() as probe,
+                probe.begin(),
+                pytest.raises(sa.exc.OperationalError) as held,
+            ):
+                probe.execute(
+                    sa.select(conversations.c.id)
+                    .where(conversations.c.id == cid)
+                    .with_for_update(key_share=True, nowait=True)
+                )
+            assert held.value.orig.sqlstate == "55P03"  # lock_not_available
+        finally:
+            racer.close()  # rolls back: the delivery stores its message
+        second = delivery.result(timeout=10)
+    assert not second.duplicate and second.conversation_id == cid
+    assert _conversation(engine, cid).last_message_at == T0 + timedelta(seconds=5)
+
+
+def test_an_exclusive_delivery_and_its_twin_do_not_deadlock(engine, connection):
+    """The interleaving that deadlocked, forced step by step: a delivery of ``m2`` whose
+    statement snapshot predates a touch that committed, while a caller's transaction (the
+    exclusive path) holds the conversation's touch lock and delivers ``m2`` too.
+
+    ``SKIP LOCKED`` does not skip there: the row version the delivery's snapshot sees was
+    updated by a committed transaction and is key-share locked (by the delivery itself),
+    so PostgreSQL follows the update chain, and that walk waits for the holder of the
+    newer version whatever the wait policy (when the holder's transaction id is the
+    older one). If the delivery has stored its message by then, and the exclusive
+    delivery waits for that message's key, each waits for the other. Both must complete,
+    the second one as a duplicate."""
+    _postgresql_only(engine)
+    from noclash.chat.sql.touch import touch
+
+    first = _recv(engine, connection, "m1", sent_at=T0)
+    cid = first.conversation_id
+    at = T0 + timedelta(seconds=5)
+    racer = _insert_uncommitted(engine, connection, cid, "m2")
+    began, lock_now, go = threading.Event(), threading.Event(), threading.Event()
+
+    def toucher() -> None:
+        with engine.begin() as conn:
+            touch(conn, cid, T0 + timedelta(seconds=1), reopen_snoozed=False)
+
+    def exclusive():
+        with engine.begin() as conn:
+            # A caller's transaction that began first: its transaction id is the older.
+            conn.exec_driver_sql("SELECT pg_current_xact_id()")
+            began.set()
+            lock_now.wait(10)
+            conn.execute(
+                sa.select(conversations.c.id)
+                .where(conversations.c.id == cid)
+                .with_for_update(key_share=True)
+            )
+            go.wait(10)
+            return _recv(conn, connection, "m2", sent_at=at)
+
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            twin = pool.submit(exclusive)
+            assert began.wait(10)
+            normal = pool.submit(_recv, engine, connection, "m2", sent_at=at)
+            _until(lambda: _lock_waits(engine) >= 1, "the delivery never waited for the racer")
+            touched = pool.submit(toucher)
+            time.sleep(0.2)
+            lock_now.set()
+            time.sleep(0.2)
+        finally:
+            lock_now.set()
+            racer.close()  # rolls back: the delivery stores its message
+        time.sleep(0.3)
+        go.set()
+        results = [normal.result(timeout=20), twin.result(timeout=20)]
+        touched.result(timeout=20)
+    assert sorted(r.duplicate for r in results) == [False, True]
+    assert {r.message_id for r in results} == {results[0].message_id}
+    assert _stored_mids(engine, cid) == ["m1", "m2"]
+    assert _conversation(engine, cid).last_message_at == at

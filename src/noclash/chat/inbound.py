@@ -28,7 +28,10 @@ commits together. A skipped touch is caught up here, after the delivery's commit
 Waking a snooze cannot be deferred like that: a delivery that finds a SNOOZED row being
 touched rolls back and runs again *exclusively*, its touch guaranteed by the row lock.
 When the caller owns the transaction (``bind`` is a Connection) nothing can run after its
-commit, so the delivery runs exclusively at once. SQLite's trigger never skips a touch.
+commit, so the delivery runs exclusively at once. Every path takes the conversation's
+touch lock before its message's unique key, so a delivery never waits for a row lock
+while another waits for its key (*Lock order* in :mod:`noclash.chat.sql.postgresql`).
+SQLite's trigger never skips a touch.
 
 The reads are shortcuts; the unique keys are the guarantees. There are no in-process
 locks: any number of processes can run this concurrently.

@@ -15,7 +15,10 @@ OPEN and SNOOZED are *active*: the partial unique index
 (connection, psid) and any number of CLOSED ones. Every transition is one conditional
 UPDATE (``WHERE id = :id AND status IN (...)``) so the row lock orders it against
 concurrent inbound messages, and the outcome is read from ``RETURNING`` instead of from an
-earlier SELECT.
+earlier SELECT. The row is locked ``FOR UPDATE`` before the UPDATE: on PostgreSQL that is
+the lock a delivery's ``FOR KEY SHARE`` waits for and the reason it re-reads the row once
+the transition commits; after a plain UPDATE of non-key columns it would not, and would
+deliver into the version it saw (see *Locks* in :mod:`noclash.chat.sql.postgresql`).
 
 Reopening is the only transition that can collide with the index (a new message may have
 opened another conversation meanwhile). It runs inside a SAVEPOINT: the database decides,

@@ -6,7 +6,9 @@ whose close committed first), but not against other deliveries:
 - it takes ``FOR KEY SHARE`` on the active conversation, the lock its message's foreign key
   takes anyway. Deliveries share it; a close, snooze, reopen or reply, which lock
   ``FOR UPDATE``, waits for them, and a delivery that finds the row so locked waits and
-  then re-reads it (a CLOSED row is a miss);
+  then re-reads it (a CLOSED row is a miss). The transitions must lock ``FOR UPDATE``
+  before they write: a plain UPDATE of a non-key column does not make a later
+  ``FOR KEY SHARE`` re-read the row, which would then return the version before the close;
 - a redelivery takes no lock at all: ``known`` decides first, so a redelivered webhook
   writes nothing and its commit flushes nothing;
 - the touch of ``last_message_at`` (:mod:`noclash.chat.sql.touch`) needs the row's
@@ -20,11 +22,30 @@ whose close committed first), but not against other deliveries:
   of its own, which may wait but holds nothing of the delivery yet, then the delivery
   pinned to that conversation, whose touch the lock guarantees.
 
-The delivery statement itself never waits for a row lock (``FOR KEY SHARE`` waits only
-for a lifecycle change), so it never takes part in a deadlock, and it never updates a row
-it had to wait for. Locking ``FOR NO KEY UPDATE`` inside the delivery statement would make
-its UPDATE follow the row's newer version from the statement's older snapshot, and bursts
-into a snoozed conversation deadlock that way (``tests/test_inbound_locks.py``).
+Lock order. Every transaction takes the touch lock before the message key: the
+delivery statement locks ``active``, then ``lockable``, and only then inserts ``stored``
+(whose unique entry a concurrent delivery of the same message waits for until this
+transaction ends), and the exclusive path locks in a statement before its delivery.
+``SKIP LOCKED`` does not mean the statement never waits: when the row version its
+snapshot sees was updated by a transaction that committed since, and is still locked by
+a running one (the delivery's own ``FOR KEY SHARE`` is enough), PostgreSQL follows the
+update chain and locks the newer versions first, and that walk waits for a conflicting
+holder of a newer version whatever the wait policy ("while locking updated version of
+tuple"). Taken the other way round, key then lock, that deadlocks: an exclusive delivery
+holds the touch lock and waits for the key of the same message, which a normal delivery
+has just inserted and which then walks into the exclusive delivery's lock. In this order
+a delivery can wait for a row lock only before it holds its key, and the key's holder,
+once it has it, waits for nothing: its locks are taken, and the foreign key's check asks
+for the ``FOR KEY SHARE`` it already holds. A transaction that waits for ``FOR UPDATE``
+holds nothing yet. ``tests/test_inbound_locks.py`` forces that cycle's interleaving step
+by step, and checks the order.
+
+A caller that delivers into several conversations in one transaction of its own takes
+their locks in its order, and two such callers can deadlock with each other like any two
+transactions locking two rows in opposite orders: noclash cannot retry a transaction it
+does not own, so the caller gets the error (SQLSTATE 40P01) and retries the transaction
+(the dedupe key makes the retry store each message once). noclash's own callers deliver
+one message per transaction.
 """
 
 from __future__ import annotations
@@ -89,11 +110,13 @@ def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
     - ``active``: the OPEN or SNOOZED conversation of (connection, psid), through the
       partial index, unless the message is known (a redelivery locks nothing), locked
       ``FOR KEY SHARE``: a close that commits meanwhile makes it miss;
+    - ``lockable``: the touch lock, ``FOR NO KEY UPDATE SKIP LOCKED`` on ``active`` when
+      the message moves it: nothing back while another transaction holds it. Taken before
+      the message is stored (see *Lock order*);
     - ``stored``: ``INSERT ... SELECT`` from ``active``, ``ON CONFLICT (connection_id,
       platform_message_id) DO NOTHING``, the dedupe key deciding;
-    - ``touched``: the forward-only ``last_message_at`` UPDATE (and a snooze woken), only
-      for a stored message that moves the conversation, its row lock taken ``SKIP LOCKED``
-      (``lockable``): nothing back while another transaction holds it;
+    - ``touched``: the forward-only ``last_message_at`` UPDATE (and a snooze woken) of the
+      locked row, only for a stored message;
     - the connection's chatbot, for the start of a new conversation, and none at all for
       an unknown connection.
 
@@ -125,25 +148,31 @@ def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
     if pinned:
         active = active.where(conversations.c.id == param("locked_id", conversations.c.id))
     active = active.cte("active")
+    lockable = (
+        sa.select(conversations.c.id)
+        .where(conversations.c.id.in_(sa.select(active.c.id)), needs_touch(conversations))
+        .with_for_update(key_share=True, skip_locked=True)
+        .cte("lockable")
+    )
+    # The message's row is selected FROM active LEFT JOIN lockable: a nested loop (ON true
+    # has no hashable or mergeable clause) that scans lockable, taking the touch lock,
+    # before the first row reaches the INSERT. The lock comes before the message key.
     stored = (
         insert(messages)
-        .from_select(MESSAGE_COLUMNS, message_select(active.c.id))
+        .from_select(
+            MESSAGE_COLUMNS,
+            message_select(active.c.id).select_from(active.outerjoin(lockable, sa.true())),
+        )
         .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
         .returning(messages.c.id, messages.c.conversation_id)
         .cte("stored")
     )
-    lockable = (
-        sa.select(conversations.c.id)
-        .where(
-            conversations.c.id.in_(sa.select(stored.c.conversation_id)),
-            needs_touch(conversations),
-        )
-        .with_for_update(key_share=True, skip_locked=True)
-        .cte("lockable")
-    )
     touched = (
         sa.update(conversations)
-        .where(conversations.c.id.in_(sa.select(lockable.c.id)))
+        .where(
+            conversations.c.id.in_(sa.select(lockable.c.id)),
+            conversations.c.id.in_(sa.select(stored.c.conversation_id)),
+        )
         .values(touch_values(wake=True))
         .returning(conversations.c.id)
         .cte("touched")
