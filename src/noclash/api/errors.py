@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from noclash.db.tables import metadata
@@ -100,6 +101,34 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
     return problem(500, "internal error", kind="internal")
 
 
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route of ``app`` answers on ``path``, sorted.
+
+    The router answers 405 from the first route whose path matches, naming only that
+    route's methods; a path served by several routes (``GET`` and ``PATCH`` of
+    ``/api/chatbots/{id}``) must name all of them (RFC 9110, 15.5.6). Read from the app's
+    OpenAPI document, the public description of its routes (as the idempotency middleware
+    does), compiled once per app; a ``GET`` route also answers ``HEAD``.
+    """
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            methods = {m.upper() for m in operations if m.upper() in _METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((compile_path(template)[0], methods))
+        app.state.allowed_methods = table
+    found: set[str] = set()
+    for regex, methods in table:
+        if regex.match(path):
+            found |= methods
+    return sorted(found)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
 def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -163,9 +192,16 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own answers (no route for the path, or not for the method): typed
+        # like every other problem, by the status's name ("not-found", "method-not-allowed").
+        phrase = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(req.app, req.url.path))
+        kind = phrase.lower().replace(" ", "-")
+        return problem(exc.status_code, detail, kind=kind, headers=headers or None)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)
