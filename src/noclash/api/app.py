@@ -10,16 +10,17 @@ from noclash.api import errors
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.ratelimit import RateLimitMiddleware
-from noclash.api.schemas import no_nul_parameters
 from noclash.api.routes import (
     chatbots,
     connections,
     conversations,
     health,
     messages,
+    users,
     webhooks,
     widget,
 )
+from noclash.api.schemas import no_nul_parameters
 from noclash.chat.users import TokenCache
 from noclash.config import Settings
 from noclash.db.engine import create_engine
@@ -37,6 +38,7 @@ ROUTERS = [
     messages.router,
     widget.router,
     webhooks.router,
+    users.router,
 ]
 
 

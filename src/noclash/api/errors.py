@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from noclash.db.dialects import APP_DIALECTS
 from noclash.db.tables import metadata
 from noclash.unique import ClaimNotSettled, UniqueViolation, translate
 
@@ -35,6 +36,8 @@ log = logging.getLogger("noclash.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://noclash.dev/problems/"
+# A driver error does not say which database raised it: each dialect is asked in turn.
+_DIALECTS = APP_DIALECTS.every()
 # A transient failure: the same request, sent again shortly, is expected to succeed.
 RETRY_AFTER = {"Retry-After": "1"}
 
@@ -77,8 +80,9 @@ def unavailable(detail: str = "the database is unavailable; retry later") -> JSO
 def database_error(exc: BaseException, method: str, path: str) -> JSONResponse | None:
     """The answer to an error from the database layer; None when ``exc`` is not one.
 
-    Most specific first: a unique violation (409), data the database refused (422), the
-    database or the pool out of reach (503 with Retry-After), anything else (500).
+    Most specific first: a unique violation (409), a reference to a row deleted meanwhile
+    (404), data the database refused (422), the database or the pool out of reach (503
+    with Retry-After), anything else (500).
     """
     if isinstance(exc, PoolTimeout):
         # Every pooled connection stayed busy for pool_timeout: overload, transient.
@@ -89,6 +93,11 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
     violation = translate(exc, metadata)
     if violation is not None:
         return unique_violation_problem(violation)
+    if any(d.is_foreign_key_violation(exc.orig) for d in _DIALECTS):
+        # A row that refers to one deleted meanwhile (a message for a connection whose
+        # DELETE committed first): what the request refers to is gone, as a retry finds.
+        log.info("referenced row deleted during %s %s: %s", method, path, exc.orig)
+        return problem(404, "a record this request refers to no longer exists", kind="not-found")
     if isinstance(exc, DataError):
         # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
         # fault, not the server, and nothing was stored.

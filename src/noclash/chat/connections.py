@@ -6,13 +6,19 @@ id, the Telegram bot id, or the widget's public token. Conversations point at it
 ``instagramConnectionId``, ...), so one partial unique index covers every channel: an
 index per platform column would miss the other platforms' rows.
 
-``(channel, external_id)`` is unique in the database: a second connection for the same
-page is rejected by the index (a :class:`~noclash.unique.UniqueViolation`, answered 409
-naming ``channel, external_id``), with no SELECT before the INSERT.
+``(channel, external_id)`` is unique in the database for the platforms: a second
+connection for the same page is rejected by the index (a
+:class:`~noclash.unique.UniqueViolation`, answered 409 naming ``channel, external_id``),
+with no SELECT before the INSERT. A ``custom`` channel's ``external_id`` is a name its
+owner chose, unique per chatbot (``uq_connections_chatbot_id_external_id_custom``), so
+that one tenant's names never block another's.
+
+Deleting a connection keeps the history a team relies on (:func:`delete_connection`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +27,16 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput, NotFound
-from noclash.db.tables import CHANNELS, Channel, chatbots, connections
+from noclash.db.tables import (
+    ACTIVE_STATUSES,
+    CHANNELS,
+    Channel,
+    Status,
+    chatbots,
+    connections,
+    conversations,
+    messages,
+)
 from noclash.db.types import utcnow
 from noclash.unique import translating, uuid7
 from noclash.unique.ids import parse_uuid
@@ -107,3 +122,50 @@ def connection_by_id(conn: Connection, connection_id: UUID | str) -> Row | None:
     if ident is None:
         return None
     return conn.execute(sa.select(connections).where(connections.c.id == ident)).first()
+
+
+def delete_connection(
+    conn: Connection, connection_id: UUID | str, *, owner_id: UUID, now: datetime | None = None
+) -> None:
+    """Delete the caller's connection, keeping its conversations and messages.
+
+    In the caller's transaction: its active conversations are closed, every conversation
+    and message of it is detached (``connection_id`` NULL, the customer's ``psid`` kept),
+    then the connection goes, and with it only what cannot outlive it: its widget
+    sessions. The schema's ``ON DELETE CASCADE`` would delete the history; detaching
+    first leaves it nothing to cascade to. A detached conversation is an unconnected one
+    (``uq_conversations_active_unconnected_chatbot_id_psid`` governs a reopen).
+
+    Locks (PostgreSQL), in the order a delivery takes them, so the two wait instead of
+    deadlocking: first the connection's active conversations ``FOR UPDATE`` (in-flight
+    deliveries into them finish first, later ones wait and then find them closed), then
+    the connection ``FOR UPDATE`` (a delivery that starts a new conversation meanwhile
+    finishes first and is closed with the rest; one after it finds the connection gone).
+    """
+    now = now or utcnow()
+    ident = connection_id if isinstance(connection_id, UUID) else parse_uuid(connection_id)
+    if ident is None:
+        raise NotFound("connection not found")
+    owned = _owned().where(connections.c.id == ident, chatbots.c.owner_id == owner_id)
+    if conn.execute(owned).first() is None:
+        raise NotFound("connection not found")
+    active = sa.and_(
+        conversations.c.connection_id == ident, conversations.c.status.in_(ACTIVE_STATUSES)
+    )
+    conn.execute(sa.select(conversations.c.id).where(active).with_for_update())
+    if conn.execute(owned.with_for_update(of=connections)).first() is None:
+        raise NotFound("connection not found")  # deleted by a concurrent request
+    conn.execute(
+        sa.update(conversations)
+        .where(active)
+        .values(status=Status.CLOSED, closed_at=now, snoozed_until=None)
+    )
+    conn.execute(
+        sa.update(conversations)
+        .where(conversations.c.connection_id == ident)
+        .values(connection_id=None)
+    )
+    conn.execute(
+        sa.update(messages).where(messages.c.connection_id == ident).values(connection_id=None)
+    )
+    conn.execute(sa.delete(connections).where(connections.c.id == ident))
