@@ -207,8 +207,13 @@ def install(app: FastAPI) -> None:
         phrase = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 404 and detail == phrase:
+            detail = f"no route for {req.url.path}"
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(req.app, req.url.path))
+            allowed = allowed_methods(req.app, req.url.path)
+            headers["Allow"] = ", ".join(allowed)
+            if detail == phrase:
+                detail = f"{req.method} is not allowed here; allowed: {', '.join(allowed)}"
         kind = phrase.lower().replace(" ", "-")
         return problem(exc.status_code, detail, kind=kind, headers=headers or None)
 
