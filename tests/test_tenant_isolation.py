@@ -356,3 +356,23 @@ def test_a_deleted_tenants_ids_stay_unreachable(live_server, who):
         assert a.client.get(path).status_code == 404
     r = live_server.client().post(f"/api/widget/{a.bot['public_token']}/sessions")
     assert r.status_code == 404
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the outbound branch makes a widget connection's external_id the chatbot's own "
+    "public token; until then B can claim A's token first (issue 15). Strict: once that "
+    "lands this test passes, and the marker must go.",
+)
+def test_a_widget_connection_cannot_claim_another_chatbots_public_token(live_server):
+    """B connects a widget whose external_id is A's public token before A's first visitor:
+    A's visitors would land in B's connection, readable by B. It must be refused."""
+    owner = live_server.client(live_server.user())
+    a_bot = owner.post("/api/chatbots", json={"name": "A"}).json()
+    intruder = live_server.client(live_server.user())
+    b_bot = intruder.post("/api/chatbots", json={"name": "B"}).json()
+    claim = intruder.post(
+        f"/api/chatbots/{b_bot['id']}/connections",
+        json={"channel": "widget", "external_id": a_bot["public_token"]},
+    )
+    assert claim.status_code in (403, 404, 409, 422), claim.text
