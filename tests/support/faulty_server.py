@@ -125,11 +125,14 @@ class Served:
 
 
 @contextmanager
-def serving(database_url: str, log: Path, *, kill_at: str | None = None) -> Iterator[Served]:
-    """Run ``python -m tests.support.faulty_server`` on a free port until the block ends."""
+def serving(
+    database_url: str, log: Path, *, kill_at: str | None = None, port: int | None = None
+) -> Iterator[Served]:
+    """Run ``python -m tests.support.faulty_server`` on ``port`` (default: a free one)
+    until the block ends; a process restarted on the same port serves the same URL."""
     from tests.support.server import free_port
 
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if kill_at:
         env[ENV] = kill_at

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.engine import Engine
 
 from noclash import __version__
@@ -16,9 +16,11 @@ from noclash.api.routes import (
     conversations,
     health,
     messages,
+    users,
     webhooks,
     widget,
 )
+from noclash.api.schemas import no_nul_parameters
 from noclash.chat.users import TokenCache
 from noclash.config import Settings
 from noclash.db.engine import create_engine
@@ -36,6 +38,7 @@ ROUTERS = [
     messages.router,
     widget.router,
     webhooks.router,
+    users.router,
 ]
 
 
@@ -50,6 +53,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         title="noclash",
         version=__version__,
         description="Chat backend where a duplicate key is never a 500.",
+        # Every route, today's and tomorrow's: a NUL in a query or path parameter is the
+        # same 422 on both databases.
+        dependencies=[Depends(no_nul_parameters)],
     )
     app.state.settings = settings
     app.state.engine = engine or create_engine(settings.sqlalchemy_url, settings)

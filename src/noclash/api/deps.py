@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from starlette.types import Scope
 
-from noclash.chat.errors import Unauthenticated
+from noclash.chat.errors import Forbidden, Unauthenticated
 from noclash.chat.users import TokenCache, User, lookup_token
 from noclash.config import Settings
 from noclash.unique.ids import token_hash
@@ -108,17 +108,29 @@ async def current_user(request: Request) -> User:
     return user
 
 
+async def admin_user(request: Request) -> User:
+    """The caller, who must be an administrator (``is_admin``): 401 without a valid token,
+    403 with another user's."""
+    user = await current_user(request)
+    if not user.is_admin:
+        raise Forbidden("this endpoint is for administrators")
+    return user
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(admin_user)]
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 
 __all__ = [
     "CALLER_STATE",
+    "AdminUser",
     "CurrentUser",
     "EngineDep",
     "OptionalUser",
     "SettingsDep",
+    "admin_user",
     "current_user",
     "get_engine",
     "get_settings",

@@ -25,8 +25,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from noclash.db.dialects import APP_DIALECTS
 from noclash.db.tables import metadata
 from noclash.unique import ClaimNotSettled, UniqueViolation, translate
 
@@ -34,6 +36,8 @@ log = logging.getLogger("noclash.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://noclash.dev/problems/"
+# A driver error does not say which database raised it: each dialect is asked in turn.
+_DIALECTS = APP_DIALECTS.every()
 # A transient failure: the same request, sent again shortly, is expected to succeed.
 RETRY_AFTER = {"Retry-After": "1"}
 
@@ -76,8 +80,9 @@ def unavailable(detail: str = "the database is unavailable; retry later") -> JSO
 def database_error(exc: BaseException, method: str, path: str) -> JSONResponse | None:
     """The answer to an error from the database layer; None when ``exc`` is not one.
 
-    Most specific first: a unique violation (409), data the database refused (422), the
-    database or the pool out of reach (503 with Retry-After), anything else (500).
+    Most specific first: a unique violation (409), a reference to a row deleted meanwhile
+    (404), data the database refused (422), the database or the pool out of reach (503
+    with Retry-After), anything else (500).
     """
     if isinstance(exc, PoolTimeout):
         # Every pooled connection stayed busy for pool_timeout: overload, transient.
@@ -88,6 +93,11 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
     violation = translate(exc, metadata)
     if violation is not None:
         return unique_violation_problem(violation)
+    if any(d.is_foreign_key_violation(exc.orig) for d in _DIALECTS):
+        # A row that refers to one deleted meanwhile (a message for a connection whose
+        # DELETE committed first): what the request refers to is gone, as a retry finds.
+        log.info("referenced row deleted during %s %s: %s", method, path, exc.orig)
+        return problem(404, "a record this request refers to no longer exists", kind="not-found")
     if isinstance(exc, DataError):
         # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
         # fault, not the server, and nothing was stored.
@@ -98,6 +108,34 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
         return unavailable()
     log.error("database error on %s %s", method, path, exc_info=exc)
     return problem(500, "internal error", kind="internal")
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route of ``app`` answers on ``path``, sorted.
+
+    The router answers 405 from the first route whose path matches, naming only that
+    route's methods; a path served by several routes (``GET`` and ``PATCH`` of
+    ``/api/chatbots/{id}``) must name all of them (RFC 9110, 15.5.6). Read from the app's
+    OpenAPI document, the public description of its routes (as the idempotency middleware
+    does), compiled once per app; a ``GET`` route also answers ``HEAD``.
+    """
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            methods = {m.upper() for m in operations if m.upper() in _METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((compile_path(template)[0], methods))
+        app.state.allowed_methods = table
+    found: set[str] = set()
+    for regex, methods in table:
+        if regex.match(path):
+            found |= methods
+    return sorted(found)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -163,9 +201,21 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own answers (no route for the path, or not for the method): typed
+        # like every other problem, by the status's name ("not-found", "method-not-allowed").
+        phrase = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 404 and detail == phrase:
+            detail = f"no route for {req.url.path}"
+        if exc.status_code == 405:
+            allowed = allowed_methods(req.app, req.url.path)
+            headers["Allow"] = ", ".join(allowed)
+            if detail == phrase:
+                detail = f"{req.method} is not allowed here; allowed: {', '.join(allowed)}"
+        kind = phrase.lower().replace(" ", "-")
+        return problem(exc.status_code, detail, kind=kind, headers=headers or None)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)

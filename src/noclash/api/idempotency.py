@@ -72,18 +72,34 @@ MAX_PATH = max_length(idempotency_keys.c.path)
 _DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 
 
+# An operation whose answer holds a secret noclash never stores (a new user's API token)
+# says so in the OpenAPI document with this extension set to false: its answer cannot be
+# kept for a replay, so an Idempotency-Key on it is refused (400) rather than ignored.
+REPLAYABLE = "x-noclash-replayable"
+
+
+def _creates(app: Any) -> dict[str, dict[str, Any]]:
+    paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+    return {
+        path: operations["post"]
+        for path, operations in paths.items()
+        if path.startswith("/api/") and "201" in operations.get("post", {}).get("responses", {})
+    }
+
+
 def creating_routes(app: Any) -> list[str]:
-    """Path templates the middleware covers: ``POST /api/...`` answering 201 (a create).
+    """Path templates the middleware covers: ``POST /api/...`` answering 201 (a create),
+    except those whose answer holds a secret (:data:`REPLAYABLE`).
 
     Read from the app's OpenAPI document, the public description of its routes, so the
     rule needs no framework internals and matches what clients see.
     """
-    paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
-    return sorted(
-        path
-        for path, operations in paths.items()
-        if path.startswith("/api/") and "201" in operations.get("post", {}).get("responses", {})
-    )
+    return sorted(p for p, op in _creates(app).items() if op.get(REPLAYABLE, True))
+
+
+def unreplayable_routes(app: Any) -> list[str]:
+    """Creates whose answer holds a secret: an ``Idempotency-Key`` on them is a 400."""
+    return sorted(p for p, op in _creates(app).items() if not op.get(REPLAYABLE, True))
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._routes: list[re.Pattern[str]] | None = None
+        self._refused: list[re.Pattern[str]] | None = None
         self._limiters: tuple[CapacityLimiter, CapacityLimiter] | None = None
 
     # -- routing ------------------------------------------------------------------------
@@ -117,6 +134,11 @@ class IdempotencyMiddleware:
             if m := regex.match(path):
                 return m.groupdict()
         return None
+
+    def _refuses(self, scope: Scope) -> bool:
+        if self._refused is None:
+            self._refused = [compile_path(p)[0] for p in unreplayable_routes(scope.get("app"))]
+        return any(regex.match(scope.get("path", "")) for regex in self._refused)
 
     def _limiters_for(self, settings: Settings) -> tuple[CapacityLimiter, CapacityLimiter]:
         """(claims, work): each as many threads as the pool has connections. Every keyed
@@ -132,6 +154,13 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         raw_key = _header(scope, HEADER)
+        if raw_key is not None and self._refuses(scope):
+            detail = (
+                "this request's answer holds a secret that is never stored, so it cannot be "
+                "replayed: send it without Idempotency-Key"
+            )
+            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
+            return
         params = self._covered(scope) if raw_key is not None else None
         if raw_key is None or params is None or len(scope["path"]) > MAX_PATH:
             # A covered path longer than the column holds an id no route accepts: the
@@ -368,4 +397,11 @@ async def _replay(response: keys.StoredResponse, send: Send) -> None:
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
-__all__ = ["HEADER", "REPLAYED", "IdempotencyMiddleware", "creating_routes"]
+__all__ = [
+    "HEADER",
+    "REPLAYABLE",
+    "REPLAYED",
+    "IdempotencyMiddleware",
+    "creating_routes",
+    "unreplayable_routes",
+]

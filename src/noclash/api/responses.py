@@ -17,14 +17,46 @@ value that does not fit the model is still an error (a 500 problem), never a wro
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from starlette.responses import Response
 
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An error answer (RFC 9457), as :mod:`noclash.api.errors` writes it: ``type``,
+    ``title``, ``status``, ``detail``, and where they apply ``fields`` (the columns of a
+    409, or ``{field, message, type}`` of a 422) and other members (``constraint``,
+    ``conversation_id``...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    fields: list[Any] | None = None
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status as an ``application/problem+json``
+    :class:`Problem`, described by its phrase or by ``descriptions["s<status>"]``."""
+    return {
+        status: {
+            "description": descriptions.get(f"s{status}", HTTPStatus(status).phrase),
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
 
 
 class Rendered(Generic[M]):
@@ -51,4 +83,4 @@ class Rendered(Generic[M]):
         return Response(self.body(data), status_code=self.status_code, media_type=JSON)
 
 
-__all__ = ["JSON", "Rendered"]
+__all__ = ["JSON", "PROBLEM_JSON", "Problem", "Rendered", "problems"]

@@ -1,4 +1,4 @@
-"""Chatbots and their public tokens.
+"""Chatbots and their public tokens; editing and deleting them.
 
 ``public_token`` is a UUIDv4 made by the database on PostgreSQL (``gen_random_uuid()``
 default, read back with ``RETURNING``) and by the application on SQLite. There is no
@@ -111,3 +111,56 @@ def list_chatbots(conn: Connection, *, owner_id: UUID, after: UUID | None, limit
     if after is not None:
         query = query.where(chatbots.c.id > after)
     return list(conn.execute(query.order_by(chatbots.c.id).limit(limit)))
+
+
+# The columns an owner may change. The id, the owner, the public token (widgets embed it)
+# and the creation time are not settings.
+EDITABLE = frozenset({"name", "slack_channel_id", "asana_project_id", "require_auth"})
+
+
+def update_chatbot(
+    conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID, changes: dict[str, Any]
+) -> Row:
+    """Set ``changes`` (a subset of :data:`EDITABLE`) on the caller's chatbot; return it.
+
+    One conditional UPDATE, owner in the WHERE: another user's chatbot is NotFound, like
+    one that does not exist. No changes: the chatbot as it is.
+    """
+    unknown = set(changes) - EDITABLE
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if not changes:
+        return get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
+    if ident is None:
+        raise NotFound("chatbot not found")
+    with translating(chatbots.metadata):
+        row = conn.execute(
+            sa.update(chatbots)
+            .where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
+            .values(**changes)
+            .returning(*chatbots.c)
+        ).first()
+    if row is None:
+        raise NotFound("chatbot not found")
+    return row
+
+
+def delete_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> None:
+    """Delete the caller's chatbot and everything it holds, in the caller's transaction.
+
+    Its connections, conversations, slugs, messages and widget sessions go with it: the
+    schema's ``ON DELETE CASCADE`` removes them in the same statement, so no reader ever
+    sees half a chatbot. This is the one delete that destroys history; deleting a
+    connection keeps it (:func:`noclash.chat.connections.delete_connection`).
+    """
+    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
+    if ident is None:
+        raise NotFound("chatbot not found")
+    gone = conn.execute(
+        sa.delete(chatbots)
+        .where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
+        .returning(chatbots.c.id)
+    ).first()
+    if gone is None:
+        raise NotFound("chatbot not found")

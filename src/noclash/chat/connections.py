@@ -6,28 +6,48 @@ id, the Telegram bot id, or the widget's public token. Conversations point at it
 ``instagramConnectionId``, ...), so one partial unique index covers every channel: an
 index per platform column would miss the other platforms' rows.
 
-``(channel, external_id)`` is unique in the database: a second connection for the same
-page is rejected by the index (a :class:`~noclash.unique.UniqueViolation`, answered 409
-naming ``channel, external_id``), with no SELECT before the INSERT.
+``(channel, external_id)`` is unique in the database for the platforms: a second
+connection for the same page is rejected by the index (a
+:class:`~noclash.unique.UniqueViolation`, answered 409 naming ``channel, external_id``),
+with no SELECT before the INSERT. A ``custom`` channel's ``external_id`` is a name its
+owner chose, unique per chatbot (``uq_connections_chatbot_id_external_id_custom``), so
+that one tenant's names never block another's.
+
+Deleting a connection keeps the history a team relies on (:func:`delete_connection`).
 """
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput, NotFound
-from noclash.db.tables import CHANNELS, Channel, chatbots, connections
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import (
+    ACTIVE_STATUSES,
+    CHANNELS,
+    Channel,
+    Status,
+    chatbots,
+    connections,
+    conversations,
+    messages,
+)
 from noclash.db.types import utcnow
-from noclash.unique import translating, uuid7
+from noclash.unique import ClaimNotSettled, translating, uuid7
 from noclash.unique.ids import parse_uuid
 
 Row = sa.Row[Any]
 
+# Rounds of delete_connection's locks before it gives up (503); each is milliseconds.
+DELETE_ATTEMPTS = 20
 # Channels whose webhook is authenticated by the connection's own secret.
 SECRET_REQUIRED = frozenset({Channel.TELEGRAM})
 
@@ -107,3 +127,78 @@ def connection_by_id(conn: Connection, connection_id: UUID | str) -> Row | None:
     if ident is None:
         return None
     return conn.execute(sa.select(connections).where(connections.c.id == ident)).first()
+
+
+def delete_connection(
+    conn: Connection, connection_id: UUID | str, *, owner_id: UUID, now: datetime | None = None
+) -> None:
+    """Delete the caller's connection, keeping its conversations and messages.
+
+    In the caller's transaction: its active conversations are closed, every conversation
+    and message of it is detached (``connection_id`` NULL, the customer's ``psid`` kept),
+    then the connection goes, and with it only what cannot outlive it: its widget
+    sessions. The schema's ``ON DELETE CASCADE`` would delete the history; detaching
+    first leaves it nothing to cascade to. A detached conversation is an unconnected one
+    (``uq_conversations_active_unconnected_chatbot_id_psid`` governs a reopen).
+
+    Locks (PostgreSQL). A delivery locks its conversation first and the connection last
+    (its message's foreign key check, at the end of its statement), so the delete takes
+    them in the same order, in a SAVEPOINT:
+
+    1. the connection's active conversations ``FOR UPDATE``: deliveries into them finish
+       first, later ones wait and then find them closed;
+    2. the connection ``FOR UPDATE``: deliveries that start a new conversation meanwhile
+       finish first; any later one finds the connection gone (a 404);
+    3. the active conversations again, ``NOWAIT``: one started between 1 and 2 may now be
+       touched by a delivery that waits for step 2's lock. Waiting for it would deadlock,
+       so the attempt is undone (releasing the connection) and made again, which then
+       finds that conversation at step 1.
+
+    Then, holding every lock a delivery could need, the UPDATEs and the DELETE cannot wait
+    on one. A connection that keeps getting conversations started after
+    ``DELETE_ATTEMPTS`` attempts raises :class:`~noclash.unique.ClaimNotSettled` (503:
+    retry). SQLite's one writer at a time makes every attempt the first.
+    """
+    now = now or utcnow()
+    ident = connection_id if isinstance(connection_id, UUID) else parse_uuid(connection_id)
+    if ident is None:
+        raise NotFound("connection not found")
+    owned = _owned().where(connections.c.id == ident, chatbots.c.owner_id == owner_id)
+    if conn.execute(owned).first() is None:
+        raise NotFound("connection not found")
+    active = sa.and_(
+        conversations.c.connection_id == ident, conversations.c.status.in_(ACTIVE_STATUSES)
+    )
+    lock_active = sa.select(conversations.c.id).where(active)
+    dialect = dialect_for(conn)
+    for attempt in range(DELETE_ATTEMPTS):
+        try:
+            with conn.begin_nested():
+                conn.execute(lock_active.with_for_update())
+                if conn.execute(owned.with_for_update(of=connections)).first() is None:
+                    raise NotFound("connection not found")  # a concurrent delete won
+                conn.execute(lock_active.with_for_update(nowait=True))
+                _detach_and_delete(conn, ident, active, now)
+            return
+        except DBAPIError as exc:
+            if not dialect.is_lock_timeout(exc.orig):
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise ClaimNotSettled(f"connection {ident} kept getting new conversations while deleted")
+
+
+def _detach_and_delete(conn: Connection, ident: UUID, active: Any, now: datetime) -> None:
+    conn.execute(
+        sa.update(conversations)
+        .where(active)
+        .values(status=Status.CLOSED, closed_at=now, snoozed_until=None)
+    )
+    conn.execute(
+        sa.update(conversations)
+        .where(conversations.c.connection_id == ident)
+        .values(connection_id=None)
+    )
+    conn.execute(
+        sa.update(messages).where(messages.c.connection_id == ident).values(connection_id=None)
+    )
+    conn.execute(sa.delete(connections).where(connections.c.id == ident))

@@ -6,6 +6,9 @@ A conversation has two unique keys that a create can hit:
   per (connection, psid), a partial unique index, so any number of CLOSED ones may exist
   (a plain unique constraint on (connection, psid) would forbid a customer's second
   conversation; none at all would let two concurrent first messages each create one);
+- ``uq_conversations_active_unconnected_chatbot_id_psid``: the same rule, per (chatbot,
+  psid), for conversations with a psid and no connection (created through the API, or
+  left behind by a deleted connection);
 - ``(chatbot_id, slug)`` in ``conversations`` for current slugs, and the primary key of
   ``conversation_slugs``, the registry of every slug ever given, so a former slug keeps
   redirecting and is never handed to another conversation.
@@ -32,9 +35,10 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from noclash.chat.errors import NotFound
+from noclash.chat.chatbots import get_chatbot
+from noclash.chat.errors import Conflict, NotFound
 from noclash.chat.sql import sql_for
-from noclash.chat.sql.base import active_conversation_query
+from noclash.chat.sql.base import ACTIVE_KEY_WHERE, active_conversation_query
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import ACTIVE_STATUSES, Status, chatbots, conversation_slugs, conversations
 from noclash.db.types import utcnow
@@ -48,6 +52,8 @@ DEFAULT_SLUG_BASE = "conversation"
 # Candidates tried before giving up; with suffix growth, reaching it is practically impossible.
 MAX_SLUG_ATTEMPTS = 40
 CURRENT_SLUG_KEY = "uq_conversations_chatbot_id_slug"
+ACTIVE_KEY = "uq_conversations_active_connection_id_psid"
+UNCONNECTED_ACTIVE_KEY = "uq_conversations_active_unconnected_chatbot_id_psid"
 
 
 def no_free_slug(constraint: str) -> UniqueViolation:
@@ -151,16 +157,18 @@ def insert_conversation(
 ) -> tuple[Row, bool]:
     """Create a conversation with a unique slug; return ``(row, created)``.
 
-    With ``connection_id`` and ``psid`` and an active ``status`` this is a claim: if an
-    OPEN or SNOOZED conversation already holds (connection, psid), that one is returned
-    with ``created=False`` and nothing is written. The slug comes from ``title``, else
-    from ``slug_source`` (the first message), else ``"conversation"``; the plain slug is
-    kept when free, else a random suffix is tried, growing on repeated collisions.
+    With a ``psid`` and an active ``status`` this is a claim: if an OPEN or SNOOZED
+    conversation already holds (connection, psid), or (chatbot, psid) for a conversation
+    without a connection, that one is returned with ``created=False`` and nothing is
+    written (the two partial unique indexes decide, in the INSERT). The slug comes from
+    ``title``, else from ``slug_source`` (the first message), else ``"conversation"``; the
+    plain slug is kept when free, else a random suffix is tried, growing on repeated
+    collisions.
     ``last_message_at`` is stored as given (the inbound path passes its first message's
     time, saving an UPDATE). Runs in the caller's transaction.
     """
     now = now or utcnow()
-    claims = connection_id is not None and psid is not None and status in ACTIVE_STATUSES
+    claims = psid is not None and status in ACTIVE_STATUSES
     base = slug_base(title, slug_source)
     conversation_id = uuid7()
     candidates = islice(slug_candidates(base), MAX_SLUG_ATTEMPTS)
@@ -185,11 +193,38 @@ def insert_conversation(
                 # The slug is a former slug of another conversation: move on from it.
                 row = assign_slug(conn, row, slug_candidates(base, first=False), now=now)
             return row, True
-        if claims and connection_id is not None and psid is not None:
-            winner = find_active(conn, connection_id, psid)
+        if claims and psid is not None:
+            winner = find_active_of(conn, chatbot_id, connection_id, psid)
             if winner is not None:
                 return winner, False
     raise no_free_slug(CURRENT_SLUG_KEY)
+
+
+def create_conversation(
+    conn: Connection,
+    chatbot_id: UUID | str,
+    *,
+    owner_id: UUID,
+    psid: str | None = None,
+    title: str | None = None,
+) -> Row:
+    """Create a conversation without a connection in the caller's chatbot (the API's create).
+
+    With a ``psid``, the customer's one active conversation is claimed
+    (``uq_conversations_active_unconnected_chatbot_id_psid``): when another OPEN or SNOOZED
+    one holds it, a :class:`~noclash.chat.errors.Conflict` names that conversation and
+    nothing is written, as a reopen beside it would. A second conversation for the same
+    customer is a decision (close the first), never a race's accident.
+    """
+    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    row, created = insert_conversation(conn, chatbot_id=bot.id, psid=psid, title=title or None)
+    if not created:
+        raise Conflict(
+            f"conversation {row.id} is already active for this customer; close it first",
+            fields=("psid",),
+            conversation_id=str(row.id),
+        )
+    return row
 
 
 def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
@@ -204,6 +239,23 @@ def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
 def find_active(conn: Connection, connection_id: UUID, psid: str) -> Row | None:
     """The OPEN or SNOOZED conversation of (connection, psid), if any (at most one exists)."""
     return conn.execute(active_conversation_query(connection_id, psid)).first()
+
+
+def find_active_of(
+    conn: Connection, chatbot_id: UUID, connection_id: UUID | None, psid: str
+) -> Row | None:
+    """The active conversation of this customer: of (connection, psid), or, without a
+    connection, of (chatbot, psid) among the unconnected ones. At most one exists."""
+    if connection_id is not None:
+        return find_active(conn, connection_id, psid)
+    return conn.execute(
+        sa.select(conversations).where(
+            conversations.c.chatbot_id == chatbot_id,
+            conversations.c.psid == psid,
+            conversations.c.connection_id.is_(None),
+            ACTIVE_KEY_WHERE,
+        )
+    ).first()
 
 
 def _owned(owner_id: UUID) -> sa.Select[Any]:

@@ -12,7 +12,9 @@
 
 OPEN and SNOOZED are *active*: the partial unique index
 ``uq_conversations_active_connection_id_psid`` allows at most one active conversation per
-(connection, psid) and any number of CLOSED ones. Every transition is one conditional
+(connection, psid) and any number of CLOSED ones, and
+``uq_conversations_active_unconnected_chatbot_id_psid`` the same per (chatbot, psid) for
+conversations without a connection. Every transition is one conditional
 UPDATE (``WHERE id = :id AND status IN (...)``) so the row lock orders it against
 concurrent inbound messages, and the outcome is read from ``RETURNING`` instead of from an
 earlier SELECT. The row is locked ``FOR UPDATE`` before the UPDATE: on PostgreSQL that is
@@ -35,7 +37,12 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from noclash.chat.conversations import find_active, get_conversation
+from noclash.chat.conversations import (
+    ACTIVE_KEY,
+    UNCONNECTED_ACTIVE_KEY,
+    find_active_of,
+    get_conversation,
+)
 from noclash.chat.errors import Conflict, InvalidInput
 from noclash.db.tables import ACTIVE_STATUSES, Status, conversations
 from noclash.db.types import utcnow
@@ -43,7 +50,9 @@ from noclash.unique import ClaimNotSettled, UniqueViolation, translating
 
 Row = sa.Row[Any]
 
-ACTIVE_INDEX = "uq_conversations_active_connection_id_psid"
+ACTIVE_KEYS = frozenset({ACTIVE_KEY, UNCONNECTED_ACTIVE_KEY})
+# What each key's 409 names as the fields at fault.
+_KEY_FIELDS = {ACTIVE_KEY: ("connection_id", "psid"), UNCONNECTED_ACTIVE_KEY: ("psid",)}
 REOPEN_ATTEMPTS = 5
 
 
@@ -106,7 +115,8 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
     """Make the caller's conversation OPEN again.
 
     OPEN stays OPEN, SNOOZED wakes up. CLOSED becomes OPEN unless another conversation of
-    the same (connection, psid) is active: then a 409 names that conversation. The partial
+    the same customer is active (same connection and psid; without a connection, same
+    chatbot and psid): then a 409 names that conversation. The partial
     unique index makes that decision, not a prior SELECT, so two concurrent reopens (or a
     reopen racing an inbound message) can never leave two active conversations.
     """
@@ -123,15 +133,15 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
                     conn, row.id, (Status.CLOSED,), status=Status.OPEN, closed_at=None
                 )
         except UniqueViolation as exc:
-            if exc.constraint != ACTIVE_INDEX and exc.columns != ("connection_id", "psid"):
+            if exc.constraint not in ACTIVE_KEYS:
                 raise
-            active = find_active(conn, row.connection_id, row.psid)
+            active = find_active_of(conn, row.chatbot_id, row.connection_id, row.psid)
             if active is None:
                 continue  # the other one closed meanwhile: try again
             raise Conflict(
                 f"conversation {active.id} is already active for this customer; "
                 "close it before reopening this one",
-                fields=("connection_id", "psid"),
+                fields=_KEY_FIELDS[exc.constraint],
                 conversation_id=str(active.id),
             ) from exc
         return reopened or get_conversation(conn, row.id, owner_id=owner_id)

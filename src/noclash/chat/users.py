@@ -15,10 +15,11 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from noclash.db.engine import read_only
 from noclash.db.tables import max_length, users
@@ -74,15 +75,34 @@ def _values(email: str, token: str, is_admin: bool) -> dict:
     }
 
 
-def create_user(engine: Engine, email: str, *, is_admin: bool = False) -> tuple[User, str]:
-    """Create a user; return it with its API token. A taken e-mail raises UniqueViolation."""
+def _account(row: sa.Row[Any]) -> Account:
+    return Account(row.id, row.email, row.is_admin, row.created_at, row.token_revoked_at)
+
+
+_ACCOUNT_COLUMNS = (
+    users.c.id, users.c.email, users.c.is_admin, users.c.created_at, users.c.token_revoked_at,
+)  # fmt: skip
+
+
+def add_user(conn: Connection, email: str, *, is_admin: bool = False) -> tuple[Account, str]:
+    """Insert a user in the caller's transaction; return it with its API token (shown once).
+
+    A taken e-mail raises UniqueViolation (the unique index decides; no SELECT first).
+    """
     email = normalise_email(email)
     token = new_api_token()
-    with engine.begin() as conn, translating(users.metadata):
+    with translating(users.metadata):
         row = conn.execute(
-            sa.insert(users).values(_values(email, token, is_admin)).returning(*users.c)
+            sa.insert(users).values(_values(email, token, is_admin)).returning(*_ACCOUNT_COLUMNS)
         ).one()
-    return User(row.id, row.email, row.is_admin), token
+    return _account(row), token
+
+
+def create_user(engine: Engine, email: str, *, is_admin: bool = False) -> tuple[User, str]:
+    """Create a user; return it with its API token. A taken e-mail raises UniqueViolation."""
+    with engine.begin() as conn:
+        account, token = add_user(conn, email, is_admin=is_admin)
+    return User(account.id, account.email, account.is_admin), token
 
 
 def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
@@ -101,41 +121,62 @@ def bootstrap_admin(engine: Engine) -> tuple[str, str] | None:
     return (ADMIN_EMAIL, token) if created else None
 
 
+def accounts(
+    conn: Connection, *, after: UUID | None = None, limit: int | None = None
+) -> list[Account]:
+    """Users oldest first (ids are UUIDv7), from ``after`` on: a keyset page."""
+    query = sa.select(*_ACCOUNT_COLUMNS).order_by(users.c.id)
+    if after is not None:
+        query = query.where(users.c.id > after)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_account(row) for row in conn.execute(query)]
+
+
 def list_users(engine: Engine) -> list[Account]:
     """Every user, oldest first (ids are UUIDv7)."""
     with read_only(engine).connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                users.c.id, users.c.email, users.c.is_admin, users.c.created_at,
-                users.c.token_revoked_at,
-            ).order_by(users.c.id)
-        )  # fmt: skip
-        return [Account(*row) for row in rows]
+        return accounts(conn)
 
 
-def _replace_token(engine: Engine, email: str, *, revoke: bool) -> str:
-    """Store the hash of a new token for ``email``; return the token (unshown if revoked)."""
-    email = normalise_email(email)
+def replace_token(
+    conn: Connection, *, user_id: UUID | None = None, email: str | None = None, revoke: bool
+) -> tuple[Account, str]:
+    """Store the hash of a new token for the user with ``user_id`` (or ``email``); return
+    the account and the token (a value nobody is shown when ``revoke``).
+
+    One conditional UPDATE: two operators rotating at once leave exactly one valid token.
+    """
+    if (user_id is None) == (email is None):
+        raise ValueError("give user_id or email")
+    if email is not None:
+        email = normalise_email(email)
+        which = users.c.email == email
+    else:
+        which = users.c.id == user_id
     token = new_api_token()
-    with engine.begin() as conn, translating(users.metadata):
-        changed = conn.execute(
+    with translating(users.metadata):
+        row = conn.execute(
             sa.update(users)
-            .where(users.c.email == email)
+            .where(which)
             .values(token_hash=token_hash(token), token_revoked_at=utcnow() if revoke else None)
-        ).rowcount
-    if changed != 1:
-        raise UnknownUser(f"no user has the e-mail {email}")
-    return token
+            .returning(*_ACCOUNT_COLUMNS)
+        ).first()
+    if row is None:
+        raise UnknownUser(f"no user has the e-mail {email}" if email else f"no user {user_id}")
+    return _account(row), token
 
 
 def rotate_token(engine: Engine, email: str) -> str:
     """Give ``email`` a new API token (the old one stops working); return it, once."""
-    return _replace_token(engine, email, revoke=False)
+    with engine.begin() as conn:
+        return replace_token(conn, email=email, revoke=False)[1]
 
 
 def revoke_token(engine: Engine, email: str) -> None:
     """Make ``email``'s token stop working; :func:`rotate_token` issues a new one."""
-    _replace_token(engine, email, revoke=True)
+    with engine.begin() as conn:
+        replace_token(conn, email=email, revoke=True)
 
 
 _BY_TOKEN_HASH = sa.select(users.c.id, users.c.email, users.c.is_admin).where(
@@ -167,6 +208,13 @@ class TokenCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + self.ttl, user)
+
+    def forget(self, user_id: UUID) -> None:
+        """Drop ``user_id``'s entries: a token this process revoked or replaced stops
+        working here at once (other processes forget it within ``ttl``)."""
+        for digest, (_expires, user) in list(self._entries.items()):
+            if user.id == user_id:
+                self._entries.pop(digest, None)
 
 
 def lookup_token(engine: Engine, digest: str) -> User | None:

@@ -6,6 +6,7 @@ on SQLite), so several noclash processes starting at once migrate exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -39,20 +40,23 @@ def is_at_head(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
 
 
-def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+def _run(engine: Engine, migrate: Callable[[Config], None]) -> None:
+    """One transaction on the dialect's migration connection: lock, migrate, check, commit."""
     cfg = _config()
-    with engine.begin() as conn:
-        dialect_for(conn).lock_for_migrations(conn)
+    dialect = dialect_for(engine)
+    with dialect.migration_connection(engine) as conn, conn.begin():
+        dialect.lock_for_migrations(conn)
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        migrate(cfg)
+        dialect.check_migrated(conn)
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    _run(engine, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade_engine(engine: Engine, revision: str) -> None:
-    cfg = _config()
-    with engine.begin() as conn:
-        dialect_for(conn).lock_for_migrations(conn)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    _run(engine, lambda cfg: command.downgrade(cfg, revision))
 
 
 def upgrade(url: str, revision: str = "head") -> None:

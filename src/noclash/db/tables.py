@@ -59,12 +59,19 @@ class Status(StrEnum):
 
 
 class Channel(StrEnum):
-    """Where a connection's customers write from."""
+    """Where a connection's customers write from.
+
+    ``custom`` is an integration of the chatbot's owner (an SMS gateway, an e-mail bridge)
+    that posts messages to ``/api/connections/{id}/inbound``; its ``external_id`` is the
+    integration's own name, unique within the chatbot. Every other channel is a platform
+    whose ids are global (one page id, one bot, one public token).
+    """
 
     MESSENGER = "messenger"
     INSTAGRAM = "instagram"
     TELEGRAM = "telegram"
     WIDGET = "widget"
+    CUSTOM = "custom"
 
 
 class Direction(StrEnum):
@@ -85,6 +92,9 @@ def _sql_list(values: tuple[StrEnum, ...]) -> str:
 
 
 _ACTIVE = text(f"status IN ({_sql_list(ACTIVE_STATUSES)})")
+_UNCONNECTED_ACTIVE = text(f"connection_id IS NULL AND status IN ({_sql_list(ACTIVE_STATUSES)})")
+_PLATFORM = text(f"channel <> '{Channel.CUSTOM.value}'")
+_CUSTOM = text(f"channel = '{Channel.CUSTOM.value}'")
 
 
 def _id() -> Column:
@@ -133,13 +143,32 @@ connections = Table(
     _id(),
     Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
     Column("channel", String(20), nullable=False),
-    # The platform's id of the receiving side: page id, Instagram account id, bot id, or for
-    # the widget the chatbot's public token.
+    # The platform's id of the receiving side: page id, Instagram account id, bot id, for
+    # the widget the chatbot's public token, for a custom channel the integration's name.
     Column("external_id", String(200), nullable=False),
     Column("secret", String(256)),
     _created_at(),
     CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
-    UniqueConstraint("channel", "external_id"),
+    # A platform's id names one receiver in the world: a page is one chatbot's, whoever
+    # connects it first (webhooks route by it). A custom channel's id is a name its owner
+    # chose ("sms", "email"): unique per chatbot only, so that one tenant's names cannot
+    # block another's. Two partial unique indexes, one rule each.
+    Index(
+        "uq_connections_channel_external_id",
+        "channel",
+        "external_id",
+        unique=True,
+        postgresql_where=_PLATFORM,
+        sqlite_where=_PLATFORM,
+    ),
+    Index(
+        "uq_connections_chatbot_id_external_id_custom",
+        "chatbot_id",
+        "external_id",
+        unique=True,
+        postgresql_where=_CUSTOM,
+        sqlite_where=_CUSTOM,
+    ),
     Index("ix_connections_chatbot_id_id", "chatbot_id", "id"),
 )
 
@@ -181,6 +210,17 @@ conversations = Table(
         "last_message_at",
     ),
     Index("ix_conversations_chatbot_id_id", "chatbot_id", "id"),
+    # The same rule for conversations created through the API with a psid and no connection
+    # (and those a deleted connection left behind): one active conversation per customer of
+    # the chatbot. The index above cannot hold them, as NULL connection_ids never collide.
+    Index(
+        "uq_conversations_active_unconnected_chatbot_id_psid",
+        "chatbot_id",
+        "psid",
+        unique=True,
+        postgresql_where=_UNCONNECTED_ACTIVE,
+        sqlite_where=_UNCONNECTED_ACTIVE,
+    ),
 )
 
 conversation_slugs = Table(

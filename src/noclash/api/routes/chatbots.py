@@ -1,4 +1,9 @@
-"""``/api/chatbots`` and the public view ``/api/public/chatbots/{public_token}``."""
+"""``/api/chatbots`` and the public view ``/api/public/chatbots/{public_token}``.
+
+``PATCH /api/chatbots/{id}`` changes the fields it is given (absent: unchanged; ``null``
+clears an optional one); ``DELETE /api/chatbots/{id}`` removes the chatbot with everything
+it holds, in one transaction (:func:`noclash.chat.chatbots.delete_chatbot`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, OptionalUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered
+from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import chatbots as chat
@@ -34,6 +39,22 @@ class ChatbotIn(StrictModel):
         default=None, max_length=max_length(chatbots.c.asana_project_id)
     )
     require_auth: bool = False
+
+
+class ChatbotPatch(StrictModel):
+    """The settings to change; a field left out stays as it is. ``name`` and
+    ``require_auth`` cannot be null (their default here is never validated, an explicit
+    null is); the optional ids can (null clears them). A new setting is one more field here
+    and in :data:`noclash.chat.chatbots.EDITABLE`."""
+
+    name: str = Field(default=None, min_length=1, max_length=max_length(chatbots.c.name))
+    slack_channel_id: str | None = Field(
+        default=None, max_length=max_length(chatbots.c.slack_channel_id)
+    )
+    asana_project_id: str | None = Field(
+        default=None, max_length=max_length(chatbots.c.asana_project_id)
+    )
+    require_auth: bool = Field(default=None)
 
 
 class ChatbotOut(BaseModel):
@@ -58,7 +79,9 @@ CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
 PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
 
 
-@router.post("", status_code=201, response_model=ChatbotOut)
+@router.post(
+    "", status_code=201, response_model=ChatbotOut, responses=problems(400, 401, 409, 413, 422)
+)
 async def create_chatbot(request: Request, body: ChatbotIn, user: CurrentUser) -> Response:
     """Create a chatbot; its public token is a fresh UUIDv4 under a unique index."""
     return await write(request, _create, user.id, body, render=CHATBOT_OUT)
@@ -68,7 +91,7 @@ def _create(conn: Connection, owner_id: UUID, body: ChatbotIn) -> chat.Chatbot:
     return chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump())
 
 
-@router.get("", response_model=Page[ChatbotOut])
+@router.get("", response_model=Page[ChatbotOut], responses=problems(401, 422))
 async def list_chatbots(request: Request, params: PageDep, user: CurrentUser) -> Response:
     return await read(request, _list, user.id, params, render=CHATBOT_PAGE)
 
@@ -78,7 +101,7 @@ def _list(conn: Connection, owner_id: UUID, params: PageParams) -> dict:
     return page(rows, params)
 
 
-@router.get("/{chatbot_id}", response_model=ChatbotOut)
+@router.get("/{chatbot_id}", response_model=ChatbotOut, responses=problems(401, 404))
 async def get_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
     return await read(request, _get, chatbot_id, user.id, render=CHATBOT)
 
@@ -87,7 +110,46 @@ def _get(conn: Connection, chatbot_id: str, owner_id: UUID) -> Any:
     return chat.get_chatbot(conn, chatbot_id, owner_id=owner_id)
 
 
-@public.get("/{public_token}", response_model=PublicChatbotOut)
+@router.patch(
+    "/{chatbot_id}", response_model=ChatbotOut, responses=problems(400, 401, 404, 413, 422)
+)
+async def update_chatbot(
+    request: Request, chatbot_id: str, body: ChatbotPatch, user: CurrentUser
+) -> Response:
+    """Change a chatbot's settings; only the fields sent change (the public token never)."""
+    changes = body.model_dump(exclude_unset=True)
+    return await write(request, _update, chatbot_id, user.id, changes, render=CHATBOT)
+
+
+def _update(conn: Connection, chatbot_id: str, owner_id: UUID, changes: dict) -> Any:
+    return chat.update_chatbot(conn, chatbot_id, owner_id=owner_id, changes=changes)
+
+
+@router.delete(
+    "/{chatbot_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Deleted, with its connections, conversations and messages"},
+        **problems(401, 404),
+    },
+)
+async def delete_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
+    """Delete a chatbot **and everything it holds**: its connections, widget sessions,
+    conversations (with their slugs) and messages, in one transaction. Nothing of it can be
+    read afterwards. To stop one channel and keep the history, delete the connection."""
+    return await write(request, _delete, chatbot_id, user.id, render=_no_content)
+
+
+def _delete(conn: Connection, chatbot_id: str, owner_id: UUID) -> None:
+    chat.delete_chatbot(conn, chatbot_id, owner_id=owner_id)
+
+
+def _no_content(_result: Any) -> Response:
+    return Response(status_code=204)
+
+
+@public.get("/{public_token}", response_model=PublicChatbotOut, responses=problems(401, 404))
 async def public_chatbot(request: Request, public_token: str, user: OptionalUser) -> Response:
     """What a widget needs; a malformed or unknown token is a 404."""
     return await read(request, _public, public_token, user, render=PUBLIC_CHATBOT)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered
+from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import deliver, read, reading, write
 from noclash.chat import connections as chat
@@ -162,3 +162,29 @@ def _inbound(
 
 def _inbound_out(result: InboundResult) -> Response:
     return INBOUND_OUT.response(result, 200 if result.duplicate else 201)
+
+
+@router.delete(
+    "/{connection_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Deleted; its conversations and messages are kept, detached"},
+        **problems(401, 404),
+    },
+)
+async def delete_connection(request: Request, connection_id: str, user: CurrentUser) -> Response:
+    """Delete a connection and **keep its history**: in one transaction its active
+    conversations are closed, its conversations and messages are detached
+    (``connection_id`` becomes null, ``psid`` stays) and its widget sessions end. Nothing
+    more arrives through it; the conversations stay readable. Deleting the chatbot is what
+    removes history."""
+    return await write(request, _delete, connection_id, user.id, render=_no_content)
+
+
+def _delete(conn: Connection, connection_id: str, owner_id: UUID) -> None:
+    chat.delete_connection(conn, connection_id, owner_id=owner_id)
+
+
+def _no_content(_result: Any) -> Response:
+    return Response(status_code=204)

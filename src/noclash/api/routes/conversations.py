@@ -1,7 +1,8 @@
 """Conversations: create under a chatbot, list, read, rename, look up by slug, lifecycle.
 
 - ``POST /api/chatbots/{id}/conversations`` ``{title?, psid?}``: 201 with a slug unique in
-  the chatbot (plain when free, else a random suffix);
+  the chatbot (plain when free, else a random suffix); 409 naming the customer's active
+  conversation when the psid already has one;
 - ``PATCH /api/conversations/{id}`` ``{title}``: new title, slug recomputed (kept when the
   base is the same);
 - ``GET /api/chatbots/{id}/conversations/by-slug/{slug}``: 200 for the current slug, 308 to
@@ -30,7 +31,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered
+from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import conversations as convs
@@ -82,20 +83,30 @@ def by_slug_path(chatbot_id: UUID, slug: str) -> str:
 
 
 # -- under a chatbot ----------------------------------------------------------------------
-@nested.post("", status_code=201, response_model=ConversationOut)
+@nested.post(
+    "",
+    status_code=201,
+    response_model=ConversationOut,
+    responses=problems(
+        400, 401, 404, 409, 413, 422,
+        s409="The customer (psid) already has an active conversation: conversation_id names it",
+    ),
+)  # fmt: skip
 async def create_conversation(
     request: Request, chatbot_id: str, body: ConversationCreate, user: CurrentUser
 ) -> Response:
-    """Create a conversation; its slug comes from the title and is unique in the chatbot."""
+    """Create a conversation; its slug comes from the title and is unique in the chatbot.
+
+    With a ``psid`` it is that customer's one active conversation in the chatbot: while
+    another OPEN or SNOOZED conversation without a connection has the same psid, the
+    answer is 409 ``conflict`` naming it (``conversation_id``), and nothing is created."""
     return await write(request, _create, user.id, chatbot_id, body, render=CONVERSATION_OUT)
 
 
 def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: ConversationCreate) -> Any:
-    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
-    row, _created = convs.insert_conversation(
-        conn, chatbot_id=bot.id, psid=body.psid, title=body.title or None
+    return convs.create_conversation(
+        conn, chatbot_id, owner_id=owner_id, psid=body.psid, title=body.title
     )
-    return row
 
 
 @nested.get(

@@ -7,6 +7,8 @@ SQL that differs is a class attribute; dialect-specific imports (the ``insert`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -61,6 +63,12 @@ class Dialect:
         dialect's driver: ``APP_DIALECTS.every()`` asks each in turn)."""
         raise NotImplementedError
 
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        """True when the DBAPI exception ``exc`` says a referenced row does not exist: a
+        row written beside a concurrent DELETE of its parent (``False`` for another
+        dialect's driver, as for :meth:`unique_error`)."""
+        return False
+
     # -- lock waits -------------------------------------------------------------------------
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
         """Bound how long this transaction's next statements wait for a row or index lock
@@ -82,6 +90,15 @@ class Dialect:
     def lock_for_migrations(self, conn: Connection) -> None:
         """Serialise concurrent migration runs from several processes (same transaction)."""
 
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[Connection]:
+        """The connection migrations run on, set up before their transaction begins."""
+        with engine.connect() as conn:
+            yield conn
+
+    def check_migrated(self, conn: Connection) -> None:
+        """Check, just before the migrations commit, what the run left unchecked."""
+
     # -- operations ---------------------------------------------------------------------------
     def backup(self, engine: Engine, target: str) -> None:
         """Write a consistent copy of the whole database to the file ``target``.
@@ -93,6 +110,10 @@ class Dialect:
 
     def settle(self, engine: Engine) -> None:
         """Leave the database complete in its main file after a clean stop."""
+
+
+class MigrationCheckFailed(Exception):
+    """A migration run would leave the database inconsistent; nothing was committed."""
 
 
 class BackupNotSupported(Exception):

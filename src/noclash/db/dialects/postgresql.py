@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.db.dialects.base import BackupNotSupported, Dialect, DriverUniqueError
 
 UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
 LOCK_NOT_AVAILABLE = "55P03"
 # The columns in a unique violation's detail: ``Key (a, b)=(1, 2) already exists.``
 _DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
@@ -43,6 +44,9 @@ class PostgreSQLDialect(Dialect):
             constraint=getattr(diag, "constraint_name", None),
             message=str(exc).strip(),
         )
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == FOREIGN_KEY_VIOLATION
 
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
         # SET LOCAL: the bound ends with the transaction, whatever happens to it.

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from noclash.db.dialects.base import READ_ONLY_OPTION, Dialect, DriverUniqueError
+from noclash.db.dialects.base import (
+    READ_ONLY_OPTION,
+    Dialect,
+    DriverUniqueError,
+    MigrationCheckFailed,
+)
 
 # SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY (extended result codes).
 _UNIQUE_CODES = {2067, 1555}
+# SQLITE_CONSTRAINT_FOREIGNKEY.
+_FOREIGN_KEY_CODE = 787
 _COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w.]+(?:, [\w.]+)*)$")
 _INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
 
@@ -55,6 +64,12 @@ class SQLiteDialect(Dialect):
             return DriverUniqueError(table, tuple(p[-1] for p in pairs), None, message)
         return None
 
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return (
+            isinstance(exc, sqlite3.IntegrityError)
+            and getattr(exc, "sqlite_errorcode", None) == _FOREIGN_KEY_CODE
+        )
+
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         return {
             "pool_size": pool_size,
@@ -80,6 +95,32 @@ class SQLiteDialect(Dialect):
             # mode a deferred transaction reads a consistent snapshot beside the writer.
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[Connection]:
+        """A connection with foreign keys off while migrations run, as SQLite's own
+        procedure for a table rebuild says (lang_altertable.html, "other kinds of table
+        schema changes"): a rebuild drops the old table, and with foreign keys on, the
+        DROP would first delete its rows *with their ON DELETE CASCADE*: rebuilding
+        ``connections`` would delete every conversation and message. The pragma is a
+        no-op inside a transaction, so it is set on the driver's connection before the
+        migrations' BEGIN, and set back after their commit (or rollback);
+        :meth:`check_migrated` runs ``foreign_key_check`` before the commit instead."""
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                yield conn
+            finally:
+                raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+
+    def check_migrated(self, conn: Connection) -> None:
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise MigrationCheckFailed(
+                f"the migration would leave {len(broken)} rows whose foreign keys point "
+                f"nowhere, first in table {broken[0][0]}: nothing was committed"
+            )
 
     def backup(self, engine: Engine, target: str) -> None:
         """SQLite's online backup API: a consistent snapshot, WAL content included, taken
