@@ -42,6 +42,10 @@ for _limit in (
 ):
     os.environ.setdefault(f"NOCLASH_RATE_LIMIT_{_limit}", "0")
 
+# Servers started by tests send nothing unless a test runs a dispatcher itself
+# (tests/support/outbound.py) or turns it on for a `noclash serve` it starts.
+os.environ.setdefault("NOCLASH_DISPATCHER", "off")
+
 _PG_TUNING = {
     # Throwaway data: durability buys nothing here and costs most of the time of a commit.
     "fsync": "off",

@@ -61,7 +61,7 @@ def test_concurrent_creates_one_wins_rest_409(live_server):
     def create(_):
         barrier.wait()
         return client.post(
-            f"/api/chatbots/{bot}/connections", json={"channel": "widget", "external_id": "w"}
+            f"/api/chatbots/{bot}/connections", json={"channel": "custom", "external_id": "w"}
         ).status_code
 
     with ThreadPoolExecutor(n) as pool:
@@ -90,10 +90,10 @@ def test_other_users_records_are_404(live_server):
     owner = live_server.client(live_server.user())
     bot = _bot(owner)
     conn_id = owner.post(
-        f"/api/chatbots/{bot}/connections", json={"channel": "widget", "external_id": "w1"}
+        f"/api/chatbots/{bot}/connections", json={"channel": "custom", "external_id": "w1"}
     ).json()["id"]
     stranger = live_server.client(live_server.user())
-    spec = {"channel": "widget", "external_id": "w2"}
+    spec = {"channel": "custom", "external_id": "w2"}
     _problem(stranger.post(f"/api/chatbots/{bot}/connections", json=spec), 404)
     _problem(stranger.get(f"/api/connections/{conn_id}"), 404)
     _problem(stranger.get("/api/connections/not-a-uuid"), 404)
@@ -106,7 +106,7 @@ def test_generic_inbound_reports_duplicates(live_server):
     client = live_server.client(live_server.user())
     bot = _bot(client)
     conn_id = client.post(
-        f"/api/chatbots/{bot}/connections", json={"channel": "widget", "external_id": "site"}
+        f"/api/chatbots/{bot}/connections", json={"channel": "custom", "external_id": "site"}
     ).json()["id"]
     message = {"psid": "visitor-1", "message_id": "c-1", "text": "Hello!", "username": "Ada",
                "sent_at": "2026-01-01T10:00:00+01:00"}  # fmt: skip
@@ -134,7 +134,7 @@ def test_concurrent_generic_inbound_for_one_customer(live_server):
     client = live_server.client(token)
     bot = _bot(client)
     conn_id = client.post(
-        f"/api/chatbots/{bot}/connections", json={"channel": "widget", "external_id": "burst"}
+        f"/api/chatbots/{bot}/connections", json={"channel": "custom", "external_id": "burst"}
     ).json()["id"]
     n = 32
     barrier = threading.Barrier(n)

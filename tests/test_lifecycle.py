@@ -9,14 +9,14 @@ import pytest
 
 
 class Setup:
-    """A user, a chatbot with one widget connection, and a way to deliver messages."""
+    """A user, a chatbot with one custom connection, and a way to deliver messages."""
 
     def __init__(self, live_server) -> None:
         self.client = live_server.client(live_server.user())
         self.bot = self.client.post("/api/chatbots", json={"name": "b"}).json()["id"]
         self.conn = self.client.post(
             f"/api/chatbots/{self.bot}/connections",
-            json={"channel": "widget", "external_id": f"site-{self.bot}"},
+            json={"channel": "custom", "external_id": f"site-{self.bot}"},
         ).json()["id"]
         self._n = 0
 

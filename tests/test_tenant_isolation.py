@@ -53,6 +53,7 @@ class Tenant:
             "public_token": self.bot["public_token"],
             "session_id": self.session["session_id"],
             "user_id": self.user_id,
+            "message_id": self.message_ids[-1],
         }
 
     def private(self) -> set[str]:
@@ -162,6 +163,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ),
     ("GET", "/api/connections/{connection_id}"): Probe(404, 401),
     ("DELETE", "/api/connections/{connection_id}"): Probe(404, 401),
+    ("PATCH", "/api/connections/{connection_id}"): Probe(404, 401, body={"secret": "pwned"}),
+    ("POST", "/api/messages/{message_id}/retry"): Probe(404, 401),
     ("POST", "/api/connections/{connection_id}/inbound"): Probe(
         404, 401, body={"psid": "intruder", "message_id": "x1", "text": "injected"}
     ),
@@ -185,6 +188,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     # A's public token with B's session: the pairing is wrong, so 404 for everyone.
     ("POST", "/api/widget/{public_token}/sessions/{session_id}/messages"): Probe(
         404, 404, body={"text": "injected"}, ids=_b_session_with_a_token
+    ),
+    # B's session cannot read A's visitors (nor A's session B's): the pairing is wrong.
+    ("GET", "/api/widget/{public_token}/sessions/{session_id}/messages"): Probe(
+        404, 404, ids=_b_session_with_a_token
     ),
     # Not configured in the suite: nothing unsigned is ever stored.
     ("GET", "/webhooks/meta"): Probe(
@@ -358,12 +365,6 @@ def test_a_deleted_tenants_ids_stay_unreachable(live_server, who):
     assert r.status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the outbound branch makes a widget connection's external_id the chatbot's own "
-    "public token; until then B can claim A's token first (issue 15). Strict: once that "
-    "lands this test passes, and the marker must go.",
-)
 def test_a_widget_connection_cannot_claim_another_chatbots_public_token(live_server):
     """B connects a widget whose external_id is A's public token before A's first visitor:
     A's visitors would land in B's connection, readable by B. It must be refused."""

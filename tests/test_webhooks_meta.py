@@ -67,9 +67,9 @@ def test_documented_messenger_message_is_stored_once(server):
     body = raw("messenger_message")
     first = _post(client, body)
     assert first.status_code == 200, first.text
-    assert first.json() == {"stored": 1, "duplicates": 0, "ignored": 0, "unrouted": 0}
+    assert first.json() == {"stored": 1, "duplicates": 0, "ignored": 0, "unrouted": 0, "settled": 0}
     again = _post(client, body)
-    assert again.json() == {"stored": 0, "duplicates": 1, "ignored": 0, "unrouted": 0}
+    assert again.json() == {"stored": 0, "duplicates": 1, "ignored": 0, "unrouted": 0, "settled": 0}
     with server.engine.connect() as conn:
         (conv,) = conn.execute(sa.select(conversations)).all()
         (msg,) = conn.execute(sa.select(messages)).all()
@@ -90,13 +90,28 @@ def test_instagram_routes_to_instagram_connection_only(server):
     assert conv.psid == "IGSID"
 
 
-@pytest.mark.parametrize("name", ["messenger_echo", "messenger_delivery_read"])
-def test_echoes_and_other_events_are_acknowledged(server, name):
+def test_delivery_and_read_events_are_acknowledged(server):
     _connect(server, "messenger", "PAGE_ID")
-    response = _post(server.client(), raw(name))
+    response = _post(server.client(), raw("messenger_delivery_read"))
     assert response.status_code == 200 and response.json()["stored"] == 0
     assert response.json()["ignored"] >= 1
     assert _counts(server) == (0, 0)
+
+
+def test_an_echo_not_of_noclash_is_stored_once_as_outbound(server):
+    """The documented echo (another app's metadata, not a delivery of ours): a message the
+    customer received from the Page, stored once as outgoing; redeliveries store nothing.
+    Echoes of noclash's own sends settle their delivery instead (tests/test_outbound.py)."""
+    _connect(server, "messenger", "PAGE_ID")
+    first = _post(server.client(), raw("messenger_echo"))
+    assert first.status_code == 200 and first.json()["stored"] == 1
+    again = _post(server.client(), raw("messenger_echo"))
+    assert again.json()["stored"] == 0 and again.json()["duplicates"] == 1
+    with server.engine.connect() as conn:
+        (message,) = conn.execute(sa.select(messages)).all()
+        (conversation,) = conn.execute(sa.select(conversations)).all()
+    assert (message.direction, message.text) == ("out", "hello, world!")
+    assert conversation.psid == "USER_ID" and conversation.status == "OPEN"
 
 
 def test_unknown_page_is_200_and_logged(server, caplog):

@@ -29,10 +29,24 @@ def test_instagram_documented_message():
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["messenger_echo", "messenger_delivery_read"])
-def test_echoes_and_other_events_are_ignored(name):
-    batch = meta.parse(payload(name))
-    assert batch.events == [] and batch.ignored >= 1
+def test_delivery_and_read_events_are_ignored():
+    batch = meta.parse(payload("messenger_delivery_read"))
+    assert batch.events == [] and batch.echoes == () and batch.ignored >= 1
+
+
+def test_an_echo_is_parsed_as_an_echo_not_a_customer_message():
+    batch = meta.parse(payload("messenger_echo", PAGE_ID="104871234567890", USER_ID="654321"))
+    assert batch.events == [] and batch.ignored == 0
+    (echo,) = batch.echoes
+    assert (echo.page_id, echo.psid, echo.text) == ("104871234567890", "654321", "hello, world!")
+    assert echo.mid == "mid.1457764197618:41d102a3e1ae206a38"
+    assert echo.metadata == "DEVELOPER_DEFINED_METADATA_STRING"
+    assert echo.app_id == "1517776481860111"
+
+
+def test_an_object_that_is_not_a_string_is_acknowledged_not_a_crash():
+    batch = meta.parse({"object": {}, "entry": []})
+    assert batch.channel is None and batch.events == []
 
 
 def test_attachment_only_message_gets_a_placeholder_text():

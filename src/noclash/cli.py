@@ -1,4 +1,4 @@
-"""``noclash serve | user | db | backup | doctor | repair | lint | bench``.
+"""``noclash serve | worker | user | db | backup | doctor | repair | lint | bench``.
 
 Each command parses its flags, calls one library function and formats the result; errors
 become CLI errors (exit codes) only here, at the edge.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,7 +66,37 @@ def worker_app() -> object:
     imports it by name in each worker; ``serve`` has put its options there)."""
     from noclash.api.app import create_app
 
-    return create_app(Settings())
+    settings = Settings()
+    return with_dispatcher(create_app(settings), settings)
+
+
+def with_dispatcher(app: Any, settings: Settings) -> Any:
+    """Run a dispatcher beside ``app`` while it serves (its lifespan), unless
+    ``NOCLASH_DISPATCHER=off``. The app finds it as ``app.state.dispatcher`` to wake it
+    when a reply is stored; the API itself knows nothing of dispatchers."""
+    if not settings.dispatcher:
+        return app
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    from noclash.dispatch import Dispatcher
+
+    dispatcher = Dispatcher(app.state.engine, settings)
+    app.state.dispatcher = dispatcher
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> Any:
+        async with inner(app_) as state:
+            task = asyncio.create_task(dispatcher.run())
+            try:
+                yield state
+            finally:
+                dispatcher.stop()
+                await task
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 @app.command()
@@ -90,7 +120,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the HTTP API and the channel webhooks.
+    """Serve the HTTP API and the channel webhooks, and send replies.
+
+    Each process runs a dispatcher that sends queued replies to the platforms and wakes
+    snoozed conversations; NOCLASH_DISPATCHER=off leaves that to `noclash worker`.
 
     On an empty database (no user yet) it creates the admin admin@localhost and prints its
     API token once, on stdout; `noclash user rotate-token admin@localhost` replaces a lost
@@ -124,7 +157,7 @@ def serve(
     bounds = uvicorn_options()  # the connection bounds, the same in every worker
     try:
         if workers == 1:
-            app = create_app(settings, engine=engine)
+            app = with_dispatcher(create_app(settings, engine=engine), settings)
             uvicorn.run(app, host=host, port=port, log_level="info", **bounds)
         else:
             engine.dispose()  # each worker opens its own pool
@@ -135,6 +168,47 @@ def serve(
             )  # fmt: skip
     finally:
         dialect.settle(engine)
+
+
+@app.command()
+def worker(database_url: DatabaseOption = None) -> None:
+    """Run a dispatcher alone: send queued replies and wake snoozes, serve no HTTP.
+
+    For deployments that scale senders apart from the API (serve with
+    NOCLASH_DISPATCHER=off). Any number of workers and serve processes share one
+    database; they claim disjoint deliveries. SIGINT or SIGTERM stops it cleanly: sends in
+    flight finish, claims not yet sent are given back.
+    """
+    import asyncio
+    import signal
+
+    from noclash.db.dialects import dialect_for
+    from noclash.db.engine import create_engine
+    from noclash.db.migrate import is_at_head
+    from noclash.dispatch import Dispatcher
+
+    settings = _settings(database_url)
+    engine = create_engine(settings.sqlalchemy_url, settings)
+    if not is_at_head(engine):
+        _err("the database is not at the latest migration: run `noclash db upgrade` first")
+        raise typer.Exit(2)
+    dispatcher = Dispatcher(engine, settings, name="worker")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        await dispatcher.run()
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    _err("noclash worker: sending queued replies (Ctrl+C to stop)")
+    try:
+        asyncio.run(run())
+    finally:
+        dialect_for(engine).settle(engine)
+        engine.dispose()
 
 
 @user_app.command("create")

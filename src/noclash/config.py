@@ -72,6 +72,30 @@ class Settings(BaseSettings):
     max_headers: int = Field(default=100, ge=8)
     max_connections: int = Field(default=1000, ge=1)
 
+    # The outbound path (noclash.dispatch): where replies go and how they are retried.
+    # `serve` runs a dispatcher in-process unless this is off; `noclash worker` runs one alone.
+    dispatcher: bool = True
+    meta_graph_url: str = "https://graph.facebook.com/v21.0"
+    telegram_api_url: str = "https://api.telegram.org"
+    # One HTTP request to a platform: connecting and reading its answer (seconds).
+    platform_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Sends in flight per dispatcher, and how often an idle one looks for due work.
+    dispatcher_concurrency: int = Field(default=64, ge=1, le=1024)
+    dispatcher_poll_seconds: float = Field(default=0.5, gt=0)
+    # How long a claimed delivery is a dispatcher's before another may take it over (a
+    # dispatcher killed mid-send loses its claims after this long).
+    delivery_lease_seconds: float = Field(default=30.0, gt=0)
+    # Retries: exponential backoff from this base, with jitter, up to the cap; attempts in
+    # all before a delivery is failed.
+    delivery_max_attempts: int = Field(default=12, ge=1)
+    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    # Meta's rate-limit errors (codes 4, 17, 32, 613) name no retry time: wait at least this.
+    meta_rate_limit_seconds: float = Field(default=60.0, ge=0)
+    # Meta sent no answer (a read timeout): wait this long for the message's echo before
+    # sending it again (an echo proves it was delivered).
+    meta_echo_wait_seconds: float = Field(default=60.0, gt=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: str) -> str:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -33,6 +34,7 @@ class LiveServer:
     base_url: str
     engine: Engine
     settings: Settings
+    app: Any
     _clients: list[httpx.Client] = field(default_factory=list)
 
     def user(self, email: str | None = None) -> str:
@@ -70,7 +72,7 @@ def start_live_server(database_url: str, **overrides: object) -> Iterator[LiveSe
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    live = LiveServer(f"http://127.0.0.1:{port}", engine, settings)
+    live = LiveServer(f"http://127.0.0.1:{port}", engine, settings, app)
     try:
         yield live
     finally:

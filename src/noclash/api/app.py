@@ -36,6 +36,7 @@ ROUTERS = [
     conversations.nested,
     conversations.router,
     messages.router,
+    messages.items,
     widget.router,
     webhooks.router,
     users.router,

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import compile_path
 
+from noclash.channels.sending import PlatformUnreachable
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from noclash.db.dialects import APP_DIALECTS
 from noclash.db.tables import metadata
@@ -159,6 +160,13 @@ def install(app: FastAPI) -> None:
         # duplicate was stored, and a retry settles it. Transient, so 503, never a 500.
         log.warning("claim not settled on %s %s: %s", req.method, req.url.path, exc)
         return unavailable("the request kept colliding; retry later")
+
+    @app.exception_handler(PlatformUnreachable)
+    async def _platform(req: Request, exc: PlatformUnreachable) -> JSONResponse:
+        # Asking a platform whose access token this is failed: nothing was stored, and the
+        # same request may succeed shortly.
+        log.warning("platform unreachable on %s %s: %s", req.method, req.url.path, exc)
+        return problem(503, str(exc), kind="platform-unavailable", headers=RETRY_AFTER)
 
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:

@@ -15,10 +15,15 @@ A POST body looks like the documented example::
                                "message": {"mid": "mid.1457764197618:41d102a3e1ae206a38",
                                            "text": "hello, world!"}}]}]}
 
-Only customer messages become :class:`InboundEvent` values. Echoes (``is_echo``: our own
-outbound messages coming back), deliveries, reads, reactions, postbacks and deleted
-messages are acknowledged and ignored, because acknowledging is what stops Meta from
-retrying them.
+Customer messages become :class:`InboundEvent` values and echoes (``is_echo``: every
+message the Page sent, ours and those a person wrote in the Page inbox) become
+:class:`Echo` values. Deliveries, reads, reactions, postbacks and deleted messages are
+acknowledged and ignored, because acknowledging is what stops Meta from retrying them.
+
+Sending (:class:`MetaSender`) is the Send API, ``POST {graph}/me/messages`` with the Page
+access token, ``messaging_type: RESPONSE`` and ``message.metadata`` = the delivery id, which
+Meta hands back in the message's echo: that is how an unanswered send is settled without
+sending it twice.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from noclash.channels import InboundEvent, PayloadError
+from noclash.channels.sending import (
+    CredentialRejected,
+    Outcome,
+    PlatformUnreachable,
+    SendResult,
+    json_body,
+    transport_result,
+)
 from noclash.db.tables import Channel
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -71,13 +86,34 @@ def verify_subscription(params: dict[str, str], verify_token: str | None) -> str
 
 
 @dataclass(frozen=True)
+class Echo:
+    """A message the Page sent, as Meta reports it back (``message.is_echo``).
+
+    ``page_id`` is our side (the echo's sender), ``psid`` the customer (its recipient).
+    ``metadata`` is what the sender put in ``message.metadata``: noclash puts the delivery
+    id there, so an echo with it settles that delivery; one without it is a message a
+    person sent from the Page inbox, outside noclash.
+    """
+
+    channel: str
+    page_id: str
+    psid: str
+    mid: str
+    text: str
+    metadata: str | None
+    app_id: str | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
 class MetaBatch:
-    """What a webhook body holds: the channel, the customer messages and how many other
-    events were acknowledged without storing anything."""
+    """What a webhook body holds: the channel, the customer messages, the echoes, and how
+    many other events were acknowledged without storing anything."""
 
     channel: str | None
     events: list[InboundEvent]
     ignored: int
+    echoes: tuple[Echo, ...] = ()
 
 
 def _id(value: Any, where: str) -> str:
@@ -120,13 +156,15 @@ def parse(payload: Any) -> MetaBatch:
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body is not a JSON object")
-    channel = OBJECT_CHANNELS.get(payload.get("object"))  # type: ignore[arg-type]
+    kind = payload.get("object")
+    channel = OBJECT_CHANNELS.get(kind) if isinstance(kind, str) else None
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise PayloadError("entry is missing or not a list")
     if channel is None:
         return MetaBatch(None, [], len(entries))
     events: list[InboundEvent] = []
+    echoes: list[Echo] = []
     ignored = 0
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -141,12 +179,15 @@ def parse(payload: Any) -> MetaBatch:
             if not isinstance(event, dict):
                 raise PayloadError(f"{where} is not an object")
             message = event.get("message")
-            if not isinstance(message, dict) or message.get("is_echo") or message.get("is_deleted"):
+            if not isinstance(message, dict) or message.get("is_deleted"):
                 ignored += 1
                 continue
             mid = message.get("mid")
             if not isinstance(mid, str) or not mid:
                 raise PayloadError(f"{where}.message.mid is missing")
+            if message.get("is_echo"):
+                echoes.append(_echo(channel, event, message, mid, where))
+                continue
             recipient = event.get("recipient", entry.get("id"))
             events.append(
                 InboundEvent(
@@ -158,14 +199,139 @@ def parse(payload: Any) -> MetaBatch:
                     sent_at=_timestamp(event.get("timestamp")),
                 )
             )
-    return MetaBatch(channel, events, ignored)
+    return MetaBatch(channel, events, ignored, tuple(echoes))
+
+
+def _echo(channel: str, event: dict, message: dict, mid: str, where: str) -> Echo:
+    metadata = message.get("metadata")
+    app_id = message.get("app_id")
+    return Echo(
+        channel=channel,
+        page_id=_id(event.get("sender"), f"{where}.sender"),
+        psid=_id(event.get("recipient"), f"{where}.recipient"),
+        mid=mid,
+        text=_text(message),
+        metadata=metadata if isinstance(metadata, str) and metadata else None,
+        app_id=str(app_id)
+        if isinstance(app_id, str | int) and not isinstance(app_id, bool)
+        else None,
+        sent_at=_timestamp(event.get("timestamp")),
+    )
+
+
+# -- sending ------------------------------------------------------------------------------
+# Graph API error codes (https://developers.facebook.com/docs/messenger-platform/error-codes).
+# Rate limits: application (4), user (17), page (32), and "calls to this api" (613).
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
+# Refused for good: permission (10), invalid parameter (100), invalid token (190),
+# permissions (200), the person is not available (551).
+PERMANENT_CODES = frozenset({10, 100, 190, 200, 551})
+# Meta's own transient errors: unknown (1), service temporarily unavailable (2).
+TRANSIENT_CODES = frozenset({1, 2})
+
+
+def _error(response: httpx.Response) -> tuple[int | None, str]:
+    error = json_body(response).get("error")
+    if not isinstance(error, dict):
+        return None, f"HTTP {response.status_code} from Meta"
+    code = error.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    subcode = error.get("error_subcode")
+    message = str(error.get("message") or "no message")
+    detail = f"Meta error {code}" + (f"/{subcode}" if subcode else "") + f": {message}"
+    return code, detail
+
+
+def send_result(response: httpx.Response, *, rate_limit_seconds: float) -> SendResult:
+    """Classify the Send API's answer (see :mod:`noclash.channels.sending`)."""
+    if response.is_success:
+        mid = json_body(response).get("message_id")
+        if isinstance(mid, str) and mid:
+            return SendResult(Outcome.SENT, platform_message_id=mid)
+        return SendResult(Outcome.AMBIGUOUS, error="Meta answered without a message_id")
+    code, detail = _error(response)
+    if code in RATE_LIMIT_CODES or response.status_code == 429:
+        return SendResult(Outcome.RETRY, error=detail, retry_after=rate_limit_seconds)
+    if code in PERMANENT_CODES:
+        return SendResult(Outcome.FAILED, error=detail)
+    if code in TRANSIENT_CODES or response.status_code >= 500:
+        return SendResult(Outcome.RETRY, error=detail)
+    transient = (json_body(response).get("error") or {}).get("is_transient") is True
+    return SendResult(Outcome.RETRY if transient else Outcome.FAILED, error=detail)
+
+
+@dataclass(frozen=True)
+class MetaSender:
+    """Messenger or Instagram through the Graph API (``graph_url`` carries the version)."""
+
+    channel: Channel
+    graph_url: str
+    rate_limit_seconds: float = 60.0
+    confirms_by_echo: bool = True
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        access_token: str,
+        recipient: str,
+        text: str,
+        delivery_id: str,
+    ) -> SendResult:
+        body = {
+            "recipient": {"id": recipient},
+            "messaging_type": "RESPONSE",
+            "message": {"text": text, "metadata": delivery_id},
+        }
+        try:
+            response = await client.post(
+                f"{self.graph_url}/me/messages",
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.TransportError as exc:
+            return transport_result(exc)
+        return send_result(response, rate_limit_seconds=self.rate_limit_seconds)
+
+    async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
+        """The Page id the token belongs to, or for Instagram the Page's
+        ``instagram_business_account.id``."""
+        fields = "id,instagram_business_account" if self.channel == Channel.INSTAGRAM else "id"
+        try:
+            response = await client.get(
+                f"{self.graph_url}/me",
+                params={"fields": fields},
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.TransportError as exc:
+            raise PlatformUnreachable(f"Meta could not be reached: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise PlatformUnreachable(f"Meta answered HTTP {response.status_code}")
+        if not response.is_success:
+            raise CredentialRejected(_error(response)[1])
+        body = json_body(response)
+        if self.channel == Channel.INSTAGRAM:
+            account = body.get("instagram_business_account")
+            owned = account.get("id") if isinstance(account, dict) else None
+            if owned is None:
+                raise CredentialRejected("the token's Page has no Instagram business account")
+        else:
+            owned = body.get("id")
+        if not isinstance(owned, str | int) or isinstance(owned, bool):
+            raise CredentialRejected("Meta did not say whose token this is")
+        return str(owned)
 
 
 __all__ = [
     "OBJECT_CHANNELS",
+    "PERMANENT_CODES",
+    "RATE_LIMIT_CODES",
     "SIGNATURE_HEADER",
+    "Echo",
     "MetaBatch",
+    "MetaSender",
     "parse",
+    "send_result",
     "sign",
     "verify_signature",
     "verify_subscription",

@@ -18,15 +18,31 @@ The customer is the chat (``psid = str(chat.id)``), and the dedupe key is ``upda
 Telegram redelivers the same update with the same id until it gets a 2xx. Other update
 kinds (edited messages, callback queries, channel posts, member updates) are acknowledged
 and ignored.
+
+Sending (:class:`TelegramSender`) is ``sendMessage`` with ``chat_id`` = the customer. The Bot
+API has no idempotency key and reports nothing back about sent messages, so a send whose
+answer was lost cannot be settled: the delivery becomes ``unknown`` and is sent again
+only on request.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from noclash.channels import InboundEvent, PayloadError
+from noclash.channels.sending import (
+    CredentialRejected,
+    Outcome,
+    PlatformUnreachable,
+    SendResult,
+    json_body,
+    transport_result,
+)
 from noclash.db.tables import Channel
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -61,6 +77,18 @@ def _username(message: dict[str, Any]) -> str | None:
     return joined or None
 
 
+def _date(value: Any) -> datetime | None:
+    """``message.date`` (Unix seconds) as a time, or None when it is not one a calendar
+    holds (negative or astronomically large): the message is still stored, at the time it
+    arrived, rather than refused and redelivered forever."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def parse(update: Any) -> InboundEvent | None:
     """The customer message in ``update``, or None for update kinds that carry none.
 
@@ -80,21 +108,89 @@ def parse(update: Any) -> InboundEvent | None:
     chat_id = chat.get("id") if isinstance(chat, dict) else None
     if isinstance(chat_id, bool) or not isinstance(chat_id, int):
         raise PayloadError("message.chat.id is missing or not an integer")
-    date = message.get("date")
-    sent_at = (
-        datetime.fromtimestamp(date, tz=UTC)
-        if isinstance(date, int) and not isinstance(date, bool)
-        else None
-    )
     return InboundEvent(
         channel=Channel.TELEGRAM,
         recipient_id=None,
         psid=str(chat_id),
         platform_message_id=str(update_id),
         text=_text(message),
-        sent_at=sent_at,
+        sent_at=_date(message.get("date")),
         username=_username(message),
     )
 
 
-__all__ = ["SECRET_HEADER", "parse", "verify_secret"]
+def _description(body: dict, status: int) -> str:
+    code = body.get("error_code", status)
+    return f"Telegram error {code}: {body.get('description') or 'no description'}"
+
+
+def send_result(response: httpx.Response) -> SendResult:
+    """Classify ``sendMessage``'s answer: ``ok`` is sent; 429 waits
+    ``parameters.retry_after``; 400 (chat not found, text refused) and 403 (the bot was
+    blocked) are final, as are 401 and 404 (the token is wrong); 5xx is retried."""
+    body = json_body(response)
+    if response.is_success and body.get("ok") is True:
+        result = body.get("result")
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        if isinstance(message_id, int) and not isinstance(message_id, bool):
+            return SendResult(Outcome.SENT, platform_message_id=str(message_id))
+        return SendResult(Outcome.AMBIGUOUS, error="Telegram answered without a message_id")
+    status = response.status_code
+    detail = _description(body, status)
+    if status == 429:
+        parameters = body.get("parameters")
+        wait = parameters.get("retry_after") if isinstance(parameters, dict) else None
+        seconds = float(wait) if isinstance(wait, int | float) and wait >= 0 else None
+        return SendResult(Outcome.RETRY, error=detail, retry_after=seconds)
+    if status >= 500:
+        return SendResult(Outcome.RETRY, error=detail)
+    return SendResult(Outcome.FAILED, error=detail)
+
+
+@dataclass(frozen=True)
+class TelegramSender:
+    """The Bot API at ``api_url`` (``https://api.telegram.org`` by default)."""
+
+    api_url: str
+    channel: Channel = Channel.TELEGRAM
+    confirms_by_echo: bool = False
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        access_token: str,
+        recipient: str,
+        text: str,
+        delivery_id: str,
+    ) -> SendResult:
+        try:
+            response = await client.post(
+                f"{self.api_url}/bot{access_token}/sendMessage",
+                json={"chat_id": recipient, "text": text},
+            )
+        except httpx.TransportError as exc:
+            return transport_result(exc)
+        return send_result(response)
+
+    async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
+        """The id of the bot whose token this is (``getMe``)."""
+        try:
+            response = await client.get(f"{self.api_url}/bot{access_token}/getMe")
+        except httpx.TransportError as exc:
+            raise PlatformUnreachable(
+                f"Telegram could not be reached: {type(exc).__name__}"
+            ) from exc
+        if response.status_code >= 500:
+            raise PlatformUnreachable(f"Telegram answered HTTP {response.status_code}")
+        body = json_body(response)
+        result = body.get("result")
+        if body.get("ok") is not True or not isinstance(result, dict):
+            raise CredentialRejected(_description(body, response.status_code))
+        bot_id = result.get("id")
+        if not isinstance(bot_id, int) or isinstance(bot_id, bool):
+            raise CredentialRejected("Telegram did not say which bot this token is")
+        return str(bot_id)
+
+
+__all__ = ["SECRET_HEADER", "TelegramSender", "parse", "send_result", "verify_secret"]

@@ -33,6 +33,7 @@ from noclash.db.dialects import dialect_for
 from noclash.db.tables import (
     ACTIVE_STATUSES,
     CHANNELS,
+    SENDING_CHANNELS,
     Channel,
     Status,
     chatbots,
@@ -60,28 +61,82 @@ def create_connection(
     channel: str,
     external_id: str,
     secret: str | None = None,
+    access_token: str | None = None,
 ) -> Row:
     """Connect the caller's chatbot to ``channel``; return the stored row.
 
     Another user's chatbot is NotFound. A Telegram connection needs a ``secret`` (the
     ``secret_token`` given to ``setWebhook``): without it its webhook could not be
-    authenticated at all.
+    authenticated at all. A widget connection's ``external_id`` is its own chatbot's
+    public token and nothing else: naming another chatbot's would route that chatbot's
+    visitors here. An ``access_token`` belongs to a sending channel only; the caller has
+    proven it owns ``external_id`` (:mod:`noclash.api.routes.connections`).
     """
     if channel not in CHANNELS:
         raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
     if channel in SECRET_REQUIRED and not secret:
         raise InvalidInput(f"a {channel} connection needs a secret", field="secret")
+    _check_access_token(channel, access_token)
     bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    if channel == Channel.WIDGET and external_id != str(bot.public_token):
+        raise InvalidInput(
+            "a widget connection's external_id is its chatbot's own public_token",
+            field="external_id",
+        )
     values = {
         "id": uuid7(),
         "chatbot_id": bot.id,
         "channel": channel,
         "external_id": external_id,
         "secret": secret,
+        "access_token": access_token,
         "created_at": utcnow(),
     }
     with translating(connections.metadata):
         return conn.execute(sa.insert(connections).values(values).returning(*connections.c)).one()
+
+
+def _check_access_token(channel: str, access_token: str | None) -> None:
+    if access_token is not None and channel not in SENDING_CHANNELS:
+        raise InvalidInput(
+            f"a {channel} connection sends nothing to a platform and takes no access_token",
+            field="access_token",
+        )
+
+
+# Fields of a connection that its owner may change (PATCH): the credentials. The channel
+# and external_id are what the connection *is*; another page is another connection.
+UPDATABLE = ("access_token", "secret")
+
+
+def update_connection(
+    conn: Connection, connection_id: UUID | str, *, owner_id: UUID, changes: dict[str, Any]
+) -> Row:
+    """Set or clear (``None``) the caller's connection's ``access_token`` and ``secret``.
+
+    Only the keys present in ``changes`` change. A Telegram connection keeps a secret (its
+    webhook's only authentication). A new access token has been proven to own the
+    connection's ``external_id`` by the caller.
+    """
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}", field=min(unknown))
+    row = get_connection(conn, connection_id, owner_id=owner_id)
+    if "access_token" in changes:
+        _check_access_token(row.channel, changes["access_token"])
+    if "secret" in changes and changes["secret"] is None and row.channel in SECRET_REQUIRED:
+        raise InvalidInput(f"a {row.channel} connection needs a secret", field="secret")
+    if not changes:
+        return row
+    updated = conn.execute(
+        sa.update(connections)
+        .where(connections.c.id == row.id)
+        .values(**changes)
+        .returning(*connections.c)
+    ).first()
+    if updated is None:  # deleted meanwhile
+        raise NotFound("connection not found")
+    return updated
 
 
 def _owned() -> sa.Select[Any]:

@@ -149,3 +149,34 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
 
 
 __all__ = ["close", "reopen", "snooze"]
+
+
+def wake_due_snoozes(conn: Connection, *, now: datetime | None = None) -> list[UUID]:
+    """Reopen every SNOOZED conversation whose ``snoozed_until`` has passed; their ids.
+
+    One statement for all of them, safe beside any number of other dispatchers doing the
+    same: the rows are taken ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL; SQLite's write lock
+    serialises), so a conversation that a delivery or a lifecycle change holds right now
+    is left for the next round instead of waited for, and the ``status = 'SNOOZED'``
+    condition makes a second wake of the same row a no-op. ``ix_conversations_snoozed_until``
+    keeps the search to snoozed rows.
+    """
+    now = now or utcnow()
+    due = (
+        sa.select(conversations.c.id)
+        .where(
+            conversations.c.status == Status.SNOOZED,
+            conversations.c.snoozed_until <= now,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    woken = conn.execute(
+        sa.update(conversations)
+        .where(
+            conversations.c.id.in_(due.scalar_subquery()),
+            conversations.c.status == Status.SNOOZED,
+        )
+        .values(status=Status.OPEN, snoozed_until=None)
+        .returning(conversations.c.id)
+    )
+    return [row.id for row in woken]

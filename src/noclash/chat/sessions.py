@@ -45,7 +45,7 @@ from noclash.chat.conversations import insert_conversation
 from noclash.chat.errors import NotFound
 from noclash.chat.inbound import InboundResult, receive_message
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import Channel, chatbots, connections, sessions
+from noclash.db.tables import Channel, chatbots, connections, conversations, messages, sessions
 from noclash.db.types import utcnow
 from noclash.unique import ClaimNotSettled, insert_or_get, translating, uuid4, uuid7
 from noclash.unique.ids import parse_uuid
@@ -189,10 +189,33 @@ def post_message(
     return result
 
 
+def list_session_messages(
+    conn: Connection, session: Row, *, after: UUID | None = None, limit: int = 50
+) -> list[Row]:
+    """What the visitor of ``session`` may read: the messages of every conversation of
+    this session (the visitor is the widget connection's ``psid``), both directions, in
+    order (ids are UUIDv7), after the message ``after``. Nothing of any other visitor."""
+    own = sa.select(conversations.c.id).where(
+        conversations.c.connection_id == session.connection_id,
+        conversations.c.psid == _psid(session.session_id),
+    )
+    query = sa.select(
+        messages.c.id,
+        messages.c.conversation_id,
+        messages.c.direction,
+        messages.c.text,
+        messages.c.created_at,
+    ).where(messages.c.conversation_id.in_(own.scalar_subquery()))
+    if after is not None:
+        query = query.where(messages.c.id > after)
+    return list(conn.execute(query.order_by(messages.c.id).limit(limit)))
+
+
 __all__ = [
     "MAX_CLIENT_MESSAGE_ID_LENGTH",
     "WidgetSession",
     "get_session",
+    "list_session_messages",
     "post_message",
     "start_session",
     "widget_connection",

@@ -81,10 +81,34 @@ class Direction(StrEnum):
     OUT = "out"
 
 
+class DeliveryStatus(StrEnum):
+    """Where an outgoing message stands with its platform (the outbox, ``deliveries``).
+
+    ``queued`` waits for its turn (or its next attempt); ``sending`` is claimed by a
+    dispatcher until its lease ends; ``sent`` the platform accepted it; ``failed`` the
+    platform refused it for good (or every attempt was used); ``unknown`` the platform may
+    have delivered it (the request went out and no answer came back) and noclash will not
+    send it again on its own.
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
 ACTIVE_STATUSES: tuple[Status, ...] = (Status.OPEN, Status.SNOOZED)
 STATUSES: tuple[Status, ...] = tuple(Status)
 CHANNELS: tuple[Channel, ...] = tuple(Channel)
 DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = tuple(DeliveryStatus)
+# A delivery a dispatcher may still send: due when its next_attempt_at has passed (for
+# ``sending``, next_attempt_at is the end of the claim's lease).
+PENDING_DELIVERY: tuple[DeliveryStatus, ...] = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+# Channels whose replies noclash sends to a platform (the others have no platform delivery:
+# the widget reads its conversation, a custom integration reads the API).
+SENDING_CHANNELS: tuple[Channel, ...] = (Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM)
 
 
 def _sql_list(values: tuple[StrEnum, ...]) -> str:
@@ -95,6 +119,8 @@ _ACTIVE = text(f"status IN ({_sql_list(ACTIVE_STATUSES)})")
 _UNCONNECTED_ACTIVE = text(f"connection_id IS NULL AND status IN ({_sql_list(ACTIVE_STATUSES)})")
 _PLATFORM = text(f"channel <> '{Channel.CUSTOM.value}'")
 _CUSTOM = text(f"channel = '{Channel.CUSTOM.value}'")
+_SNOOZED = text(f"status = '{Status.SNOOZED.value}'")
+_PENDING = text(f"status IN ({_sql_list(PENDING_DELIVERY)})")
 
 
 def _id() -> Column:
@@ -148,6 +174,10 @@ connections = Table(
     Column("external_id", String(200), nullable=False),
     Column("secret", String(256)),
     _created_at(),
+    # The platform credential replies are sent with (Meta: the Page access token, Telegram:
+    # the bot token). Write-only through the API, proven to own external_id before it is
+    # stored (noclash.channels.owners).
+    Column("access_token", String(1000)),
     CheckConstraint(f"channel IN ({_sql_list(CHANNELS)})", name="channel"),
     # A platform's id names one receiver in the world: a page is one chatbot's, whoever
     # connects it first (webhooks route by it). A custom channel's id is a name its owner
@@ -210,6 +240,13 @@ conversations = Table(
         "last_message_at",
     ),
     Index("ix_conversations_chatbot_id_id", "chatbot_id", "id"),
+    # What the dispatcher's wake-up of due snoozes reads (partial: snoozed rows only).
+    Index(
+        "ix_conversations_snoozed_until",
+        "snoozed_until",
+        postgresql_where=_SNOOZED,
+        sqlite_where=_SNOOZED,
+    ),
     # The same rule for conversations created through the API with a psid and no connection
     # (and those a deleted connection left behind): one active conversation per customer of
     # the chatbot. The index above cannot hold them, as NULL connection_ids never collide.
@@ -262,6 +299,57 @@ messages = Table(
     CheckConstraint(f"direction IN ({_sql_list(DIRECTIONS)})", name="direction"),
     UniqueConstraint("connection_id", "platform_message_id"),
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    # The outbox: a reply to a platform customer is a message row and a delivery row,
+    # written in one transaction, then sent by a dispatcher (noclash.dispatch). One delivery
+    # per message per destination: a retried reply, a second dispatcher or a re-queue can
+    # never make a second one.
+    _id(),
+    Column(
+        "message_id", Uuid, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+    # The platform the message goes to (a sending channel's name).
+    Column("destination", String(20), nullable=False),
+    # Sends to one customer keep their order: a delivery waits while an older pending one
+    # of the same conversation exists.
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Who receives it: the connection (NULL once deleted: the delivery then fails) and the
+    # customer's id on the platform at the time of the reply.
+    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="SET NULL")),
+    Column("recipient", String(200), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # queued: when the next attempt is due; sending: when the claim's lease ends.
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    # The claim that may settle it: a dispatcher whose lease ran out cannot overwrite the
+    # outcome of the one that took the delivery over.
+    Column("claim_token", Uuid),
+    Column("last_error", Text),
+    Column("platform_message_id", String(300)),
+    Column("sent_at", UTCDateTime),
+    _created_at(),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"status IN ({_sql_list(DELIVERY_STATUSES)})", name="status"),
+    UniqueConstraint("message_id", "destination"),
+    # What the dispatcher reads: due pending deliveries (partial, so the sent history costs
+    # it nothing), and a conversation's older deliveries (also the foreign keys' index).
+    Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=_PENDING,
+        sqlite_where=_PENDING,
+    ),
+    Index("ix_deliveries_conversation_id_id", "conversation_id", "id"),
+    Index("ix_deliveries_connection_id", "connection_id"),
 )
 
 sessions = Table(
@@ -335,15 +423,20 @@ def max_length(column: Column) -> int:
 __all__ = [
     "ACTIVE_STATUSES",
     "CHANNELS",
+    "DELIVERY_STATUSES",
     "DIRECTIONS",
+    "PENDING_DELIVERY",
+    "SENDING_CHANNELS",
     "STATUSES",
     "Channel",
+    "DeliveryStatus",
     "Direction",
     "Status",
     "chatbots",
     "connections",
     "conversation_slugs",
     "conversations",
+    "deliveries",
     "idempotency_keys",
     "max_length",
     "messages",

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import httpx
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy.engine import Connection, Engine
@@ -22,7 +23,10 @@ from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import deliver, read, reading, write
+from noclash.channels.senders import senders
+from noclash.channels.sending import CredentialRejected
 from noclash.chat import connections as chat
+from noclash.chat.errors import InvalidInput
 from noclash.chat.inbound import InboundResult, receive_message
 from noclash.db.tables import Channel, connections, conversations, max_length, messages
 
@@ -30,12 +34,29 @@ router = APIRouter(prefix="/api/connections", tags=["connections"])
 nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/connections", tags=["connections"])
 
 
+_SECRET = Field(default=None, min_length=1, max_length=max_length(connections.c.secret))
+_ACCESS_TOKEN = Field(
+    default=None,
+    min_length=1,
+    max_length=max_length(connections.c.access_token),
+    description="Write-only. Meta: the Page access token; Telegram: the bot token. "
+    "noclash asks the platform whose it is before storing it.",
+)
+
+
 class ConnectionIn(StrictModel):
     channel: Channel
     external_id: str = Field(min_length=1, max_length=max_length(connections.c.external_id))
-    secret: str | None = Field(
-        default=None, min_length=1, max_length=max_length(connections.c.secret)
-    )
+    secret: str | None = _SECRET
+    access_token: str | None = _ACCESS_TOKEN
+
+
+class ConnectionPatch(StrictModel):
+    """The credentials of a connection: a field given is set (null clears it), a field
+    left out is kept."""
+
+    secret: str | None = _SECRET
+    access_token: str | None = _ACCESS_TOKEN
 
 
 class ConnectionOut(BaseModel):
@@ -43,8 +64,9 @@ class ConnectionOut(BaseModel):
     chatbot_id: UUID
     channel: Channel
     external_id: str
-    # The secret is write-only: the API says whether one is set, never what it is.
+    # Secrets are write-only: the API says whether one is set, never what it is.
     has_secret: bool
+    has_access_token: bool
     created_at: datetime
 
 
@@ -76,6 +98,7 @@ def render(row: Any) -> dict:
         "channel": row.channel,
         "external_id": row.external_id,
         "has_secret": row.secret is not None,
+        "has_access_token": row.access_token is not None,
         "created_at": row.created_at,
     }
 
@@ -86,12 +109,79 @@ CONNECTION_PAGE = Rendered(Page[ConnectionOut], 200)
 INBOUND_OUT = Rendered(InboundOut)
 
 
-@nested.post("", status_code=201, response_model=ConnectionOut)
+@nested.post(
+    "",
+    status_code=201,
+    response_model=ConnectionOut,
+    responses=problems(
+        409, 422, 503,
+        s409="(channel, external_id) is another connection's",
+        s422="Invalid input; an access_token that is not external_id's is named access_token",
+        s503="The platform could not be asked whose access_token this is (or the database)",
+    ),
+)  # fmt: skip
 async def create_connection(
     request: Request, chatbot_id: str, body: ConnectionIn, user: CurrentUser
 ) -> Response:
-    """Connect a chatbot to a channel; (channel, external_id) taken is a 409 naming both."""
+    """Connect a chatbot to a channel; (channel, external_id) taken is a 409 naming both.
+
+    With an ``access_token``, noclash first asks the platform whose token it is (Meta
+    ``GET /me``: the Page, or for Instagram its ``instagram_business_account``; Telegram
+    ``getMe``: the bot) and stores the connection only when that is ``external_id``."""
+    if body.access_token is not None:
+        await prove_ownership(request, body.channel, body.external_id, body.access_token)
     return await write(request, _create, user.id, chatbot_id, body, render=CONNECTION_OUT)
+
+
+async def prove_ownership(
+    request: Request, channel: Channel, external_id: str, access_token: str
+) -> None:
+    """Raise InvalidInput (422 naming ``access_token``) unless the platform says the token
+    belongs to ``external_id``; PlatformUnreachable (503) when it cannot be asked."""
+    settings = request.app.state.settings
+    sender = senders(settings).get(channel)
+    if sender is None:
+        raise InvalidInput(f"a {channel} connection takes no access_token", field="access_token")
+    timeout = httpx.Timeout(settings.platform_timeout_seconds)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        try:
+            owned = await sender.owned_id(client, access_token=access_token)
+        except CredentialRejected as exc:
+            raise InvalidInput(
+                f"the platform refused the token: {exc}", field="access_token"
+            ) from exc
+    if owned != external_id:
+        raise InvalidInput(
+            f"the access_token belongs to {channel} id {owned}, not to {external_id}",
+            field="access_token",
+        )
+
+
+@router.patch(
+    "/{connection_id}",
+    response_model=ConnectionOut,
+    responses=problems(401, 404, 422, 503),
+)
+async def update_connection(
+    request: Request, connection_id: str, body: ConnectionPatch, user: CurrentUser
+) -> Response:
+    """Rotate or clear a connection's credentials (``access_token``, ``secret``). A new
+    access token is proven to be ``external_id``'s first, as at creation."""
+    changes = body.model_dump(include=body.model_fields_set)
+    if changes.get("access_token") is not None:
+        current = await read(request, _get_row, connection_id, user.id)
+        channel = Channel(current.channel)
+        await prove_ownership(request, channel, current.external_id, changes["access_token"])
+    return await write(request, _update, connection_id, user.id, changes, render=CONNECTION)
+
+
+def _get_row(conn: Connection, connection_id: str, owner_id: UUID) -> Any:
+    return chat.get_connection(conn, connection_id, owner_id=owner_id)
+
+
+def _update(conn: Connection, connection_id: str, owner_id: UUID, changes: dict) -> dict:
+    row = chat.update_connection(conn, connection_id, owner_id=owner_id, changes=changes)
+    return render(row)
 
 
 def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: ConnectionIn) -> dict:

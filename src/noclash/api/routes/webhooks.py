@@ -6,8 +6,10 @@ A bad or missing signature is a 401 before any parsing; a malformed body is a 40
 any write (a body nested too deep for any parser never gets here: see
 :mod:`noclash.api.limits`). Everything else is a 200, including events for a page no
 connection knows (logged): a non-2xx makes the platform retry, and retrying cannot fix an
-unknown page. Because every event is deduplicated by its platform message id, a retry
-after a partial failure stores only what is missing.
+unknown page. Meta's echoes settle noclash's own sends (``message.metadata`` is the
+delivery id) and store, once, what a person sent from the Page inbox. Because every event
+is deduplicated by its platform message id, a retry after a partial failure stores only
+what is missing.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from noclash.api.deps import SettingsDep
 from noclash.api.errors import problem
 from noclash.api.work import deliver, reading
 from noclash.channels import InboundEvent, PayloadError, meta, telegram
+from noclash.chat import outbox
 from noclash.chat.connections import connection_by_id, find_connection
 from noclash.chat.inbound import receive_message
+from noclash.chat.messages import record_page_message
 from noclash.config import Settings
 from noclash.db.tables import Channel
+from noclash.unique.ids import parse_uuid
 
 log = logging.getLogger("noclash.webhooks")
 
@@ -112,9 +117,48 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
             stored += 1
         else:
             duplicates += 1
+    settled = 0
+    for echo in batch.echoes:
+        outcome = _echo(engine, echo, settings.max_text_length)
+        if outcome == "settled":
+            settled += 1
+        elif outcome == "stored":
+            stored += 1
+        elif outcome == "duplicate":
+            duplicates += 1
+        else:
+            unrouted += 1
     return JSONResponse(
-        {"stored": stored, "duplicates": duplicates, "ignored": batch.ignored, "unrouted": unrouted}
-    )
+        {"stored": stored, "duplicates": duplicates, "ignored": batch.ignored,
+         "unrouted": unrouted, "settled": settled}
+    )  # fmt: skip
+
+
+def _echo(engine: Engine, echo: meta.Echo, max_text: int) -> str:
+    """Handle one echo: ``settled`` (a noclash send confirmed), ``stored`` (a message sent
+    from the Page inbox, stored once), ``duplicate`` (seen before) or ``unrouted``."""
+    delivery_id = parse_uuid(echo.metadata) if echo.metadata else None
+    with engine.begin() as conn:
+        if delivery_id is not None and outbox.is_own_delivery(conn, delivery_id):
+            # Our own message coming back: it proves the send, and is not a new message.
+            settled = outbox.settle_by_echo(conn, delivery_id, echo.mid)
+            return "settled" if settled else "duplicate"
+        connection = find_connection(conn, echo.channel, echo.page_id)
+        if connection is None:
+            log.warning(
+                "meta webhook: no %s connection for echo from %s (mid %s); acknowledged",
+                echo.channel, echo.page_id, echo.mid,
+            )  # fmt: skip
+            return "unrouted"
+        stored = record_page_message(
+            conn,
+            connection,
+            psid=echo.psid,
+            platform_message_id=echo.mid,
+            text=echo.text[:max_text],
+            sent_at=echo.sent_at,
+        )
+    return "stored" if stored is not None else "duplicate"
 
 
 @router.post("/telegram/{connection_id}", response_model=None)

@@ -8,23 +8,27 @@ the server and returned once; the client never sends one when starting a session
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from noclash.api.deps import OptionalUser, SettingsDep
+from noclash.api.pagination import MAX_LIMIT, Page, PageParams, page
 from noclash.api.responses import Rendered
 from noclash.api.schemas import StrictModel, check_text
-from noclash.api.work import write
+from noclash.api.work import read, write
 from noclash.chat import sessions as chat
 from noclash.chat.chatbots import get_chatbot_by_public_token
-from noclash.chat.errors import Unauthenticated
+from noclash.chat.errors import InvalidInput, Unauthenticated
 from noclash.chat.inbound import InboundResult
 from noclash.chat.sessions import MAX_CLIENT_MESSAGE_ID_LENGTH
 from noclash.chat.users import User
+from noclash.db.tables import Direction
+from noclash.unique.ids import parse_uuid
 
 router = APIRouter(prefix="/api/widget/{public_token}/sessions", tags=["widget"])
 
@@ -50,8 +54,19 @@ class WidgetMessageOut(BaseModel):
     duplicate: bool
 
 
+class WidgetMessageView(BaseModel):
+    """A message as the visitor sees it: ``in`` is the visitor's, ``out`` the reply."""
+
+    id: UUID
+    conversation_id: UUID
+    direction: Direction
+    text: str
+    created_at: datetime
+
+
 SESSION_OUT = Rendered(SessionOut)
 WIDGET_MESSAGE_OUT = Rendered(WidgetMessageOut)
+WIDGET_MESSAGE_PAGE = Rendered(Page[WidgetMessageView], 200)
 
 
 def _require(require_auth: bool, user: User | None) -> None:
@@ -99,6 +114,44 @@ def _post(
     return chat.post_message(
         conn, session, text=body.text, client_message_id=body.client_message_id
     )
+
+
+@router.get("/{session_id}/messages", response_model=Page[WidgetMessageView])
+async def list_messages(
+    request: Request,
+    public_token: str,
+    session_id: str,
+    user: OptionalUser,
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
+    after: str | None = Query(
+        None, description="A message id: only later messages (the last one the visitor has)."
+    ),
+) -> Response:
+    """The visitor's conversation, both directions, oldest first: every message of this
+    session after ``after`` (a message id), so a visitor polls with the last id it has.
+    ``next_cursor`` is the ``after`` of the next page."""
+    params = PageParams(limit=limit, after=_after(after))
+    return await read(
+        request, _list, public_token, session_id, user, params, render=WIDGET_MESSAGE_PAGE
+    )
+
+
+def _after(value: str | None) -> UUID | None:
+    if value is None:
+        return None
+    parsed = parse_uuid(value)
+    if parsed is None:
+        raise InvalidInput("after is not a message id", field="after")
+    return parsed
+
+
+def _list(
+    conn: Connection, public_token: str, session_id: str, user: User | None, params: PageParams
+) -> dict:
+    session = chat.get_session(conn, public_token, session_id)
+    _require(session.require_auth, user)
+    rows = chat.list_session_messages(conn, session, after=params.after, limit=params.fetch)
+    return page(rows, params)
 
 
 def _message_out(result: InboundResult) -> Response:

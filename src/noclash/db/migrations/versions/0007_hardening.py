@@ -32,7 +32,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-# 0006 (the outbox) lands from another branch; the chain is set when both are merged.
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,109 @@
+"""What a platform said to a send, and to a credential: the adapters' common answers.
+
+A send has four outcomes, and the difference between the last two is the whole reason
+this module exists:
+
+- ``SENT``: the platform accepted the message and named it (its message id);
+- ``RETRY``: it was *not* delivered and may be sent again later (a 5xx, a rate limit, a
+  connection that never opened); ``retry_after`` is the wait the platform asked for;
+- ``FAILED``: it was not delivered and sending it again cannot help (the customer cannot
+  be reached, the token is invalid, the request is refused);
+- ``AMBIGUOUS``: the request went out and no answer came back (a read timeout, a dropped
+  connection). The platform may have delivered it. What to do next is the platform's
+  policy (:attr:`Sender.confirms_by_echo`): Meta echoes every message it delivers, so the
+  dispatcher waits for the echo; Telegram has no echo and no idempotency key, so the
+  delivery becomes ``unknown`` and is sent again only when someone asks.
+
+Transport errors are classified here once, by when they happened: before the request
+was sent (:class:`httpx.ConnectError`, :class:`httpx.ConnectTimeout`, a pool timeout) is
+a ``RETRY``; after it (a read timeout, a protocol error, a reset) is ``AMBIGUOUS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import httpx
+
+from noclash.db.tables import Channel
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    platform_message_id: str | None = None
+    error: str | None = None
+    # Seconds the platform asked us to wait (Telegram's parameters.retry_after), or a floor
+    # for its rate limits (Meta names none).
+    retry_after: float | None = None
+
+
+class CredentialRejected(Exception):
+    """The platform refused the access token, or it belongs to another account."""
+
+
+class PlatformUnreachable(Exception):
+    """The platform could not be asked (a network error, a timeout, a 5xx)."""
+
+
+class Sender(Protocol):
+    """A platform's outbound adapter."""
+
+    channel: Channel
+    # The platform reports every message it delivered back to us (Meta's message echoes),
+    # so an AMBIGUOUS send can be settled by waiting instead of by sending again.
+    confirms_by_echo: bool
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        access_token: str,
+        recipient: str,
+        text: str,
+        delivery_id: str,
+    ) -> SendResult: ...
+
+    async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
+        """The platform id the token belongs to (a Page, an Instagram account, a bot);
+        raises CredentialRejected or PlatformUnreachable."""
+        ...
+
+
+def transport_result(exc: httpx.TransportError) -> SendResult:
+    """The outcome of a request that got no HTTP answer, by when it failed."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return SendResult(Outcome.RETRY, error=f"could not connect: {type(exc).__name__}")
+    return SendResult(
+        Outcome.AMBIGUOUS,
+        error=f"no answer after the request was sent ({type(exc).__name__})",
+    )
+
+
+def json_body(response: httpx.Response) -> dict:
+    """The response's JSON object, or ``{}`` when it is not one (a proxy's HTML page)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+__all__ = [
+    "CredentialRejected",
+    "Outcome",
+    "PlatformUnreachable",
+    "SendResult",
+    "Sender",
+    "json_body",
+    "transport_result",
+]

@@ -1,0 +1,355 @@
+"""The outbox: a reply's delivery to its platform, written with the reply, settled once.
+
+Why an outbox: a reply sent to the platform from the request that stores it is lost when
+the process dies after the commit and before the send, and sent twice when the agent's
+client retries a request whose answer was lost. Here the request only *writes*: the
+message and its delivery row commit together (:func:`queue_delivery`, called by
+:func:`noclash.chat.messages.send_reply`), and dispatchers (:mod:`noclash.dispatch`) send
+what is due. What keeps a delivery single:
+
+- ``uq_deliveries_message_id_destination``: one delivery per message per platform, so a
+  retried reply (one message, by its Idempotency-Key) has one delivery;
+- :func:`claim_due`: one statement moves due rows to ``sending`` with a fresh
+  ``claim_token`` and a lease; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets any number
+  of dispatchers claim disjoint rows without waiting for each other, on SQLite the write
+  lock serialises the claims. A delivery waits while an older pending one of the same
+  conversation exists, so sends to one customer keep their order;
+- :func:`settle`: an outcome is written only ``WHERE claim_token = <the claim's>``; a
+  dispatcher whose lease ran out (it stalled, another took the delivery over) cannot
+  overwrite what the newer claim decided.
+
+A lease that runs out is the crash recovery: a killed dispatcher's ``sending`` rows are
+due again when their ``next_attempt_at`` (the lease's end) passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from noclash.chat.errors import Conflict, NotFound
+from noclash.db.tables import (
+    PENDING_DELIVERY,
+    SENDING_CHANNELS,
+    DeliveryStatus,
+    chatbots,
+    connections,
+    conversations,
+    deliveries,
+    messages,
+)
+from noclash.db.types import utcnow
+from noclash.unique import uuid7
+from noclash.unique.ids import parse_uuid
+
+Row = sa.Row[Any]
+
+NO_ACCESS_TOKEN = (
+    "the connection has no access_token: set one with PATCH /api/connections/{id}, "
+    "then retry the message"
+)
+CONNECTION_GONE = "the connection was deleted before the message was sent"
+# Deliveries that noclash will not send again on its own; POST /api/messages/{id}/retry
+# re-queues them.
+RETRYABLE = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+
+
+def queue_delivery(
+    conn: Connection, message: Row, connection: Row | None, recipient: str | None, now: datetime
+) -> Row | None:
+    """Write the delivery of an outgoing ``message`` (in the caller's transaction).
+
+    None when the message has no platform to go to (the widget, a custom integration, a
+    conversation without a connection). A connection without an access token still gets
+    its delivery, ``failed`` with the reason: the agent sees at once that the reply did
+    not go out, and a retry sends it once a token is set.
+    """
+    if connection is None or connection.channel not in SENDING_CHANNELS or not recipient:
+        return None
+    has_token = bool(connection.access_token)
+    values = {
+        "id": uuid7(),
+        "message_id": message.id,
+        "destination": connection.channel,
+        "conversation_id": message.conversation_id,
+        "connection_id": connection.id,
+        "recipient": recipient,
+        "status": DeliveryStatus.QUEUED if has_token else DeliveryStatus.FAILED,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": None if has_token else NO_ACCESS_TOKEN,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return conn.execute(sa.insert(deliveries).values(values).returning(*deliveries.c)).one()
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this dispatcher may send until ``lease_until``, with what it needs."""
+
+    id: UUID
+    claim_token: UUID
+    attempts: int
+    destination: str
+    recipient: str
+    text: str
+    access_token: str | None
+    connection_gone: bool
+
+
+def claim_due(
+    conn: Connection, *, limit: int, lease_seconds: float, now: datetime | None = None
+) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
+
+    Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
+    and no older pending delivery in the same conversation. Two statements per batch: the
+    claim, then one read of the texts and tokens.
+    """
+    now = now or utcnow()
+    token = uuid7()
+    older = deliveries.alias("older")
+    waits_for_older = (
+        sa.exists()
+        .where(
+            older.c.conversation_id == deliveries.c.conversation_id,
+            older.c.status.in_(PENDING_DELIVERY),
+            older.c.id < deliveries.c.id,
+        )
+        .correlate(deliveries)
+    )
+    due = (
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.status.in_(PENDING_DELIVERY),
+            deliveries.c.next_attempt_at <= now,
+            ~waits_for_older,
+        )
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.SENDING,
+            attempts=deliveries.c.attempts + 1,
+            next_attempt_at=now + timedelta(seconds=lease_seconds),
+            claim_token=token,
+            updated_at=now,
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.attempts,
+            deliveries.c.destination,
+            deliveries.c.recipient,
+            deliveries.c.message_id,
+            deliveries.c.connection_id,
+        )
+    ).all()
+    if not claimed:
+        return []
+    details = {
+        row.id: row
+        for row in conn.execute(
+            sa.select(messages.c.id, messages.c.text, connections.c.access_token)
+            .outerjoin(connections, connections.c.id == messages.c.connection_id)
+            .where(messages.c.id.in_([c.message_id for c in claimed]))
+        )
+    }
+    out = []
+    for c in claimed:
+        detail = details[c.message_id]
+        out.append(
+            Claimed(
+                id=c.id,
+                claim_token=token,
+                attempts=c.attempts,
+                destination=c.destination,
+                recipient=c.recipient,
+                text=detail.text,
+                access_token=detail.access_token if c.connection_id is not None else None,
+                connection_gone=c.connection_id is None,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What became of one claimed delivery.
+
+    ``status`` ``sending`` keeps the claim (same token) until ``next_attempt_at``: the
+    delivery waits for the platform's echo and is sent again only if none comes.
+    """
+
+    id: UUID
+    claim_token: UUID
+    status: DeliveryStatus
+    next_attempt_at: datetime
+    last_error: str | None = None
+    platform_message_id: str | None = None
+    sent_at: datetime | None = None
+
+
+def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | None = None) -> int:
+    """Write outcomes, each only if its claim still holds; returns how many did.
+
+    One statement for the whole batch (``executemany``). An outcome for a delivery that an
+    echo already settled (``sent``) or another dispatcher took over is dropped: the
+    ``WHERE`` guards it.
+    """
+    if not settlements:
+        return 0
+    now = now or utcnow()
+    statement = (
+        sa.update(deliveries)
+        .where(
+            deliveries.c.id == sa.bindparam("b_id"),
+            deliveries.c.claim_token == sa.bindparam("b_token"),
+            deliveries.c.status == DeliveryStatus.SENDING,
+        )
+        .values(
+            status=sa.bindparam("b_status"),
+            next_attempt_at=sa.bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+            last_error=sa.bindparam("b_error"),
+            platform_message_id=sa.func.coalesce(
+                sa.bindparam("b_pmid", type_=deliveries.c.platform_message_id.type),
+                deliveries.c.platform_message_id,
+            ),
+            sent_at=sa.bindparam("b_sent", type_=deliveries.c.sent_at.type),
+            claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
+            updated_at=now,
+        )
+    )
+    params = [
+        {
+            "b_id": s.id,
+            "b_token": s.claim_token,
+            "b_status": s.status.value,
+            "b_next": s.next_attempt_at,
+            "b_error": s.last_error,
+            "b_pmid": s.platform_message_id,
+            "b_sent": s.sent_at,
+            "b_keep": s.claim_token if s.status == DeliveryStatus.SENDING else None,
+        }
+        for s in settlements
+    ]
+    result = conn.execute(statement, params)
+    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
+
+
+def release(conn: Connection, claims: Sequence[Claimed], now: datetime | None = None) -> None:
+    """Give back claims that were never sent (a dispatcher stopping cleanly): queued and
+    due again at once, the attempt not counted, instead of waiting out their lease."""
+    if not claims:
+        return
+    now = now or utcnow()
+    conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.id == sa.bindparam("b_id"),
+            deliveries.c.claim_token == sa.bindparam("b_token"),
+            deliveries.c.status == DeliveryStatus.SENDING,
+        )
+        .values(
+            status=DeliveryStatus.QUEUED,
+            attempts=deliveries.c.attempts - 1,
+            next_attempt_at=now,
+            claim_token=None,
+            updated_at=now,
+        ),
+        [{"b_id": c.id, "b_token": c.claim_token} for c in claims],
+    )
+
+
+def settle_by_echo(
+    conn: Connection, delivery_id: UUID, platform_message_id: str, now: datetime | None = None
+) -> bool:
+    """The platform reports it delivered this delivery's message (Meta's echo): ``sent``,
+    whatever a dispatcher concluded (a lost answer, a timeout, even a give-up). True when
+    the echo named a delivery of ours that was not settled as sent yet."""
+    now = now or utcnow()
+    row = conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status != DeliveryStatus.SENT)
+        .values(
+            status=DeliveryStatus.SENT,
+            platform_message_id=platform_message_id,
+            sent_at=now,
+            last_error=None,
+            claim_token=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    ).first()
+    return row is not None
+
+
+def is_own_delivery(conn: Connection, delivery_id: UUID) -> bool:
+    """True when ``delivery_id`` names a delivery noclash made (an echo of our own send)."""
+    found = conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id))
+    return found.first() is not None
+
+
+def retry(
+    conn: Connection, message_id: UUID | str, *, owner_id: UUID, now: datetime | None = None
+) -> Row:
+    """Queue a ``failed`` or ``unknown`` delivery of the caller's message again, due now,
+    with a fresh count of attempts. Returns the delivery. Any other state is a 409 (it is
+    already on its way, or sent); a message without a platform delivery is a 404."""
+    now = now or utcnow()
+    ident = message_id if isinstance(message_id, UUID) else parse_uuid(message_id)
+    if ident is None:
+        raise NotFound("message not found")
+    owned = (
+        sa.select(deliveries)
+        .join(conversations, conversations.c.id == deliveries.c.conversation_id)
+        .join(chatbots, chatbots.c.id == conversations.c.chatbot_id)
+        .where(deliveries.c.message_id == ident, chatbots.c.owner_id == owner_id)
+        .with_for_update(of=deliveries)
+    )
+    delivery = conn.execute(owned).first()
+    if delivery is None:
+        raise NotFound("this message has no platform delivery")
+    if delivery.status not in RETRYABLE:
+        raise Conflict(
+            f"the delivery is {delivery.status}; only a failed or unknown one is retried",
+            fields=("status",),
+            current_status=delivery.status,
+        )
+    return conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id == delivery.id, deliveries.c.status.in_(RETRYABLE))
+        .values(
+            status=DeliveryStatus.QUEUED,
+            attempts=0,
+            next_attempt_at=now,
+            claim_token=None,
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+    ).one()
+
+
+__all__ = [
+    "CONNECTION_GONE",
+    "NO_ACCESS_TOKEN",
+    "Claimed",
+    "Settlement",
+    "claim_due",
+    "is_own_delivery",
+    "queue_delivery",
+    "release",
+    "retry",
+    "settle",
+    "settle_by_echo",
+]

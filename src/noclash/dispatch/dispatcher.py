@@ -1,0 +1,330 @@
+"""The dispatcher: claims due deliveries, sends them, settles each outcome, wakes snoozes.
+
+Any number of dispatchers run against one database (one in every ``noclash serve``
+process by default, or alone in ``noclash worker``); they share nothing but the database.
+What each one does, in a loop:
+
+1. **Claim** a batch of due deliveries (:func:`noclash.chat.outbox.claim_due`: one
+   statement, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so dispatchers take disjoint
+   rows). It claims ahead, up to twice its concurrency, so a send that finishes is
+   replaced at once without a claim statement per delivery.
+2. **Send** each one through its platform's adapter (:mod:`noclash.channels`), up to
+   ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over one pooled HTTP client.
+3. **Settle** the outcome (:func:`noclash.chat.outbox.settle`), batched: outcomes that
+   arrive while a batch is written go in the next one, one statement each batch.
+   Retries back off exponentially with jitter (and at least as long as the platform
+   asked); a permanent error or the last attempt is ``failed``; a send the platform may
+   have delivered waits for Meta's echo, or becomes ``unknown`` on Telegram
+   (:mod:`noclash.channels.sending`).
+4. **Wake** due snoozes, once a second (:func:`noclash.chat.lifecycle.wake_due_snoozes`).
+
+Crashes: a dispatcher killed at any instant leaves its claims ``sending`` until their
+lease ends; then any dispatcher takes them over. A send whose platform answer had arrived
+but was not yet settled is sent again then: that, and a read timeout, are the only ways a
+message can reach a platform twice (docs/outbound.md). The database being away stops
+nothing but progress: each step logs, waits and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from noclash.channels.senders import senders as configured_senders
+from noclash.channels.sending import Outcome, Sender, SendResult
+from noclash.chat import outbox
+from noclash.chat.lifecycle import wake_due_snoozes
+from noclash.chat.outbox import Claimed, Settlement
+from noclash.config import Settings
+from noclash.db.tables import DeliveryStatus
+from noclash.db.types import utcnow
+
+log = logging.getLogger("noclash.dispatch")
+
+# How often due snoozes are woken (the promise: within 5 s of snoozed_until).
+SNOOZE_INTERVAL_SECONDS = 1.0
+DATABASE_ERRORS = (DBAPIError, PoolTimeout)
+# A stopping dispatcher tries this many times to write its last outcomes, then leaves them
+# to the leases.
+STOP_SETTLE_ATTEMPTS = 5
+
+
+class Dispatcher:
+    """Sends due deliveries from ``engine`` until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        senders: dict[str, Sender] | None = None,
+        name: str = "dispatcher",
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.senders = senders if senders is not None else configured_senders(settings)
+        self.name = name
+        self.concurrency = settings.dispatcher_concurrency
+        self._ready: deque[Claimed] = deque()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._settlements: list[Settlement] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._settle_wakeup: asyncio.Event | None = None
+        self._stopping = False
+        self._idle = False
+        self._limiter = anyio.CapacityLimiter(4)
+        # Counters, for logs, tests and the benchmark.
+        self.sent = 0
+        self.settled = 0
+
+    # -- control (any thread) --------------------------------------------------------------
+    def wake(self) -> None:
+        """Work may be due (a reply was just stored): look now instead of at the next poll."""
+        loop, event = self._loop, self._wakeup
+        if loop is not None and event is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        self._idle = False
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def stop(self) -> None:
+        """Finish what is in flight, give back what was claimed and not sent, then return
+        from :meth:`run`."""
+        self._stopping = True
+        self.wake()
+
+    # -- the loop --------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._settle_wakeup = asyncio.Event()
+        timeout = httpx.Timeout(self.settings.platform_timeout_seconds)
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            settler = asyncio.create_task(self._settle_loop())
+            try:
+                await self._dispatch(client)
+            finally:
+                if self._inflight:
+                    await asyncio.wait(self._inflight)
+                await self._release_unsent()
+                self._stopping = True
+                self._settle_wakeup.set()
+                await settler
+        log.info("%s stopped: %d sent", self.name, self.sent)
+
+    async def _dispatch(self, client: httpx.AsyncClient) -> None:
+        assert self._wakeup is not None
+        poll = self.settings.dispatcher_poll_seconds
+        next_snooze = 0.0
+        while not self._stopping:
+            if time.monotonic() >= next_snooze:
+                await self._wake_snoozes()
+                next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
+            while self._ready and len(self._inflight) < self.concurrency:
+                self._start(client, self._ready.popleft())
+            want = 2 * self.concurrency - len(self._ready) - len(self._inflight)
+            if not self._idle and want >= max(1, self.concurrency // 2):
+                claimed = await self._claim(want)
+                self._ready.extend(claimed)
+                if claimed:
+                    continue
+                self._idle = True  # nothing due: wait for a wake-up or the next poll
+            self._wakeup.clear()
+            wait = min(poll, max(0.0, next_snooze - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+            if not self._wakeup.is_set():
+                self._idle = False  # the poll interval passed: look again
+
+    def _start(self, client: httpx.AsyncClient, claim: Claimed) -> None:
+        task = asyncio.create_task(self._deliver(client, claim))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- the database, off the event loop ----------------------------------------------------
+    async def _db(self, work: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(work, *args, limiter=self._limiter)
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        try:
+            return await self._db(self._claim_sync, limit)
+        except DATABASE_ERRORS as exc:
+            log.warning("%s could not claim deliveries: %s", self.name, _short(exc))
+            await asyncio.sleep(self.settings.dispatcher_poll_seconds)
+            return []
+
+    def _claim_sync(self, limit: int) -> list[Claimed]:
+        with self.engine.begin() as conn:
+            return outbox.claim_due(
+                conn, limit=limit, lease_seconds=self.settings.delivery_lease_seconds
+            )
+
+    async def _wake_snoozes(self) -> None:
+        try:
+            woken = await self._db(self._wake_sync)
+        except DATABASE_ERRORS as exc:
+            log.warning("%s could not wake snoozes: %s", self.name, _short(exc))
+            return
+        if woken:
+            log.info("%s woke %d snoozed conversations", self.name, len(woken))
+
+    def _wake_sync(self) -> list[Any]:
+        with self.engine.begin() as conn:
+            return wake_due_snoozes(conn)
+
+    async def _settle_loop(self) -> None:
+        assert self._settle_wakeup is not None
+        failures = 0
+        while True:
+            await self._settle_wakeup.wait()
+            self._settle_wakeup.clear()
+            while self._settlements:
+                batch, self._settlements = self._settlements, []
+                try:
+                    self.settled += await self._db(self._settle_sync, batch)
+                    failures = 0
+                except DATABASE_ERRORS as exc:
+                    # Keep them: written when the database is back (their claims hold
+                    # until the lease ends; after that the delivery is sent again).
+                    log.warning("%s could not settle deliveries: %s", self.name, _short(exc))
+                    self._settlements[:0] = batch
+                    failures += 1
+                    if self._stopping and failures >= STOP_SETTLE_ATTEMPTS:
+                        log.error(
+                            "%s stopped with %d outcomes unwritten: their leases will expire "
+                            "and they will be sent again",
+                            self.name, len(self._settlements),
+                        )  # fmt: skip
+                        return
+                    await asyncio.sleep(self.settings.dispatcher_poll_seconds)
+            if self._stopping and not self._inflight:
+                return
+
+    def _settle_sync(self, batch: list[Settlement]) -> int:
+        with self.engine.begin() as conn:
+            return outbox.settle(conn, batch)
+
+    async def _release_unsent(self) -> None:
+        unsent, self._ready = list(self._ready), deque()
+        if not unsent:
+            return
+        try:
+            await self._db(self._release_sync, unsent)
+        except DATABASE_ERRORS as exc:
+            log.warning("%s could not give back %d claims: %s", self.name, len(unsent), exc)
+
+    def _release_sync(self, claims: list[Claimed]) -> None:
+        with self.engine.begin() as conn:
+            outbox.release(conn, claims)
+
+    # -- one delivery ------------------------------------------------------------------------
+    async def _deliver(self, client: httpx.AsyncClient, claim: Claimed) -> None:
+        try:
+            settlement = await self._attempt(client, claim)
+        except Exception as exc:  # a bug must not stop the loop or lose the delivery
+            log.exception("%s: delivery %s raised", self.name, claim.id)
+            settlement = self.decide(claim, None, SendResult(Outcome.RETRY, error=repr(exc)))
+        if settlement.status == DeliveryStatus.SENT:
+            self.sent += 1
+        self._settlements.append(settlement)
+        assert self._settle_wakeup is not None
+        self._settle_wakeup.set()
+
+    async def _attempt(self, client: httpx.AsyncClient, claim: Claimed) -> Settlement:
+        if claim.connection_gone:
+            return self._final(claim, DeliveryStatus.FAILED, outbox.CONNECTION_GONE)
+        if not claim.access_token:
+            return self._final(claim, DeliveryStatus.FAILED, outbox.NO_ACCESS_TOKEN)
+        sender = self.senders.get(claim.destination)
+        if sender is None:
+            return self._final(
+                claim, DeliveryStatus.FAILED, f"noclash cannot send to {claim.destination}"
+            )
+        result = await sender.send(
+            client,
+            access_token=claim.access_token,
+            recipient=claim.recipient,
+            text=claim.text,
+            delivery_id=str(claim.id),
+        )
+        return self.decide(claim, sender, result)
+
+    def decide(self, claim: Claimed, sender: Sender | None, result: SendResult) -> Settlement:
+        """What a send's result makes of the delivery (the retry policy, in one place)."""
+        now = utcnow()
+        settings = self.settings
+        last = claim.attempts >= settings.delivery_max_attempts
+        if result.outcome == Outcome.SENT:
+            return Settlement(
+                claim.id, claim.claim_token, DeliveryStatus.SENT, now,
+                platform_message_id=result.platform_message_id, sent_at=now,
+            )  # fmt: skip
+        if result.outcome == Outcome.FAILED:
+            return self._final(claim, DeliveryStatus.FAILED, result.error)
+        if result.outcome == Outcome.AMBIGUOUS:
+            if sender is not None and sender.confirms_by_echo and not last:
+                wait = settings.meta_echo_wait_seconds
+                return Settlement(
+                    claim.id, claim.claim_token, DeliveryStatus.SENDING,
+                    now + timedelta(seconds=wait),
+                    last_error=f"{result.error}; waiting {wait:g} s for the platform's echo "
+                    "before sending again",
+                )  # fmt: skip
+            return self._final(
+                claim, DeliveryStatus.UNKNOWN,
+                f"{result.error}: the platform may have delivered it; "
+                "retry to send it again",
+            )  # fmt: skip
+        if last:
+            return self._final(
+                claim,
+                DeliveryStatus.FAILED,
+                f"gave up after {claim.attempts} attempts: {result.error}",
+            )
+        delay = max(self.backoff(claim.attempts), result.retry_after or 0.0)
+        return Settlement(
+            claim.id, claim.claim_token, DeliveryStatus.QUEUED,
+            now + timedelta(seconds=delay), last_error=result.error,
+        )  # fmt: skip
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: exponential, capped, with jitter (half
+        fixed, half random, so retries of many deliveries spread out)."""
+        base = self.settings.delivery_backoff_seconds
+        delay = min(self.settings.delivery_backoff_max_seconds, base * 2 ** (attempts - 1))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    @staticmethod
+    def _final(claim: Claimed, status: DeliveryStatus, error: str | None) -> Settlement:
+        return Settlement(claim.id, claim.claim_token, status, utcnow(), last_error=error)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+__all__ = ["Dispatcher"]
