@@ -60,12 +60,15 @@ class SchemaChange:
 
 @dataclass
 class Action:
-    """One planned repair."""
+    """One planned repair, of one finding.
+
+    The action answers for its finding's check, table and columns: the runner re-plans it
+    by them, verifies it by looking for a finding with the same three (:func:`_verify`), and
+    reports the error findings no action answers for as left to a human.
+    """
 
     repair: str
-    check: str
-    table: str
-    columns: tuple[str, ...]
+    finding: Finding = field(repr=False)
     summary: str
     locks: str
     steps: list[Step] = field(repr=False)
@@ -75,6 +78,18 @@ class Action:
     guard: str | None = field(default=None, repr=False)
     schema: list[SchemaChange] = field(default_factory=list, repr=False)
     changed_rows: int = 0
+
+    @property
+    def check(self) -> str:
+        return self.finding.check
+
+    @property
+    def table(self) -> str:
+        return self.finding.table or ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.finding.columns
 
     @property
     def statements(self) -> list[str]:

@@ -66,9 +66,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     verb = f"replace {ix.name} by" if ix else "build"
     return Action(
         repair=ID,
-        check=finding.check,
-        table=tname,
-        columns=columns,
+        finding=finding,
         summary=(
             f"{verb} a unique index over {life.column} IN ({', '.join(life.active)}) rows"
             + (
