@@ -61,7 +61,6 @@ def _finding(ctx: Context, spec: KeySpec) -> Finding | None:
         duplicate_groups=groups, intent=spec.reason, rows=ctx.row_count(spec.table), lifecycle=life
     )
     if not spec.declared:
-        key_sql = ", ".join(ctx.q(c) for c in spec.columns)
         return Finding(
             check=ID,
             severity=Severity.NOTE,
@@ -74,10 +73,7 @@ def _finding(ctx: Context, spec: KeySpec) -> Finding | None:
             ),
             evidence=evidence,
             fix=Fix(
-                statements=(
-                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)} "
-                    f"GROUP BY {key_sql} HAVING count(*) > 1",
-                ),
+                statements=(fixes.duplicate_groups_sql(ctx, spec.table, spec.columns),),
                 idiom=ctx.idiom(),
             ),
         )
