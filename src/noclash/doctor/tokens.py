@@ -109,6 +109,16 @@ def mask(value: str) -> str:
     return value[:2] + "…" if len(value) > 2 else "…"
 
 
+def masked_examples(ctx: Context, table: str, column: str, where: str) -> list[str]:
+    """The first three values of ``table.column`` matching ``where``, masked: what a finding
+    shows of a column that may hold secrets."""
+    q = ctx.q(column)
+    rows = ctx.rows(
+        f"SELECT {q} FROM {ctx.t(table)} WHERE {where} ORDER BY {q} LIMIT 3", what=table
+    )
+    return [mask(r[0]) for r in rows]
+
+
 def declared_token_columns(ctx: Context) -> list[tuple[str, str]]:
     """Text columns declared unique on their own (an index or ``--key``): where a random
     token that collides is a failed insert. Shared by ``weak-tokens`` and
