@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from noclash.doctor.context import Context
 from noclash.doctor.dialects import is_uuid_text
-from noclash.doctor.intent import may_hold_random_tokens
+from noclash.doctor.intent import declared_alone, may_hold_random_tokens
 
 MIN_SAMPLE = 20
 MIN_LENGTH = 4
@@ -125,13 +125,12 @@ def declared_token_columns(ctx: Context) -> list[tuple[str, str]]:
     ``uuid-castability`` (whose fix for weak tokens is the move to uuid)."""
 
     def compute() -> list[tuple[str, str]]:
-        stated = {(k.table, k.columns[0]) for k in ctx.options.keys if len(k.columns) == 1}
         out = []
         for tname, table in ctx.catalog.tables.items():
             for col in table.columns.values():
                 if not may_hold_random_tokens(col):
                     continue
-                if table.single_column_uniques(col.name) or (tname, col.name) in stated:
+                if declared_alone(tname, table, col.name, ctx.options.keys):
                     out.append((tname, col.name))
         return out
 
