@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.doctor.connect import connection, display_url, open_engine
+from noclash.doctor.connect import connection, display_url, first_line, open_engine
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import DoctorError, RepairFailed
@@ -320,9 +320,8 @@ def _run_outside_transaction(
         except sa.exc.DBAPIError as exc:
             if m := _CONCURRENT_BUILD.match(stmt):
                 auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(m, action)}")
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise RepairFailed(
-                f"{action.repair} on {action.table}: {stmt} failed: {detail}",
+                f"{action.repair} on {action.table}: {stmt} failed: {first_line(exc)}",
                 action=action.repair,
                 table=action.table,
             ) from exc
