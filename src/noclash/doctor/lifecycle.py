@@ -9,6 +9,7 @@ message must open a new one, so ``(connection, psid)`` is unique among OPEN/SNOO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from noclash.doctor.catalog import Table, check_values
 from noclash.doctor.context import Context
@@ -70,6 +71,27 @@ def key_lifecycle(ctx: Context, tname: str, columns: tuple[str, ...]) -> Lifecyc
     return table_lifecycle(ctx, tname)
 
 
+class KeyScope(NamedTuple):
+    """Where a key must be unique: among every row (``lifecycle`` is ``None``), or among
+    the active rows of its table's lifecycle, which the SQL predicate ``active`` selects."""
+
+    lifecycle: Lifecycle | None
+    active: str | None
+
+
+def unenforced_scope(ctx: Context, tname: str, columns: tuple[str, ...]) -> KeyScope | None:
+    """Where the key ``columns`` must be unique, or ``None`` when a unique index already
+    enforces it: a whole-table one, or, for a key unique among active rows, a partial one.
+
+    ``duplicate-keys`` and ``missing-unique-index`` must agree on this: the second leaves a
+    key with duplicates to the first.
+    """
+    life = key_lifecycle(ctx, tname, columns)
+    if ctx.catalog.tables[tname].has_unique_on(columns, whole_table=life is None):
+        return None
+    return KeyScope(life, active_predicate(ctx, life) if life else None)
+
+
 def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -84,6 +106,7 @@ def partial_name(table: str, columns: tuple[str, ...]) -> str:
 
 
 __all__ = [
+    "KeyScope",
     "Lifecycle",
     "active_predicate",
     "key_lifecycle",
@@ -91,4 +114,5 @@ __all__ = [
     "partial_name",
     "states",
     "table_lifecycle",
+    "unenforced_scope",
 ]

@@ -18,7 +18,7 @@ from typing import ClassVar
 from noclash.doctor import fixes
 from noclash.doctor.context import Context, plain
 from noclash.doctor.intent import is_slug, stated_keys
-from noclash.doctor.lifecycle import Lifecycle, active_predicate, key_lifecycle
+from noclash.doctor.lifecycle import Lifecycle, unenforced_scope
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "duplicate-keys"
@@ -57,11 +57,10 @@ class DuplicateKeysEvidence(Evidence):
 
 def run(ctx: Context) -> Iterator[Finding]:
     for spec in stated_keys(ctx.catalog, ctx.options.keys):
-        table = ctx.catalog.tables[spec.table]
-        life = key_lifecycle(ctx, spec.table, spec.columns)
-        if table.has_unique_on(spec.columns, whole_table=life is None):
+        unenforced = unenforced_scope(ctx, spec.table, spec.columns)
+        if unenforced is None:
             continue
-        active = active_predicate(ctx, life) if life else None
+        life, active = unenforced
         dups = ctx.duplicate_groups(spec.table, spec.columns, active)
         if not dups.groups:
             continue
