@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from noclash.doctor.catalog import Index, Sequence
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import literal
 from noclash.doctor.lifecycle import Lifecycle, active_predicate, partial_name
 from noclash.doctor.names import identifier
 
@@ -83,10 +84,9 @@ def close_active_duplicates(
         f"WHERE {active_predicate(ctx, life)} AND {ctx.not_null(columns)}) AS ranked "
         f"WHERE noclash_rank > 1"
     )
-    closed = "'" + life.closed[0].replace("'", "''") + "'"
     where = f"{key} IN ({ranked})"
     return Step(
-        f"UPDATE {t} SET {ctx.q(life.column)} = {closed} WHERE {where}",
+        f"UPDATE {t} SET {ctx.q(life.column)} = {literal(life.closed[0])} WHERE {where}",
         backup=f"SELECT * FROM {t} WHERE {where}",
     )
 
@@ -234,10 +234,9 @@ def reset_sequence(ctx: Context, seq: Sequence) -> list[Step]:
     """``setval`` to the largest value of every column the sequence feeds."""
     tops = [f"(SELECT max({ctx.q(c)}) FROM {ctx.t(t)})" for t, c in seq.users]
     top = tops[0] if len(tops) == 1 else f"GREATEST({', '.join(tops)})"
-    literal = "'" + seq.name.replace("'", "''") + "'"
     return [
         Step(
-            f"SELECT setval({literal}, {top})",
+            f"SELECT setval({literal(seq.name)}, {top})",
             backup=f"SELECT last_value, is_called FROM {seq.name}",
         )
     ]

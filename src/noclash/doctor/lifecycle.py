@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from noclash.doctor.catalog import Table, check_values
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import literal
 from noclash.doctor.intent import is_closed_state, is_own_identifier, lifecycle_column
 from noclash.doctor.names import identifier
 
@@ -92,10 +93,6 @@ def unenforced_scope(ctx: Context, tname: str, columns: tuple[str, ...]) -> KeyS
     return KeyScope(life, active_predicate(ctx, life) if life else None)
 
 
-def literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def active_predicate(ctx: Context, life: Lifecycle) -> str:
     return f"{ctx.q(life.column)} IN ({', '.join(literal(v) for v in life.active)})"
 
@@ -110,7 +107,6 @@ __all__ = [
     "Lifecycle",
     "active_predicate",
     "key_lifecycle",
-    "literal",
     "partial_name",
     "states",
     "table_lifecycle",
