@@ -46,7 +46,7 @@ def connection(engine: Engine) -> Iterator[Connection]:
         conn = engine.connect()
     except sa.exc.DBAPIError as exc:
         raise CannotConnect(
-            f"cannot connect to {engine.url.render_as_string()}: {_first_line(exc)}"
+            f"cannot connect to {engine.url.render_as_string()}: {first_line(exc)}"
         ) from exc
     try:
         yield conn
@@ -62,10 +62,12 @@ def reading(what: str) -> Iterator[None]:
     except DoctorError:
         raise
     except sa.exc.DBAPIError as exc:
-        raise CannotRead(f"cannot read {what}: {_first_line(exc)}") from exc
+        raise CannotRead(f"cannot read {what}: {first_line(exc)}") from exc
 
 
-def _first_line(exc: sa.exc.DBAPIError) -> str:
+def first_line(exc: sa.exc.DBAPIError) -> str:
+    """The first line of the driver's own message: a report names the failure, not the
+    SQL and parameters SQLAlchemy adds or the driver's DETAIL and HINT lines."""
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 

@@ -66,6 +66,11 @@ class Context:
             table = self.catalog.tables[table]
         return self.dialect.table_sql(self.conn, table)
 
+    def not_null(self, columns: Sequence[str]) -> str:
+        """SQL predicate: no NULL in ``columns``. Rows with a NULL in a key never collide
+        (NULL equals nothing), so they count in no duplicate group and no fix touches them."""
+        return " AND ".join(f"{self.q(c)} IS NOT NULL" for c in columns)
+
     def ix(self, table: Table | str, index: str) -> str:
         """An index name for DROP/REINDEX: qualified by its table's schema (indexes live
         in their table's schema, which need not be on the search path)."""
@@ -130,7 +135,7 @@ class Context:
         def compute() -> DuplicateGroups:
             self.step(f"grouping {table}({', '.join(columns)})")
             key = ", ".join(self.q(c) for c in columns)
-            not_null = " AND ".join(f"{self.q(c)} IS NOT NULL" for c in columns)
+            not_null = self.not_null(columns)
             if where:
                 not_null = f"{not_null} AND ({where})"
             base = (

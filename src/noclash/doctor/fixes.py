@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from noclash.doctor.catalog import Index, Sequence
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import literal
 from noclash.doctor.lifecycle import Lifecycle, active_predicate, partial_name
 from noclash.doctor.names import identifier
 
@@ -77,16 +78,15 @@ def close_active_duplicates(
     cols = ", ".join(ctx.q(c) for c in columns)
     order = activity_column(ctx, table)
     latest = f"{ctx.q(order)} IS NULL, {ctx.q(order)} DESC, {key} DESC" if order else f"{key} DESC"
-    not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in columns)
     ranked = (
         f"SELECT noclash_key FROM (SELECT {key} AS noclash_key, row_number() OVER "
         f"(PARTITION BY {cols} ORDER BY {latest}) AS noclash_rank FROM {t} "
-        f"WHERE {active_predicate(ctx, life)} AND {not_null}) AS ranked WHERE noclash_rank > 1"
+        f"WHERE {active_predicate(ctx, life)} AND {ctx.not_null(columns)}) AS ranked "
+        f"WHERE noclash_rank > 1"
     )
-    closed = "'" + life.closed[0].replace("'", "''") + "'"
     where = f"{key} IN ({ranked})"
     return Step(
-        f"UPDATE {t} SET {ctx.q(life.column)} = {closed} WHERE {where}",
+        f"UPDATE {t} SET {ctx.q(life.column)} = {literal(life.closed[0])} WHERE {where}",
         backup=f"SELECT * FROM {t} WHERE {where}",
     )
 
@@ -154,14 +154,24 @@ def suffix_duplicates(ctx: Context, table: str, column: str) -> list[Step] | Non
     ]
 
 
-def duplicates_left_sql(ctx: Context, table: str, columns: tuple[str, ...]) -> str:
-    """A count that must be 0 before a repair commits (a unique index would then build)."""
+def duplicate_groups_sql(
+    ctx: Context, table: str, columns: tuple[str, ...], where: str | None = None
+) -> str:
+    """The groups of rows (matching ``where``) that share ``columns``, with their sizes:
+    what must be resolved before a unique index on ``columns`` can be built."""
     cols = ", ".join(ctx.q(c) for c in columns)
-    not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in columns)
-    return (
-        f"SELECT count(*) FROM (SELECT {cols} FROM {ctx.t(table)} WHERE {not_null} "
-        f"GROUP BY {cols} HAVING count(*) > 1) AS g"
-    )
+    rows = f"{ctx.t(table)} WHERE {where}" if where else ctx.t(table)
+    return f"SELECT {cols}, count(*) FROM {rows} GROUP BY {cols} HAVING count(*) > 1"
+
+
+def duplicates_left_sql(
+    ctx: Context, table: str, columns: tuple[str, ...], among: str | None = None
+) -> str:
+    """A count that must be 0 before a repair commits (a unique index would then build):
+    the duplicate groups of ``columns``, among the rows matching ``among`` if given (the
+    active rows, for a partial index)."""
+    where = f"{among} AND {ctx.not_null(columns)}" if among else ctx.not_null(columns)
+    return f"SELECT count(*) FROM ({duplicate_groups_sql(ctx, table, columns, where)}) AS g"
 
 
 def missing_values(ctx: Context, table: str, column: str, *, nulls: bool) -> str:
@@ -224,10 +234,9 @@ def reset_sequence(ctx: Context, seq: Sequence) -> list[Step]:
     """``setval`` to the largest value of every column the sequence feeds."""
     tops = [f"(SELECT max({ctx.q(c)}) FROM {ctx.t(t)})" for t, c in seq.users]
     top = tops[0] if len(tops) == 1 else f"GREATEST({', '.join(tops)})"
-    literal = "'" + seq.name.replace("'", "''") + "'"
     return [
         Step(
-            f"SELECT setval({literal}, {top})",
+            f"SELECT setval({literal(seq.name)}, {top})",
             backup=f"SELECT last_value, is_called FROM {seq.name}",
         )
     ]
@@ -238,6 +247,7 @@ __all__ = [
     "activity_column",
     "add_unique_index",
     "backfill",
+    "duplicate_groups_sql",
     "duplicates_left_sql",
     "migrate_weak_tokens",
     "missing_values",

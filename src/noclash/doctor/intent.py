@@ -166,6 +166,17 @@ def stated_keys(catalog: Catalog, explicit: tuple[KeySpec, ...]) -> list[KeySpec
     return out
 
 
+def declared_alone(
+    table_name: str, table: Table, column: str, explicit: tuple[KeySpec, ...]
+) -> bool:
+    """Whether ``column`` is declared a key on its own: a unique index on it alone (partial
+    ones included) or ``--key table.column``. A column that is only part of a composite key
+    may repeat a value freely: two of its values colliding matters only when it is alone."""
+    return bool(table.single_column_uniques(column)) or any(
+        spec.table == table_name and spec.columns == (column,) for spec in explicit
+    )
+
+
 def named_keys(catalog: Catalog, explicit: tuple[KeySpec, ...]) -> list[KeySpec]:
     """Single columns whose names suggest a key that nothing declares.
 

@@ -9,9 +9,11 @@ message must open a new one, so ``(connection, psid)`` is unique among OPEN/SNOO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from noclash.doctor.catalog import Table, check_values
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import literal
 from noclash.doctor.intent import is_closed_state, is_own_identifier, lifecycle_column
 from noclash.doctor.names import identifier
 
@@ -70,8 +72,25 @@ def key_lifecycle(ctx: Context, tname: str, columns: tuple[str, ...]) -> Lifecyc
     return table_lifecycle(ctx, tname)
 
 
-def literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+class KeyScope(NamedTuple):
+    """Where a key must be unique: among every row (``lifecycle`` is ``None``), or among
+    the active rows of its table's lifecycle, which the SQL predicate ``active`` selects."""
+
+    lifecycle: Lifecycle | None
+    active: str | None
+
+
+def unenforced_scope(ctx: Context, tname: str, columns: tuple[str, ...]) -> KeyScope | None:
+    """Where the key ``columns`` must be unique, or ``None`` when a unique index already
+    enforces it: a whole-table one, or, for a key unique among active rows, a partial one.
+
+    ``duplicate-keys`` and ``missing-unique-index`` must agree on this: the second leaves a
+    key with duplicates to the first.
+    """
+    life = key_lifecycle(ctx, tname, columns)
+    if ctx.catalog.tables[tname].has_unique_on(columns, whole_table=life is None):
+        return None
+    return KeyScope(life, active_predicate(ctx, life) if life else None)
 
 
 def active_predicate(ctx: Context, life: Lifecycle) -> str:
@@ -84,11 +103,12 @@ def partial_name(table: str, columns: tuple[str, ...]) -> str:
 
 
 __all__ = [
+    "KeyScope",
     "Lifecycle",
     "active_predicate",
     "key_lifecycle",
-    "literal",
     "partial_name",
     "states",
     "table_lifecycle",
+    "unenforced_scope",
 ]

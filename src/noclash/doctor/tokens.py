@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from noclash.doctor.context import Context
 from noclash.doctor.dialects import is_uuid_text
-from noclash.doctor.intent import may_hold_random_tokens
+from noclash.doctor.intent import declared_alone, may_hold_random_tokens
 
 MIN_SAMPLE = 20
 MIN_LENGTH = 4
@@ -109,19 +109,28 @@ def mask(value: str) -> str:
     return value[:2] + "…" if len(value) > 2 else "…"
 
 
+def masked_examples(ctx: Context, table: str, column: str, where: str) -> list[str]:
+    """The first three values of ``table.column`` matching ``where``, masked: what a finding
+    shows of a column that may hold secrets."""
+    q = ctx.q(column)
+    rows = ctx.rows(
+        f"SELECT {q} FROM {ctx.t(table)} WHERE {where} ORDER BY {q} LIMIT 3", what=table
+    )
+    return [mask(r[0]) for r in rows]
+
+
 def declared_token_columns(ctx: Context) -> list[tuple[str, str]]:
     """Text columns declared unique on their own (an index or ``--key``): where a random
     token that collides is a failed insert. Shared by ``weak-tokens`` and
     ``uuid-castability`` (whose fix for weak tokens is the move to uuid)."""
 
     def compute() -> list[tuple[str, str]]:
-        stated = {(k.table, k.columns[0]) for k in ctx.options.keys if len(k.columns) == 1}
         out = []
         for tname, table in ctx.catalog.tables.items():
             for col in table.columns.values():
                 if not may_hold_random_tokens(col):
                     continue
-                if table.single_column_uniques(col.name) or (tname, col.name) in stated:
+                if declared_alone(tname, table, col.name, ctx.options.keys):
                     out.append((tname, col.name))
         return out
 

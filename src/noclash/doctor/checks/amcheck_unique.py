@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from noclash.doctor.connect import first_line
 from noclash.doctor.context import Context
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
@@ -57,7 +58,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 savepoint.commit()
             except sa.exc.DBAPIError as exc:
                 savepoint.rollback()
-                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                detail = first_line(exc)
                 yield Finding(
                     check=ID,
                     severity=Severity.ERROR,

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
+from noclash.doctor import fixes
 from noclash.doctor.context import Context, plain
 from noclash.doctor.intent import is_slug, stated_keys
-from noclash.doctor.lifecycle import Lifecycle, active_predicate, key_lifecycle
+from noclash.doctor.lifecycle import Lifecycle, unenforced_scope
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "duplicate-keys"
@@ -56,15 +57,13 @@ class DuplicateKeysEvidence(Evidence):
 
 def run(ctx: Context) -> Iterator[Finding]:
     for spec in stated_keys(ctx.catalog, ctx.options.keys):
-        table = ctx.catalog.tables[spec.table]
-        life = key_lifecycle(ctx, spec.table, spec.columns)
-        if table.has_unique_on(spec.columns, whole_table=life is None):
+        unenforced = unenforced_scope(ctx, spec.table, spec.columns)
+        if unenforced is None:
             continue
-        active = active_predicate(ctx, life) if life else None
+        life, active = unenforced
         dups = ctx.duplicate_groups(spec.table, spec.columns, active)
         if not dups.groups:
             continue
-        key_sql = ", ".join(ctx.q(c) for c in spec.columns)
         samples = []
         for row in dups.top:
             values = row[: len(spec.columns)]
@@ -82,8 +81,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         slug = len(spec.columns) == 1 and is_slug(spec.columns[0])
         repair = "partial-unique" if life else "suffix-duplicates" if slug else None
         scope = f" {'/'.join(life.active)}" if life else ""
-        not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in spec.columns)
-        filter_sql = f" WHERE {not_null}" + (f" AND {active}" if active else "")
+        counted = ctx.not_null(spec.columns) + (f" AND {active}" if active else "")
         yield Finding(
             check=ID,
             severity=Severity.ERROR,
@@ -103,10 +101,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 lifecycle=life,
             ),
             fix=Fix(
-                statements=(
-                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)}{filter_sql} "
-                    f"GROUP BY {key_sql} HAVING count(*) > 1",
-                ),
+                statements=(fixes.duplicate_groups_sql(ctx, spec.table, spec.columns, counted),),
                 repair=repair,
                 idiom=ctx.idiom(),
             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from noclash.doctor import fixes
 from noclash.doctor.context import Context
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
@@ -77,8 +78,7 @@ def _fix(
 ) -> tuple[str, ...]:
     """Rebuild the index; with duplicates, list them first (a rebuild would fail again)."""
     if groups:
-        cols = ", ".join(ctx.q(c) for c in columns)
-        return (f"SELECT {cols}, count(*) FROM {ctx.t(table)} GROUP BY {cols} HAVING count(*) > 1",)
+        return (fixes.duplicate_groups_sql(ctx, table, columns),)
     if definition:
         return (f"DROP INDEX CONCURRENTLY {ctx.ix(table, name)}", definition)
     return (f"REINDEX INDEX CONCURRENTLY {ctx.ix(table, name)}",)

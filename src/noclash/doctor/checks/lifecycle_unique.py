@@ -21,8 +21,9 @@ from typing import ClassVar
 from noclash.doctor import fixes
 from noclash.doctor.catalog import Index, Table
 from noclash.doctor.context import Context
+from noclash.doctor.dialects import literal
 from noclash.doctor.intent import is_own_identifier, lifecycle_column
-from noclash.doctor.lifecycle import Lifecycle, literal, table_lifecycle
+from noclash.doctor.lifecycle import Lifecycle, table_lifecycle
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "lifecycle-unique"

@@ -19,7 +19,7 @@ from typing import ClassVar
 from noclash.doctor import fixes
 from noclash.doctor.context import Context
 from noclash.doctor.intent import KeySpec, named_keys, stated_keys
-from noclash.doctor.lifecycle import Lifecycle, active_predicate, key_lifecycle
+from noclash.doctor.lifecycle import Lifecycle, unenforced_scope
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "missing-unique-index"
@@ -50,18 +50,16 @@ class MissingUniqueIndexEvidence(Evidence):
 
 
 def _finding(ctx: Context, spec: KeySpec) -> Finding | None:
-    table = ctx.catalog.tables[spec.table]
-    life = key_lifecycle(ctx, spec.table, spec.columns)
-    if table.has_unique_on(spec.columns, whole_table=life is None):
+    unenforced = unenforced_scope(ctx, spec.table, spec.columns)
+    if unenforced is None:
         return None
-    active = active_predicate(ctx, life) if life else None
+    life, active = unenforced
     groups = ctx.duplicate_groups(spec.table, spec.columns, active).groups
     cols = ", ".join(spec.columns)
     evidence = MissingUniqueIndexEvidence(
         duplicate_groups=groups, intent=spec.reason, rows=ctx.row_count(spec.table), lifecycle=life
     )
     if not spec.declared:
-        key_sql = ", ".join(ctx.q(c) for c in spec.columns)
         return Finding(
             check=ID,
             severity=Severity.NOTE,
@@ -74,10 +72,7 @@ def _finding(ctx: Context, spec: KeySpec) -> Finding | None:
             ),
             evidence=evidence,
             fix=Fix(
-                statements=(
-                    f"SELECT {key_sql}, count(*) FROM {ctx.t(spec.table)} "
-                    f"GROUP BY {key_sql} HAVING count(*) > 1",
-                ),
+                statements=(fixes.duplicate_groups_sql(ctx, spec.table, spec.columns),),
                 idiom=ctx.idiom(),
             ),
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from noclash.doctor.context import Context, plain
-from noclash.doctor.intent import is_legacy
+from noclash.doctor.intent import declared_alone, is_legacy
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
 
 ID = "normalised-duplicates"
@@ -52,12 +52,11 @@ def normal_form(ctx: Context, column: str) -> str:
 
 
 def run(ctx: Context) -> Iterator[Finding]:
-    stated = {(k.table, k.columns[0]) for k in ctx.options.keys if len(k.columns) == 1}
     for tname, table in ctx.catalog.tables.items():
         for col in table.columns.values():
             if not col.is_text or is_legacy(col.name):
                 continue
-            if not (table.single_column_uniques(col.name) or (tname, col.name) in stated):
+            if not declared_alone(tname, table, col.name, ctx.options.keys):
                 continue
             norm = normal_form(ctx, col.name)
             q = ctx.q(col.name)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from noclash.doctor.context import Context
 from noclash.doctor.intent import is_legacy, names_uuid, never_a_key
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
-from noclash.doctor.tokens import declared_token_columns, mask, weak
+from noclash.doctor.tokens import declared_token_columns, masked_examples, weak
 
 ID = "uuid-castability"
 TITLE = "Text that would not cast to uuid"
@@ -64,13 +64,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             if not failing:
                 continue
             bad = f"{q} IS NOT NULL AND NOT {ok}"
-            examples = [
-                mask(r[0])
-                for r in ctx.rows(
-                    f"SELECT {q} FROM {ctx.t(tname)} WHERE {bad} ORDER BY {q} LIMIT 3",
-                    what=tname,
-                )
-            ]
+            examples = masked_examples(ctx, tname, col.name, bad)
             yield Finding(
                 check=ID,
                 severity=Severity.WARNING if weak_col else Severity.NOTE,

@@ -18,7 +18,7 @@ from noclash.doctor import fixes
 from noclash.doctor.context import Context
 from noclash.doctor.intent import never_a_key
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
-from noclash.doctor.tokens import declared_token_columns, mask, weak
+from noclash.doctor.tokens import declared_token_columns, masked_examples, weak
 
 ID = "weak-tokens"
 TITLE = "Random tokens too short for the table's size"
@@ -58,14 +58,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         growth = ctx.options.growth
         p_now = est.collision_probability(rows)
         p_later = est.collision_probability(rows * growth)
-        q = ctx.q(cname)
-        examples = [
-            mask(r[0])
-            for r in ctx.rows(
-                f"SELECT {q} FROM {ctx.t(tname)} WHERE {q} IS NOT NULL ORDER BY {q} LIMIT 3",
-                what=tname,
-            )
-        ]
+        examples = masked_examples(ctx, tname, cname, f"{ctx.q(cname)} IS NOT NULL")
         secret = never_a_key(ctx.catalog.tables[tname].columns[cname]) == "secret"
         yield Finding(
             check=ID,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection, Engine
 
 from noclash.db.dialects import DialectRegistry
-from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text
+from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text, literal
 
 DOCTOR_DIALECTS: DialectRegistry[DoctorDialect] = DialectRegistry(
     {
@@ -29,4 +29,11 @@ def supported(name: str) -> bool:
     return DOCTOR_DIALECTS.supports(name)
 
 
-__all__ = ["DOCTOR_DIALECTS", "DoctorDialect", "doctor_dialect", "is_uuid_text", "supported"]
+__all__ = [
+    "DOCTOR_DIALECTS",
+    "DoctorDialect",
+    "doctor_dialect",
+    "is_uuid_text",
+    "literal",
+    "supported",
+]

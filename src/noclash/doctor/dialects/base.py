@@ -37,6 +37,12 @@ def is_uuid_text(value: object) -> bool:
     return isinstance(value, str) and UUID_RE.match(value) is not None
 
 
+def literal(value: str) -> str:
+    """``value`` as an SQL string literal: quoted, its quotes doubled (the same in every
+    engine the doctor supports, so not a dialect method)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 class DoctorDialect:
     """Portable behaviour; every method states what a subclass must answer."""
 

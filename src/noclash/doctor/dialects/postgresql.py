@@ -87,32 +87,31 @@ class PostgreSQLDoctor(DoctorDialect):
     _CONSTRAINTS: ClassVar[str] = """
         SELECT conrelid, conname, contype, pg_get_constraintdef(oid), convalidated
         FROM pg_constraint WHERE conrelid = ANY(%(oids)s) ORDER BY conrelid, conname"""
-    # Every sequence a column draws from: owned by it (serial: deptype 'a', identity: 'i')
-    # or named by its default (pg_dump's DEFAULT nextval('t_id_seq'::regclass) records a
-    # normal dependency of the pg_attrdef row on the sequence).
+    # Every sequence a column draws from, as (sequence, table, column number, owned): one
+    # the column owns (serial: deptype 'a', identity: 'i'; the sequence depends on the
+    # column) or one its default names (pg_dump's DEFAULT nextval('t_id_seq'::regclass)
+    # records a normal dependency of the pg_attrdef row on the sequence). What is read of
+    # a sequence is then written once, not once per way of finding it.
     _SEQUENCES: ClassVar[str] = """
-        SELECT s.oid, sn.nspname, s.relname, t.oid, a.attname, d.deptype IN ('a', 'i'),
+        WITH uses (seq, rel, att, owned) AS (
+            SELECT d.refobjid, ad.adrelid, ad.adnum, d.deptype IN ('a', 'i')
+            FROM pg_depend d
+            JOIN pg_attrdef ad ON ad.oid = d.objid
+            WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+            UNION
+            SELECT d.objid, d.refobjid, d.refobjsubid, true
+            FROM pg_depend d
+            WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+              AND d.deptype IN ('a', 'i')
+        )
+        SELECT s.oid, sn.nspname, s.relname, u.rel, a.attname, u.owned,
                sq.seqstart, sq.seqincrement, has_sequence_privilege(s.oid, 'SELECT')
-        FROM pg_depend d
-        JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+        FROM uses u
+        JOIN pg_class s ON s.oid = u.seq AND s.relkind = 'S'
         JOIN pg_namespace sn ON sn.oid = s.relnamespace
         JOIN pg_sequence sq ON sq.seqrelid = s.oid
-        JOIN pg_attrdef ad ON ad.oid = d.objid
-        JOIN pg_class t ON t.oid = ad.adrelid
-        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ad.adnum
-        WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
-          AND t.oid = ANY(%(oids)s)
-        UNION
-        SELECT s.oid, sn.nspname, s.relname, t.oid, a.attname, true,
-               sq.seqstart, sq.seqincrement, has_sequence_privilege(s.oid, 'SELECT')
-        FROM pg_depend d
-        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        JOIN pg_namespace sn ON sn.oid = s.relnamespace
-        JOIN pg_sequence sq ON sq.seqrelid = s.oid
-        JOIN pg_class t ON t.oid = d.refobjid
-        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') AND t.oid = ANY(%(oids)s)
+        JOIN pg_attribute a ON a.attrelid = u.rel AND a.attnum = u.att
+        WHERE u.rel = ANY(%(oids)s)
         ORDER BY 2, 3, 4, 5"""
     _KINDS: ClassVar[dict[str, str]] = {
         "c": "check",

@@ -34,7 +34,7 @@ from noclash.doctor.catalog import (
     SchemaObject,
     Table,
 )
-from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text
+from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text, literal
 from noclash.doctor.errors import CannotConnect
 from noclash.doctor.names import identifier
 
@@ -280,8 +280,7 @@ class SQLiteDoctor(DoctorDialect):
         out = [new_sql, f"INSERT INTO {qt} ({cols}) SELECT {cols} FROM {q}"]
         if re.search(r"\bAUTOINCREMENT\b", table.create_sql, re.I):
             # Keep AUTOINCREMENT's high-water mark: ids of deleted rows are never reused.
-            lit = "'" + table.name.replace("'", "''") + "'"
-            new_lit = "'" + tmp.replace("'", "''") + "'"
+            lit, new_lit = literal(table.name), literal(tmp)
             out += [
                 f"DELETE FROM sqlite_sequence WHERE name = {new_lit}",
                 f"INSERT INTO sqlite_sequence (name, seq) SELECT {new_lit}, seq "

@@ -3,36 +3,19 @@
 The SQL is split into statements (comments, quotes and dollar quotes respected), each
 with its line number, and walked in order so rules know whether a transaction is open and
 which tables the file itself creates (building an index on a table created in the same
-migration locks nothing anyone waits for). Rules live one per module in ``lint/rules``.
+migration locks nothing anyone waits for). Rules live one per module in ``lint/rules``;
+what they share is in :mod:`noclash.doctor.lint.statements`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from noclash.doctor.errors import CannotRead, DoctorError
 from noclash.doctor.lint.rules import RULES
+from noclash.doctor.lint.statements import State, Statement, table_name
 from noclash.doctor.model import Report
-
-
-@dataclass(frozen=True)
-class Statement:
-    sql: str
-    line: int
-    file: str
-
-    @property
-    def normal(self) -> str:
-        """Upper-cased with whitespace collapsed, for matching."""
-        return re.sub(r"\s+", " ", self.sql).strip().upper()
-
-
-@dataclass
-class State:
-    in_transaction: bool = False
-    created_tables: set[str] = field(default_factory=set)
 
 
 def split(sql: str, file: str = "-") -> list[Statement]:
@@ -93,10 +76,6 @@ def split(sql: str, file: str = "-") -> list[Statement]:
 
 
 _CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED |TEMP(?:ORARY)? )?TABLE (?:IF NOT EXISTS )?(\S+)")
-
-
-def table_name(raw: str) -> str:
-    return raw.strip('"').split("(")[0].strip('"').lower()
 
 
 def lint_sql(sql: str, file: str = "-", exclude: tuple[str, ...] = ()) -> list:

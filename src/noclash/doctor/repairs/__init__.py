@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.doctor.connect import connection, display_url, open_engine
+from noclash.doctor.connect import connection, display_url, first_line, open_engine
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import DoctorError, RepairFailed
@@ -60,12 +60,15 @@ class SchemaChange:
 
 @dataclass
 class Action:
-    """One planned repair."""
+    """One planned repair, of one finding.
+
+    The action answers for its finding's check, table and columns: the runner re-plans it
+    by them, verifies it by looking for a finding with the same three (:func:`_verify`), and
+    reports the error findings no action answers for as left to a human.
+    """
 
     repair: str
-    check: str
-    table: str
-    columns: tuple[str, ...]
+    finding: Finding = field(repr=False)
     summary: str
     locks: str
     steps: list[Step] = field(repr=False)
@@ -75,6 +78,18 @@ class Action:
     guard: str | None = field(default=None, repr=False)
     schema: list[SchemaChange] = field(default_factory=list, repr=False)
     changed_rows: int = 0
+
+    @property
+    def check(self) -> str:
+        return self.finding.check
+
+    @property
+    def table(self) -> str:
+        return self.finding.table or ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.finding.columns
 
     @property
     def statements(self) -> list[str]:
@@ -305,9 +320,8 @@ def _run_outside_transaction(
         except sa.exc.DBAPIError as exc:
             if m := _CONCURRENT_BUILD.match(stmt):
                 auto.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(m, action)}")
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise RepairFailed(
-                f"{action.repair} on {action.table}: {stmt} failed: {detail}",
+                f"{action.repair} on {action.table}: {stmt} failed: {first_line(exc)}",
                 action=action.repair,
                 table=action.table,
             ) from exc

@@ -20,9 +20,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     table, columns = finding.table or "", finding.columns
     return Action(
         repair=ID,
-        check=finding.check,
-        table=table,
-        columns=columns,
+        finding=finding,
         summary=f"build a unique index on {table}({', '.join(columns)})",
         steps=fixes.add_unique_index(ctx, table, columns),
         locks=ctx.dialect.locks("concurrent", "constraint"),

@@ -27,9 +27,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     indexed = ctx.catalog.tables[tname].covered_by_unique(cname)
     return Action(
         repair=ID,
-        check=finding.check,
-        table=tname,
-        columns=(cname,),
+        finding=finding,
         summary=f"give {ev.null + ev.empty} rows of {tname} a UUIDv4 {cname}",
         steps=steps,
         locks=ctx.dialect.locks("update", *(() if indexed else ("concurrent",))),

@@ -30,9 +30,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     )
     return Action(
         repair=ID,
-        check=finding.check,
-        table=tname,
-        columns=(cname,),
+        finding=finding,
         summary=(
             f"keep {tname}.{cname}'s weak tokens ({rows} rows) resolving in {legacy} and give "
             f"every row (and new rows) a UUIDv4 {cname}"

@@ -35,12 +35,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     steps = fixes.partial_unique(ctx, tname, columns, life, ix, close_duplicates=ix is None)
     if steps is None:
         return None  # duplicates to close but no stable row key
-    cols = ", ".join(ctx.q(c) for c in columns)
-    not_null = " AND ".join(f"{ctx.q(c)} IS NOT NULL" for c in columns)
-    guard = (
-        f"SELECT count(*) FROM (SELECT {cols} FROM {ctx.t(tname)} WHERE "
-        f"{active_predicate(ctx, life)} AND {not_null} GROUP BY {cols} HAVING count(*) > 1) AS g"
-    )
+    guard = fixes.duplicates_left_sql(ctx, tname, columns, among=active_predicate(ctx, life))
     schema = [
         SchemaChange(
             "add_unique",
@@ -66,9 +61,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     verb = f"replace {ix.name} by" if ix else "build"
     return Action(
         repair=ID,
-        check=finding.check,
-        table=tname,
-        columns=columns,
+        finding=finding,
         summary=(
             f"{verb} a unique index over {life.column} IN ({', '.join(life.active)}) rows"
             + (

@@ -19,9 +19,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         return None
     return Action(
         repair=ID,
-        check=finding.check,
-        table=seq.table,
-        columns=(seq.column,),
+        finding=finding,
         summary=f"set sequence {seq.name} to the largest value it fed ({ev.max})",
         steps=fixes.reset_sequence(ctx, seq),
         locks=ctx.dialect.locks("sequence"),

@@ -26,9 +26,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     extra = getattr(ev, "rows", 0) - getattr(ev, "groups", 0)
     return Action(
         repair=ID,
-        check=finding.check,
-        table=tname,
-        columns=(cname,),
+        finding=finding,
         summary=(
             f"suffix {extra} duplicate {cname} values of {tname} (oldest row keeps its "
             f"value), then make it unique"

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from noclash.doctor.model import Finding, Fix, Severity
-
-if TYPE_CHECKING:
-    from noclash.doctor.lint import State, Statement
+from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.model import Finding, Severity
 
 ID = "column-type-rewrite"
 TITLE = "Column type change rewrites the table"
@@ -34,26 +31,13 @@ _TYPE = re.compile(r"ALTER (?:COLUMN )?(\S+) (?:SET DATA )?TYPE (\S+)")
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
-    from noclash.doctor.lint import table_name
-
     m = _ALTER.match(stmt.normal)
-    if not m:
-        return
-    table = table_name(m.group(1))
-    if table in state.created_tables:
+    if not m or (table := existing_table(m.group(1), state)) is None:
         return
     for col, new_type in _TYPE.findall(stmt.normal):
-        yield Finding(
-            check=ID,
-            severity=Severity.WARNING,
-            file=stmt.file,
-            line=stmt.line,
-            table=table,
-            columns=(col.strip('"').lower(),),
-            message=(
-                f"changing {table}.{col.strip(chr(34)).lower()} to {new_type.lower()} can "
-                f"rewrite the table under ACCESS EXCLUSIVE, and a failing cast aborts the "
-                f"migration"
-            ),
-            fix=Fix(statements=(HELP.rstrip(";"),)),
+        column = col.strip('"').lower()
+        message = (
+            f"changing {table}.{column} to {new_type.lower()} can rewrite the table under "
+            f"ACCESS EXCLUSIVE, and a failing cast aborts the migration"
         )
+        yield finding(ID, HELP, stmt, Severity.WARNING, message, table=table, columns=(column,))

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from noclash.doctor.model import Finding, Fix, Severity
-
-if TYPE_CHECKING:
-    from noclash.doctor.lint import State, Statement
+from noclash.doctor.lint.statements import State, Statement, finding
+from noclash.doctor.model import Finding, Severity
 
 ID = "concurrently-in-transaction"
 TITLE = "CONCURRENTLY inside a transaction"
@@ -31,14 +28,8 @@ _CONC = re.compile(r"^(CREATE (UNIQUE )?INDEX|DROP INDEX|REINDEX \w+) CONCURRENT
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
     if not state.in_transaction or not _CONC.match(stmt.normal):
         return
-    yield Finding(
-        check=ID,
-        severity=Severity.ERROR,
-        file=stmt.file,
-        line=stmt.line,
-        message=(
-            f"{stmt.normal.split(' CONCURRENTLY')[0]} CONCURRENTLY cannot run inside a "
-            f"transaction block: the migration fails here"
-        ),
-        fix=Fix(statements=(HELP.rstrip(";"),)),
+    message = (
+        f"{stmt.normal.split(' CONCURRENTLY')[0]} CONCURRENTLY cannot run inside a "
+        f"transaction block: the migration fails here"
     )
+    yield finding(ID, HELP, stmt, Severity.ERROR, message)

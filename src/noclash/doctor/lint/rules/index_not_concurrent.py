@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from noclash.doctor.model import Finding, Fix, Severity
-
-if TYPE_CHECKING:
-    from noclash.doctor.lint import State, Statement
+from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.model import Finding, Severity
 
 ID = "index-not-concurrent"
 TITLE = "Index built without CONCURRENTLY"
@@ -28,23 +25,11 @@ _CREATE = re.compile(r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY\b).*? ON (?:ONLY 
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
-    from noclash.doctor.lint import table_name
-
     m = _CREATE.match(stmt.normal)
-    if not m:
+    if not m or (table := existing_table(m.group(2), state)) is None:
         return
-    table = table_name(m.group(2))
-    if table in state.created_tables:
-        return
-    yield Finding(
-        check=ID,
-        severity=Severity.ERROR,
-        file=stmt.file,
-        line=stmt.line,
-        table=table,
-        message=(
-            f"CREATE {m.group(1) or ''}INDEX on {table} without CONCURRENTLY blocks every "
-            f"write to {table} until the build ends"
-        ),
-        fix=Fix(statements=(HELP.rstrip(";"),)),
+    message = (
+        f"CREATE {m.group(1) or ''}INDEX on {table} without CONCURRENTLY blocks every "
+        f"write to {table} until the build ends"
     )
+    yield finding(ID, HELP, stmt, Severity.ERROR, message, table=table)

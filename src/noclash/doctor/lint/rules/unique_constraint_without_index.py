@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from noclash.doctor.model import Finding, Fix, Severity
-
-if TYPE_CHECKING:
-    from noclash.doctor.lint import State, Statement
+from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.model import Finding, Severity
 
 ID = "unique-constraint-without-index"
 TITLE = "Unique constraint added without USING INDEX"
@@ -35,23 +32,13 @@ _ADD = re.compile(
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
-    from noclash.doctor.lint import table_name
-
     m = _ADD.match(stmt.normal)
     if not m or "USING INDEX" in stmt.normal:
         return
-    table = table_name(m.group(1))
-    if table in state.created_tables:
+    if (table := existing_table(m.group(1), state)) is None:
         return
-    yield Finding(
-        check=ID,
-        severity=Severity.ERROR,
-        file=stmt.file,
-        line=stmt.line,
-        table=table,
-        message=(
-            f"adding a {m.group(2)} constraint to {table} builds its index under an ACCESS "
-            f"EXCLUSIVE lock: reads and writes wait for the whole build"
-        ),
-        fix=Fix(statements=(HELP.rstrip(";"),)),
+    message = (
+        f"adding a {m.group(2)} constraint to {table} builds its index under an ACCESS "
+        f"EXCLUSIVE lock: reads and writes wait for the whole build"
     )
+    yield finding(ID, HELP, stmt, Severity.ERROR, message, table=table)
