@@ -40,6 +40,7 @@ from noclash.channels import InboundEvent, PayloadError
 from noclash.channels.sending import (
     CredentialRejected,
     Outcome,
+    Outgoing,
     PlatformUnreachable,
     SendResult,
     json_body,
@@ -269,25 +270,17 @@ class MetaSender:
     rate_limit_seconds: float = 60.0
     confirms_by_echo: bool = True
 
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        access_token: str,
-        recipient: str,
-        text: str,
-        delivery_id: str,
-    ) -> SendResult:
+    async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult:
         body = {
-            "recipient": {"id": recipient},
+            "recipient": {"id": message.recipient},
             "messaging_type": "RESPONSE",
-            "message": {"text": text, "metadata": delivery_id},
+            "message": {"text": message.text, "metadata": message.delivery_id},
         }
         try:
             response = await client.post(
                 f"{self.graph_url}/me/messages",
                 json=body,
-                headers={"Authorization": f"Bearer {access_token}"},
+                headers={"Authorization": f"Bearer {message.access_token}"},
             )
         except httpx.TransportError as exc:
             return transport_result(exc)

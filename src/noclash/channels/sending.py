@@ -47,6 +47,17 @@ class SendResult:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to send: the credential, the customer, the text, and the delivery's id
+    (Meta hands it back in the echo; Telegram has nowhere to carry it)."""
+
+    access_token: str
+    recipient: str
+    text: str
+    delivery_id: str
+
+
 class CredentialRejected(Exception):
     """The platform refused the access token, or it belongs to another account."""
 
@@ -63,15 +74,7 @@ class Sender(Protocol):
     # so an AMBIGUOUS send can be settled by waiting instead of by sending again.
     confirms_by_echo: bool
 
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        access_token: str,
-        recipient: str,
-        text: str,
-        delivery_id: str,
-    ) -> SendResult: ...
+    async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult: ...
 
     async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
         """The platform id the token belongs to (a Page, an Instagram account, a bot);
@@ -101,6 +104,7 @@ def json_body(response: httpx.Response) -> dict:
 __all__ = [
     "CredentialRejected",
     "Outcome",
+    "Outgoing",
     "PlatformUnreachable",
     "SendResult",
     "Sender",

@@ -38,6 +38,7 @@ from noclash.channels import InboundEvent, PayloadError
 from noclash.channels.sending import (
     CredentialRejected,
     Outcome,
+    Outgoing,
     PlatformUnreachable,
     SendResult,
     json_body,
@@ -155,19 +156,11 @@ class TelegramSender:
     channel: Channel = Channel.TELEGRAM
     confirms_by_echo: bool = False
 
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        access_token: str,
-        recipient: str,
-        text: str,
-        delivery_id: str,
-    ) -> SendResult:
+    async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult:
         try:
             response = await client.post(
-                f"{self.api_url}/bot{access_token}/sendMessage",
-                json={"chat_id": recipient, "text": text},
+                f"{self.api_url}/bot{message.access_token}/sendMessage",
+                json={"chat_id": message.recipient, "text": message.text},
             )
         except httpx.TransportError as exc:
             return transport_result(exc)

@@ -200,6 +200,16 @@ class Settlement:
     sent_at: datetime | None = None
 
 
+def _fenced() -> sa.Update:
+    """An UPDATE of one claimed delivery (``b_id``) that holds only while its claim
+    (``b_token``) does: the fence against a dispatcher whose lease ran out."""
+    return sa.update(deliveries).where(
+        deliveries.c.id == sa.bindparam("b_id"),
+        deliveries.c.claim_token == sa.bindparam("b_token"),
+        deliveries.c.status == DeliveryStatus.SENDING,
+    )
+
+
 def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | None = None) -> int:
     """Write outcomes, each only if its claim still holds; returns how many did.
 
@@ -210,25 +220,17 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
     if not settlements:
         return 0
     now = now or utcnow()
-    statement = (
-        sa.update(deliveries)
-        .where(
-            deliveries.c.id == sa.bindparam("b_id"),
-            deliveries.c.claim_token == sa.bindparam("b_token"),
-            deliveries.c.status == DeliveryStatus.SENDING,
-        )
-        .values(
-            status=sa.bindparam("b_status"),
-            next_attempt_at=sa.bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
-            last_error=sa.bindparam("b_error"),
-            platform_message_id=sa.func.coalesce(
-                sa.bindparam("b_pmid", type_=deliveries.c.platform_message_id.type),
-                deliveries.c.platform_message_id,
-            ),
-            sent_at=sa.bindparam("b_sent", type_=deliveries.c.sent_at.type),
-            claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
-            updated_at=now,
-        )
+    statement = _fenced().values(
+        status=sa.bindparam("b_status"),
+        next_attempt_at=sa.bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+        last_error=sa.bindparam("b_error"),
+        platform_message_id=sa.func.coalesce(
+            sa.bindparam("b_pmid", type_=deliveries.c.platform_message_id.type),
+            deliveries.c.platform_message_id,
+        ),
+        sent_at=sa.bindparam("b_sent", type_=deliveries.c.sent_at.type),
+        claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
+        updated_at=now,
     )
     params = [
         {
@@ -254,13 +256,7 @@ def release(conn: Connection, claims: Sequence[Claimed], now: datetime | None = 
         return
     now = now or utcnow()
     conn.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.id == sa.bindparam("b_id"),
-            deliveries.c.claim_token == sa.bindparam("b_token"),
-            deliveries.c.status == DeliveryStatus.SENDING,
-        )
-        .values(
+        _fenced().values(
             status=DeliveryStatus.QUEUED,
             attempts=deliveries.c.attempts - 1,
             next_attempt_at=now,

@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noclash.channels.senders import senders as configured_senders
-from noclash.channels.sending import Outcome, Sender, SendResult
+from noclash.channels.sending import Outcome, Outgoing, Sender, SendResult
 from noclash.chat import outbox
 from noclash.chat.lifecycle import wake_due_snoozes
 from noclash.chat.outbox import Claimed, Settlement
@@ -264,13 +264,8 @@ class Dispatcher:
             return self._final(
                 claim, DeliveryStatus.FAILED, f"noclash cannot send to {claim.destination}"
             )
-        result = await sender.send(
-            client,
-            access_token=claim.access_token,
-            recipient=claim.recipient,
-            text=claim.text,
-            delivery_id=str(claim.id),
-        )
+        outgoing = Outgoing(claim.access_token, claim.recipient, claim.text, str(claim.id))
+        result = await sender.send(client, outgoing)
         return self.decide(claim, sender, result)
 
     def decide(self, claim: Claimed, sender: Sender | None, result: SendResult) -> Settlement:
