@@ -61,12 +61,18 @@ class Served:
 
 @contextmanager
 def serving(
-    url: str, workdir: Path, *args: str, env: dict[str, str] | None = None
+    url: str,
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Served]:
-    """``noclash serve`` on ``url`` with ``env`` added to the environment; yields it ready."""
-    port = free_port()
+    """``noclash serve`` on ``url`` with ``env`` added to the environment; yields it ready
+    (on ``port``, or a free one)."""
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    out, err = workdir / f"serve-{port}.out", workdir / f"serve-{port}.err"
+    stem = workdir / f"serve-{port}-{time.monotonic_ns()}"
+    out, err = stem.with_suffix(".out"), stem.with_suffix(".err")
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
             [*NOCLASH, "serve", "--port", str(port), *args],

@@ -1,0 +1,128 @@
+"""An access token is proven to own the connection's external id before it is stored.
+
+The platforms are the loopback Graph API and Bot API (tests/support/platforms.py): noclash
+asks them whose token it was given (Meta ``GET /me``, Telegram ``getMe``), on SQLite and
+PostgreSQL, through the real app.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.outbound import outbound_stack
+from tests.support.server import free_port
+
+PAGE, IG = "104871234567890", "17841400000000000"
+
+
+@pytest.fixture
+def stack(database_url):
+    with outbound_stack(database_url, dispatcher=False) as s:
+        yield s
+
+
+def _connect(stack, bot_id: str, **body):
+    return stack.api.post(f"/api/chatbots/{bot_id}/connections", json=body)
+
+
+def _field(answer) -> list[str]:
+    return [f["field"] for f in answer.json().get("fields") or []]
+
+
+def test_a_meta_page_token_is_checked_against_the_page_id(stack):
+    bot = stack.chatbot()
+    page = stack.meta.add_page(PAGE, "page-token", instagram_id=IG)
+    stack.meta.add_page("999", "other-page-token")
+    ok = _connect(stack, bot["id"], channel="messenger", external_id=PAGE,
+                  access_token="page-token")  # fmt: skip
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["has_access_token"] is True and "access_token" not in ok.json()
+    # Another Page's token for this page id: 422 naming access_token, nothing stored.
+    bot2 = stack.chatbot()
+    wrong = _connect(stack, bot2["id"], channel="messenger", external_id="555",
+                     access_token="other-page-token")  # fmt: skip
+    assert wrong.status_code == 422 and _field(wrong) == ["access_token"]
+    assert "999" in wrong.json()["detail"]
+    invalid = _connect(stack, bot2["id"], channel="messenger", external_id="555",
+                       access_token="not-a-token")  # fmt: skip
+    assert invalid.status_code == 422 and _field(invalid) == ["access_token"]
+    listed = stack.api.get(f"/api/chatbots/{bot2['id']}/connections").json()["items"]
+    assert listed == []
+    # Instagram: the token's Page must have this Instagram business account.
+    insta = _connect(stack, bot2["id"], channel="instagram", external_id=IG,
+                     access_token=page.token)  # fmt: skip
+    assert insta.status_code == 201, insta.text
+    not_ig = _connect(stack, bot2["id"], channel="instagram", external_id="17841499999",
+                      access_token=page.token)  # fmt: skip
+    assert not_ig.status_code == 422 and _field(not_ig) == ["access_token"]
+
+
+def test_a_telegram_token_is_checked_against_the_bot_id(stack):
+    bot = stack.chatbot()
+    tg = stack.telegram.add_bot(424242)
+    ok = _connect(stack, bot["id"], channel="telegram", external_id="424242", secret="s",
+                  access_token=tg.token)  # fmt: skip
+    assert ok.status_code == 201, ok.text
+    other = stack.telegram.add_bot(111)
+    wrong = _connect(stack, bot["id"], channel="telegram", external_id="222", secret="s",
+                     access_token=other.token)  # fmt: skip
+    assert wrong.status_code == 422 and _field(wrong) == ["access_token"]
+
+
+def test_widget_and_custom_connections_take_no_access_token(stack):
+    bot = stack.chatbot()
+    for channel, external_id in (("custom", "sms"), ("widget", bot["public_token"])):
+        answer = _connect(stack, bot["id"], channel=channel, external_id=external_id,
+                          access_token="anything")  # fmt: skip
+        assert answer.status_code == 422 and _field(answer) == ["access_token"], answer.text
+
+
+def test_a_widget_connection_is_only_for_its_own_chatbots_token(stack):
+    mine, theirs = stack.chatbot(), stack.chatbot()
+    refused = _connect(stack, mine["id"], channel="widget", external_id=theirs["public_token"])
+    assert refused.status_code == 422 and _field(refused) == ["external_id"]
+    ok = _connect(stack, mine["id"], channel="widget", external_id=mine["public_token"])
+    assert ok.status_code == 201
+
+
+def test_patch_rotates_and_clears_the_token_after_proving_it(stack):
+    bot = stack.chatbot()
+    stack.meta.add_page(PAGE, "first-token")
+    connection = _connect(stack, bot["id"], channel="messenger", external_id=PAGE,
+                          access_token="first-token").json()  # fmt: skip
+    stack.meta.add_page(PAGE, "rotated-token")
+    stack.meta.add_page("888", "someone-elses-token")
+    path = f"/api/connections/{connection['id']}"
+    wrong = stack.api.patch(path, json={"access_token": "someone-elses-token"})
+    assert wrong.status_code == 422 and _field(wrong) == ["access_token"]
+    rotated = stack.api.patch(path, json={"access_token": "rotated-token"})
+    assert rotated.status_code == 200 and rotated.json()["has_access_token"] is True
+    cleared = stack.api.patch(path, json={"access_token": None})
+    assert cleared.status_code == 200 and cleared.json()["has_access_token"] is False
+    kept = stack.api.patch(path, json={})
+    assert kept.status_code == 200 and kept.json()["has_access_token"] is False
+    unknown = stack.api.patch(path, json={"external_id": "elsewhere"})
+    assert unknown.status_code == 422
+    # A Telegram connection keeps its webhook secret.
+    tg = stack.telegram.add_bot(31337)
+    telegram = _connect(stack, bot["id"], channel="telegram", external_id="31337", secret="s",
+                        access_token=tg.token).json()  # fmt: skip
+    no_secret = stack.api.patch(f"/api/connections/{telegram['id']}", json={"secret": None})
+    assert no_secret.status_code == 422 and _field(no_secret) == ["secret"]
+    stranger = stack.server.client(stack.server.user())
+    assert stranger.patch(path, json={"access_token": None}).status_code == 404
+
+
+def test_a_platform_that_cannot_be_reached_is_503_and_stores_nothing(database_url):
+    dead = f"http://127.0.0.1:{free_port()}"
+    with outbound_stack(
+        database_url, dispatcher=False, meta_graph_url=dead, telegram_api_url=dead
+    ) as stack:
+        bot = stack.chatbot()
+        answer = _connect(stack, bot["id"], channel="messenger", external_id=PAGE,
+                          access_token="page-token")  # fmt: skip
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"]
+        assert answer.json()["type"].endswith("/platform-unavailable")
+        assert stack.api.get(f"/api/chatbots/{bot['id']}/connections").json()["items"] == []
