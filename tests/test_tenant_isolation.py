@@ -165,6 +165,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("DELETE", "/api/connections/{connection_id}"): Probe(404, 401),
     ("PATCH", "/api/connections/{connection_id}"): Probe(404, 401, body={"secret": "pwned"}),
     ("POST", "/api/messages/{message_id}/retry"): Probe(404, 401),
+    # B's own events only (the answer is checked for anything of A's); A's chatbot: 404.
+    ("GET", "/api/events"): Probe(200, 401),
     ("POST", "/api/connections/{connection_id}/inbound"): Probe(
         404, 401, body={"psid": "intruder", "message_id": "x1", "text": "injected"}
     ),

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from noclash.chat import events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
@@ -243,11 +244,14 @@ def delete_connection(
 
 
 def _detach_and_delete(conn: Connection, ident: UUID, active: Any, now: datetime) -> None:
-    conn.execute(
-        sa.update(conversations)
-        .where(active)
-        .values(status=Status.CLOSED, closed_at=now, snoozed_until=None)
-    )
+    for before in ACTIVE_STATUSES:
+        closed = conn.execute(
+            sa.update(conversations)
+            .where(active, conversations.c.status == before)
+            .values(status=Status.CLOSED, closed_at=now, snoozed_until=None)
+            .returning(conversations.c.id)
+        )
+        events.statuses_changed(conn, [row.id for row in closed], before)
     conn.execute(
         sa.update(conversations)
         .where(conversations.c.connection_id == ident)

@@ -35,6 +35,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import Conflict, NotFound
 from noclash.chat.sql import sql_for
@@ -224,6 +225,7 @@ def create_conversation(
             fields=("psid",),
             conversation_id=str(row.id),
         )
+    events.conversation_created(conn, row)
     return row
 
 

@@ -49,12 +49,13 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from noclash.chat import events
 from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, assign_slug, slug_base
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.chat.sql import sql_for
 from noclash.chat.sql.base import Started
 from noclash.chat.sql.touch import catch_up, touch
-from noclash.db.tables import Status, conversations, max_length, messages
+from noclash.db.tables import Direction, Status, conversations, max_length, messages
 from noclash.db.types import utcnow
 from noclash.unique import ClaimNotSettled, uuid7
 from noclash.unique.slugs import slug_candidates
@@ -118,19 +119,59 @@ def receive_message(
     username = username.replace("\x00", "\ufffd") if username else username
     if sent_at is not None and sent_at.tzinfo is None:
         raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
+    now = now or utcnow()
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
     if not isinstance(bind, Engine):
-        return _receive(bind, *args, exclusive=True).result
+        delivered = _receive(bind, *args, exclusive=True)
+        _announce(bind, delivered.result, connection_id, platform_message_id, text, sent_at, now)
+        return delivered.result
     try:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=False)
+            _announce(
+                conn, delivered.result, connection_id, platform_message_id, text, sent_at, now
+            )
     except _WakeUnderLock:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=True)
+            _announce(
+                conn, delivered.result, connection_id, platform_message_id, text, sent_at, now
+            )
     if delivered.catch_up is not None:
         with bind.begin() as conn:
             catch_up(conn, *delivered.catch_up)
     return delivered.result
+
+
+def _announce(
+    conn: Connection,
+    result: InboundResult,
+    connection_id: UUID,
+    platform_message_id: str,
+    text: str,
+    sent_at: datetime | None,
+    now: datetime,
+) -> None:
+    """The events of a new message, in its transaction: ``conversation.created`` when it
+    started one, then ``message.created``. A redelivery announces nothing."""
+    if result.duplicate or not events.enabled(conn):
+        return
+    conversation = conn.execute(
+        sa.select(conversations).where(conversations.c.id == result.conversation_id)
+    ).one()
+    if result.created_conversation:
+        events.conversation_created(conn, conversation)
+    message = {
+        "id": result.message_id,
+        "conversation_id": result.conversation_id,
+        "connection_id": connection_id,
+        "platform_message_id": platform_message_id,
+        "direction": Direction.IN.value,
+        "text": text,
+        "sent_at": sent_at,
+        "created_at": now,
+    }
+    events.message_created(conn, message, conversation.chatbot_id)
 
 
 class _WakeUnderLock(Exception):
@@ -207,9 +248,7 @@ def _receive(
                 raise _WakeUnderLock
             return _Delivered(result, _CatchUp(seen.conversation_id, params["at"], seen.message_id))
         if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
-            return _Delivered(
-                InboundResult(seen.known_conversation_id, seen.known_id, True, False)
-            )
+            return _Delivered(InboundResult(seen.known_conversation_id, seen.known_id, True, False))
         if seen.conversation_id is not None:
             # The conversation is active, but a concurrent delivery of this message won.
             return _Delivered(_duplicate(conn, connection_id, platform_message_id))

@@ -37,6 +37,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.conversations import (
     ACTIVE_KEY,
     UNCONNECTED_ACTIVE_KEY,
@@ -57,14 +58,20 @@ REOPEN_ATTEMPTS = 5
 
 
 def _transition(
-    conn: Connection, conversation_id: UUID, from_statuses: tuple[str, ...], **values: Any
+    conn: Connection, row: Row, from_statuses: tuple[str, ...], **values: Any
 ) -> Row | None:
-    return conn.execute(
+    """Move the locked conversation ``row`` if its status is one of ``from_statuses``; the
+    new row, or None. A change of status is announced (``conversation.status_changed``)
+    in the same transaction."""
+    moved = conn.execute(
         sa.update(conversations)
-        .where(conversations.c.id == conversation_id, conversations.c.status.in_(from_statuses))
+        .where(conversations.c.id == row.id, conversations.c.status.in_(from_statuses))
         .values(**values)
         .returning(*conversations.c)
     ).first()
+    if moved is not None and moved.status != row.status:
+        events.status_changed(conn, moved, row.status)
+    return moved
 
 
 def close(
@@ -74,7 +81,7 @@ def close(
     row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
     closed = _transition(
         conn,
-        row.id,
+        row,
         ACTIVE_STATUSES,
         status=Status.CLOSED,
         closed_at=now or utcnow(),
@@ -100,7 +107,7 @@ def snooze(
     if until is not None and (until.tzinfo is None or until <= now):
         raise InvalidInput("until must be a future time with a timezone offset", field="until")
     row = get_conversation(conn, conversation_id, owner_id=owner_id, lock=True)
-    snoozed = _transition(conn, row.id, ACTIVE_STATUSES, status=Status.SNOOZED, snoozed_until=until)
+    snoozed = _transition(conn, row, ACTIVE_STATUSES, status=Status.SNOOZED, snoozed_until=until)
     if snoozed is None:
         raise Conflict(
             "a closed conversation cannot be snoozed; reopen it first",
@@ -124,13 +131,13 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
     if row.status == Status.OPEN:
         return row
     if row.status == Status.SNOOZED:
-        woken = _transition(conn, row.id, (Status.SNOOZED,), status=Status.OPEN, snoozed_until=None)
+        woken = _transition(conn, row, (Status.SNOOZED,), status=Status.OPEN, snoozed_until=None)
         return woken or row
     for _ in range(REOPEN_ATTEMPTS):
         try:
             with conn.begin_nested(), translating(conversations.metadata):
                 reopened = _transition(
-                    conn, row.id, (Status.CLOSED,), status=Status.OPEN, closed_at=None
+                    conn, row, (Status.CLOSED,), status=Status.OPEN, closed_at=None
                 )
         except UniqueViolation as exc:
             if exc.constraint not in ACTIVE_KEYS:
@@ -146,9 +153,6 @@ def reopen(conn: Connection, conversation_id: UUID | str, *, owner_id: UUID) -> 
             ) from exc
         return reopened or get_conversation(conn, row.id, owner_id=owner_id)
     raise ClaimNotSettled("reopen kept colliding with an active conversation that vanished")
-
-
-__all__ = ["close", "reopen", "snooze"]
 
 
 def wake_due_snoozes(conn: Connection, *, now: datetime | None = None) -> list[UUID]:
@@ -179,4 +183,9 @@ def wake_due_snoozes(conn: Connection, *, now: datetime | None = None) -> list[U
         .values(status=Status.OPEN, snoozed_until=None)
         .returning(conversations.c.id)
     )
-    return [row.id for row in woken]
+    ids = [row.id for row in woken]
+    events.statuses_changed(conn, ids, Status.SNOOZED)
+    return ids
+
+
+__all__ = ["close", "reopen", "snooze", "wake_due_snoozes"]

@@ -16,6 +16,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.conversations import get_conversation, insert_conversation
 from noclash.chat.errors import Conflict
 from noclash.chat.outbox import queue_delivery
@@ -23,6 +24,7 @@ from noclash.chat.sql import sql_for
 from noclash.chat.sql.touch import touch
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import (
+    DeliveryStatus,
     Direction,
     Status,
     connections,
@@ -118,9 +120,12 @@ def send_reply(
             )
             .returning(*messages.c)
         ).one()
-        queue_delivery(conn, row, connection, conversation.psid, now)
+        delivery = queue_delivery(conn, row, connection, conversation.psid, now)
     if not sql_for(conn).messages_move_conversations:
         touch(conn, conversation.id, now, reopen_snoozed=False)
+    events.message_created(conn, row, conversation.chatbot_id)
+    if delivery is not None and delivery.status == DeliveryStatus.FAILED:
+        events.deliveries_failed(conn, [(delivery.id, "queued")])
     return get_message(conn, row.id)
 
 
@@ -175,7 +180,7 @@ def record_page_message(
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
-        .returning(messages.c.id)
+        .returning(*messages.c)
     ).first()
     if inserted is None:
         if created:  # a concurrent delivery of this echo stored it first
@@ -183,6 +188,9 @@ def record_page_message(
         return None
     if not sql_for(conn).messages_move_conversations:
         touch(conn, conversation.id, at, reopen_snoozed=False)
+    if created:
+        events.conversation_created(conn, conversation)
+    events.message_created(conn, inserted, connection.chatbot_id)
     return inserted.id
 
 

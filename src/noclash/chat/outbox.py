@@ -33,6 +33,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.errors import Conflict, NotFound
 from noclash.db.tables import (
     PENDING_DELIVERY,
@@ -232,6 +233,7 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
         claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
         updated_at=now,
     )
+    failed = [s for s in settlements if s.status == DeliveryStatus.FAILED]
     params = [
         {
             "b_id": s.id,
@@ -244,9 +246,25 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
             "b_keep": s.claim_token if s.status == DeliveryStatus.SENDING else None,
         }
         for s in settlements
+        if s.status != DeliveryStatus.FAILED
     ]
-    result = conn.execute(statement, params)
-    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
+    written = 0
+    if params:
+        result = conn.execute(statement, params)
+        written = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
+    # Failures one by one, to know which held (each is announced once, by its claim).
+    announced = []
+    for s in failed:
+        row = conn.execute(
+            statement.returning(deliveries.c.id),
+            {"b_id": s.id, "b_token": s.claim_token, "b_status": s.status.value,
+             "b_next": s.next_attempt_at, "b_error": s.last_error, "b_pmid": None,
+             "b_sent": None, "b_keep": None},
+        ).first()  # fmt: skip
+        if row is not None:
+            announced.append((s.id, str(s.claim_token)))
+    events.deliveries_failed(conn, announced)
+    return written + len(announced)
 
 
 def release(conn: Connection, claims: Sequence[Claimed], now: datetime | None = None) -> None:

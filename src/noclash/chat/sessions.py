@@ -41,6 +41,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.conversations import insert_conversation
 from noclash.chat.errors import NotFound
 from noclash.chat.inbound import InboundResult, receive_message
@@ -130,13 +131,15 @@ def start_session(conn: Connection, chatbot: Row, *, now: datetime | None = None
     now = now or utcnow()
     connection = widget_connection(conn, chatbot, now=now)
     row_id, session_id = _insert_session(conn, chatbot.id, connection.id, now)
-    conversation, _created = insert_conversation(
+    conversation, created = insert_conversation(
         conn,
         chatbot_id=chatbot.id,
         connection_id=connection.id,
         psid=_psid(session_id),
         now=now,
     )
+    if created:
+        events.conversation_created(conn, conversation)
     conn.execute(
         sa.update(sessions).where(sessions.c.id == row_id).values(conversation_id=conversation.id)
     )

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -109,6 +110,8 @@ PENDING_DELIVERY: tuple[DeliveryStatus, ...] = (DeliveryStatus.QUEUED, DeliveryS
 # Channels whose replies noclash sends to a platform (the others have no platform delivery:
 # the widget reads its conversation, a custom integration reads the API).
 SENDING_CHANNELS: tuple[Channel, ...] = (Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM)
+# The destination of an event's delivery to its chatbot's webhook.
+WEBHOOK_DESTINATION = "webhook"
 
 
 def _sql_list(values: tuple[StrEnum, ...]) -> str:
@@ -120,6 +123,7 @@ _UNCONNECTED_ACTIVE = text(f"connection_id IS NULL AND status IN ({_sql_list(ACT
 _PLATFORM = text(f"channel <> '{Channel.CUSTOM.value}'")
 _CUSTOM = text(f"channel = '{Channel.CUSTOM.value}'")
 _SNOOZED = text(f"status = '{Status.SNOOZED.value}'")
+_UNSEQUENCED = text("seq IS NULL")
 _PENDING = text(f"status IN ({_sql_list(PENDING_DELIVERY)})")
 
 
@@ -159,6 +163,10 @@ chatbots = Table(
     Column("slack_channel_id", String(200)),
     Column("asana_project_id", String(200)),
     _created_at(),
+    # Where the chatbot's events are POSTed (the bot's own server), and the secret they are
+    # signed with: made by the server, shown once (noclash.chat.events).
+    Column("webhook_url", String(2000)),
+    Column("webhook_secret", String(100)),
     UniqueConstraint("public_token"),
     Index("ix_chatbots_owner_id_id", "owner_id", "id"),
 )
@@ -301,6 +309,30 @@ messages = Table(
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),
 )
 
+events = Table(
+    "events",
+    metadata,
+    # What happened, once: written in the transaction that did it, unique per (type,
+    # subject) so that no retry or race can announce one message twice. ``id`` is the
+    # event's name everywhere (webhooks, streams, the pull API); ``seq`` is its place in
+    # the order readers see, given after commit (noclash.chat.events: ids are made before
+    # commit, so commit order can differ from id order; seq cannot).
+    _id(),
+    Column("seq", BigInteger),
+    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    Column("conversation_id", Uuid, ForeignKey("conversations.id", ondelete="CASCADE")),
+    Column("type", String(40), nullable=False),
+    # What the event is about: a message id, a conversation id, a status change.
+    Column("subject", String(100), nullable=False),
+    Column("payload", JSON, nullable=False),
+    _created_at(),
+    UniqueConstraint("type", "subject"),
+    UniqueConstraint("seq"),
+    Index("ix_events_unsequenced", "id", postgresql_where=_UNSEQUENCED, sqlite_where=_UNSEQUENCED),
+    Index("ix_events_chatbot_id_seq", "chatbot_id", "seq"),
+    Index("ix_events_conversation_id_seq", "conversation_id", "seq"),
+)
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -309,13 +341,13 @@ deliveries = Table(
     # per message per destination: a retried reply, a second dispatcher or a re-queue can
     # never make a second one.
     _id(),
-    Column(
-        "message_id", Uuid, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
-    ),
-    # The platform the message goes to (a sending channel's name).
+    # What is delivered: a message to its platform, or an event to the chatbot's webhook.
+    Column("message_id", Uuid, ForeignKey("messages.id", ondelete="CASCADE")),
+    Column("event_id", Uuid, ForeignKey("events.id", ondelete="CASCADE")),
+    # Where it goes: a sending channel's name, or ``webhook``.
     Column("destination", String(20), nullable=False),
     # Sends to one customer keep their order: a delivery waits while an older pending one
-    # of the same conversation exists.
+    # of the same conversation and destination exists.
     Column(
         "conversation_id",
         Uuid,
@@ -325,7 +357,7 @@ deliveries = Table(
     # Who receives it: the connection (NULL once deleted: the delivery then fails) and the
     # customer's id on the platform at the time of the reply.
     Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="SET NULL")),
-    Column("recipient", String(200), nullable=False),
+    Column("recipient", String(200)),
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     # queued: when the next attempt is due; sending: when the claim's lease ends.
@@ -339,7 +371,9 @@ deliveries = Table(
     _created_at(),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint(f"status IN ({_sql_list(DELIVERY_STATUSES)})", name="status"),
+    CheckConstraint("(message_id IS NULL) <> (event_id IS NULL)", name="one_subject"),
     UniqueConstraint("message_id", "destination"),
+    UniqueConstraint("event_id", "destination"),
     # What the dispatcher reads: due pending deliveries (partial, so the sent history costs
     # it nothing), and a conversation's older deliveries (also the foreign keys' index).
     Index(
@@ -428,6 +462,7 @@ __all__ = [
     "PENDING_DELIVERY",
     "SENDING_CHANNELS",
     "STATUSES",
+    "WEBHOOK_DESTINATION",
     "Channel",
     "DeliveryStatus",
     "Direction",
@@ -437,6 +472,7 @@ __all__ = [
     "conversation_slugs",
     "conversations",
     "deliveries",
+    "events",
     "idempotency_keys",
     "max_length",
     "messages",

@@ -90,6 +90,12 @@ class Dialect:
     def lock_for_migrations(self, conn: Connection) -> None:
         """Serialise concurrent migration runs from several processes (same transaction)."""
 
+    def lock_for_sequencing(self, conn: Connection) -> None:
+        """Serialise the transactions that give events their ``seq`` (same transaction):
+        two sequencers numbering at once could give a later-committed batch lower numbers
+        than one a reader has already passed. Nothing to do by default: SQLite's writers
+        already hold the one write lock from ``BEGIN IMMEDIATE``."""
+
     @contextmanager
     def migration_connection(self, engine: Engine) -> Iterator[Connection]:
         """The connection migrations run on, set up before their transaction begins."""

@@ -27,6 +27,8 @@ class PostgreSQLDialect(Dialect):
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
+    # The events sequencer's lock (noclash.chat.events.sequence): "noclash" + 1.
+    SEQUENCE_LOCK_KEY: ClassVar[int] = 0x6E6F636C617369
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
@@ -61,6 +63,9 @@ class PostgreSQLDialect(Dialect):
 
     def lock_for_migrations(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.MIGRATION_LOCK_KEY})
+
+    def lock_for_sequencing(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.SEQUENCE_LOCK_KEY})
 
     def backup(self, engine: Engine, target: str) -> None:
         raise BackupNotSupported(

@@ -1,0 +1,363 @@
+"""Events: what happened, written once, in the transaction that did it, read in one order.
+
+A bot must hear about each customer message once, and a live client must miss nothing
+across a reconnect. Both come down to three rules, each enforced here:
+
+1. **Once.** :func:`record` inserts ``ON CONFLICT (type, subject) DO NOTHING``
+   (``uq_events_type_subject``): a message is the subject of one ``message.created``
+   whatever retries or races stored it, because the event is written in the message's own
+   transaction and the message itself is stored once.
+2. **With what it describes.** The caller passes its connection: the event commits or
+   rolls back with the change. When the chatbot has a ``webhook_url``, the event's webhook
+   delivery (a ``deliveries`` row, destination ``webhook``) is written in the same
+   transaction, so the outbox sends it until the bot acknowledges.
+3. **One order, no gap.** Ids are UUIDv7 made before commit, so two transactions can
+   commit in the other order than their ids: a reader that had passed the later id would
+   never see the earlier one. Readers therefore follow ``seq``, a number given *after*
+   commit by :func:`sequence`, under one lock (:meth:`~noclash.db.dialects.base.Dialect.
+   lock_for_sequencing`): a sequencer numbers only committed rows, and the next one can
+   only number rows after them. A reader that has seen ``seq = n`` has seen, or will
+   never be shown, nothing below ``n``. Readers call :func:`sequence` themselves before
+   reading (cheap when nothing waits), so no background process is needed for progress.
+
+The event types are :class:`EventType`. ``delivery.failed`` is recorded for every failed
+delivery, but one about a webhook delivery is never itself sent to the webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from noclash.db.dialects import dialect_for
+from noclash.db.engine import read_only
+from noclash.db.tables import (
+    WEBHOOK_DESTINATION,
+    DeliveryStatus,
+    chatbots,
+    conversations,
+    deliveries,
+    events,
+)
+from noclash.db.types import utcnow
+from noclash.unique import uuid7
+
+Row = sa.Row[Any]
+
+# Execution option that turns event writing off for one engine (the benchmark measures
+# the same build with and without events); on by default.
+EVENTS_OPTION = "noclash_events"
+# Rows one sequencing transaction numbers at most.
+SEQUENCE_BATCH = 1000
+
+
+class EventType(StrEnum):
+    MESSAGE_CREATED = "message.created"
+    CONVERSATION_CREATED = "conversation.created"
+    CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
+    DELIVERY_FAILED = "delivery.failed"
+
+
+EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def as_data(row: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """JSON-ready ``fields`` of a row or mapping (UUIDs and times as text)."""
+    mapping = row if isinstance(row, dict) else row._mapping
+    return {f: _json(mapping[f]) for f in fields}
+
+
+MESSAGE_FIELDS = (
+    "id",
+    "conversation_id",
+    "connection_id",
+    "platform_message_id",
+    "direction",
+    "text",
+    "sent_at",
+    "created_at",
+)
+CONVERSATION_FIELDS = (
+    "id",
+    "chatbot_id",
+    "connection_id",
+    "psid",
+    "status",
+    "title",
+    "slug",
+    "created_at",
+)
+
+
+def enabled(conn: Connection) -> bool:
+    return bool(conn.get_execution_options().get(EVENTS_OPTION, True))
+
+
+def record(
+    conn: Connection,
+    type: EventType,
+    subject: str,
+    *,
+    chatbot_id: UUID,
+    conversation_id: UUID | None,
+    data: dict[str, Any],
+    now: datetime | None = None,
+    to_webhook: bool = True,
+) -> UUID | None:
+    """Write one event in the caller's transaction, and its webhook delivery when the
+    chatbot has a webhook; the event's id, or None when ``(type, subject)`` was recorded
+    before (or events are off). ``to_webhook=False`` keeps it off the webhook (a
+    ``delivery.failed`` about a webhook delivery)."""
+    if not enabled(conn):
+        return None
+    now = now or utcnow()
+    event_id = uuid7()
+    stored = conn.execute(
+        dialect_for(conn)
+        .insert(events)
+        .values(
+            id=event_id,
+            chatbot_id=chatbot_id,
+            conversation_id=conversation_id,
+            type=type.value,
+            subject=subject,
+            payload=data,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["type", "subject"])
+        .returning(events.c.id)
+    ).first()
+    if stored is None:
+        return None
+    if to_webhook and conversation_id is not None:
+        conn.execute(_webhook_delivery(), {
+            "b_id": uuid7(), "b_event": event_id, "b_conversation": conversation_id,
+            "b_chatbot": chatbot_id, "b_now": now,
+        })  # fmt: skip
+    return event_id
+
+
+def _webhook_delivery() -> sa.Insert:
+    """``INSERT INTO deliveries ... SELECT ... FROM chatbots WHERE id = :chatbot AND
+    webhook_url IS NOT NULL``: the webhook's delivery, only if the chatbot has one, with no
+    read before the write."""
+    columns = ("id", "event_id", "destination", "conversation_id", "status", "attempts",
+               "next_attempt_at", "created_at", "updated_at")  # fmt: skip
+    now = sa.bindparam("b_now", type_=deliveries.c.created_at.type)
+    select = sa.select(
+        sa.bindparam("b_id", type_=deliveries.c.id.type),
+        sa.bindparam("b_event", type_=deliveries.c.event_id.type),
+        sa.literal(WEBHOOK_DESTINATION, type_=deliveries.c.destination.type),
+        sa.bindparam("b_conversation", type_=deliveries.c.conversation_id.type),
+        sa.literal(DeliveryStatus.QUEUED.value, type_=deliveries.c.status.type),
+        sa.literal(0, type_=deliveries.c.attempts.type),
+        now,
+        now,
+        now,
+    ).where(
+        chatbots.c.id == sa.bindparam("b_chatbot", type_=chatbots.c.id.type),
+        chatbots.c.webhook_url.is_not(None),
+    )
+    return sa.insert(deliveries).from_select(columns, select)
+
+
+# -- what the domain records --------------------------------------------------------------------
+
+
+def message_created(conn: Connection, message: Any, chatbot_id: UUID) -> UUID | None:
+    """``message.created`` for a stored message (either direction); ``message`` is a row or
+    a mapping with :data:`MESSAGE_FIELDS`."""
+    data = as_data(message, MESSAGE_FIELDS)
+    return record(
+        conn,
+        EventType.MESSAGE_CREATED,
+        data["id"],
+        chatbot_id=chatbot_id,
+        conversation_id=UUID(data["conversation_id"]),
+        data={"message": data},
+    )
+
+
+def conversation_created(conn: Connection, conversation: Row) -> UUID | None:
+    data = as_data(conversation, CONVERSATION_FIELDS)
+    return record(
+        conn,
+        EventType.CONVERSATION_CREATED,
+        str(conversation.id),
+        chatbot_id=conversation.chatbot_id,
+        conversation_id=conversation.id,
+        data={"conversation": data},
+    )
+
+
+def status_changed(conn: Connection, conversation: Row, before: str) -> UUID | None:
+    """``conversation.status_changed`` for one transition that happened in this
+    transaction (the transition's conditional UPDATE makes it happen once, so its subject
+    is new: the conversation and a fresh id)."""
+    data = as_data(conversation, CONVERSATION_FIELDS)
+    return record(
+        conn,
+        EventType.CONVERSATION_STATUS_CHANGED,
+        f"{conversation.id}:{uuid7()}",
+        chatbot_id=conversation.chatbot_id,
+        conversation_id=conversation.id,
+        data={"conversation": data, "from": before, "to": conversation.status},
+    )
+
+
+def statuses_changed(conn: Connection, ids: Sequence[UUID], before: str) -> None:
+    """``conversation.status_changed`` for conversations a bulk UPDATE moved."""
+    if not ids or not enabled(conn):
+        return
+    rows = conn.execute(sa.select(conversations).where(conversations.c.id.in_(list(ids))))
+    for row in rows:
+        status_changed(conn, row, before)
+
+
+def deliveries_failed(conn: Connection, failed: Sequence[tuple[UUID, str]]) -> None:
+    """``delivery.failed`` for each ``(delivery id, attempt key)``: the attempt key makes a
+    failure after a retry a new event, and a repeated write of the same outcome not."""
+    if not failed or not enabled(conn):
+        return
+    keys = dict(failed)
+    rows = conn.execute(
+        sa.select(deliveries, conversations.c.chatbot_id)
+        .join(conversations, conversations.c.id == deliveries.c.conversation_id)
+        .where(deliveries.c.id.in_(list(keys)), deliveries.c.status == DeliveryStatus.FAILED)
+    )
+    for row in rows:
+        data = as_data(row, ("id", "message_id", "event_id", "destination", "status",
+                             "attempts", "last_error", "conversation_id"))  # fmt: skip
+        record(
+            conn,
+            EventType.DELIVERY_FAILED,
+            f"{row.id}:{keys[row.id]}",
+            chatbot_id=row.chatbot_id,
+            conversation_id=row.conversation_id,
+            data={"delivery": data},
+            to_webhook=row.destination != WEBHOOK_DESTINATION,
+        )
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+_UNNUMBERED = sa.select(events.c.id).where(events.c.seq.is_(None)).limit(1)
+
+
+def sequence(conn: Connection, *, limit: int = SEQUENCE_BATCH) -> int:
+    """Give committed events without a ``seq`` the next numbers, in id order; how many.
+
+    Call in a transaction of its own (it takes the sequencing lock until commit). A quick
+    look for unnumbered rows comes first, so a reader that finds none pays one index probe
+    and no lock.
+    """
+    if conn.execute(_UNNUMBERED).first() is None:
+        return 0
+    dialect_for(conn).lock_for_sequencing(conn)
+    base = sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).scalar_subquery()
+    batch = (
+        sa.select(
+            events.c.id,
+            (base + sa.func.row_number().over(order_by=events.c.id)).label("seq"),
+        )
+        .where(events.c.seq.is_(None))
+        .order_by(events.c.id)
+        .limit(limit)
+        .subquery()
+    )
+    result = conn.execute(
+        sa.update(events).values(seq=batch.c.seq).where(events.c.id == batch.c.id)
+    )
+    return result.rowcount or 0
+
+
+def sequence_all(engine: Engine) -> int:
+    """:func:`sequence` until nothing waits, each batch in its own transaction. The first
+    look is on a read-only connection, so a reader that finds nothing to number takes no
+    write lock (on SQLite, the database's one)."""
+    with read_only(engine).connect() as conn:
+        if conn.execute(_UNNUMBERED).first() is None:
+            return 0
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            done = sequence(conn)
+        total += done
+        if done < SEQUENCE_BATCH:
+            return total
+
+
+def position(conn: Connection, event_id: UUID, scope: Any = None) -> int | None:
+    """The ``seq`` of ``event_id`` (None: no such event, not yet numbered, or outside
+    ``scope``, a WHERE clause on events)."""
+    query = sa.select(events.c.seq).where(events.c.id == event_id, events.c.seq.is_not(None))
+    if scope is not None:
+        query = query.where(scope)
+    return conn.execute(query).scalar()
+
+
+def latest(conn: Connection) -> int:
+    """The highest ``seq`` given so far (0 before the first)."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0))).scalar())
+
+
+def read(conn: Connection, scope: Any, *, after: int, limit: int) -> list[Row]:
+    """Numbered events matching ``scope`` (a WHERE clause on events) after ``seq = after``,
+    in order."""
+    return list(
+        conn.execute(
+            sa.select(events).where(scope, events.c.seq > after).order_by(events.c.seq).limit(limit)
+        )
+    )
+
+
+def of_chatbots(chatbot_ids: Sequence[UUID]) -> Any:
+    return events.c.chatbot_id.in_(list(chatbot_ids))
+
+
+def envelope(row: Row) -> dict[str, Any]:
+    """An event as every reader gets it: webhooks, streams and the pull API."""
+    return {
+        "id": str(row.id),
+        "type": row.type,
+        "chatbot_id": str(row.chatbot_id),
+        "conversation_id": str(row.conversation_id) if row.conversation_id else None,
+        "created_at": _json(row.created_at),
+        "data": row.payload,
+    }
+
+
+__all__ = [
+    "EVENTS_OPTION",
+    "EVENT_TYPES",
+    "EventType",
+    "as_data",
+    "conversation_created",
+    "deliveries_failed",
+    "envelope",
+    "latest",
+    "message_created",
+    "of_chatbots",
+    "position",
+    "read",
+    "record",
+    "sequence",
+    "sequence_all",
+    "status_changed",
+    "statuses_changed",
+]
