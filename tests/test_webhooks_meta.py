@@ -67,9 +67,23 @@ def test_documented_messenger_message_is_stored_once(server):
     body = raw("messenger_message")
     first = _post(client, body)
     assert first.status_code == 200, first.text
-    assert first.json() == {"stored": 1, "duplicates": 0, "ignored": 0, "unrouted": 0, "settled": 0}
+    assert first.json() == {
+        "stored": 1,
+        "duplicates": 0,
+        "ignored": 0,
+        "unrouted": 0,
+        "settled": 0,
+        "invalid": 0,
+    }
     again = _post(client, body)
-    assert again.json() == {"stored": 0, "duplicates": 1, "ignored": 0, "unrouted": 0, "settled": 0}
+    assert again.json() == {
+        "stored": 0,
+        "duplicates": 1,
+        "ignored": 0,
+        "unrouted": 0,
+        "settled": 0,
+        "invalid": 0,
+    }
     with server.engine.connect() as conn:
         (conv,) = conn.execute(sa.select(conversations)).all()
         (msg,) = conn.execute(sa.select(messages)).all()
@@ -201,3 +215,33 @@ def test_64_concurrent_deliveries_for_one_customer(server):
     assert sorted(stored) == sorted(distinct)
     # last_message_at is the newest sent timestamp, whatever the arrival order.
     assert convs[0].last_message_at.timestamp() == pytest.approx(1_700_000_000.063)
+
+
+@pytest.mark.parametrize("bad", ["long sender", "NUL in mid"])
+def test_a_batch_is_checked_whole_before_anything_is_stored(server, bad, caplog):
+    """A valid event and one that can never be stored (a 201-character sender id, a NUL in
+    its mid): the valid one is stored, the other acknowledged as invalid and logged naming
+    its field, and a redelivery of the body stores nothing more. A 4xx would make Meta
+    redeliver the whole body, the valid event too, forever."""
+    _connect(server, "messenger", "PAGE_ID")
+    body = json.loads(messenger_body("PAGE_ID", "good-customer", "m_good", "hello", 1764064800000))
+    second = json.loads(json.dumps(body["entry"][0]["messaging"][0]))
+    if bad == "long sender":
+        second["sender"]["id"] = "9" * 201
+        second["message"]["mid"] = "m_bad"
+    else:
+        second["message"]["mid"] = "m_\u0000bad"
+    body["entry"][0]["messaging"].append(second)
+    raw_body = json.dumps(body).encode()
+    with caplog.at_level("WARNING", logger="noclash.webhooks"):
+        first = _post(server.client(), raw_body)
+    assert first.status_code == 200, first.text
+    assert (first.json()["stored"], first.json()["invalid"]) == (1, 1)
+    assert ("psid" if bad == "long sender" else "message_id") in caplog.text
+    again = _post(server.client(), raw_body)
+    assert (again.json()["stored"], again.json()["duplicates"], again.json()["invalid"]) == (
+        0,
+        1,
+        1,
+    )
+    assert _counts(server) == (1, 1)

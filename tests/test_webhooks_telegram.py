@@ -45,7 +45,7 @@ def test_documented_update_becomes_one_message(live_server, telegram):
     body = raw("telegram_message")
     first = _post(live_server, conn_id, body)
     assert first.status_code == 200, first.text
-    assert first.json() == {"stored": 1, "duplicates": 0, "ignored": 0}
+    assert first.json() == {"stored": 1, "duplicates": 0, "ignored": 0, "invalid": 0}
     assert _post(live_server, conn_id, body).json()["duplicates"] == 1  # redelivery
     (conv,) = client.get("/api/conversations").json()["items"]
     assert conv["psid"] == "1111111" and conv["title"] == "Test"

@@ -105,20 +105,11 @@ def receive_message(
     ``last_message_at``, which only moves forward. ``username`` becomes the title of a
     conversation this message starts. An unknown ``connection_id`` raises NotFound.
     """
-    if not psid or len(psid) > _PSID_LENGTH:
-        raise InvalidInput(f"psid must be 1 to {_PSID_LENGTH} characters", field="psid")
-    if not platform_message_id or len(platform_message_id) > _PLATFORM_ID_LENGTH:
-        raise InvalidInput(
-            f"message id must be 1 to {_PLATFORM_ID_LENGTH} characters", field="message_id"
-        )
-    if "\x00" in psid or "\x00" in platform_message_id:
-        raise InvalidInput("ids must not contain NUL characters", field="psid")
+    check_ids(psid, platform_message_id, sent_at)
     # A customer's text is stored whatever it holds, but PostgreSQL cannot store NUL in
     # text: replace it, so a platform never gets an error (and retries) for its message.
     text = text.replace("\x00", "\ufffd")
     username = username.replace("\x00", "\ufffd") if username else username
-    if sent_at is not None and sent_at.tzinfo is None:
-        raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
     now = now or utcnow()
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
     if not isinstance(bind, Engine):
@@ -172,6 +163,22 @@ def _announce(
         "created_at": now,
     }
     events.message_created(conn, message, conversation.chatbot_id)
+
+
+def check_ids(psid: str, platform_message_id: str, sent_at: datetime | None = None) -> None:
+    """Step 1, validate: raise InvalidInput (naming the field) for what can never be
+    stored. Webhooks call it for every event of a body before storing the first, so a
+    batch is never half written because of its own contents."""
+    for field, value, limit in (
+        ("psid", psid, _PSID_LENGTH),
+        ("message_id", platform_message_id, _PLATFORM_ID_LENGTH),
+    ):
+        if not value or len(value) > limit:
+            raise InvalidInput(f"{field} must be 1 to {limit} characters", field=field)
+        if "\x00" in value:
+            raise InvalidInput(f"{field} must not contain NUL characters", field=field)
+    if sent_at is not None and sent_at.tzinfo is None:
+        raise InvalidInput("sent_at needs a timezone offset", field="sent_at")
 
 
 class _WakeUnderLock(Exception):
@@ -309,4 +316,4 @@ def _started(
     return InboundResult(row.id, message_id, False, True)
 
 
-__all__ = ["InboundResult", "receive_message", "touch"]
+__all__ = ["InboundResult", "check_ids", "receive_message", "touch"]

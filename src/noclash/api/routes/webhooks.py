@@ -29,7 +29,8 @@ from noclash.api.work import deliver, reading
 from noclash.channels import InboundEvent, PayloadError, meta, telegram
 from noclash.chat import outbox
 from noclash.chat.connections import connection_by_id, find_connection
-from noclash.chat.inbound import receive_message
+from noclash.chat.errors import InvalidInput
+from noclash.chat.inbound import check_ids, receive_message
 from noclash.chat.messages import record_page_message
 from noclash.config import Settings
 from noclash.db.tables import Channel
@@ -102,8 +103,9 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
         batch = meta.parse(_json(body))
     except PayloadError as exc:
         return _bad_payload(exc)
+    valid, invalid = _valid(batch.events)
     stored = duplicates = unrouted = 0
-    for event in batch.events:
+    for event in valid:
         with reading(engine) as conn:
             connection = find_connection(conn, event.channel, event.recipient_id or "")
         if connection is None:
@@ -130,8 +132,27 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
             unrouted += 1
     return JSONResponse(
         {"stored": stored, "duplicates": duplicates, "ignored": batch.ignored,
-         "unrouted": unrouted, "settled": settled}
+         "unrouted": unrouted, "settled": settled, "invalid": invalid}
     )  # fmt: skip
+
+
+def _valid(batch: list[InboundEvent]) -> tuple[list[InboundEvent], int]:
+    """The events of a body that can be stored, checked before the first is stored, and
+    how many cannot. Those are logged and acknowledged: no retry can make a 201-character
+    sender id storable, and answering 4xx would make the platform retry the whole body
+    (its valid events included) forever."""
+    valid: list[InboundEvent] = []
+    for event in batch:
+        try:
+            check_ids(event.psid, event.platform_message_id, event.sent_at)
+        except InvalidInput as exc:
+            log.warning(
+                "%s webhook: event %r refused, %s; acknowledged",
+                event.channel, event.platform_message_id[:80], exc,
+            )  # fmt: skip
+            continue
+        valid.append(event)
+    return valid, len(batch) - len(valid)
 
 
 def _echo(engine: Engine, echo: meta.Echo, max_text: int) -> str:
@@ -186,6 +207,11 @@ def _telegram(
     except PayloadError as exc:
         return _bad_payload(exc)
     if event is None:
-        return JSONResponse({"stored": 0, "duplicates": 0, "ignored": 1})
+        return JSONResponse({"stored": 0, "duplicates": 0, "ignored": 1, "invalid": 0})
+    valid, invalid = _valid([event])
+    if not valid:
+        return JSONResponse({"stored": 0, "duplicates": 0, "ignored": 0, "invalid": invalid})
     new = _store(engine, connection.id, event, settings.max_text_length)
-    return JSONResponse({"stored": int(new), "duplicates": int(not new), "ignored": 0})
+    return JSONResponse(
+        {"stored": int(new), "duplicates": int(not new), "ignored": 0, "invalid": 0}
+    )
