@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from noclash import __version__
 from noclash.api import errors
+from noclash.api.cors import WidgetCORSMiddleware
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.ratelimit import RateLimitMiddleware
@@ -17,6 +19,7 @@ from noclash.api.routes import (
     events,
     health,
     messages,
+    pages,
     users,
     webhooks,
     widget,
@@ -25,6 +28,7 @@ from noclash.api.schemas import no_nul_parameters
 from noclash.chat.users import TokenCache
 from noclash.config import Settings
 from noclash.db.engine import create_engine
+from noclash.web import STATIC
 
 # One module per resource; a resource created under its parent has a second router with
 # the parent's prefix (``/api/chatbots/{chatbot_id}/connections``...).
@@ -42,6 +46,7 @@ ROUTERS = [
     widget.router,
     webhooks.router,
     users.router,
+    pages.router,
 ]
 
 
@@ -66,10 +71,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(pages.STATIC_PATH, StaticFiles(directory=STATIC), name="static")
     # Outermost last: the body limits run first, so the idempotency middleware (which
     # reads and hashes bodies) never sees one too large or nested too deep.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    # Outermost: a refused request reads no body, and a 429 is never an idempotent answer.
+    # A refused request reads no body, and a 429 is never an idempotent answer.
     app.add_middleware(RateLimitMiddleware, engine=app.state.engine, settings=settings)
+    # Outermost: a page of another site is refused (or its preflight answered) before
+    # anything counts or runs.
+    app.add_middleware(WidgetCORSMiddleware, engine=app.state.engine)
     return app

@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from noclash.chat.errors import NotFound
+from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import chatbots
 from noclash.db.types import utcnow
@@ -45,6 +46,7 @@ class Chatbot:
     slack_channel_id: str | None
     asana_project_id: str | None
     created_at: datetime
+    allowed_origins: list[str] | None = None
 
 
 def create_chatbot(
@@ -55,6 +57,7 @@ def create_chatbot(
     slack_channel_id: str | None = None,
     asana_project_id: str | None = None,
     require_auth: bool = False,
+    allowed_origins: list[str] | None = None,
 ) -> Chatbot:
     """Insert a chatbot in one statement and return it as stored.
 
@@ -71,6 +74,7 @@ def create_chatbot(
         "asana_project_id": asana_project_id,
         "require_auth": require_auth,
         "created_at": utcnow(),
+        "allowed_origins": normalise_origins(allowed_origins),
     }
     with translating(chatbots.metadata):
         if dialect_for(conn).server_generates_uuid4:
@@ -115,7 +119,52 @@ def list_chatbots(conn: Connection, *, owner_id: UUID, after: UUID | None, limit
 
 # The columns an owner may change. The id, the owner, the public token (widgets embed it)
 # and the creation time are not settings.
-EDITABLE = frozenset({"name", "slack_channel_id", "asana_project_id", "require_auth"})
+EDITABLE = frozenset(
+    {"name", "slack_channel_id", "asana_project_id", "require_auth", "allowed_origins"}
+)
+# Origins a chatbot's widget may be embedded on, at most.
+MAX_ORIGINS = 50
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origins(origins: list[str] | None) -> list[str] | None:
+    """``allowed_origins`` as stored: each an origin (``https://shop.example``, a port if
+    not the scheme's default), lowercase, no path, no duplicates; None for any origin.
+
+    An origin is what a browser sends in ``Origin``, so anything else (a path, a wildcard,
+    credentials) could never match and is refused rather than stored silently useless.
+    """
+    if origins is None:
+        return None
+    if len(origins) > MAX_ORIGINS:
+        raise InvalidInput(f"at most {MAX_ORIGINS} origins", field="allowed_origins")
+    out: list[str] = []
+    for origin in origins:
+        parsed = urlsplit(origin.strip())
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        if (
+            parsed.scheme not in _DEFAULT_PORTS
+            or not parsed.hostname
+            or parsed.path not in ("", "/")
+            or parsed.query
+            or parsed.fragment
+            or parsed.username is not None
+            or port == -1
+        ):
+            raise InvalidInput(
+                f"{origin!r} is not an origin like https://shop.example[:port]",
+                field="allowed_origins",
+            )
+        host = parsed.hostname.lower()
+        host = f"[{host}]" if ":" in host else host
+        suffix = f":{port}" if port is not None and port != _DEFAULT_PORTS[parsed.scheme] else ""
+        normal = f"{parsed.scheme}://{host}{suffix}"
+        if normal not in out:
+            out.append(normal)
+    return out
 
 
 def update_chatbot(
@@ -129,6 +178,8 @@ def update_chatbot(
     unknown = set(changes) - EDITABLE
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if "allowed_origins" in changes:
+        changes = {**changes, "allowed_origins": normalise_origins(changes["allowed_origins"])}
     if not changes:
         return get_chatbot(conn, chatbot_id, owner_id=owner_id)
     ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)

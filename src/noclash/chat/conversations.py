@@ -229,6 +229,18 @@ def create_conversation(
     return row
 
 
+def count_by_status(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> dict[str, int]:
+    """How many of the caller's chatbot's conversations are in each status (every status
+    named, zeros included)."""
+    bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    rows = conn.execute(
+        sa.select(conversations.c.status, sa.func.count())
+        .where(conversations.c.chatbot_id == bot.id)
+        .group_by(conversations.c.status)
+    )
+    return {status.value: 0 for status in Status} | {status: n for status, n in rows}
+
+
 def get_conversation_row(conn: Connection, conversation_id: UUID) -> Row | None:
     return conn.execute(
         sa.select(conversations).where(conversations.c.id == conversation_id)

@@ -167,6 +167,9 @@ chatbots = Table(
     # signed with: made by the server, shown once (noclash.chat.events).
     Column("webhook_url", String(2000)),
     Column("webhook_secret", String(100)),
+    # The web origins whose pages may use the chatbot's widget API (a JSON list of
+    # "scheme://host[:port]"); NULL: any origin (noclash.api.cors).
+    Column("allowed_origins", JSON),
     UniqueConstraint("public_token"),
     Index("ix_chatbots_owner_id_id", "owner_id", "id"),
 )

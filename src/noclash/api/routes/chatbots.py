@@ -30,6 +30,12 @@ router = APIRouter(prefix="/api/chatbots", tags=["chatbots"])
 public = APIRouter(prefix="/api/public/chatbots", tags=["chatbots"])
 
 
+ORIGINS_HELP = (
+    "Web origins (https://shop.example) whose pages may use the widget API; "
+    "null or absent: any origin."
+)
+
+
 class ChatbotIn(StrictModel):
     name: str = Field(min_length=1, max_length=max_length(chatbots.c.name))
     slack_channel_id: str | None = Field(
@@ -39,6 +45,7 @@ class ChatbotIn(StrictModel):
         default=None, max_length=max_length(chatbots.c.asana_project_id)
     )
     require_auth: bool = False
+    allowed_origins: list[str] | None = Field(default=None, description=ORIGINS_HELP)
 
 
 class ChatbotPatch(StrictModel):
@@ -55,6 +62,7 @@ class ChatbotPatch(StrictModel):
         default=None, max_length=max_length(chatbots.c.asana_project_id)
     )
     require_auth: bool = Field(default=None)
+    allowed_origins: list[str] | None = Field(default=None, description=ORIGINS_HELP)
 
 
 class ChatbotOut(BaseModel):
@@ -64,6 +72,7 @@ class ChatbotOut(BaseModel):
     require_auth: bool
     slack_channel_id: str | None
     asana_project_id: str | None
+    allowed_origins: list[str] | None
     created_at: datetime
 
 

@@ -109,6 +109,27 @@ def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: Conversatio
     )
 
 
+class CountsOut(BaseModel):
+    """Conversations per status."""
+
+    OPEN: int
+    SNOOZED: int
+    CLOSED: int
+
+
+COUNTS = Rendered(CountsOut, 200)
+
+
+@nested.get("/counts", response_model=CountsOut)
+async def count_conversations(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
+    """How many conversations of the chatbot are OPEN, SNOOZED and CLOSED."""
+    return await read(request, _counts, chatbot_id, user.id, render=COUNTS)
+
+
+def _counts(conn: Connection, chatbot_id: str, owner_id: UUID) -> dict[str, int]:
+    return convs.count_by_status(conn, chatbot_id, owner_id=owner_id)
+
+
 @nested.get(
     "/by-slug/{slug}",
     response_model=ConversationOut,

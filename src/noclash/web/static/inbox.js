@@ -1,0 +1,470 @@
+/*
+ * The noclash operator inbox: one page over the HTTP API, no build step.
+ *
+ * The API token lives in sessionStorage (this tab only, never in a URL). A reply is sent
+ * with one Idempotency-Key per composed message, kept until the server has answered, so a
+ * double click or a resend after a network error stores and delivers one reply. Live
+ * updates come from the agent stream (GET /api/stream, Server-Sent Events read with fetch,
+ * because EventSource cannot send the Authorization header); after a reconnection the
+ * stream resumes from the last event id, and the thread is re-read from the API.
+ */
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const TOKEN = "noclash:token";
+  const STATUSES = ["OPEN", "SNOOZED", "CLOSED"];
+  const uuid = () => crypto.randomUUID ? crypto.randomUUID()
+    : ([1e7] + -1e3 + -4e3 + -8e3 + -1e11).replace(/[018]/g, (c) =>
+      (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16));
+
+  const state = {
+    token: sessionStorage.getItem(TOKEN),
+    chatbots: [],
+    chatbot: null,
+    status: "OPEN",
+    conversation: null,
+    messages: [],
+    replyKey: null,
+    sending: false,
+    stream: null,
+    lastEventId: null,
+    refreshTimer: null,
+    pollTimer: null,
+  };
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super((problem && problem.detail) || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem || {};
+    }
+  }
+
+  const api = async (path, { method = "GET", body, headers = {} } = {}) => {
+    const response = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${state.token}`,
+        ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...headers },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    let data = null;
+    try { data = await response.json(); } catch { /* no body */ }
+    if (response.status === 401) { signOut("Your token is not valid any more."); }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return { data, url: response.url };
+  };
+
+  const el = (tag, props = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (key === "class") node.className = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key in node) node[key] = value;
+      else node.setAttribute(key, value);
+    }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  };
+
+  const when = (iso) => iso ? new Date(iso).toLocaleString() : "";
+
+  // -- signing in ---------------------------------------------------------------------------
+  const signOut = (reason) => {
+    sessionStorage.removeItem(TOKEN);
+    state.token = null;
+    if (state.stream) state.stream.abort();
+    $("app-view").hidden = true;
+    $("signout").hidden = true;
+    $("chatbot").disabled = true;
+    $("signin-view").hidden = false;
+    const error = $("signin-error");
+    error.hidden = !reason;
+    error.textContent = reason || "";
+    $("token").focus();
+  };
+
+  $("signin").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    state.token = $("token").value.trim();
+    try {
+      await api("/api/chatbots?limit=1");
+    } catch (error) {
+      signOut(error.status === 401 ? "That token is not valid." : `Cannot sign in: ${error.message}`);
+      return;
+    }
+    sessionStorage.setItem(TOKEN, state.token);
+    $("token").value = "";
+    start();
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+
+  // -- chatbots, counts, the list ----------------------------------------------------------
+  const loadChatbots = async () => {
+    const items = [];
+    let cursor = null;
+    do {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const { data } = await api(`/api/chatbots?limit=200${q}`);
+      items.push(...data.items);
+      cursor = data.next_cursor;
+    } while (cursor);
+    state.chatbots = items;
+    const select = $("chatbot");
+    select.replaceChildren(...items.map((b) => el("option", { value: b.id }, b.name)));
+    select.disabled = items.length === 0;
+  };
+
+  const loadCounts = async () => {
+    if (!state.chatbot) return;
+    const { data } = await api(`/api/chatbots/${state.chatbot}/conversations/counts`);
+    for (const status of STATUSES) {
+      document.querySelector(`[data-count="${status}"]`).textContent = String(data[status] || 0);
+    }
+  };
+
+  const loadList = async () => {
+    if (!state.chatbot) return;
+    const { data } = await api(
+      `/api/conversations?chatbot_id=${state.chatbot}&status=${state.status}&limit=200`);
+    const items = data.items.slice().sort((a, b) =>
+      (b.last_message_at || b.created_at).localeCompare(a.last_message_at || a.created_at));
+    const list = $("list");
+    list.replaceChildren(...items.map((c) => {
+      const link = el("a", { href: `/inbox/${c.chatbot_id}/${encodeURIComponent(c.slug)}`,
+        "data-id": c.id },
+        el("span", { class: "title" }, c.title || c.psid || c.slug),
+        el("span", { class: "when" }, when(c.last_message_at || c.created_at)));
+      if (state.conversation && state.conversation.id === c.id) {
+        link.setAttribute("aria-current", "page");
+      }
+      return el("li", {}, link);
+    }));
+    $("list-empty").hidden = items.length > 0;
+  };
+
+  const refreshSoon = () => {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(() => {
+      loadCounts().catch(() => {});
+      loadList().catch(() => {});
+    }, 200);
+  };
+
+  $("chatbot").addEventListener("change", (event) => {
+    state.chatbot = event.target.value;
+    state.conversation = null;
+    history.pushState({}, "", "/inbox");
+    route();
+    listen();
+  });
+
+  for (const tab of document.querySelectorAll("[data-status]")) {
+    tab.addEventListener("click", () => {
+      state.status = tab.dataset.status;
+      for (const other of document.querySelectorAll("[data-status]")) {
+        other.setAttribute("aria-selected", String(other === tab));
+      }
+      loadList().catch(showError);
+    });
+  }
+
+  $("list").addEventListener("click", (event) => {
+    const link = event.target.closest("a");
+    if (!link || event.ctrlKey || event.metaKey) return;
+    event.preventDefault();
+    history.pushState({}, "", link.getAttribute("href"));
+    route();
+  });
+  addEventListener("popstate", () => route());
+
+  // -- a conversation ------------------------------------------------------------------------
+  const alertBox = (content) => {
+    const box = $("thread-alert");
+    box.replaceChildren(...(content ? [content].flat() : []));
+    box.hidden = !content;
+  };
+  const showError = (error) => alertBox(`Something went wrong: ${error.message}`);
+
+  const openBySlug = async (chatbotId, slug) => {
+    const { data, url } = await api(
+      `/api/chatbots/${chatbotId}/conversations/by-slug/${encodeURIComponent(slug)}`);
+    // A former slug answered 308 and fetch followed it: show the current address.
+    const current = `/inbox/${data.chatbot_id}/${encodeURIComponent(data.slug)}`;
+    if (location.pathname !== current || !url.endsWith(encodeURIComponent(data.slug))) {
+      history.replaceState({}, "", current);
+    }
+    await showConversation(data);
+  };
+
+  const showConversation = async (conversation) => {
+    state.conversation = conversation;
+    alertBox(null);
+    $("thread-empty").hidden = true;
+    $("thread-view").hidden = false;
+    renderHead();
+    await loadMessages();
+    for (const link of document.querySelectorAll("#list a")) {
+      if (link.dataset.id === conversation.id) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+  };
+
+  const renderHead = () => {
+    const c = state.conversation;
+    $("thread-title").textContent = c.title || c.psid || c.slug;
+    $("thread-status").textContent = c.status;
+    $("thread-customer").textContent = c.psid ? `· customer ${c.psid}` : "";
+    $("close").hidden = c.status === "CLOSED";
+    $("snooze").hidden = c.status === "CLOSED";
+    $("snooze-until").hidden = c.status === "CLOSED";
+    $("reopen").hidden = c.status === "OPEN";
+    $("composer").hidden = c.status === "CLOSED";
+  };
+
+  const loadMessages = async () => {
+    const c = state.conversation;
+    if (!c) return;
+    const items = [];
+    let cursor = null;
+    do {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const { data } = await api(`/api/conversations/${c.id}/messages?limit=200${q}`);
+      items.push(...data.items);
+      cursor = data.next_cursor;
+    } while (cursor);
+    if (!state.conversation || state.conversation.id !== c.id) return;
+    state.messages = items;
+    renderMessages();
+  };
+
+  const deliveryLine = (message) => {
+    const d = message.delivery;
+    if (!d) return null;
+    const labels = { queued: "Queued", sending: "Sending…", sent: "Sent",
+      failed: "Failed", unknown: "May not have arrived" };
+    const line = el("span", { class: `delivery ${d.status}`, "data-status": d.status },
+      labels[d.status] || d.status);
+    if (d.last_error && (d.status === "failed" || d.status === "unknown")) {
+      line.append(`: ${d.last_error}`);
+    }
+    if (d.status === "failed" || d.status === "unknown") {
+      line.append(el("button", { type: "button", class: "retry",
+        onclick: (event) => retry(message, event.target) }, "Retry"));
+    }
+    return line;
+  };
+
+  const renderMessages = () => {
+    const list = $("messages");
+    list.replaceChildren(...state.messages.map((m) => el("li",
+      { class: `message ${m.direction}`, "data-id": m.id },
+      el("span", { class: "text" }, m.text), deliveryLine(m))));
+    list.scrollTop = list.scrollHeight;
+    // Deliveries still on their way: look again shortly (the stream announces failures).
+    clearTimeout(state.pollTimer);
+    if (state.messages.some((m) => m.delivery &&
+        ["queued", "sending"].includes(m.delivery.status))) {
+      state.pollTimer = setTimeout(() => loadMessages().catch(() => {}), 1000);
+    }
+  };
+
+  const retry = async (message, button) => {
+    button.disabled = true;
+    try {
+      await api(`/api/messages/${message.id}/retry`, { method: "POST" });
+    } catch (error) {
+      if (error.status !== 409) showError(error);
+    }
+    await loadMessages();
+  };
+
+  const transition = async (action, body) => {
+    const c = state.conversation;
+    alertBox(null);
+    try {
+      const { data } = await api(`/api/conversations/${c.id}/${action}`,
+        { method: "POST", body });
+      state.conversation = data;
+      renderHead();
+      refreshSoon();
+    } catch (error) {
+      if (error.status === 409 && error.problem.conversation_id) {
+        const other = await api(`/api/conversations/${error.problem.conversation_id}`)
+          .then((r) => r.data).catch(() => null);
+        const href = other ? `/inbox/${other.chatbot_id}/${encodeURIComponent(other.slug)}` : null;
+        alertBox(["Another conversation with this customer is open. ",
+          href ? el("a", { href, id: "conflict-link", onclick: (e) => {
+            e.preventDefault(); history.pushState({}, "", href); route();
+          } }, "Open it") : ""]);
+      } else {
+        showError(error);
+      }
+    }
+  };
+
+  $("close").addEventListener("click", () => transition("close"));
+  $("reopen").addEventListener("click", () => transition("reopen"));
+  $("snooze").addEventListener("click", () => {
+    const value = $("snooze-until").value;
+    transition("snooze", value ? { until: new Date(value).toISOString() } : {});
+  });
+
+  // -- replying -------------------------------------------------------------------------------
+  const reply = $("reply");
+  reply.addEventListener("input", () => { if (!reply.value) state.replyKey = null; });
+  reply.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = reply.value;
+    const c = state.conversation;
+    if (!text.trim() || !c) return;
+    // One key per composed message: every send of it, however often clicked, is one reply.
+    state.replyKey = state.replyKey || uuid();
+    const key = state.replyKey;
+    if (state.sending) return;
+    state.sending = true;
+    $("send").disabled = true;
+    try {
+      await api(`/api/conversations/${c.id}/messages`,
+        { method: "POST", body: { text }, headers: { "Idempotency-Key": key } });
+      if (state.replyKey === key) { reply.value = ""; state.replyKey = null; }
+      alertBox(null);
+    } catch (error) {
+      alertBox(`The reply was not sent (${error.message}). Send again: it will be sent once.`);
+    } finally {
+      state.sending = false;
+      $("send").disabled = false;
+    }
+    await loadMessages();
+    refreshSoon();
+  });
+
+  // -- live updates ---------------------------------------------------------------------------
+  const listen = () => {
+    if (state.stream) state.stream.abort();
+    if (!state.chatbot || !state.token) return;
+    const controller = new AbortController();
+    state.stream = controller;
+    const run = async () => {
+      let delay = 500;
+      while (!controller.signal.aborted) {
+        try {
+          const headers = { Authorization: `Bearer ${state.token}` };
+          if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+          const response = await fetch(`/api/stream?chatbot_id=${state.chatbot}`,
+            { headers, signal: controller.signal });
+          if (!response.ok || !response.body) throw new Error(`stream ${response.status}`);
+          delay = 500;
+          // Whatever happened while disconnected: read it again.
+          refreshSoon();
+          loadMessages().catch(() => {});
+          await readEvents(response.body, controller.signal);
+        } catch (error) {
+          if (controller.signal.aborted) return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(delay * 2, 10000);
+      }
+    };
+    run();
+  };
+
+  // The text/event-stream format, read from a fetch body: fields up to a blank line.
+  const readEvents = async (stream, signal) => {
+    const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let event = { type: "message", data: [], id: null };
+    while (!signal.aborted) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let newline;
+      while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+        if (line === "") {
+          if (event.data.length) dispatch(event);
+          event = { type: "message", data: [], id: null };
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") event.data.push(text);
+        else if (field === "event") event.type = text;
+        else if (field === "id") event.id = text;
+      }
+    }
+  };
+
+  const dispatch = (event) => {
+    if (event.id) state.lastEventId = event.id;
+    let envelope;
+    try { envelope = JSON.parse(event.data.join("\n")); } catch { return; }
+    refreshSoon();
+    const c = state.conversation;
+    if (!c || envelope.conversation_id !== c.id) return;
+    if (envelope.type === "conversation.status_changed") {
+      state.conversation = { ...c, ...envelope.data.conversation };
+      renderHead();
+    }
+    loadMessages().catch(() => {});
+  };
+
+  // -- routing ----------------------------------------------------------------------------------
+  const route = async () => {
+    const parts = location.pathname.split("/").filter(Boolean); // inbox, bot, slug
+    try {
+      if (parts.length >= 3) {
+        const [, chatbotId, slug] = parts;
+        if (state.chatbot !== chatbotId) {
+          state.chatbot = chatbotId;
+          $("chatbot").value = chatbotId;
+          listen();
+        }
+        await openBySlug(chatbotId, decodeURIComponent(slug));
+      } else {
+        state.conversation = null;
+        $("thread-view").hidden = true;
+        $("thread-empty").hidden = false;
+      }
+      await Promise.all([loadCounts(), loadList()]);
+    } catch (error) {
+      if (error.status === 404) {
+        state.conversation = null;
+        $("thread-view").hidden = true;
+        $("thread-empty").hidden = false;
+        $("thread-empty").textContent = "No such conversation.";
+      } else if (error.status !== 401) {
+        showError(error);
+      }
+    }
+  };
+
+  const start = async () => {
+    $("signin-view").hidden = true;
+    $("app-view").hidden = false;
+    $("signout").hidden = false;
+    try {
+      await loadChatbots();
+    } catch (error) {
+      if (error.status !== 401) showError(error);
+      return;
+    }
+    const parts = location.pathname.split("/").filter(Boolean);
+    state.chatbot = parts[1] || (state.chatbots[0] && state.chatbots[0].id) || null;
+    if (state.chatbot) $("chatbot").value = state.chatbot;
+    await route();
+    listen();
+  };
+
+  if (state.token) start();
+  else signOut("");
+})();
