@@ -174,6 +174,7 @@ PROBES: dict[tuple[str, str], Probe] = {
         404, 401, body={"title": "injected", "psid": "intruder"}
     ),
     ("GET", "/api/chatbots/{chatbot_id}/conversations/by-slug/{slug}"): Probe(404, 401),
+    ("GET", "/api/chatbots/{chatbot_id}/conversations/counts"): Probe(404, 401),
     ("GET", "/api/conversations"): Probe(200, 401),
     ("GET", "/api/conversations/{conversation_id}"): Probe(404, 401),
     ("PATCH", "/api/conversations/{conversation_id}"): Probe(404, 401, body={"title": "pwned"}),
