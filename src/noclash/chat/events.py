@@ -44,6 +44,7 @@ from noclash.db.tables import (
     conversations,
     deliveries,
     events,
+    messages,
 )
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
@@ -81,16 +82,8 @@ def as_data(row: Any, fields: Sequence[str]) -> dict[str, Any]:
     return {f: _json(mapping[f]) for f in fields}
 
 
-MESSAGE_FIELDS = (
-    "id",
-    "conversation_id",
-    "connection_id",
-    "platform_message_id",
-    "direction",
-    "text",
-    "sent_at",
-    "created_at",
-)
+# Every column of a message: what a message.created event carries.
+MESSAGE_FIELDS = tuple(c.name for c in messages.columns)
 CONVERSATION_FIELDS = (
     "id",
     "chatbot_id",

@@ -3,7 +3,8 @@
 - ``connections.access_token``: the platform credential replies are sent with (nullable:
   a connection may only receive);
 - ``chatbots.webhook_url`` and ``chatbots.webhook_secret``: where a chatbot's events are
-  POSTed and the secret they are signed with;
+  POSTed and the secret they are signed with; ``chatbots.allowed_origins``: the web
+  origins whose pages may use its widget API (a JSON list, NULL for any);
 - ``events``: what happened, once (``uq_events_type_subject``), with ``seq`` given after
   commit (``uq_events_seq``; ``ix_events_unsequenced`` finds the rows still without one);
 - ``deliveries``: one row per outgoing message per platform
@@ -50,6 +51,7 @@ def upgrade() -> None:
     op.add_column("connections", sa.Column("access_token", sa.String(length=1000)))
     op.add_column("chatbots", sa.Column("webhook_url", sa.String(length=2000)))
     op.add_column("chatbots", sa.Column("webhook_secret", sa.String(length=100)))
+    op.add_column("chatbots", sa.Column("allowed_origins", sa.JSON()))
     op.create_table(
         "events",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -130,6 +132,7 @@ def downgrade() -> None:
     op.drop_table("deliveries")
     op.drop_table("events")
     with op.batch_alter_table("chatbots") as batch:
+        batch.drop_column("allowed_origins")
         batch.drop_column("webhook_secret")
         batch.drop_column("webhook_url")
     with op.batch_alter_table("connections") as batch:
