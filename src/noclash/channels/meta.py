@@ -120,7 +120,10 @@ def parse(payload: Any) -> MetaBatch:
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body is not a JSON object")
-    channel = OBJECT_CHANNELS.get(payload.get("object"))  # type: ignore[arg-type]
+    kind = payload.get("object")
+    # Any JSON value may stand here: a list or an object is no key (unhashable), just
+    # another object that is not ours.
+    channel = OBJECT_CHANNELS.get(kind) if isinstance(kind, str) else None
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise PayloadError("entry is missing or not a list")

@@ -80,21 +80,26 @@ def parse(update: Any) -> InboundEvent | None:
     chat_id = chat.get("id") if isinstance(chat, dict) else None
     if isinstance(chat_id, bool) or not isinstance(chat_id, int):
         raise PayloadError("message.chat.id is missing or not an integer")
-    date = message.get("date")
-    sent_at = (
-        datetime.fromtimestamp(date, tz=UTC)
-        if isinstance(date, int) and not isinstance(date, bool)
-        else None
-    )
     return InboundEvent(
         channel=Channel.TELEGRAM,
         recipient_id=None,
         psid=str(chat_id),
         platform_message_id=str(update_id),
         text=_text(message),
-        sent_at=sent_at,
+        sent_at=_date(message.get("date")),
         username=_username(message),
     )
+
+
+def _date(value: Any) -> datetime | None:
+    """A Unix time in seconds, or None: a value that is not one, or has no date (out of the
+    calendar or of the platform's time_t), is no reason to refuse the message."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 __all__ = ["SECRET_HEADER", "parse", "verify_secret"]
