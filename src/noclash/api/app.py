@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy.engine import Engine
 
 from noclash import __version__
-from noclash.api import errors
+from noclash.api import errors, openapi
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.ratelimit import RateLimitMiddleware
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Every answer of every route in /openapi.json, derived from the routes themselves.
+    openapi.install(app)
     # Outermost last: the body limits run first, so the idempotency middleware (which
     # reads and hashes bodies) never sees one too large or nested too deep.
     app.add_middleware(IdempotencyMiddleware)

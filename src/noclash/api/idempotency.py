@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noclash.api.deps import resolve_caller
 from noclash.api.errors import RETRY_AFTER, database_error, problem
+from noclash.api.problems import ProblemType
 from noclash.api.work import TRANSACTION_STATE, RequestTransaction
 from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
@@ -78,13 +79,19 @@ _DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 REPLAYABLE = "x-noclash-replayable"
 
 
-def _creates(app: Any) -> dict[str, dict[str, Any]]:
-    paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+def creates(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The creating operations of an OpenAPI document's ``paths``: ``POST /api/...``
+    answering 201, by path. The rule lives here alone; the document itself
+    (:mod:`noclash.api.openapi`) applies it to describe the header where it is covered."""
     return {
         path: operations["post"]
         for path, operations in paths.items()
         if path.startswith("/api/") and "201" in operations.get("post", {}).get("responses", {})
     }
+
+
+def _creates(app: Any) -> dict[str, dict[str, Any]]:
+    return creates(app.openapi().get("paths", {})) if hasattr(app, "openapi") else {}
 
 
 def creating_routes(app: Any) -> list[str]:
@@ -159,7 +166,7 @@ class IdempotencyMiddleware:
                 "this request's answer holds a secret that is never stored, so it cannot be "
                 "replayed: send it without Idempotency-Key"
             )
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, detail)
             return
         params = self._covered(scope) if raw_key is not None else None
         if raw_key is None or params is None or len(scope["path"]) > MAX_PATH:
@@ -170,7 +177,7 @@ class IdempotencyMiddleware:
         try:
             key = keys.check_key(raw_key.strip())
         except keys.InvalidIdempotencyKey as exc:
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", str(exc))
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, str(exc))
             return
         try:
             caller = await _caller_scope(scope, params)
@@ -184,7 +191,7 @@ class IdempotencyMiddleware:
             # A public caller has no identity: the key is its only secret, so it must be
             # unguessable, or another visitor could replay this visitor's response.
             detail = "a caller without a bearer token must use a UUID as Idempotency-Key"
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, detail)
             return
 
         body = await _read_body(receive)
@@ -221,14 +228,14 @@ class IdempotencyMiddleware:
                 "this Idempotency-Key was already used for a different request "
                 f"({outcome.method} {outcome.path} with another body)"
             )
-            await _reject(scope, receive, send, 422, "idempotency-key-reused", detail)
+            await _reject(scope, receive, send, 422, ProblemType.IDEMPOTENCY_KEY_REUSED, detail)
         else:
             detail = "a request with this Idempotency-Key is still in progress; retry later"
             # A collision, so a 409 naming the field, like every unique conflict.
             conflict = problem(
                 409,
                 detail,
-                kind="idempotency-key-in-progress",
+                kind=ProblemType.IDEMPOTENCY_KEY_IN_PROGRESS,
                 headers=RETRY_AFTER,
                 fields=["Idempotency-Key"],
             )
@@ -381,7 +388,7 @@ async def _database_error(exc: BaseException, scope: Scope, receive: Receive, se
 
 
 async def _reject(
-    scope: Scope, receive: Receive, send: Send, status: int, kind: str, detail: str
+    scope: Scope, receive: Receive, send: Send, status: int, kind: ProblemType, detail: str
 ) -> None:
     """A problem+json answer about the header, written before anything ran."""
     response = problem(
@@ -402,6 +409,7 @@ __all__ = [
     "REPLAYABLE",
     "REPLAYED",
     "IdempotencyMiddleware",
+    "creates",
     "creating_routes",
     "unreplayable_routes",
 ]

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
+from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import deliver, read, reading, write
@@ -86,7 +87,15 @@ CONNECTION_PAGE = Rendered(Page[ConnectionOut], 200)
 INBOUND_OUT = Rendered(InboundOut)
 
 
-@nested.post("", status_code=201, response_model=ConnectionOut)
+@nested.post(
+    "",
+    status_code=201,
+    response_model=ConnectionOut,
+    responses=problems(
+        ProblemType.UNIQUE_VIOLATION,
+        s409="The channel and external_id are taken: fields names both",
+    ),
+)
 async def create_connection(
     request: Request, chatbot_id: str, body: ConnectionIn, user: CurrentUser
 ) -> Response:
@@ -168,10 +177,7 @@ def _inbound_out(result: InboundResult) -> Response:
     "/{connection_id}",
     status_code=204,
     response_class=Response,
-    responses={
-        204: {"description": "Deleted; its conversations and messages are kept, detached"},
-        **problems(401, 404),
-    },
+    responses={204: {"description": "Deleted; its conversations and messages are kept, detached"}},
 )
 async def delete_connection(request: Request, connection_id: str, user: CurrentUser) -> Response:
     """Delete a connection and **keep its history**: in one transaction its active

@@ -31,6 +31,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
+from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
@@ -88,10 +89,11 @@ def by_slug_path(chatbot_id: UUID, slug: str) -> str:
     status_code=201,
     response_model=ConversationOut,
     responses=problems(
-        400, 401, 404, 409, 413, 422,
+        ProblemType.CONFLICT,
+        ProblemType.UNIQUE_VIOLATION,
         s409="The customer (psid) already has an active conversation: conversation_id names it",
     ),
-)  # fmt: skip
+)
 async def create_conversation(
     request: Request, chatbot_id: str, body: ConversationCreate, user: CurrentUser
 ) -> Response:
@@ -112,7 +114,12 @@ def _create(conn: Connection, owner_id: UUID, chatbot_id: str, body: Conversatio
 @nested.get(
     "/by-slug/{slug}",
     response_model=ConversationOut,
-    responses={308: {"description": "A former slug: Location is the current one"}},
+    responses={
+        308: {
+            "description": "A former slug: Location is the current one",
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+        }
+    },
 )
 async def get_by_slug(request: Request, chatbot_id: str, slug: str, user: CurrentUser) -> Response:
     """The conversation with this slug; a former slug answers 308 to the current one."""
@@ -131,7 +138,11 @@ def _by_slug_out(asked: str, row: Any) -> Response:
 
 
 # -- the collection and its items -------------------------------------------------------
-@router.get("", response_model=Page[ConversationOut])
+@router.get(
+    "",
+    response_model=Page[ConversationOut],
+    responses=problems(ProblemType.NOT_FOUND, s404="chatbot_id names no chatbot of yours"),
+)
 async def list_conversations(
     request: Request,
     params: PageDep,
@@ -169,7 +180,12 @@ def _get(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
     return convs.get_conversation(conn, conversation_id, owner_id=owner_id)
 
 
-@router.patch("/{conversation_id}", response_model=ConversationOut)
+@router.patch(
+    "/{conversation_id}",
+    response_model=ConversationOut,
+    # Only when every slug candidate is taken (growing random suffixes: in practice never).
+    responses=problems(ProblemType.UNIQUE_VIOLATION),
+)
 async def rename_conversation(
     request: Request, conversation_id: str, body: ConversationRename, user: CurrentUser
 ) -> Response:
@@ -191,7 +207,11 @@ def _close(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
     return lifecycle.close(conn, conversation_id, owner_id=owner_id)
 
 
-@router.post("/{conversation_id}/snooze", response_model=ConversationOut)
+@router.post(
+    "/{conversation_id}/snooze",
+    response_model=ConversationOut,
+    responses=problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+)
 async def snooze(
     request: Request, conversation_id: str, user: CurrentUser, body: SnoozeIn | None = None
 ) -> Response:
@@ -204,7 +224,14 @@ def _snooze(conn: Connection, conversation_id: str, owner_id: UUID, until: datet
     return lifecycle.snooze(conn, conversation_id, owner_id=owner_id, until=until)
 
 
-@router.post("/{conversation_id}/reopen", response_model=ConversationOut)
+@router.post(
+    "/{conversation_id}/reopen",
+    response_model=ConversationOut,
+    responses=problems(
+        ProblemType.CONFLICT,
+        s409="Another conversation is active for the customer: conversation_id names it",
+    ),
+)
 async def reopen(request: Request, conversation_id: str, user: CurrentUser) -> Response:
     """Reopen; a 409 names the conversation already active for the same customer."""
     return await write(request, _reopen, conversation_id, user.id, render=CONVERSATION)

@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered
+from noclash.api.problems import ProblemType
+from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
 from noclash.chat import messages
@@ -58,7 +59,12 @@ def _list(conn: Connection, conversation_id: str, owner_id: UUID, params: PagePa
     return page(rows, params)
 
 
-@router.post("", status_code=201, response_model=MessageOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=MessageOut,
+    responses=problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+)
 async def reply(
     request: Request,
     conversation_id: str,
