@@ -109,6 +109,12 @@ def unreplayable_routes(app: Any) -> list[str]:
     return sorted(p for p, op in _creates(app).items() if not op.get(REPLAYABLE, True))
 
 
+def anonymous(operation: dict[str, Any]) -> bool:
+    """Whether the operation serves a caller without a token: no security requirement, or
+    an empty one among its alternatives (``[{}, {"bearer": []}]``)."""
+    return {} in operation.get("security", [{}])
+
+
 @dataclass(frozen=True)
 class _Request:
     """What the claim needs to know about the request."""
@@ -127,19 +133,25 @@ class IdempotencyMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._routes: list[re.Pattern[str]] | None = None
+        # (path, whether a caller without a token is served there)
+        self._routes: list[tuple[re.Pattern[str], bool]] | None = None
         self._refused: list[re.Pattern[str]] | None = None
         self._limiters: tuple[CapacityLimiter, CapacityLimiter] | None = None
 
     # -- routing ------------------------------------------------------------------------
-    def _covered(self, scope: Scope) -> dict[str, str] | None:
-        """Path parameters of the covered route matching this request, or None."""
+    def _covered(self, scope: Scope) -> tuple[dict[str, str], bool] | None:
+        """Path parameters of the covered route matching this request, and whether that
+        route serves a caller without a token; None if no covered route matches."""
         if self._routes is None:
-            self._routes = [compile_path(p)[0] for p in creating_routes(scope.get("app"))]
+            app = scope.get("app")
+            operations = _creates(app)
+            self._routes = [
+                (compile_path(p)[0], anonymous(operations[p])) for p in creating_routes(app)
+            ]
         path = scope.get("path", "")
-        for regex in self._routes:
+        for regex, open_to_anonymous in self._routes:
             if m := regex.match(path):
-                return m.groupdict()
+                return m.groupdict(), open_to_anonymous
         return None
 
     def _refuses(self, scope: Scope) -> bool:
@@ -168,8 +180,8 @@ class IdempotencyMiddleware:
             )
             await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, detail)
             return
-        params = self._covered(scope) if raw_key is not None else None
-        if raw_key is None or params is None or len(scope["path"]) > MAX_PATH:
+        covered = self._covered(scope) if raw_key is not None else None
+        if raw_key is None or covered is None or len(scope["path"]) > MAX_PATH:
             # A covered path longer than the column holds an id no route accepts: the
             # route answers its 404 without writing anything.
             await self.app(scope, receive, send)
@@ -179,8 +191,9 @@ class IdempotencyMiddleware:
         except keys.InvalidIdempotencyKey as exc:
             await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, str(exc))
             return
+        params, open_to_anonymous = covered
         try:
-            caller = await _caller_scope(scope, params)
+            caller = await _caller_scope(scope, params, open_to_anonymous)
         except _DATABASE_ERRORS as exc:
             await _database_error(exc, scope, receive, send)
             return
@@ -343,13 +356,20 @@ def _end(
 
 
 # -- helpers ------------------------------------------------------------------------------
-async def _caller_scope(scope: Scope, params: dict[str, str]) -> str | None:
+async def _caller_scope(
+    scope: Scope, params: dict[str, str], open_to_anonymous: bool
+) -> str | None:
+    """The key's scope, or None to let the request through unkeyed: a wrong token, or no
+    token on a route that needs one (the route answers its 401 first, as it would without
+    the header, and nothing is claimed or stored for a caller it refuses)."""
     try:
         user = await resolve_caller(scope)
     except Unauthenticated:
         return None  # the route answers the same 401 (the outcome is remembered)
     if user is not None:
         return f"user:{user.id}"
+    if not open_to_anonymous:
+        return None
     ids = []
     for name in sorted(params):
         value = parse_uuid(params[name])
@@ -409,6 +429,7 @@ __all__ = [
     "REPLAYABLE",
     "REPLAYED",
     "IdempotencyMiddleware",
+    "anonymous",
     "creates",
     "creating_routes",
     "unreplayable_routes",
