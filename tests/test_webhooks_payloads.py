@@ -117,6 +117,22 @@ def test_a_telegram_date_with_no_time_is_ignored_not_a_500(date):
     assert event is not None and event.sent_at is None and event.text == "/start"
 
 
+def test_an_integral_number_is_an_integer_whatever_its_spelling():
+    """Found by the fuzzer: JSON Schema (the document) calls -493.0 an integer, the parser
+    refused it (a float) with a 400; both now read the same JSON number."""
+    body = payload("telegram_message")
+    body["update_id"], body["message"]["chat"]["id"] = -493.0, 1111111.0
+    event = telegram.parse(body)
+    assert event is not None and (event.platform_message_id, event.psid) == ("-493", "1111111")
+    with pytest.raises(PayloadError):
+        telegram.parse({**body, "update_id": 1.5})
+    with pytest.raises(PayloadError):
+        telegram.parse({**body, "update_id": True})
+    meta_body = payload("messenger_message")
+    meta_body["entry"][0]["messaging"][0]["sender"] = {"id": 42.0}
+    assert meta.parse(meta_body).events[0].psid == "42"
+
+
 def test_telegram_other_updates_are_ignored():
     assert telegram.parse(payload("telegram_edited_message")) is None
 

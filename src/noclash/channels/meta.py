@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from noclash.channels import InboundEvent, PayloadError
+from noclash.channels import InboundEvent, PayloadError, json_integer
 from noclash.db.tables import Channel
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -83,9 +83,12 @@ class MetaBatch:
 def _id(value: Any, where: str) -> str:
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+    if isinstance(value, str) and value:
+        return value
+    number = json_integer(value)
+    if number is None:
         raise PayloadError(f"{where}.id is missing or not a string")
-    return str(value)
+    return str(number)
 
 
 def _timestamp(value: Any) -> datetime | None:
