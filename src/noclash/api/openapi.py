@@ -51,7 +51,7 @@ from noclash.api.idempotency import HEADER, REPLAYABLE, REPLAYED, creates
 from noclash.api.problems import PROBLEM_JSON, ProblemType
 from noclash.api.ratelimit import LIMITED_ROUTES
 from noclash.api.responses import PROBLEM_REF, PROBLEM_TYPES, Problem
-from noclash.api.schemas import no_nul_parameters
+from noclash.api.schemas import NO_NUL, no_nul_parameters
 from noclash.unique.idempotency import MAX_KEY_LENGTH
 
 BEARER = "bearer"
@@ -109,6 +109,8 @@ def complete(document: dict[str, Any], routes: list[Any]) -> None:
         covered = keyed.get(path) is operation
         create = covered and operation.get(REPLAYABLE, True)
         _authenticate(operation, route)
+        if no_nul_parameters in _calls(route.dependant):
+            _no_nul(operation)
         if create:
             _idempotency(operation)
         common = _common(route, method, path, operation)
@@ -178,6 +180,18 @@ def _common(route: Any, method: str, path: str, operation: dict[str, Any]) -> li
     if method == "post" and path in LIMITED_ROUTES:
         found.append(ProblemType.RATE_LIMITED)
     return found
+
+
+def _no_nul(operation: dict[str, Any]) -> None:
+    """A NUL in any query or path parameter is a 422 (the app-wide dependency): said in
+    each string parameter's schema that has no pattern, format or enum of its own."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") not in ("query", "path"):
+            continue
+        schema = parameter.get("schema", {})
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") == "string" and not branch.keys() & {"pattern", "format", "enum"}:
+                branch["pattern"] = NO_NUL
 
 
 def _idempotency(operation: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.responses import Response
@@ -78,6 +79,19 @@ def problems(*answers: int | ProblemType, **descriptions: str) -> dict[int | str
     return out
 
 
+def link(method: str, path: str, description: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link from an answer to the operation ``method path``: how a client (or a
+    fuzzer's stateful run) goes on from it, e.g. from a chatbot created to its widget with
+    ``public_token="$response.body#/public_token"``. By ``operationRef`` (a JSON pointer
+    into the document) so that no route needs an operationId."""
+    pointer = quote(path.replace("~", "~0").replace("/", "~1"), safe="~")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method.lower()}",
+        "description": description,
+        "parameters": parameters,
+    }
+
+
 class Rendered(Generic[M]):
     """Validate an object (a row, a dict) as ``model`` and answer it as JSON bytes.
 
@@ -109,5 +123,6 @@ __all__ = [
     "PROBLEM_TYPES",
     "Problem",
     "Rendered",
+    "link",
     "problems",
 ]

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from noclash.api.deps import CurrentUser, OptionalUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
-from noclash.api.responses import Rendered, problems
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import chatbots as chat
@@ -74,6 +74,7 @@ class PublicChatbotOut(BaseModel):
     require_auth: bool
 
 
+PUBLIC_TOKEN = "$response.body#/public_token"
 CHATBOT_OUT = Rendered(ChatbotOut)
 CHATBOT = Rendered(ChatbotOut, 200)
 CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
@@ -84,9 +85,19 @@ PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
     "",
     status_code=201,
     response_model=ChatbotOut,
-    # The public token's unique index: 122 random bits, so in practice never.
-    responses=problems(ProblemType.UNIQUE_VIOLATION),
-)
+    responses={
+        201: {
+            "links": {
+                "public": link("GET", "/api/public/chatbots/{public_token}",
+                               "What its widget shows", public_token=PUBLIC_TOKEN),
+                "session": link("POST", "/api/widget/{public_token}/sessions",
+                                "A visitor starts a session", public_token=PUBLIC_TOKEN),
+            }
+        },
+        # The public token's unique index: 122 random bits, so in practice never.
+        **problems(ProblemType.UNIQUE_VIOLATION),
+    },
+)  # fmt: skip
 async def create_chatbot(request: Request, body: ChatbotIn, user: CurrentUser) -> Response:
     """Create a chatbot; its public token is a fresh UUIDv4 under a unique index."""
     return await write(request, _create, user.id, body, render=CHATBOT_OUT)

@@ -13,15 +13,15 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection, Engine
 from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
-from noclash.api.responses import Rendered, problems
-from noclash.api.schemas import StrictModel, check_text
+from noclash.api.responses import Rendered, link, problems
+from noclash.api.schemas import StrictModel, check_text, publish_text_rules
 from noclash.api.work import deliver, read, reading, write
 from noclash.chat import connections as chat
 from noclash.chat.inbound import InboundResult, receive_message
@@ -31,7 +31,20 @@ router = APIRouter(prefix="/api/connections", tags=["connections"])
 nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/connections", tags=["connections"])
 
 
+def _secret_rule(schema: dict[str, Any]) -> None:
+    """Publish the domain rule a schema can state: these channels need a secret."""
+    publish_text_rules(schema)
+    schema["if"] = {
+        "properties": {"channel": {"enum": sorted(str(c) for c in chat.SECRET_REQUIRED)}}
+    }
+    schema["then"] = {"required": ["secret"], "properties": {"secret": {"type": "string"}}}
+
+
 class ConnectionIn(StrictModel):
+    """A connection; a telegram one needs its ``secret`` (the webhook's secret token)."""
+
+    model_config = ConfigDict(json_schema_extra=_secret_rule)
+
     channel: Channel
     external_id: str = Field(min_length=1, max_length=max_length(connections.c.external_id))
     secret: str | None = Field(
@@ -91,10 +104,28 @@ INBOUND_OUT = Rendered(InboundOut)
     "",
     status_code=201,
     response_model=ConnectionOut,
-    responses=problems(
-        ProblemType.UNIQUE_VIOLATION,
-        s409="The channel and external_id are taken: fields names both",
-    ),
+    responses={
+        201: {
+            "links": {
+                "telegram": link(
+                    "POST",
+                    "/webhooks/telegram/{connection_id}",
+                    "Telegram delivers an update (a telegram connection)",
+                    connection_id="$response.body#/id",
+                ),
+                "inbound": link(
+                    "POST",
+                    "/api/connections/{connection_id}/inbound",
+                    "A relay delivers a message (a custom connection)",
+                    connection_id="$response.body#/id",
+                ),
+            }
+        },
+        **problems(
+            ProblemType.UNIQUE_VIOLATION,
+            s409="The channel and external_id are taken: fields names both",
+        ),
+    },
 )
 async def create_connection(
     request: Request, chatbot_id: str, body: ConnectionIn, user: CurrentUser

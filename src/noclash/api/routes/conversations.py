@@ -32,7 +32,7 @@ from starlette.responses import Response
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
-from noclash.api.responses import Rendered, problems
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import conversations as convs
@@ -88,11 +88,24 @@ def by_slug_path(chatbot_id: UUID, slug: str) -> str:
     "",
     status_code=201,
     response_model=ConversationOut,
-    responses=problems(
-        ProblemType.CONFLICT,
-        ProblemType.UNIQUE_VIOLATION,
-        s409="The customer (psid) already has an active conversation: conversation_id names it",
-    ),
+    responses={
+        201: {
+            "links": {
+                "by-slug": link(
+                    "GET",
+                    "/api/chatbots/{chatbot_id}/conversations/by-slug/{slug}",
+                    "The conversation by its slug",
+                    chatbot_id="$response.body#/chatbot_id",
+                    slug="$response.body#/slug",
+                )
+            }
+        },
+        **problems(
+            ProblemType.CONFLICT,
+            ProblemType.UNIQUE_VIOLATION,
+            s409="The customer (psid) already has an active conversation: conversation_id names it",
+        ),
+    },
 )
 async def create_conversation(
     request: Request, chatbot_id: str, body: ConversationCreate, user: CurrentUser

@@ -39,7 +39,9 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 
 
 class UserIn(StrictModel):
-    email: str = Field(min_length=3, max_length=max_length(users.c.email))
+    email: str = Field(
+        min_length=3, max_length=max_length(users.c.email), pattern=chat.EMAIL_PATTERN
+    )
     is_admin: bool = False
 
 

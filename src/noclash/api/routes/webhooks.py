@@ -52,6 +52,8 @@ RawBody = Annotated[bytes, Depends(raw_body)]
 # (noclash.channels) rely on them. Everything else is allowed and ignored
 # (additionalProperties), as the platforms add fields without notice. An event that the
 # parser ignores (an echo, a delivery, a read) is described by the same permissive schema.
+# Telegram's ids are 64-bit integers (1 and 1.0 alike: one JSON number).
+_INT64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
 _PLATFORM_ID = {"type": ["string", "integer"], "minLength": 1, "description": "An id."}
 _HAS_ID = {
     "anyOf": [
@@ -112,7 +114,7 @@ TELEGRAM_BODY = {
     "type": "object",
     "required": ["update_id"],
     "properties": {
-        "update_id": {"type": "integer", "format": "int64", "description": "The dedupe key."},
+        "update_id": {**_INT64, "description": "The dedupe key."},
         "message": {
             "type": "object",
             "description": "A customer message; an update without one is acknowledged.",
@@ -123,7 +125,7 @@ TELEGRAM_BODY = {
                 "chat": {
                     "type": "object",
                     "required": ["id"],
-                    "properties": {"id": {"type": "integer", "format": "int64",
+                    "properties": {"id": {**_INT64,
                                           "description": "The customer."}},
                 },
                 "from": {"type": "object", "description": "Its username or names title a "
