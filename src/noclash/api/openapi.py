@@ -48,7 +48,7 @@ from fastapi.routing import APIRoute
 
 from noclash.api.deps import admin_user, current_user, optional_user
 from noclash.api.idempotency import HEADER, REPLAYABLE, REPLAYED, creates
-from noclash.api.problems import PROBLEM_JSON, ProblemType
+from noclash.api.problems import PROBLEM_BASE, PROBLEM_JSON, ProblemType
 from noclash.api.ratelimit import LIMITED_ROUTES
 from noclash.api.responses import PROBLEM_REF, PROBLEM_TYPES, Problem
 from noclash.api.schemas import NO_NUL, no_nul_parameters
@@ -94,8 +94,37 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# Answers no operation makes, since they come before one is chosen (the router, the
+# server) or are a bug: said once, for the whole API.
+BEYOND_OPERATIONS = (
+    (ProblemType.NOT_FOUND, "a path no route serves"),
+    (ProblemType.METHOD_NOT_ALLOWED, "a path served, not for this method; `Allow` names them"),
+    (ProblemType.REQUEST_TIMEOUT, "from `noclash serve`, which then closes the connection"),
+    (ProblemType.HEADERS_TOO_LARGE, "from `noclash serve`, which then closes the connection"),
+    (ProblemType.UNAVAILABLE, "from `noclash serve` past NOCLASH_MAX_CONNECTIONS"),
+    (ProblemType.BODY_TOO_LARGE, "any request, whatever its route, whose body is too large"),
+    (ProblemType.INTERNAL, "a bug, never by design: logged with its traceback"),
+)
+
+
+def _overview() -> str:
+    lines = [
+        "",
+        "",
+        "Every error is `application/problem+json` (RFC 9457, the `Problem` schema); its "
+        f"`type` is `{PROBLEM_BASE}` and one of the problem types listed in "
+        "docs/api.md. Each operation lists the statuses and types it can answer. Beyond "
+        "them, any request may meet:",
+        "",
+    ]
+    lines += [f"- {k.status} `{k.value}`: {why}" for k, why in BEYOND_OPERATIONS]
+    return "\n".join(lines)
+
+
 def complete(document: dict[str, Any], routes: list[Any]) -> None:
     """Complete FastAPI's ``document`` in place (see the module docstring)."""
+    info = document.setdefault("info", {})
+    info["description"] = info.get("description", "") + _overview()
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -291,4 +320,4 @@ def _problem_headers(status: int, kinds: list[ProblemType]) -> dict[str, Any]:
     return headers
 
 
-__all__ = ["BEARER", "SECURITY_SCHEMES", "complete", "install"]
+__all__ = ["BEARER", "BEYOND_OPERATIONS", "SECURITY_SCHEMES", "complete", "install"]

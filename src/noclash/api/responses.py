@@ -24,7 +24,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.responses import Response
 
-from noclash.api.problems import PROBLEM_JSON, ProblemType
+from noclash.api.problems import PROBLEM_BASE, PROBLEM_JSON, ProblemType
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,8 +45,8 @@ class Problem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(
-        description="https://noclash.dev/problems/ and the problem type (docs/api.md lists "
-        "them); about:blank for a framework answer of a status with no type"
+        description=f"{PROBLEM_BASE} and the problem type (docs/api.md lists them); "
+        "about:blank for a framework answer of a status with no type"
     )
     title: str
     status: int
