@@ -39,6 +39,7 @@ def _row(**overrides: object) -> SimpleNamespace:
         "require_auth": False,
         "slack_channel_id": "C0123",
         "asana_project_id": None,
+        "allowed_origins": None,
         "created_at": datetime(2026, 11, 25, 9, 25, 42, 31350, tzinfo=UTC),
     }
     values.update(overrides)

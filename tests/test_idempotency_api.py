@@ -376,3 +376,22 @@ def test_an_oversized_body_is_413_before_any_key_is_claimed(live_server):
     assert declared.status_code == chunked.status_code == 413
     assert _count(live_server.engine, idempotency_keys) == 0
     assert _count(live_server.engine) == 0
+
+
+@pytest.mark.parametrize("key", ["not-a-uuid", str(uuid.uuid4())])
+def test_a_keyed_create_without_a_token_where_one_is_needed_is_a_401(live_server, key):
+    """Found by the fuzzer (tests/test_fuzz.py): without a token, a keyed create on a route
+    that needs one was scoped as an anonymous caller, so a key that is no UUID answered 400
+    before the 401, and a UUID key claimed a row to store the 401 in. The route's 401 comes
+    first now, and nothing is claimed for a caller it refuses."""
+    owner = live_server.client(live_server.user())
+    bot = owner.post("/api/chatbots", json={"name": "b"}).json()
+    anonymous = live_server.client()
+    r = anonymous.post(
+        f"/api/chatbots/{bot['id']}/conversations",
+        json={"title": "t"},
+        headers={"Idempotency-Key": key},
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["type"].endswith("/unauthenticated")
+    assert _count(live_server.engine, idempotency_keys) == 0

@@ -65,6 +65,16 @@ def test_other_meta_objects_are_acknowledged_not_parsed():
     assert batch.channel is None and batch.events == []
 
 
+@pytest.mark.parametrize("kind", [[], {}, 5, None])
+def test_an_object_that_is_no_string_is_acknowledged_not_a_500(kind):
+    """A list or an object as ``object`` was looked up as a dict key, a TypeError: a body
+    with a good signature answered 500."""
+    body = payload("messenger_message")
+    body["object"] = kind
+    batch = meta.parse(body)
+    assert batch.channel is None and batch.events == [] and batch.ignored == 1
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -109,6 +119,32 @@ def test_telegram_documented_update():
         "1111111", "10000", "/start", "Test",
     )  # fmt: skip
     assert event.sent_at == datetime.fromtimestamp(1441645532, tz=UTC)
+
+
+@pytest.mark.parametrize("date", [10**20, -(10**13), 2**63, "yesterday", True, 1.5])
+def test_a_telegram_date_with_no_time_is_ignored_not_a_500(date):
+    """A date out of range for the calendar or for time_t was an OverflowError or a
+    ValueError in ``datetime.fromtimestamp``: a 500 for an update with the right secret."""
+    body = payload("telegram_message")
+    body["message"]["date"] = date
+    event = telegram.parse(body)
+    assert event is not None and event.sent_at is None and event.text == "/start"
+
+
+def test_an_integral_number_is_an_integer_whatever_its_spelling():
+    """Found by the fuzzer: JSON Schema (the document) calls -493.0 an integer, the parser
+    refused it (a float) with a 400; both now read the same JSON number."""
+    body = payload("telegram_message")
+    body["update_id"], body["message"]["chat"]["id"] = -493.0, 1111111.0
+    event = telegram.parse(body)
+    assert event is not None and (event.platform_message_id, event.psid) == ("-493", "1111111")
+    with pytest.raises(PayloadError):
+        telegram.parse({**body, "update_id": 1.5})
+    with pytest.raises(PayloadError):
+        telegram.parse({**body, "update_id": True})
+    meta_body = payload("messenger_message")
+    meta_body["entry"][0]["messaging"][0]["sender"] = {"id": 42.0}
+    assert meta.parse(meta_body).events[0].psid == "42"
 
 
 def test_telegram_other_updates_are_ignored():

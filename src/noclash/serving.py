@@ -71,11 +71,10 @@ from uvicorn.config import LOGGING_CONFIG, Config
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 from uvicorn.server import ServerState
 
+from noclash.api.problems import ProblemType
 from noclash.config import Settings
 
 log = logging.getLogger("noclash.serving")
-
-PROBLEM_BASE = "https://noclash.dev/problems/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,16 +143,19 @@ def uvicorn_options() -> dict[str, Any]:
     }
 
 
-def _problem(status: int, kind: str, detail: str) -> bytes:
-    phrase = STATUS_PHRASES[status].decode()
-    body = {"type": PROBLEM_BASE + kind, "title": phrase, "status": status, "detail": detail}
+def _problem(kind: ProblemType, detail: str) -> bytes:
+    """The problem+json body of an answer the server makes itself, typed from the same
+    registry as the app's (:mod:`noclash.api.problems`)."""
+    phrase = STATUS_PHRASES[kind.status].decode()
+    body = {"type": kind.uri, "title": phrase, "status": kind.status, "detail": detail}
     return json.dumps(body).encode()
 
 
-def _raw_response(status: int, kind: str, detail: str, *, retry_after: int | None = None) -> bytes:
+def _raw_response(kind: ProblemType, detail: str, *, retry_after: int | None = None) -> bytes:
     """A whole response written to the socket without h11, for the cases where h11 has no
     request to answer (a head that never completed, a connection refused at accept)."""
-    body = _problem(status, kind, detail)
+    body = _problem(kind, detail)
+    status = kind.status
     head = [
         f"HTTP/1.1 {status} {STATUS_PHRASES[status].decode()}",
         "content-type: application/problem+json",
@@ -205,7 +207,7 @@ class _HeadGuard:
                 else:
                     detail = f"the request head exceeds {self.max_bytes} bytes"
                 log.info("%s: %s: 431, closed", _peer(scope.get("client")), detail)
-                body = _problem(431, "headers-too-large", detail)
+                body = _problem(ProblemType.HEADERS_TOO_LARGE, detail)
                 await send(
                     {
                         "type": "http.response.start",
@@ -290,8 +292,7 @@ class BoundedH11Protocol(H11Protocol):
             self.transport = transport
             transport.write(
                 _raw_response(
-                    503,
-                    "unavailable",
+                    ProblemType.UNAVAILABLE,
                     "too many connections; retry later",
                     retry_after=1,
                 )
@@ -417,7 +418,7 @@ class BoundedH11Protocol(H11Protocol):
             timeout = self.bounds.header_timeout
             detail = f"the request head was not complete within {timeout:g} s"
             log.info("%s: %s: 408, closed", _peer(self.client), detail)
-            self.transport.write(_raw_response(408, "request-timeout", detail))
+            self.transport.write(_raw_response(ProblemType.REQUEST_TIMEOUT, detail))
         # A connection that sent nothing is closed quietly, like an idle kept-alive one
         # (browsers open spare connections they may never use).
         self._close()
@@ -453,7 +454,7 @@ class BoundedH11Protocol(H11Protocol):
         self._close()
 
     def _send_408(self, detail: str) -> None:
-        body = _problem(408, "request-timeout", detail)
+        body = _problem(ProblemType.REQUEST_TIMEOUT, detail)
         headers = [
             *self.server_state.default_headers,
             (b"content-type", b"application/problem+json"),
@@ -477,7 +478,7 @@ class BoundedH11Protocol(H11Protocol):
             return
         detail = f"the request head exceeds {self.bounds.max_header_bytes} bytes"
         log.info("%s: %s: 431, closed", _peer(self.client), detail)
-        body = _problem(431, "headers-too-large", detail)
+        body = _problem(ProblemType.HEADERS_TOO_LARGE, detail)
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),

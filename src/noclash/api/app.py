@@ -7,7 +7,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from noclash import __version__
-from noclash.api import errors
+from noclash.api import errors, openapi
 from noclash.api.cors import WidgetCORSMiddleware
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for router in ROUTERS:
         app.include_router(router)
     app.mount(pages.STATIC_PATH, StaticFiles(directory=STATIC), name="static")
+    # Every answer of every route in /openapi.json, derived from the routes themselves.
+    openapi.install(app)
     # Outermost last: the body limits run first, so the idempotency middleware (which
     # reads and hashes bodies) never sees one too large or nested too deep.
     app.add_middleware(IdempotencyMiddleware)

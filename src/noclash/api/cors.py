@@ -32,6 +32,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noclash.api.errors import database_error, problem
+from noclash.api.problems import ProblemType
 from noclash.db.engine import read_only
 from noclash.db.tables import chatbots
 from noclash.unique.ids import parse_uuid
@@ -67,7 +68,9 @@ class WidgetCORSMiddleware:
             allowed = await anyio.to_thread.run_sync(self._allowed, token, origin)
         except (DBAPIError, PoolTimeout) as exc:
             answer = database_error(exc, scope["method"], scope["path"])
-            await (answer or problem(500, "internal error", kind="internal"))(scope, receive, send)
+            await (answer or problem(500, "internal error", kind=ProblemType.INTERNAL))(
+                scope, receive, send
+            )
             return
         preflight = scope["method"] == "OPTIONS" and _header(
             scope, b"access-control-request-method"
@@ -76,7 +79,7 @@ class WidgetCORSMiddleware:
             refused = problem(
                 403,
                 f"the origin {origin} may not use this chatbot's widget",
-                kind="origin-not-allowed",
+                kind=ProblemType.ORIGIN_NOT_ALLOWED,
                 headers={"Vary": "Origin"},
             )
             await refused(scope, receive, send)

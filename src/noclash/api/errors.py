@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import compile_path
 
+from noclash.api.problems import PROBLEM_JSON, ProblemType
 from noclash.channels.sending import PlatformUnreachable
 from noclash.chat.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from noclash.db.dialects import APP_DIALECTS
@@ -35,8 +36,6 @@ from noclash.unique import ClaimNotSettled, UniqueViolation, translate
 
 log = logging.getLogger("noclash.api")
 
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://noclash.dev/problems/"
 # A driver error does not say which database raised it: each dialect is asked in turn.
 _DIALECTS = APP_DIALECTS.every()
 # A transient failure: the same request, sent again shortly, is expected to succeed.
@@ -47,13 +46,17 @@ def problem(
     status: int,
     detail: str,
     *,
-    kind: str | None = None,
+    kind: ProblemType | None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    """The ``application/problem+json`` answer. ``kind`` is a member of the registry
+    (:class:`~noclash.api.problems.ProblemType`), so every type a client can meet is
+    declared and documented; None (``about:blank``, RFC 9457: nothing beyond the status)
+    only for a framework answer of a status the registry has no type for."""
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
-        "type": PROBLEM_BASE + kind if kind else "about:blank",
+        "type": ProblemType(kind).uri if kind else "about:blank",
         "title": phrase,
         "status": status,
         "detail": detail,
@@ -68,14 +71,14 @@ def unique_violation_problem(exc: UniqueViolation) -> JSONResponse:
     return problem(
         409,
         f"a row of {exc.table or 'this table'} already has this {what}",
-        kind="unique-violation",
+        kind=ProblemType.UNIQUE_VIOLATION,
         fields=fields,
         constraint=exc.constraint,
     )
 
 
 def unavailable(detail: str = "the database is unavailable; retry later") -> JSONResponse:
-    return problem(503, detail, kind="unavailable", headers=RETRY_AFTER)
+    return problem(503, detail, kind=ProblemType.UNAVAILABLE, headers=RETRY_AFTER)
 
 
 def database_error(exc: BaseException, method: str, path: str) -> JSONResponse | None:
@@ -98,17 +101,21 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
         # A row that refers to one deleted meanwhile (a message for a connection whose
         # DELETE committed first): what the request refers to is gone, as a retry finds.
         log.info("referenced row deleted during %s %s: %s", method, path, exc.orig)
-        return problem(404, "a record this request refers to no longer exists", kind="not-found")
+        return problem(
+            404, "a record this request refers to no longer exists", kind=ProblemType.NOT_FOUND
+        )
     if isinstance(exc, DataError):
         # SQLSTATE class 22 (a NUL byte, a value out of range...): the input is at
         # fault, not the server, and nothing was stored.
         log.info("data refused on %s %s: %s", method, path, exc.orig)
-        return problem(422, "a value in the request cannot be stored", kind="invalid-input")
+        return problem(
+            422, "a value in the request cannot be stored", kind=ProblemType.INVALID_INPUT
+        )
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         log.warning("database unavailable on %s %s: %s", method, path, exc)
         return unavailable()
     log.error("database error on %s %s", method, path, exc_info=exc)
-    return problem(500, "internal error", kind="internal")
+    return problem(500, "internal error", kind=ProblemType.INTERNAL)
 
 
 def allowed_methods(app: Any, path: str) -> list[str]:
@@ -166,21 +173,21 @@ def install(app: FastAPI) -> None:
         # Asking a platform whose access token this is failed: nothing was stored, and the
         # same request may succeed shortly.
         log.warning("platform unreachable on %s %s: %s", req.method, req.url.path, exc)
-        return problem(503, str(exc), kind="platform-unavailable", headers=RETRY_AFTER)
+        return problem(503, str(exc), kind=ProblemType.PLATFORM_UNAVAILABLE, headers=RETRY_AFTER)
 
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
-        return problem(404, str(exc), kind="not-found")
+        return problem(404, str(exc), kind=ProblemType.NOT_FOUND)
 
     @app.exception_handler(Unauthenticated)
     async def _unauth(_req: Request, exc: Unauthenticated) -> JSONResponse:
         return problem(
-            401, str(exc), kind="unauthenticated", headers={"WWW-Authenticate": "Bearer"}
+            401, str(exc), kind=ProblemType.UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"}
         )
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_req: Request, exc: Forbidden) -> JSONResponse:
-        return problem(403, str(exc), kind="forbidden")
+        return problem(403, str(exc), kind=ProblemType.FORBIDDEN)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
@@ -193,25 +200,33 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid(_req: Request, exc: InvalidInput) -> JSONResponse:
         fields = [{"field": exc.field, "message": str(exc)}] if exc.field else None
-        return problem(422, str(exc), kind="invalid-input", fields=fields)
+        return problem(422, str(exc), kind=ProblemType.INVALID_INPUT, fields=fields)
 
     @app.exception_handler(Conflict)
     async def _conflict(_req: Request, exc: Conflict) -> JSONResponse:
-        return problem(409, str(exc), kind="conflict", fields=list(exc.fields), **exc.extra)
+        return problem(
+            409, str(exc), kind=ProblemType.CONFLICT, fields=list(exc.fields), **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         fields = _validation_fields(exc)
         if any(f["type"] == "json_invalid" for f in fields):
-            return problem(400, "the request body is not valid JSON", kind="malformed-json")
+            return problem(
+                400, "the request body is not valid JSON", kind=ProblemType.MALFORMED_JSON
+            )
         return problem(
-            422, "the request does not match the schema", kind="invalid-input", fields=fields
+            422,
+            "the request does not match the schema",
+            kind=ProblemType.INVALID_INPUT,
+            fields=fields,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # The framework's own answers (no route for the path, or not for the method): typed
-        # like every other problem, by the status's name ("not-found", "method-not-allowed").
+        # The framework's own answers (no route for the path, or not for the method, a body
+        # it cannot read): typed like every other problem, by the status's name
+        # ("not-found", "method-not-allowed", "bad-request"), from the registry.
         phrase = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         headers = dict(getattr(exc, "headers", None) or {})
@@ -222,16 +237,16 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed)
             if detail == phrase:
                 detail = f"{req.method} is not allowed here; allowed: {', '.join(allowed)}"
-        kind = phrase.lower().replace(" ", "-")
+        kind = ProblemType.for_framework(exc.status_code)
         return problem(exc.status_code, detail, kind=kind, headers=headers or None)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)
     async def _db(req: Request, exc: Exception) -> JSONResponse:
         answer = database_error(exc, req.method, req.url.path)
-        return answer or problem(500, "internal error", kind="internal")
+        return answer or problem(500, "internal error", kind=ProblemType.INTERNAL)
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", req.method, req.url.path, exc_info=exc)
-        return problem(500, "internal error", kind="internal")
+        return problem(500, "internal error", kind=ProblemType.INTERNAL)

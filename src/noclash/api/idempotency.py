@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noclash.api.deps import resolve_caller
 from noclash.api.errors import RETRY_AFTER, database_error, problem
+from noclash.api.problems import ProblemType
 from noclash.api.work import TRANSACTION_STATE, RequestTransaction
 from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
@@ -78,13 +79,19 @@ _DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 REPLAYABLE = "x-noclash-replayable"
 
 
-def _creates(app: Any) -> dict[str, dict[str, Any]]:
-    paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+def creates(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The creating operations of an OpenAPI document's ``paths``: ``POST /api/...``
+    answering 201, by path. The rule lives here alone; the document itself
+    (:mod:`noclash.api.openapi`) applies it to describe the header where it is covered."""
     return {
         path: operations["post"]
         for path, operations in paths.items()
         if path.startswith("/api/") and "201" in operations.get("post", {}).get("responses", {})
     }
+
+
+def _creates(app: Any) -> dict[str, dict[str, Any]]:
+    return creates(app.openapi().get("paths", {})) if hasattr(app, "openapi") else {}
 
 
 def creating_routes(app: Any) -> list[str]:
@@ -100,6 +107,12 @@ def creating_routes(app: Any) -> list[str]:
 def unreplayable_routes(app: Any) -> list[str]:
     """Creates whose answer holds a secret: an ``Idempotency-Key`` on them is a 400."""
     return sorted(p for p, op in _creates(app).items() if not op.get(REPLAYABLE, True))
+
+
+def anonymous(operation: dict[str, Any]) -> bool:
+    """Whether the operation serves a caller without a token: no security requirement, or
+    an empty one among its alternatives (``[{}, {"bearer": []}]``)."""
+    return {} in operation.get("security", [{}])
 
 
 @dataclass(frozen=True)
@@ -120,19 +133,25 @@ class IdempotencyMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._routes: list[re.Pattern[str]] | None = None
+        # (path, whether a caller without a token is served there)
+        self._routes: list[tuple[re.Pattern[str], bool]] | None = None
         self._refused: list[re.Pattern[str]] | None = None
         self._limiters: tuple[CapacityLimiter, CapacityLimiter] | None = None
 
     # -- routing ------------------------------------------------------------------------
-    def _covered(self, scope: Scope) -> dict[str, str] | None:
-        """Path parameters of the covered route matching this request, or None."""
+    def _covered(self, scope: Scope) -> tuple[dict[str, str], bool] | None:
+        """Path parameters of the covered route matching this request, and whether that
+        route serves a caller without a token; None if no covered route matches."""
         if self._routes is None:
-            self._routes = [compile_path(p)[0] for p in creating_routes(scope.get("app"))]
+            app = scope.get("app")
+            operations = _creates(app)
+            self._routes = [
+                (compile_path(p)[0], anonymous(operations[p])) for p in creating_routes(app)
+            ]
         path = scope.get("path", "")
-        for regex in self._routes:
+        for regex, open_to_anonymous in self._routes:
             if m := regex.match(path):
-                return m.groupdict()
+                return m.groupdict(), open_to_anonymous
         return None
 
     def _refuses(self, scope: Scope) -> bool:
@@ -159,10 +178,10 @@ class IdempotencyMiddleware:
                 "this request's answer holds a secret that is never stored, so it cannot be "
                 "replayed: send it without Idempotency-Key"
             )
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, detail)
             return
-        params = self._covered(scope) if raw_key is not None else None
-        if raw_key is None or params is None or len(scope["path"]) > MAX_PATH:
+        covered = self._covered(scope) if raw_key is not None else None
+        if raw_key is None or covered is None or len(scope["path"]) > MAX_PATH:
             # A covered path longer than the column holds an id no route accepts: the
             # route answers its 404 without writing anything.
             await self.app(scope, receive, send)
@@ -170,10 +189,11 @@ class IdempotencyMiddleware:
         try:
             key = keys.check_key(raw_key.strip())
         except keys.InvalidIdempotencyKey as exc:
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", str(exc))
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, str(exc))
             return
+        params, open_to_anonymous = covered
         try:
-            caller = await _caller_scope(scope, params)
+            caller = await _caller_scope(scope, params, open_to_anonymous)
         except _DATABASE_ERRORS as exc:
             await _database_error(exc, scope, receive, send)
             return
@@ -184,7 +204,7 @@ class IdempotencyMiddleware:
             # A public caller has no identity: the key is its only secret, so it must be
             # unguessable, or another visitor could replay this visitor's response.
             detail = "a caller without a bearer token must use a UUID as Idempotency-Key"
-            await _reject(scope, receive, send, 400, "invalid-idempotency-key", detail)
+            await _reject(scope, receive, send, 400, ProblemType.INVALID_IDEMPOTENCY_KEY, detail)
             return
 
         body = await _read_body(receive)
@@ -221,14 +241,14 @@ class IdempotencyMiddleware:
                 "this Idempotency-Key was already used for a different request "
                 f"({outcome.method} {outcome.path} with another body)"
             )
-            await _reject(scope, receive, send, 422, "idempotency-key-reused", detail)
+            await _reject(scope, receive, send, 422, ProblemType.IDEMPOTENCY_KEY_REUSED, detail)
         else:
             detail = "a request with this Idempotency-Key is still in progress; retry later"
             # A collision, so a 409 naming the field, like every unique conflict.
             conflict = problem(
                 409,
                 detail,
-                kind="idempotency-key-in-progress",
+                kind=ProblemType.IDEMPOTENCY_KEY_IN_PROGRESS,
                 headers=RETRY_AFTER,
                 fields=["Idempotency-Key"],
             )
@@ -336,13 +356,20 @@ def _end(
 
 
 # -- helpers ------------------------------------------------------------------------------
-async def _caller_scope(scope: Scope, params: dict[str, str]) -> str | None:
+async def _caller_scope(
+    scope: Scope, params: dict[str, str], open_to_anonymous: bool
+) -> str | None:
+    """The key's scope, or None to let the request through unkeyed: a wrong token, or no
+    token on a route that needs one (the route answers its 401 first, as it would without
+    the header, and nothing is claimed or stored for a caller it refuses)."""
     try:
         user = await resolve_caller(scope)
     except Unauthenticated:
         return None  # the route answers the same 401 (the outcome is remembered)
     if user is not None:
         return f"user:{user.id}"
+    if not open_to_anonymous:
+        return None
     ids = []
     for name in sorted(params):
         value = parse_uuid(params[name])
@@ -381,7 +408,7 @@ async def _database_error(exc: BaseException, scope: Scope, receive: Receive, se
 
 
 async def _reject(
-    scope: Scope, receive: Receive, send: Send, status: int, kind: str, detail: str
+    scope: Scope, receive: Receive, send: Send, status: int, kind: ProblemType, detail: str
 ) -> None:
     """A problem+json answer about the header, written before anything ran."""
     response = problem(
@@ -402,6 +429,8 @@ __all__ = [
     "REPLAYABLE",
     "REPLAYED",
     "IdempotencyMiddleware",
+    "anonymous",
+    "creates",
     "creating_routes",
     "unreplayable_routes",
 ]

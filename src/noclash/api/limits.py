@@ -26,6 +26,7 @@ from itertools import accumulate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noclash.api.errors import problem
+from noclash.api.problems import ProblemType
 
 MAX_JSON_DEPTH = 64
 
@@ -100,7 +101,7 @@ class BodyLimitMiddleware:
             return
         if nests_deeper_than(message.get("body", b""), self.max_depth):
             detail = f"the request body nests deeper than {self.max_depth} levels"
-            await problem(400, detail, kind="malformed-json")(scope, receive, send)
+            await problem(400, detail, kind=ProblemType.MALFORMED_JSON)(scope, receive, send)
             return
         delivered = False
 
@@ -136,5 +137,5 @@ class BodyLimitMiddleware:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"the request body exceeds {self.max} bytes"
         # RFC 9110's name for 413 (Python 3.11's HTTPStatus still says "Request Entity").
-        answer = problem(413, detail, kind="body-too-large", title="Content Too Large")
+        answer = problem(413, detail, kind=ProblemType.BODY_TOO_LARGE, title="Content Too Large")
         await answer(scope, receive, send)

@@ -42,7 +42,15 @@ class PageParams:
 
 async def page_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
-    cursor: str | None = Query(None, description="next_cursor of the previous page."),
+    # Described as what next_cursor is (a UUID; empty is the first page), so that a client
+    # or a fuzzer knows a valid one; anything else is a 422 naming it.
+    cursor: str | None = Query(
+        None,
+        description="next_cursor of the previous page.",
+        json_schema_extra={
+            "anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}]
+        },
+    ),
 ) -> PageParams:
     after = None
     if cursor:

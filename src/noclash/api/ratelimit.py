@@ -65,6 +65,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noclash.api.errors import problem
+from noclash.api.problems import ProblemType
 from noclash.config import Settings
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import rate_limits
@@ -289,7 +290,10 @@ class RateLimitMiddleware:
         what = verdict.refused_by.what if verdict.refused_by else "requests"
         detail = f"too many {what}; retry in {verdict.retry_after} s"
         response = problem(
-            429, detail, kind="rate-limited", headers={"Retry-After": str(verdict.retry_after)}
+            429,
+            detail,
+            kind=ProblemType.RATE_LIMITED,
+            headers={"Retry-After": str(verdict.retry_after)},
         )
         await response(scope, receive, send)
 

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.responses import Response
+
+from noclash.api.problems import PROBLEM_BASE, PROBLEM_JSON, ProblemType
 
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
-PROBLEM_JSON = "application/problem+json"
+
+# Where a response declared with :func:`problems` carries its problem types until
+# :mod:`noclash.api.openapi` renders them into the response's schema (and removes it).
+PROBLEM_TYPES = "x-noclash-problem-types"
+PROBLEM_REF = "#/components/schemas/Problem"
 
 
 class Problem(BaseModel):
@@ -37,25 +44,51 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(
+        description=f"{PROBLEM_BASE} and the problem type (docs/api.md lists them); "
+        "about:blank for a framework answer of a status with no type"
+    )
     title: str
     status: int
     detail: str
     fields: list[Any] | None = None
 
 
-_PROBLEM_SCHEMA = Problem.model_json_schema()
+def problems(*answers: int | ProblemType, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for what a route answers *itself*, beyond what every route of its kind
+    answers (authentication, bodies, path ids, rate limits, idempotency, the database: all
+    derived by :mod:`noclash.api.openapi` from the route). Each answer is a problem type
+    (``ProblemType.CONFLICT``) or a bare status (every registered type of that status);
+    each status is an ``application/problem+json`` :class:`Problem`, described by
+    ``descriptions["s<status>"]`` when given, and by its types otherwise."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for answer in answers:
+        kinds = [answer] if isinstance(answer, ProblemType) else ProblemType.of_status(answer)
+        status = answer.status if isinstance(answer, ProblemType) else answer
+        response = out.setdefault(
+            status,
+            {
+                "description": descriptions.get(f"s{status}", HTTPStatus(status).phrase),
+                "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+                PROBLEM_TYPES: [],
+            },
+        )
+        response[PROBLEM_TYPES] += [
+            k.value for k in kinds if k.value not in response[PROBLEM_TYPES]
+        ]
+    return out
 
 
-def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: each status as an ``application/problem+json``
-    :class:`Problem`, described by its phrase or by ``descriptions["s<status>"]``."""
+def link(method: str, path: str, description: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link from an answer to the operation ``method path``: how a client (or a
+    fuzzer's stateful run) goes on from it, e.g. from a chatbot created to its widget with
+    ``public_token="$response.body#/public_token"``. By ``operationRef`` (a JSON pointer
+    into the document) so that no route needs an operationId."""
+    pointer = quote(path.replace("~", "~0").replace("/", "~1"), safe="~")
     return {
-        status: {
-            "description": descriptions.get(f"s{status}", HTTPStatus(status).phrase),
-            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
-        }
-        for status in statuses
+        "operationRef": f"#/paths/{pointer}/{method.lower()}",
+        "description": description,
+        "parameters": parameters,
     }
 
 
@@ -83,4 +116,13 @@ class Rendered(Generic[M]):
         return Response(self.body(data), status_code=self.status_code, media_type=JSON)
 
 
-__all__ = ["JSON", "PROBLEM_JSON", "Problem", "Rendered", "problems"]
+__all__ = [
+    "JSON",
+    "PROBLEM_JSON",
+    "PROBLEM_REF",
+    "PROBLEM_TYPES",
+    "Problem",
+    "Rendered",
+    "link",
+    "problems",
+]

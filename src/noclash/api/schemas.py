@@ -20,6 +20,12 @@ document publishes for it *before* pydantic converts anything:
   which PostgreSQL cannot store in text (SQLite would): both databases give the same 422
   naming the field.
 
+The last two text rules are published too: every string of a body schema without a
+``pattern`` of its own gets one (:func:`publish_text_rules`), "no NUL" and, where
+``minLength`` is 1 or more, "something besides whitespace", written with
+:data:`noclash.chat.text.WHITESPACE` so that a JSON Schema validator refuses exactly the
+strings refused here.
+
 Query and path parameters get the NUL rule too (:func:`no_nul_parameters`, a dependency of
 the whole app): on PostgreSQL a NUL reaching a query would be a driver error, on SQLite a
 silent miss, and the two databases must answer alike.
@@ -37,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from noclash.chat.errors import InvalidInput
+from noclash.chat.text import WHITESPACE
 from noclash.config import Settings
 
 # RFC 3339 section 5.6 ``date-time``, offset required (``Z`` or ``+hh:mm``).
@@ -103,11 +110,26 @@ def _rule(node: dict[str, Any], defs: dict[str, Any]) -> _FieldRule:
     return _FieldRule(None if types is None else frozenset(types), date_time, not_blank)
 
 
+# No NUL anywhere; and for a string that must not be blank, one character that is neither
+# NUL nor whitespace (what str.strip() removes).
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"
+
+
+def publish_text_rules(schema: dict[str, Any]) -> None:
+    """Add the NUL and blank rules to each string form of each property of ``schema``
+    that has no pattern of its own (see the module docstring)."""
+    for prop in schema.get("properties", {}).values():
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "string" and "pattern" not in branch:
+                branch["pattern"] = NOT_BLANK if branch.get("minLength", 0) >= 1 else NO_NUL
+
+
 class StrictModel(BaseModel):
     """A request body: strict JSON types, times as RFC 3339 text in range, text as sent,
     no unknown fields, no NUL (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=publish_text_rules)
 
     _rules: ClassVar[dict[type, dict[str, _FieldRule]]] = {}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,4 +38,17 @@ class PayloadError(ValueError):
     """The body is not the platform's format (answered 400; nothing is stored)."""
 
 
-__all__ = ["InboundEvent", "PayloadError"]
+def json_integer(value: Any) -> int | None:
+    """``value`` as a JSON integer, or None. JSON has numbers, not ints and floats: ``1``
+    and ``1.0`` are the same number, an integer to JSON Schema (and to the OpenAPI document
+    that describes the webhook bodies), so an integral float counts; ``true`` does not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+__all__ = ["InboundEvent", "PayloadError", "json_integer"]

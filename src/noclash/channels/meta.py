@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from noclash.channels import InboundEvent, PayloadError
+from noclash.channels import InboundEvent, PayloadError, json_integer
 from noclash.channels.sending import (
     CredentialRejected,
     Outcome,
@@ -120,9 +120,12 @@ class MetaBatch:
 def _id(value: Any, where: str) -> str:
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+    if isinstance(value, str) and value:
+        return value
+    number = json_integer(value)
+    if number is None:
         raise PayloadError(f"{where}.id is missing or not a string")
-    return str(value)
+    return str(number)
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -158,6 +161,8 @@ def parse(payload: Any) -> MetaBatch:
     if not isinstance(payload, dict):
         raise PayloadError("the body is not a JSON object")
     kind = payload.get("object")
+    # Any JSON value may stand here: a list or an object is no key (unhashable), just
+    # another object that is not ours.
     channel = OBJECT_CHANNELS.get(kind) if isinstance(kind, str) else None
     entries = payload.get("entry")
     if not isinstance(entries, list):

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from noclash.channels import InboundEvent, PayloadError
+from noclash.channels import InboundEvent, PayloadError, json_integer
 from noclash.channels.sending import (
     CredentialRejected,
     Outcome,
@@ -97,8 +97,8 @@ def parse(update: Any) -> InboundEvent | None:
     """
     if not isinstance(update, dict):
         raise PayloadError("the body is not a JSON object")
-    update_id = update.get("update_id")
-    if isinstance(update_id, bool) or not isinstance(update_id, int):
+    update_id = json_integer(update.get("update_id"))
+    if update_id is None:
         raise PayloadError("update_id is missing or not an integer")
     message = update.get("message")
     if message is None:
@@ -106,8 +106,8 @@ def parse(update: Any) -> InboundEvent | None:
     if not isinstance(message, dict):
         raise PayloadError("message is not an object")
     chat = message.get("chat")
-    chat_id = chat.get("id") if isinstance(chat, dict) else None
-    if isinstance(chat_id, bool) or not isinstance(chat_id, int):
+    chat_id = json_integer(chat.get("id")) if isinstance(chat, dict) else None
+    if chat_id is None:
         raise PayloadError("message.chat.id is missing or not an integer")
     return InboundEvent(
         channel=Channel.TELEGRAM,

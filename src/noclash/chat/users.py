@@ -21,6 +21,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from noclash.chat.text import WHITESPACE
 from noclash.db.engine import read_only
 from noclash.db.tables import max_length, users
 from noclash.db.types import utcnow
@@ -28,7 +29,12 @@ from noclash.unique import insert_or_get, translating, uuid7
 from noclash.unique.ids import new_api_token, token_hash
 
 ADMIN_EMAIL = "admin@localhost"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# Something, an @, something, with no whitespace (nor a BOM, nor NUL) inside; whitespace
+# around it is stripped. The API publishes this pattern in its OpenAPI document, so it is
+# written to mean the same in every regex dialect (noclash.chat.text).
+_PART = rf"[^@{WHITESPACE}\ufeff\x00]+"
+EMAIL_PATTERN = rf"^[{WHITESPACE}]*{_PART}@{_PART}[{WHITESPACE}]*$"
+_EMAIL = re.compile(EMAIL_PATTERN)
 _EMAIL_LENGTH = max_length(users.c.email)
 
 

@@ -18,7 +18,8 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, OptionalUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered, problems
+from noclash.api.problems import ProblemType
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import chatbots as chat
@@ -82,6 +83,7 @@ class PublicChatbotOut(BaseModel):
     require_auth: bool
 
 
+PUBLIC_TOKEN = "$response.body#/public_token"
 CHATBOT_OUT = Rendered(ChatbotOut)
 CHATBOT = Rendered(ChatbotOut, 200)
 CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
@@ -89,8 +91,22 @@ PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
 
 
 @router.post(
-    "", status_code=201, response_model=ChatbotOut, responses=problems(400, 401, 409, 413, 422)
-)
+    "",
+    status_code=201,
+    response_model=ChatbotOut,
+    responses={
+        201: {
+            "links": {
+                "public": link("GET", "/api/public/chatbots/{public_token}",
+                               "What its widget shows", public_token=PUBLIC_TOKEN),
+                "session": link("POST", "/api/widget/{public_token}/sessions",
+                                "A visitor starts a session", public_token=PUBLIC_TOKEN),
+            }
+        },
+        # The public token's unique index: 122 random bits, so in practice never.
+        **problems(ProblemType.UNIQUE_VIOLATION),
+    },
+)  # fmt: skip
 async def create_chatbot(request: Request, body: ChatbotIn, user: CurrentUser) -> Response:
     """Create a chatbot; its public token is a fresh UUIDv4 under a unique index."""
     return await write(request, _create, user.id, body, render=CHATBOT_OUT)
@@ -100,7 +116,7 @@ def _create(conn: Connection, owner_id: UUID, body: ChatbotIn) -> chat.Chatbot:
     return chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump())
 
 
-@router.get("", response_model=Page[ChatbotOut], responses=problems(401, 422))
+@router.get("", response_model=Page[ChatbotOut])
 async def list_chatbots(request: Request, params: PageDep, user: CurrentUser) -> Response:
     return await read(request, _list, user.id, params, render=CHATBOT_PAGE)
 
@@ -110,7 +126,7 @@ def _list(conn: Connection, owner_id: UUID, params: PageParams) -> dict:
     return page(rows, params)
 
 
-@router.get("/{chatbot_id}", response_model=ChatbotOut, responses=problems(401, 404))
+@router.get("/{chatbot_id}", response_model=ChatbotOut)
 async def get_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
     return await read(request, _get, chatbot_id, user.id, render=CHATBOT)
 
@@ -119,9 +135,7 @@ def _get(conn: Connection, chatbot_id: str, owner_id: UUID) -> Any:
     return chat.get_chatbot(conn, chatbot_id, owner_id=owner_id)
 
 
-@router.patch(
-    "/{chatbot_id}", response_model=ChatbotOut, responses=problems(400, 401, 404, 413, 422)
-)
+@router.patch("/{chatbot_id}", response_model=ChatbotOut)
 async def update_chatbot(
     request: Request, chatbot_id: str, body: ChatbotPatch, user: CurrentUser
 ) -> Response:
@@ -138,10 +152,7 @@ def _update(conn: Connection, chatbot_id: str, owner_id: UUID, changes: dict) ->
     "/{chatbot_id}",
     status_code=204,
     response_class=Response,
-    responses={
-        204: {"description": "Deleted, with its connections, conversations and messages"},
-        **problems(401, 404),
-    },
+    responses={204: {"description": "Deleted, with its connections, conversations and messages"}},
 )
 async def delete_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
     """Delete a chatbot **and everything it holds**: its connections, widget sessions,
@@ -158,7 +169,7 @@ def _no_content(_result: Any) -> Response:
     return Response(status_code=204)
 
 
-@public.get("/{public_token}", response_model=PublicChatbotOut, responses=problems(401, 404))
+@public.get("/{public_token}", response_model=PublicChatbotOut)
 async def public_chatbot(request: Request, public_token: str, user: OptionalUser) -> Response:
     """What a widget needs; a malformed or unknown token is a 404."""
     return await read(request, _public, public_token, user, render=PUBLIC_CHATBOT)

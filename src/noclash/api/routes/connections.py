@@ -14,14 +14,15 @@ from uuid import UUID
 
 import httpx
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection, Engine
 from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered, problems
-from noclash.api.schemas import StrictModel, check_text
+from noclash.api.problems import ProblemType
+from noclash.api.responses import Rendered, link, problems
+from noclash.api.schemas import StrictModel, check_text, publish_text_rules
 from noclash.api.work import deliver, read, reading, write
 from noclash.channels.senders import senders
 from noclash.channels.sending import CredentialRejected
@@ -42,9 +43,20 @@ _ACCESS_TOKEN = Field(
     description="Write-only. Meta: the Page access token; Telegram: the bot token. "
     "noclash asks the platform whose it is before storing it.",
 )
+def _secret_rule(schema: dict[str, Any]) -> None:
+    """Publish the domain rule a schema can state: these channels need a secret."""
+    publish_text_rules(schema)
+    schema["if"] = {
+        "properties": {"channel": {"enum": sorted(str(c) for c in chat.SECRET_REQUIRED)}}
+    }
+    schema["then"] = {"required": ["secret"], "properties": {"secret": {"type": "string"}}}
 
 
 class ConnectionIn(StrictModel):
+    """A connection; a telegram one needs its ``secret`` (the webhook's secret token)."""
+
+    model_config = ConfigDict(json_schema_extra=_secret_rule)
+
     channel: Channel
     external_id: str = Field(min_length=1, max_length=max_length(connections.c.external_id))
     secret: str | None = _SECRET
@@ -113,13 +125,31 @@ INBOUND_OUT = Rendered(InboundOut)
     "",
     status_code=201,
     response_model=ConnectionOut,
-    responses=problems(
-        409, 422, 503,
-        s409="(channel, external_id) is another connection's",
-        s422="Invalid input; an access_token that is not external_id's is named access_token",
-        s503="The platform could not be asked whose access_token this is (or the database)",
-    ),
-)  # fmt: skip
+    responses={
+        201: {
+            "links": {
+                "telegram": link(
+                    "POST",
+                    "/webhooks/telegram/{connection_id}",
+                    "Telegram delivers an update (a telegram connection)",
+                    connection_id="$response.body#/id",
+                ),
+                "inbound": link(
+                    "POST",
+                    "/api/connections/{connection_id}/inbound",
+                    "A relay delivers a message (a custom connection)",
+                    connection_id="$response.body#/id",
+                ),
+            }
+        },
+        **problems(
+            ProblemType.UNIQUE_VIOLATION,
+            ProblemType.PLATFORM_UNAVAILABLE,
+            s409="The channel and external_id are taken: fields names both",
+            s503="The platform could not be asked whose access_token this is (or the database)",
+        ),
+    },
+)
 async def create_connection(
     request: Request, chatbot_id: str, body: ConnectionIn, user: CurrentUser
 ) -> Response:
@@ -160,7 +190,7 @@ async def prove_ownership(
 @router.patch(
     "/{connection_id}",
     response_model=ConnectionOut,
-    responses=problems(401, 404, 422, 503),
+    responses=problems(ProblemType.PLATFORM_UNAVAILABLE),
 )
 async def update_connection(
     request: Request, connection_id: str, body: ConnectionPatch, user: CurrentUser
@@ -258,10 +288,7 @@ def _inbound_out(result: InboundResult) -> Response:
     "/{connection_id}",
     status_code=204,
     response_class=Response,
-    responses={
-        204: {"description": "Deleted; its conversations and messages are kept, detached"},
-        **problems(401, 404),
-    },
+    responses={204: {"description": "Deleted; its conversations and messages are kept, detached"}},
 )
 async def delete_connection(request: Request, connection_id: str, user: CurrentUser) -> Response:
     """Delete a connection and **keep its history**: in one transaction its active

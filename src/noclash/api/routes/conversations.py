@@ -31,7 +31,8 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import Page, PageDep, PageParams, page
-from noclash.api.responses import Rendered, problems
+from noclash.api.problems import ProblemType
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.chat import conversations as convs
@@ -87,11 +88,25 @@ def by_slug_path(chatbot_id: UUID, slug: str) -> str:
     "",
     status_code=201,
     response_model=ConversationOut,
-    responses=problems(
-        400, 401, 404, 409, 413, 422,
-        s409="The customer (psid) already has an active conversation: conversation_id names it",
-    ),
-)  # fmt: skip
+    responses={
+        201: {
+            "links": {
+                "by-slug": link(
+                    "GET",
+                    "/api/chatbots/{chatbot_id}/conversations/by-slug/{slug}",
+                    "The conversation by its slug",
+                    chatbot_id="$response.body#/chatbot_id",
+                    slug="$response.body#/slug",
+                )
+            }
+        },
+        **problems(
+            ProblemType.CONFLICT,
+            ProblemType.UNIQUE_VIOLATION,
+            s409="The customer (psid) already has an active conversation: conversation_id names it",
+        ),
+    },
+)
 async def create_conversation(
     request: Request, chatbot_id: str, body: ConversationCreate, user: CurrentUser
 ) -> Response:
@@ -133,7 +148,12 @@ def _counts(conn: Connection, chatbot_id: str, owner_id: UUID) -> dict[str, int]
 @nested.get(
     "/by-slug/{slug}",
     response_model=ConversationOut,
-    responses={308: {"description": "A former slug: Location is the current one"}},
+    responses={
+        308: {
+            "description": "A former slug: Location is the current one",
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+        }
+    },
 )
 async def get_by_slug(request: Request, chatbot_id: str, slug: str, user: CurrentUser) -> Response:
     """The conversation with this slug; a former slug answers 308 to the current one."""
@@ -152,7 +172,11 @@ def _by_slug_out(asked: str, row: Any) -> Response:
 
 
 # -- the collection and its items -------------------------------------------------------
-@router.get("", response_model=Page[ConversationOut])
+@router.get(
+    "",
+    response_model=Page[ConversationOut],
+    responses=problems(ProblemType.NOT_FOUND, s404="chatbot_id names no chatbot of yours"),
+)
 async def list_conversations(
     request: Request,
     params: PageDep,
@@ -190,7 +214,12 @@ def _get(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
     return convs.get_conversation(conn, conversation_id, owner_id=owner_id)
 
 
-@router.patch("/{conversation_id}", response_model=ConversationOut)
+@router.patch(
+    "/{conversation_id}",
+    response_model=ConversationOut,
+    # Only when every slug candidate is taken (growing random suffixes: in practice never).
+    responses=problems(ProblemType.UNIQUE_VIOLATION),
+)
 async def rename_conversation(
     request: Request, conversation_id: str, body: ConversationRename, user: CurrentUser
 ) -> Response:
@@ -212,7 +241,11 @@ def _close(conn: Connection, conversation_id: str, owner_id: UUID) -> Any:
     return lifecycle.close(conn, conversation_id, owner_id=owner_id)
 
 
-@router.post("/{conversation_id}/snooze", response_model=ConversationOut)
+@router.post(
+    "/{conversation_id}/snooze",
+    response_model=ConversationOut,
+    responses=problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+)
 async def snooze(
     request: Request, conversation_id: str, user: CurrentUser, body: SnoozeIn | None = None
 ) -> Response:
@@ -225,7 +258,14 @@ def _snooze(conn: Connection, conversation_id: str, owner_id: UUID, until: datet
     return lifecycle.snooze(conn, conversation_id, owner_id=owner_id, until=until)
 
 
-@router.post("/{conversation_id}/reopen", response_model=ConversationOut)
+@router.post(
+    "/{conversation_id}/reopen",
+    response_model=ConversationOut,
+    responses=problems(
+        ProblemType.CONFLICT,
+        s409="Another conversation is active for the customer: conversation_id names it",
+    ),
+)
 async def reopen(request: Request, conversation_id: str, user: CurrentUser) -> Response:
     """Reopen; a 409 names the conversation already active for the same customer."""
     return await write(request, _reopen, conversation_id, user.id, render=CONVERSATION)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import MAX_LIMIT, Page
-from noclash.api.responses import Rendered, problems
+from noclash.api.responses import Rendered
 from noclash.api.work import deliver, reading
 from noclash.chat import events
 from noclash.chat.chatbots import get_chatbot
@@ -46,7 +46,7 @@ class EventOut(BaseModel):
 EVENT_PAGE = Rendered(Page[EventOut], 200)
 
 
-@router.get("", response_model=Page[EventOut], responses=problems(401, 404, 422))
+@router.get("", response_model=Page[EventOut])
 async def list_events(
     request: Request,
     user: CurrentUser,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from noclash.api.errors import RETRY_AFTER, problem
+from noclash.api.problems import ProblemType
+from noclash.api.responses import problems
 from noclash.api.work import deliver
 from noclash.db.engine import read_only
 from noclash.db.migrate import current_revision, head_revision
@@ -17,13 +22,22 @@ from noclash.db.migrate import current_revision, head_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    migration: str
+
+
+@router.get("/healthz", response_model=Liveness)
 async def healthz() -> dict:
     """The process is up (no database access)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=Readiness, responses=problems(ProblemType.NOT_READY))
 async def readyz(request: Request) -> Response:
     """The database answers and its schema is at the newest migration."""
     return await deliver(request, _ready)
@@ -38,7 +52,7 @@ def _ready(engine: Engine) -> Response:
         return problem(
             503,
             f"database unreachable: {type(exc).__name__}",
-            kind="not-ready",
+            kind=ProblemType.NOT_READY,
             headers=RETRY_AFTER,
         )
     head = head_revision()
@@ -46,6 +60,6 @@ def _ready(engine: Engine) -> Response:
         return problem(
             503,
             f"database at migration {current or 'none'}, expected {head}",
-            kind="not-ready",
+            kind=ProblemType.NOT_READY,
         )
     return JSONResponse({"status": "ready", "migration": current})

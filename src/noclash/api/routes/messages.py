@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
+from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
@@ -97,7 +98,12 @@ def _list(conn: Connection, conversation_id: str, owner_id: UUID, params: PagePa
     return page(rows, params, message_view)
 
 
-@router.post("", status_code=201, response_model=MessageOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=MessageOut,
+    responses=problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+)
 async def reply(
     request: Request,
     conversation_id: str,
@@ -128,8 +134,7 @@ def _message_out(row: Any) -> Response:
     "/{message_id}/retry",
     response_model=MessageOut,
     responses=problems(
-        401, 404, 409,
-        s404="No such message of yours, or it has no platform delivery",
+        ProblemType.CONFLICT,
         s409="The delivery is queued, sending or sent: only failed or unknown is retried",
     ),
 )  # fmt: skip

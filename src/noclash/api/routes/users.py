@@ -26,6 +26,7 @@ from starlette.responses import Response
 from noclash.api.deps import AdminUser
 from noclash.api.idempotency import REPLAYABLE
 from noclash.api.pagination import Page, PageDep, PageParams, page
+from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
@@ -36,11 +37,11 @@ from noclash.unique.ids import parse_uuid
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
-ADMIN_ONLY = problems(401, 403, s403="The caller is not an administrator")
-
 
 class UserIn(StrictModel):
-    email: str = Field(min_length=3, max_length=max_length(users.c.email))
+    email: str = Field(
+        min_length=3, max_length=max_length(users.c.email), pattern=chat.EMAIL_PATTERN
+    )
     is_admin: bool = False
 
 
@@ -67,7 +68,7 @@ def _with_token(account: chat.Account, token: str) -> dict:
     return {**asdict(account), "token": token}
 
 
-@router.get("", response_model=Page[UserOut], responses={**ADMIN_ONLY, **problems(422)})
+@router.get("", response_model=Page[UserOut])
 async def list_users(request: Request, params: PageDep, _admin: AdminUser) -> Response:
     """Every user, oldest first: e-mail, admin, created, revoked (never a token)."""
     return await read(request, _list, params, render=USER_PAGE)
@@ -81,10 +82,7 @@ def _list(conn: Connection, params: PageParams) -> dict:
     "",
     status_code=201,
     response_model=UserTokenOut,
-    responses={
-        **ADMIN_ONLY,
-        **problems(400, 409, 413, 422, s400="Malformed body, or an Idempotency-Key was sent"),
-    },
+    responses=problems(ProblemType.UNIQUE_VIOLATION, s409="The e-mail is taken"),
     openapi_extra={REPLAYABLE: False},
 )
 async def create_user(request: Request, body: UserIn, _admin: AdminUser) -> Response:
@@ -100,11 +98,7 @@ def _create(conn: Connection, body: UserIn) -> tuple[chat.Account, str]:
         raise InvalidInput(str(exc), field="email") from None
 
 
-@router.post(
-    "/{user_id}/rotate-token",
-    response_model=UserTokenOut,
-    responses={**ADMIN_ONLY, **problems(404)},
-)
+@router.post("/{user_id}/rotate-token", response_model=UserTokenOut)
 async def rotate_token(request: Request, user_id: str, _admin: AdminUser) -> Response:
     """Give the user a new API token (returned this once); the old one stops working, and
     a revoked user is active again."""
@@ -113,7 +107,7 @@ async def rotate_token(request: Request, user_id: str, _admin: AdminUser) -> Res
     return USER_TOKEN(_with_token(account, token))
 
 
-@router.post("/{user_id}/revoke", response_model=UserOut, responses={**ADMIN_ONLY, **problems(404)})
+@router.post("/{user_id}/revoke", response_model=UserOut)
 async def revoke_token(request: Request, user_id: str, _admin: AdminUser) -> Response:
     """Make the user's API token stop working (its chatbots stay); rotate-token issues a
     new one. Revoking the caller's own token is allowed: the CLI can always rotate it."""

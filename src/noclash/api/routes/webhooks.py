@@ -20,11 +20,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from starlette.responses import Response
 
 from noclash.api.deps import SettingsDep
 from noclash.api.errors import problem
+from noclash.api.problems import ProblemType
+from noclash.api.responses import problems
 from noclash.api.work import deliver, reading
 from noclash.channels import InboundEvent, PayloadError, meta, telegram
 from noclash.chat import outbox
@@ -49,6 +52,139 @@ async def raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(raw_body)]
 
 
+# -- what the OpenAPI document says of the webhooks ---------------------------------------
+# The routes read the raw bytes (a signature covers them), so FastAPI knows no body model:
+# the bodies are described here, as the platforms document them and as far as the parsers
+# (noclash.channels) rely on them. Any other field is allowed and ignored
+# (additionalProperties), as the platforms add fields without notice. A schema may say
+# more than its parser checks (it describes what the platform sends), never less: a body
+# it calls valid is accepted (tests/test_fuzz.py signs such bodies and checks it).
+
+# Telegram's ids are 64-bit integers (1 and 1.0 alike: one JSON number).
+_INT64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+_PLATFORM_ID = {"type": ["string", "integer"], "minLength": 1, "description": "An id."}
+_HAS_ID = {
+    "anyOf": [
+        _PLATFORM_ID,
+        {"type": "object", "required": ["id"], "properties": {"id": _PLATFORM_ID}},
+    ]
+}
+META_EVENT = {
+    "type": "object",
+    "description": "One messaging event. One with a `message` (not `is_echo`, not "
+    "`is_deleted`) is a customer message and is stored; any other is acknowledged.",
+    "properties": {
+        "sender": {**_HAS_ID, "description": "The customer: `{id: PSID}`."},
+        "recipient": {
+            **_HAS_ID,
+            "description": "The page: `{id: PAGE_ID}` (the entry's id when absent).",
+        },
+        "timestamp": {"description": "Milliseconds since the epoch (ignored unless a number)."},
+        "message": {
+            "type": "object",
+            "properties": {
+                "mid": {"type": "string", "minLength": 1, "description": "Dedupe key."},
+                "text": {"description": "The text (attachments are stored as a note)."},
+            },
+        },
+    },
+    # A customer message names the customer, the page and its own id: the parser refuses
+    # it otherwise (the page may be the entry's id instead; described as Meta sends it).
+    "if": {"required": ["message"], "properties": {"message": {"type": "object"}}},
+    "then": {
+        "required": ["sender", "recipient", "message"],
+        "properties": {"message": {"required": ["mid"]}},
+    },
+}
+META_BODY = {
+    "type": "object",
+    "additionalProperties": True,
+    "required": ["object", "entry"],
+    "properties": {
+        "object": {
+            "type": "string",
+            "description": "`page` (Messenger) or `instagram`; "
+            "any other is acknowledged and ignored.",
+        },
+        "entry": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {**_PLATFORM_ID, "description": "The page's id."},
+                    "time": {"description": "Milliseconds since the epoch."},
+                    "messaging": {"type": "array", "items": META_EVENT},
+                },
+            },
+        },
+    },
+}
+TELEGRAM_BODY = {
+    "type": "object",
+    "additionalProperties": True,
+    "required": ["update_id"],
+    "properties": {
+        "update_id": {**_INT64, "description": "The dedupe key."},
+        "message": {
+            "type": "object",
+            "description": "A customer message; an update without one is acknowledged.",
+            "required": ["chat"],
+            "properties": {
+                "message_id": {"type": "integer"},
+                "date": {"description": "Seconds since the epoch (ignored unless an integer)."},
+                "chat": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {**_INT64, "description": "The customer."}},
+                },
+                "from": {
+                    "type": "object",
+                    "description": "Its username or names title a new conversation.",
+                },
+                "text": {"description": "The text (or caption; attachments are a note)."},
+            },
+        },
+    },
+}
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string"}}  # fmt: skip
+
+
+def _query(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {"name": name, "in": "query", "required": True, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+class MetaReceipt(BaseModel):
+    """What a Meta delivery did: customer messages stored and already stored, events
+    acknowledged without storing, messages for a page no connection knows."""
+
+    stored: int
+    duplicates: int
+    ignored: int
+    unrouted: int
+
+
+class TelegramReceipt(BaseModel):
+    stored: int
+    duplicates: int
+    ignored: int
+
+
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -57,7 +193,7 @@ def _json(body: bytes) -> Any:
 
 
 def _bad_payload(exc: PayloadError) -> JSONResponse:
-    return problem(400, str(exc), kind="malformed-payload")
+    return problem(400, str(exc), kind=ProblemType.MALFORMED_PAYLOAD)
 
 
 def _store(engine: Engine, connection_id: Any, event: InboundEvent, max_text: int) -> bool:
@@ -74,16 +210,38 @@ def _store(engine: Engine, connection_id: Any, event: InboundEvent, max_text: in
     return not result.duplicate
 
 
-@router.get("/meta", response_model=None)
+@router.get(
+    "/meta",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "Verified: the body is `hub.challenge`, echoed"},
+        **problems(ProblemType.VERIFICATION_FAILED),
+    },
+    openapi_extra={"parameters": [_query("hub.mode", "`subscribe`", ["subscribe"]),
+                                  _query("hub.verify_token", "NOCLASH_META_VERIFY_TOKEN"),
+                                  _query("hub.challenge", "What to echo")]},
+)  # fmt: skip
 async def meta_verify(request: Request, settings: SettingsDep) -> Response:
     """Meta's subscription check: echo ``hub.challenge`` if ``hub.verify_token`` matches."""
     challenge = meta.verify_subscription(dict(request.query_params), settings.meta_verify_token)
     if challenge is None:
-        return problem(403, "hub.verify_token does not match", kind="verification-failed")
+        return problem(403, "hub.verify_token does not match", kind=ProblemType.VERIFICATION_FAILED)
     return PlainTextResponse(challenge)
 
 
-@router.post("/meta", response_model=None)
+@router.post(
+    "/meta",
+    response_model=MetaReceipt,
+    responses=problems(
+        ProblemType.MALFORMED_PAYLOAD, ProblemType.BAD_SIGNATURE, ProblemType.NOT_CONFIGURED
+    ),
+    openapi_extra={
+        "parameters": [_header(meta.SIGNATURE_HEADER, "`sha256=` and the HMAC-SHA256 of the "
+                               "raw body under NOCLASH_META_APP_SECRET, in hex")],
+        "requestBody": _json_body(META_BODY, "Meta's webhook body, read as raw bytes (the "
+                                  "signature covers them); Messenger and Instagram"),
+    },
+)  # fmt: skip
 async def meta_receive(request: Request, body: RawBody, settings: SettingsDep) -> Response:
     """Messenger (``object: page``) and Instagram (``object: instagram``) events."""
     header = request.headers.get(meta.SIGNATURE_HEADER)
@@ -94,10 +252,12 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
     secret = settings.meta_app_secret
     if not secret:
         log.error("POST /webhooks/meta refused: NOCLASH_META_APP_SECRET is not set")
-        return problem(503, "the Meta channel is not configured", kind="not-configured")
+        return problem(503, "the Meta channel is not configured", kind=ProblemType.NOT_CONFIGURED)
     if not meta.verify_signature(body, header, secret):
         return problem(
-            401, f"{meta.SIGNATURE_HEADER} is missing or does not match", kind="bad-signature"
+            401,
+            f"{meta.SIGNATURE_HEADER} is missing or does not match",
+            kind=ProblemType.BAD_SIGNATURE,
         )
     try:
         batch = meta.parse(_json(body))
@@ -182,7 +342,16 @@ def _echo(engine: Engine, echo: meta.Echo, max_text: int) -> str:
     return "stored" if stored is not None else "duplicate"
 
 
-@router.post("/telegram/{connection_id}", response_model=None)
+@router.post(
+    "/telegram/{connection_id}",
+    response_model=TelegramReceipt,
+    responses=problems(ProblemType.MALFORMED_PAYLOAD, ProblemType.BAD_SIGNATURE),
+    openapi_extra={
+        "parameters": [_header(telegram.SECRET_HEADER, "The connection's secret, as given "
+                               "to setWebhook(secret_token=...)")],
+        "requestBody": _json_body(TELEGRAM_BODY, "One Telegram Update, read as raw bytes"),
+    },
+)  # fmt: skip
 async def telegram_receive(
     request: Request, connection_id: str, body: RawBody, settings: SettingsDep
 ) -> Response:
@@ -197,10 +366,12 @@ def _telegram(
     with reading(engine) as conn:
         connection = connection_by_id(conn, connection_id)
     if connection is None or connection.channel != Channel.TELEGRAM:
-        return problem(404, "no telegram connection at this URL", kind="not-found")
+        return problem(404, "no telegram connection at this URL", kind=ProblemType.NOT_FOUND)
     if not telegram.verify_secret(header, connection.secret):
         return problem(
-            401, f"{telegram.SECRET_HEADER} is missing or does not match", kind="bad-signature"
+            401,
+            f"{telegram.SECRET_HEADER} is missing or does not match",
+            kind=ProblemType.BAD_SIGNATURE,
         )
     try:
         event = telegram.parse(_json(body))

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from noclash.api.deps import OptionalUser, SettingsDep
 from noclash.api.pagination import MAX_LIMIT, Page, PageParams, page
-from noclash.api.responses import Rendered
+from noclash.api.responses import Rendered, link
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
 from noclash.chat import sessions as chat
@@ -74,7 +74,24 @@ def _require(require_auth: bool, user: User | None) -> None:
         raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")
 
 
-@router.post("", status_code=201, response_model=SessionOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionOut,
+    responses={
+        201: {
+            "links": {
+                "message": link(
+                    "POST",
+                    "/api/widget/{public_token}/sessions/{session_id}/messages",
+                    "The visitor writes",
+                    public_token="$request.path.public_token",
+                    session_id="$response.body#/session_id",
+                )
+            }
+        }
+    },
+)
 async def start_session(request: Request, public_token: str, user: OptionalUser) -> Response:
     """Start a visitor session; the server makes the session id (UUIDv4, unique)."""
     return await write(request, _start, public_token, user, render=SESSION_OUT)
