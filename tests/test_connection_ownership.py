@@ -109,6 +109,8 @@ def test_patch_rotates_and_clears_the_token_after_proving_it(stack):
                         access_token=tg.token).json()  # fmt: skip
     no_secret = stack.api.patch(f"/api/connections/{telegram['id']}", json={"secret": None})
     assert no_secret.status_code == 422 and _field(no_secret) == ["secret"]
+    rotated_secret = stack.api.patch(f"/api/connections/{telegram['id']}", json={"secret": "s2"})
+    assert rotated_secret.status_code == 200 and rotated_secret.json()["has_secret"] is True
     stranger = stack.server.client(stack.server.user())
     assert stranger.patch(path, json={"access_token": None}).status_code == 404
 

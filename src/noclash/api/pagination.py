@@ -40,23 +40,33 @@ class PageParams:
         return self.limit + 1
 
 
+# An id parameter described as what it is (a UUID; empty means none), so that a client or
+# a fuzzer knows a valid one; anything else is a 422 naming it (optional_id).
+ID_OR_EMPTY: dict[str, Any] = {
+    "anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}]
+}
+
+
+def optional_id(
+    value: str | None, field: str, what: str = "an id this API returned"
+) -> UUID | None:
+    """A UUID query parameter: None when absent or empty, a 422 naming ``field`` when it
+    is not a UUID."""
+    if not value:
+        return None
+    parsed = parse_uuid(value)
+    if parsed is None:
+        raise InvalidInput(f"{field} is not {what}", field=field)
+    return parsed
+
+
 async def page_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
-    # Described as what next_cursor is (a UUID; empty is the first page), so that a client
-    # or a fuzzer knows a valid one; anything else is a 422 naming it.
     cursor: str | None = Query(
-        None,
-        description="next_cursor of the previous page.",
-        json_schema_extra={
-            "anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}]
-        },
+        None, description="next_cursor of the previous page.", json_schema_extra=ID_OR_EMPTY
     ),
 ) -> PageParams:
-    after = None
-    if cursor:
-        after = parse_uuid(cursor)
-        if after is None:
-            raise InvalidInput("cursor is not one this API returned", field="cursor")
+    after = optional_id(cursor, "cursor", "one this API returned")
     return PageParams(limit=limit, after=after)
 
 

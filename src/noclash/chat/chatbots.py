@@ -140,11 +140,11 @@ def normalise_origins(origins: list[str] | None) -> list[str] | None:
         raise InvalidInput(f"at most {MAX_ORIGINS} origins", field="allowed_origins")
     out: list[str] = []
     for origin in origins:
-        parsed = urlsplit(origin.strip())
         try:
+            parsed = urlsplit(origin.strip())
             port = parsed.port
-        except ValueError:
-            port = -1
+        except ValueError:  # a bracketed host that is no IPv6 address, a port past 65535
+            parsed, port = urlsplit(""), -1
         if (
             parsed.scheme not in _DEFAULT_PORTS
             or not parsed.hostname

@@ -8,7 +8,7 @@ it holds, in one transaction (:func:`noclash.chat.chatbots.delete_chatbot`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
@@ -31,6 +31,11 @@ router = APIRouter(prefix="/api/chatbots", tags=["chatbots"])
 public = APIRouter(prefix="/api/public/chatbots", tags=["chatbots"])
 
 
+# An origin as a browser sends it: scheme, host name or IPv4 address, a port of 0 to
+# 65535 (a path, a wildcard or credentials would never match, and are refused).
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_ORIGIN = rf"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?/?$"
+Origin = Annotated[str, Field(pattern=_ORIGIN, max_length=300)]
 ORIGINS_HELP = (
     "Web origins (https://shop.example) whose pages may use the widget API; "
     "null or absent: any origin."
@@ -46,7 +51,9 @@ class ChatbotIn(StrictModel):
         default=None, max_length=max_length(chatbots.c.asana_project_id)
     )
     require_auth: bool = False
-    allowed_origins: list[str] | None = Field(default=None, description=ORIGINS_HELP)
+    allowed_origins: list[Origin] | None = Field(
+        default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
+    )
 
 
 class ChatbotPatch(StrictModel):
@@ -63,7 +70,9 @@ class ChatbotPatch(StrictModel):
         default=None, max_length=max_length(chatbots.c.asana_project_id)
     )
     require_auth: bool = Field(default=None)
-    allowed_origins: list[str] | None = Field(default=None, description=ORIGINS_HELP)
+    allowed_origins: list[Origin] | None = Field(
+        default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
+    )
 
 
 class ChatbotOut(BaseModel):

@@ -40,9 +40,13 @@ _ACCESS_TOKEN = Field(
     default=None,
     min_length=1,
     max_length=max_length(connections.c.access_token),
+    # Tokens are printable ASCII: they travel in a header (Meta) or a URL path (Telegram).
+    pattern=r"^[!-~]+$",
     description="Write-only. Meta: the Page access token; Telegram: the bot token. "
     "noclash asks the platform whose it is before storing it.",
 )
+
+
 def _secret_rule(schema: dict[str, Any]) -> None:
     """Publish the domain rule a schema can state: these channels need a secret."""
     publish_text_rules(schema)
@@ -64,10 +68,11 @@ class ConnectionIn(StrictModel):
 
 
 class ConnectionPatch(StrictModel):
-    """The credentials of a connection: a field given is set (null clears it), a field
-    left out is kept."""
+    """The credentials of a connection: a field given is set, a field left out is kept.
+    ``access_token`` may be null (the connection stops sending); ``secret`` may only be
+    replaced (a Telegram webhook has no other authentication)."""
 
-    secret: str | None = _SECRET
+    secret: str = Field(default=None, min_length=1, max_length=max_length(connections.c.secret))
     access_token: str | None = _ACCESS_TOKEN
 
 

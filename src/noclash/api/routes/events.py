@@ -19,14 +19,14 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
-from noclash.api.pagination import MAX_LIMIT, Page
-from noclash.api.responses import Rendered
+from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
+from noclash.api.problems import ProblemType
+from noclash.api.responses import Rendered, problems
 from noclash.api.work import deliver, reading
 from noclash.chat import events
 from noclash.chat.chatbots import get_chatbot
-from noclash.chat.errors import InvalidInput
+from noclash.chat.errors import NotFound
 from noclash.db.tables import chatbots
-from noclash.unique.ids import parse_uuid
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -46,23 +46,35 @@ class EventOut(BaseModel):
 EVENT_PAGE = Rendered(Page[EventOut], 200)
 
 
-@router.get("", response_model=Page[EventOut])
+@router.get(
+    "",
+    response_model=Page[EventOut],
+    responses=problems(
+        ProblemType.NOT_FOUND, s404="chatbot_id is not yours, or after names no event of it"
+    ),
+)
 async def list_events(
     request: Request,
     user: CurrentUser,
-    chatbot_id: str | None = Query(None, description="One of your chatbots (default: all)."),
-    after: str | None = Query(None, description="An event id: only the events after it."),
+    chatbot_id: str | None = Query(
+        None, description="One of your chatbots (default: all).", json_schema_extra=ID_OR_EMPTY
+    ),
+    after: str | None = Query(
+        None, description="An event id: only the events after it.", json_schema_extra=ID_OR_EMPTY
+    ),
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
 ) -> Response:
     """Your chatbots' events in order, after the event ``after``."""
-    return await deliver(request, _list, user.id, chatbot_id, after, limit, render=EVENT_PAGE)
+    bot = optional_id(chatbot_id, "chatbot_id", "a chatbot id")
+    event = optional_id(after, "after", "an event id")
+    return await deliver(request, _list, user.id, bot, event, limit, render=EVENT_PAGE)
 
 
 def _list(
     bind: Engine | Connection,
     owner_id: UUID,
-    chatbot_id: str | None,
-    after: str | None,
+    chatbot_id: UUID | None,
+    after: UUID | None,
     limit: int,
 ) -> dict:
     if isinstance(bind, Engine):
@@ -77,10 +89,9 @@ def _list(
         scope = events.of_chatbots(ids)
         position = 0
         if after is not None:
-            event_id = parse_uuid(after)
-            found = events.position(conn, event_id, scope) if event_id else None
+            found = events.position(conn, after, scope)
             if found is None:
-                raise InvalidInput("after is not an event of these chatbots", field="after")
+                raise NotFound("after names no event of these chatbots")
             position = found
         rows = events.read(conn, scope, after=position, limit=limit + 1)
     shown = rows[:limit]

@@ -17,18 +17,17 @@ from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from noclash.api.deps import OptionalUser, SettingsDep
-from noclash.api.pagination import MAX_LIMIT, Page, PageParams, page
+from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, PageParams, optional_id, page
 from noclash.api.responses import Rendered, link
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
 from noclash.chat import sessions as chat
 from noclash.chat.chatbots import get_chatbot_by_public_token
-from noclash.chat.errors import InvalidInput, Unauthenticated
+from noclash.chat.errors import Unauthenticated
 from noclash.chat.inbound import InboundResult
 from noclash.chat.sessions import MAX_CLIENT_MESSAGE_ID_LENGTH
 from noclash.chat.users import User
 from noclash.db.tables import Direction
-from noclash.unique.ids import parse_uuid
 
 router = APIRouter(prefix="/api/widget/{public_token}/sessions", tags=["widget"])
 
@@ -141,25 +140,18 @@ async def list_messages(
     user: OptionalUser,
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
     after: str | None = Query(
-        None, description="A message id: only later messages (the last one the visitor has)."
+        None,
+        description="A message id: only later messages (the last one the visitor has).",
+        json_schema_extra=ID_OR_EMPTY,
     ),
 ) -> Response:
     """The visitor's conversation, both directions, oldest first: every message of this
     session after ``after`` (a message id), so a visitor polls with the last id it has.
     ``next_cursor`` is the ``after`` of the next page."""
-    params = PageParams(limit=limit, after=_after(after))
+    params = PageParams(limit=limit, after=optional_id(after, "after", "a message id"))
     return await read(
         request, _list, public_token, session_id, user, params, render=WIDGET_MESSAGE_PAGE
     )
-
-
-def _after(value: str | None) -> UUID | None:
-    if value is None:
-        return None
-    parsed = parse_uuid(value)
-    if parsed is None:
-        raise InvalidInput("after is not a message id", field="after")
-    return parsed
 
 
 def _list(
