@@ -36,6 +36,8 @@ def test_create_returns_the_record(live_server):
         "slack_channel_id",
         "asana_project_id",
         "created_at",
+        "webhook_url",
+        "has_webhook_secret",
     }
     assert uuid.UUID(body["public_token"]).version == 4
     assert uuid.UUID(body["id"]).version == 7

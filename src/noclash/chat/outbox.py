@@ -372,6 +372,33 @@ def settle_by_echo(
     return row is not None
 
 
+def fail_webhook_deliveries(conn: Connection, chatbot_id: UUID, now: datetime | None = None) -> int:
+    """Fail the chatbot's events still on their way to its webhook (its ``webhook_url`` was
+    removed), each with :data:`WEBHOOK_REMOVED` and its ``delivery.failed`` event; how
+    many. A dispatcher sending one right now cannot undo it: its outcome is written only
+    while the delivery is ``sending`` (:func:`settle`)."""
+    now = now or utcnow()
+    of_chatbot = sa.select(conversations.c.id).where(conversations.c.chatbot_id == chatbot_id)
+    failed = conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.destination == WEBHOOK_DESTINATION,
+            deliveries.c.status.in_(PENDING_DELIVERY),
+            deliveries.c.conversation_id.in_(of_chatbot),
+        )
+        .values(
+            status=DeliveryStatus.FAILED,
+            last_error=WEBHOOK_REMOVED,
+            claim_token=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    ).all()
+    # A failed webhook delivery is never queued again, so this is its one failure.
+    events.deliveries_failed(conn, [(row.id, "webhook_url-removed") for row in failed])
+    return len(failed)
+
+
 def is_own_delivery(conn: Connection, delivery_id: UUID) -> bool:
     """True when ``delivery_id`` names a delivery noclash made (an echo of our own send)."""
     found = conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id))
@@ -425,6 +452,7 @@ __all__ = [
     "Claimed",
     "Settlement",
     "claim_due",
+    "fail_webhook_deliveries",
     "is_own_delivery",
     "queue_delivery",
     "release",
