@@ -149,6 +149,7 @@ def test_the_senders_connections_are_checked_when_opened(fake_dns):
             assert isinstance(error.__cause__, RefusedAddress), (host, error)
             assert "127.0.0.1" in str(error) or "loopback" in str(error)
         assert bot.requests == []
+
         # The same client with the rule lifted does reach the bot (the refusal above is
         # the rule, not a broken client).
         async def allowed() -> int:
@@ -226,9 +227,10 @@ def test_the_refusal_says_why(strict_server):
     assert said["http://localhost/h"].startswith(
         "webhook_url's host localhost resolves to 127.0.0.1, a loopback address"
     )
-    assert "bot.internal.test resolves to 127.0.0.1, a loopback address" in said[
-        "http://bot.internal.test/h"
-    ]
+    assert (
+        "bot.internal.test resolves to 127.0.0.1, a loopback address"
+        in said["http://bot.internal.test/h"]
+    )
     assert "host 10.0.0.7 is a private address" in said["http://10.0.0.7/h"]
     assert "169.254.169.254 is a link-local address" in said["http://169.254.169.254/"]
     assert "NOCLASH_ALLOW_PRIVATE_WEBHOOKS=1" in said["http://10.0.0.7/h"]
