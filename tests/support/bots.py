@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -34,7 +34,10 @@ class LoopbackBot(LoopbackPlatform):
         return [Route("/hook", self._hook, methods=["POST"])]
 
     async def _hook(self, request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the sender died mid-request (a kill -9): nothing arrived
+            return Response(status_code=400)
         self._record(request, raw)
         scripted = self._next_scripted()
         await self._pause(scripted)
