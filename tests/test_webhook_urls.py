@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -45,11 +47,14 @@ class FakeDns:
     def __init__(self, real: Any) -> None:
         self.real = real
         self.names: dict[str, list[str]] = {}
+        # Seconds a name takes to resolve (a resolver that times out).
+        self.delays: dict[str, float] = {}
 
     def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[tuple]:
         name = host.decode() if isinstance(host, bytes) else host
         if name not in self.names:
             return self.real(host, port, *args, **kwargs)
+        time.sleep(self.delays.get(name, 0.0))
         if not self.names[name]:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         port = int(port or 0)
@@ -121,6 +126,7 @@ def test_public_addresses_are_allowed(address):
         ("https://bot.example:0/", "port must be 1 to 65535"),
         ("https://bot.exa mple/", "spaces or control characters"),
         ("https://[::1/", "not a valid URL"),
+        ("https://xn--zz/", "not a valid host name"),
     ],
 )
 def test_the_urls_form(url, says):
@@ -259,6 +265,30 @@ def test_public_urls_are_stored_shown_and_cleared(strict_server):
     too_long = "https://bot.public.test/" + "x" * 2000
     answer = client.patch(f"/api/chatbots/{bot_id}", json={"webhook_url": too_long})
     assert answer.status_code == 422 and answer.json()["fields"][0]["field"] == "webhook_url"
+
+
+def test_a_name_that_does_not_resolve_in_time_is_refused(database_url, fake_dns):
+    """The resolver is asked off the event loop and waited for no longer than
+    NOCLASH_PLATFORM_TIMEOUT_SECONDS: a 422, and the server answers others meanwhile."""
+    fake_dns.names["slow.test"] = [PUBLIC]
+    fake_dns.delays["slow.test"] = 3.0
+    overrides = {"allow_private_webhooks": False, "platform_timeout_seconds": 1.0}
+    with start_live_server(database_url, **overrides) as server:
+        client = server.client(server.user())
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            slow = pool.submit(
+                client.post,
+                "/api/chatbots",
+                json={"name": "x", "webhook_url": "https://slow.test/"},
+            )
+            time.sleep(0.2)
+            assert client.get("/healthz").status_code == 200
+            assert time.monotonic() - started < 0.9, "the event loop waited for the resolver"
+            answer = slow.result()
+        assert answer.status_code == 422, answer.text
+        assert "slow.test could not be resolved within 1 s" in answer.json()["detail"]
+        assert time.monotonic() - started < 2.5
 
 
 # -- when an event is sent --------------------------------------------------------------------

@@ -86,8 +86,13 @@ def parse_url(url: str) -> httpx.URL:
         raise UnsafeWebhookUrl(f"webhook_url is not a valid URL: {exc}") from None
     if parsed.scheme not in _SCHEMES:
         raise UnsafeWebhookUrl("webhook_url must be an http:// or https:// URL")
-    if not parsed.host:
+    if not parsed.raw_host:
         raise UnsafeWebhookUrl("webhook_url has no host")
+    try:
+        parsed.raw_host.decode("ascii")
+        parsed.host  # noqa: B018 (decodes an internationalised name: is it one?)
+    except UnicodeError:
+        raise UnsafeWebhookUrl("webhook_url's host is not a valid host name") from None
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise UnsafeWebhookUrl("webhook_url's port must be 1 to 65535")
     if parsed.userinfo:
@@ -162,13 +167,22 @@ def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
-    """Raise UnsafeWebhookUrl unless noclash may send to ``url`` now. With
-    ``allow_private`` only the URL's form is checked (the address rule is off, so the name
-    is not resolved: it may be one only the dispatcher's host knows)."""
+async def check_url(url: str, *, allow_private: bool, timeout: float | None = None) -> None:
+    """Raise UnsafeWebhookUrl unless noclash may send to ``url`` now, resolving its host
+    within ``timeout`` seconds. With ``allow_private`` only the URL's form is checked (the
+    address rule is off, so the name is not resolved: it may be one only the dispatcher's
+    host knows)."""
     parsed = parse_url(url)
-    if not allow_private:
-        await addresses(parsed.raw_host.decode("ascii"), _port(parsed), allow_private=False)
+    if allow_private:
+        return
+    host = parsed.raw_host.decode("ascii")
+    try:
+        with anyio.fail_after(timeout):
+            await addresses(host, _port(parsed), allow_private=False)
+    except TimeoutError:
+        raise UnsafeWebhookUrl(
+            f"webhook_url's host {host} could not be resolved within {timeout:g} s"
+        ) from None
 
 
 class RefusedAddress(httpcore.ConnectError):

@@ -128,9 +128,13 @@ async def check_webhook_url(request: Request, url: str | None) -> None:
     before. The host is resolved in a worker thread, off the event loop."""
     if url is None:
         return
-    allow_private = request.app.state.settings.allow_private_webhooks
+    settings = request.app.state.settings
     try:
-        await webhooks.check_url(url, allow_private=allow_private)
+        await webhooks.check_url(
+            url,
+            allow_private=settings.allow_private_webhooks,
+            timeout=settings.platform_timeout_seconds,
+        )
     except webhooks.UnsafeWebhookUrl as exc:
         raise InvalidInput(str(exc), field="webhook_url") from None
 
