@@ -49,13 +49,21 @@ class FakeDns:
         self.names: dict[str, list[str]] = {}
         # Seconds a name takes to resolve (a resolver that times out).
         self.delays: dict[str, float] = {}
+        # How often each name was asked for.
+        self.asked: dict[str, int] = {}
+        # What a name resolves to from its second lookup on (a rebinding DNS server).
+        self.then: dict[str, list[str]] = {}
 
     def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[tuple]:
         name = host.decode() if isinstance(host, bytes) else host
         if name not in self.names:
             return self.real(host, port, *args, **kwargs)
         time.sleep(self.delays.get(name, 0.0))
-        if not self.names[name]:
+        self.asked[name] = self.asked.get(name, 0) + 1
+        answer = (
+            self.names[name] if self.asked[name] == 1 else self.then.get(name, self.names[name])
+        )
+        if not answer:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         port = int(port or 0)
         return [
@@ -66,7 +74,7 @@ class FakeDns:
                 "",
                 (ip, port, 0, 0) if ":" in ip else (ip, port),
             )
-            for ip in self.names[name]
+            for ip in answer
         ]
 
 
@@ -164,6 +172,25 @@ def test_the_senders_connections_are_checked_when_opened(fake_dns):
                 return (await client.post(f"http://rebound.test:{bot.port}/hook")).status_code
 
         assert asyncio.run(allowed()) == 200
+
+
+def test_a_connection_goes_to_the_address_that_was_checked(fake_dns, monkeypatch):
+    """One lookup per connection, and the connection opened to the address it checked:
+    a DNS server that answers a second lookup with another address (rebinding) is never
+    asked twice. 127.0.0.1 stands for a public address here (the rule is told so), so
+    the request can reach a bot; the bot sees the name in Host, as with any client."""
+    fake_dns.names["bot.public.test"] = ["127.0.0.1"]
+    fake_dns.then["bot.public.test"] = ["10.9.9.9"]  # what a second lookup would get
+    monkeypatch.setattr(webhooks, "refusal", lambda address: None)
+
+    async def post(url: str) -> int:
+        async with webhooks.client(timeout=2, max_connections=2, allow_private=False) as client:
+            return (await client.post(url, content=b"{}")).status_code
+
+    with running(LoopbackBot()) as bot:
+        assert asyncio.run(post(f"http://bot.public.test:{bot.port}/hook")) == 200
+        assert fake_dns.asked["bot.public.test"] == 1
+        assert bot.requests[0].headers["host"] == f"bot.public.test:{bot.port}"
 
 
 # -- when the URL is set ----------------------------------------------------------------------
