@@ -377,8 +377,8 @@ class WebhookSender:
 
 
 async def _excerpt(answer: httpx.Response) -> str:
-    """The start of a refusal's body, on one line, for last_error (never the whole body: a
-    bot's error page can be large)."""
+    """The start of an answer's body, on one line (a refusal's goes into last_error), and
+    never the whole body: a bot's answer can be large."""
     read = b""
     async for chunk in answer.aiter_bytes():
         read += chunk
