@@ -41,6 +41,8 @@ def _row(**overrides: object) -> SimpleNamespace:
         "asana_project_id": None,
         "allowed_origins": None,
         "created_at": datetime(2026, 11, 25, 9, 25, 42, 31350, tzinfo=UTC),
+        "webhook_url": None,
+        "has_webhook_secret": False,
     }
     values.update(overrides)
     return SimpleNamespace(**values)
@@ -66,7 +68,9 @@ def test_rendered_bytes_are_fastapis_serialisation_of_the_model():
     assert response.media_type == "application/json"
     assert response.body == expected
     assert expected.startswith(b'{"id":"')
-    assert expected.endswith(b'"created_at":"2026-11-25T09:25:42.031350Z"}')
+    assert expected.endswith(
+        b'"created_at":"2026-11-25T09:25:42.031350Z","webhook_url":null,"has_webhook_secret":false}'
+    )
 
 
 def test_a_value_that_does_not_fit_the_model_is_an_error_not_a_wrong_body():

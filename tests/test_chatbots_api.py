@@ -35,7 +35,10 @@ def test_create_returns_the_record(live_server):
         "require_auth",
         "slack_channel_id",
         "asana_project_id",
+        "allowed_origins",
         "created_at",
+        "webhook_url",
+        "has_webhook_secret",
     }
     assert uuid.UUID(body["public_token"]).version == 4
     assert uuid.UUID(body["id"]).version == 7

@@ -30,6 +30,10 @@ def test_bad_input_on_every_route_family_is_never_a_5xx(live_server):
         ("POST", "/webhooks/meta"),
         ("GET", "/webhooks/meta"),
         ("POST", f"/api/chatbots/{bot['id']}/connections"),
+        ("PATCH", f"/api/chatbots/{bot['id']}"),
+        ("POST", "/api/chatbots"),
+        ("POST", f"/api/chatbots/{bot['id']}/webhook-secret"),
+        ("POST", "/api/chatbots/nope/webhook-secret"),
     ]
     bodies = [
         None,
@@ -40,6 +44,10 @@ def test_bad_input_on_every_route_family_is_never_a_5xx(live_server):
         b'{"until": "yesterday"}',
         b'{"text": "\\u0000"}',
         b'{"channel": "messenger", "external_id": "' + b"x" * 5000 + b'"}',
+        b'{"name": "b", "webhook_url": "http://xn--/"}',
+        b'{"webhook_url": "http://[::1"}',
+        b'{"webhook_url": "https://\\u2603.example:99999/\\u0000"}',
+        b'{"webhook_url": 5}',
     ]
     bad = []
     for (m, u), b in itertools.product(urls, bodies):

@@ -21,10 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from noclash.api.app import create_app
 from noclash.chat.users import create_user
 from noclash.config import Settings
+from noclash.db.tables import chatbots
 
 PROBLEM = "application/problem+json"
 
@@ -42,6 +44,7 @@ class Tenant:
     psid: str
     secret_text: str
     keyed_bot: dict = field(default_factory=dict)
+    webhook_secret: str = ""
 
     def ids(self) -> dict[str, str]:
         """The values a route's path parameters take for this tenant's records."""
@@ -69,6 +72,8 @@ class Tenant:
             self.psid,
             *self.message_ids,
             self.secret_text,
+            self.bot["webhook_url"],
+            self.webhook_secret,
         }
 
 
@@ -77,7 +82,13 @@ def _tenant(live, email: str) -> Tenant:
     client = live.client(token)
     name = email.split("@")[0]
     secret_text = f"{name} wrote this, {uuid.uuid4().hex}"
-    bot = client.post("/api/chatbots", json={"name": f"{name}'s bot"}).json()
+    webhook_url = f"https://{name}-bot.example/hooks/{uuid.uuid4().hex}"
+    bot = client.post(
+        "/api/chatbots", json={"name": f"{name}'s bot", "webhook_url": webhook_url}
+    ).json()
+    webhook_secret = client.post(f"/api/chatbots/{bot['id']}/webhook-secret").json()
+    bot = client.get(f"/api/chatbots/{bot['id']}").json()
+    assert bot["webhook_url"] == webhook_url and bot["has_webhook_secret"]
     custom = client.post(
         f"/api/chatbots/{bot['id']}/connections", json={"channel": "custom", "external_id": "sms"}
     ).json()
@@ -103,6 +114,7 @@ def _tenant(live, email: str) -> Tenant:
     )
     assert keyed.status_code == 201
     tenant.keyed_bot = keyed.json()
+    tenant.webhook_secret = webhook_secret["webhook_secret"]
     return tenant
 
 
@@ -155,6 +167,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/api/chatbots/{chatbot_id}"): Probe(404, 401),
     ("PATCH", "/api/chatbots/{chatbot_id}"): Probe(404, 401, body={"name": "pwned"}),
     ("DELETE", "/api/chatbots/{chatbot_id}"): Probe(404, 401),
+    # Another's secret is neither rotated nor shown (A's stored secret is checked below).
+    ("POST", "/api/chatbots/{chatbot_id}/webhook-secret"): Probe(404, 401),
     # Public by design: what a widget shows (name, token, require_auth), nothing else.
     ("GET", "/api/public/chatbots/{public_token}"): Probe(200, 200),
     ("GET", "/api/chatbots/{chatbot_id}/connections"): Probe(404, 401),
@@ -279,6 +293,11 @@ def test_no_route_reaches_another_tenants_data(live_server, tmp_path):
     assert wrong == []
     assert tried == _operations(tmp_path)
     assert _snapshot(a) == before
+    with live_server.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(chatbots.c.webhook_secret).where(chatbots.c.id == uuid.UUID(a.bot["id"]))
+        ).scalar_one()
+    assert stored == a.webhook_secret, "A's webhook secret was rotated by someone else"
 
     # Filters on A's ids find nothing for B: a 404 for A's chatbot, an empty page for A's
     # customer.

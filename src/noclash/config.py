@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     # Meta sent no answer (a read timeout): wait this long for the message's echo before
     # sending it again (an echo proves it was delivered).
     meta_echo_wait_seconds: float = Field(default=60.0, gt=0)
+    # Webhooks to bots (noclash.channels.webhooks). Attempts before an event's delivery is
+    # failed: with the backoff above, 25 span 7 to 14 hours (a bot down overnight still
+    # gets its events). A request to a bot is bounded by platform_timeout_seconds.
+    webhook_max_attempts: int = Field(default=25, ge=1)
+    # Let a webhook_url point into noclash's own network (loopback, private, link-local,
+    # ...): off, as anyone who can create a chatbot could otherwise make noclash call it.
+    allow_private_webhooks: bool = False
 
     @field_validator("trusted_proxies")
     @classmethod

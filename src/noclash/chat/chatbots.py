@@ -18,6 +18,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import outbox
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import chatbots
@@ -47,6 +48,8 @@ class Chatbot:
     asana_project_id: str | None
     created_at: datetime
     allowed_origins: list[str] | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
 
 
 def create_chatbot(
@@ -58,6 +61,7 @@ def create_chatbot(
     asana_project_id: str | None = None,
     require_auth: bool = False,
     allowed_origins: list[str] | None = None,
+    webhook_url: str | None = None,
 ) -> Chatbot:
     """Insert a chatbot in one statement and return it as stored.
 
@@ -75,6 +79,7 @@ def create_chatbot(
         "require_auth": require_auth,
         "created_at": utcnow(),
         "allowed_origins": normalise_origins(allowed_origins),
+        "webhook_url": webhook_url,
     }
     with translating(chatbots.metadata):
         if dialect_for(conn).server_generates_uuid4:
@@ -117,11 +122,6 @@ def list_chatbots(conn: Connection, *, owner_id: UUID, after: UUID | None, limit
     return list(conn.execute(query.order_by(chatbots.c.id).limit(limit)))
 
 
-# The columns an owner may change. The id, the owner, the public token (widgets embed it)
-# and the creation time are not settings.
-EDITABLE = frozenset(
-    {"name", "slack_channel_id", "asana_project_id", "require_auth", "allowed_origins"}
-)
 # Origins a chatbot's widget may be embedded on, at most.
 MAX_ORIGINS = 50
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -165,6 +165,20 @@ def normalise_origins(origins: list[str] | None) -> list[str] | None:
         if normal not in out:
             out.append(normal)
     return out
+# and the creation time are not settings; the webhook secret is made by the server only
+# (set_webhook_secret).
+# The columns an owner may change. The id, the owner, the public token (widgets embed it)
+# and the creation time are not settings.
+EDITABLE = frozenset(
+    {
+        "name",
+        "slack_channel_id",
+        "asana_project_id",
+        "require_auth",
+        "webhook_url",
+        "allowed_origins",
+    }
+)
 
 
 def update_chatbot(
@@ -173,7 +187,11 @@ def update_chatbot(
     """Set ``changes`` (a subset of :data:`EDITABLE`) on the caller's chatbot; return it.
 
     One conditional UPDATE, owner in the WHERE: another user's chatbot is NotFound, like
-    one that does not exist. No changes: the chatbot as it is.
+    one that does not exist. No changes: the chatbot as it is. Removing the
+    ``webhook_url`` fails the events still on their way to it, in the same transaction
+    (:func:`noclash.chat.outbox.fail_webhook_deliveries`); a new URL gets them instead
+    (each attempt reads the URL the chatbot has then). ``webhook_url`` is checked by the
+    caller (:func:`noclash.channels.webhooks.check_url`).
     """
     unknown = set(changes) - EDITABLE
     if unknown:
@@ -194,7 +212,30 @@ def update_chatbot(
         ).first()
     if row is None:
         raise NotFound("chatbot not found")
+    if "webhook_url" in changes and changes["webhook_url"] is None:
+        outbox.fail_webhook_deliveries(conn, row.id)
     return row
+
+
+def set_webhook_secret(
+    conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID, secret: str
+) -> None:
+    """Replace the caller's chatbot's webhook secret (made by the caller, shown once).
+
+    Events are signed when each attempt is made, with the secret the chatbot has then: an
+    event retried after this is signed with the new secret.
+    """
+    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
+    if ident is None:
+        raise NotFound("chatbot not found")
+    row = conn.execute(
+        sa.update(chatbots)
+        .where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
+        .values(webhook_secret=secret)
+        .returning(chatbots.c.id)
+    ).first()
+    if row is None:
+        raise NotFound("chatbot not found")
 
 
 def delete_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> None:

@@ -13,7 +13,10 @@ what is due. What keeps a delivery single:
   ``claim_token`` and a lease; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets any number
   of dispatchers claim disjoint rows without waiting for each other, on SQLite the write
   lock serialises the claims. A delivery waits while an older pending one of the same
-  conversation exists, so sends to one customer keep their order;
+  conversation *and destination* exists, so sends to one customer keep their order, and
+  events reach the bot in order, without one destination holding up the other (a bot's
+  webhook retried for hours never delays a reply to the customer, nor a platform outage
+  the bot's events);
 - :func:`settle`: an outcome is written only ``WHERE claim_token = <the claim's>``; a
   dispatcher whose lease ran out (it stalled, another took the delivery over) cannot
   overwrite what the newer claim decided.
@@ -38,6 +41,7 @@ from noclash.chat.errors import Conflict, NotFound
 from noclash.db.tables import (
     PENDING_DELIVERY,
     SENDING_CHANNELS,
+    WEBHOOK_DESTINATION,
     DeliveryStatus,
     chatbots,
     connections,
@@ -45,6 +49,7 @@ from noclash.db.tables import (
     deliveries,
     messages,
 )
+from noclash.db.tables import events as events_table
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
 from noclash.unique.ids import parse_uuid
@@ -56,6 +61,10 @@ NO_ACCESS_TOKEN = (
     "then retry the message"
 )
 CONNECTION_GONE = "the connection was deleted before the message was sent"
+WEBHOOK_REMOVED = (
+    "the chatbot's webhook_url was removed before the event was delivered "
+    "(GET /api/events still has it)"
+)
 # Deliveries that noclash will not send again on its own; POST /api/messages/{id}/retry
 # re-queues them.
 RETRYABLE = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
@@ -93,16 +102,29 @@ def queue_delivery(
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery this dispatcher may send until ``lease_until``, with what it needs."""
+    """A delivery this dispatcher may send until its lease ends, with what it needs.
+
+    A reply to a platform carries its text, the customer and the connection's token; an
+    event to the chatbot's webhook carries its envelope and the chatbot's ``webhook_url``
+    and ``webhook_secret`` as they are at this claim: each attempt reads them anew, so a
+    retry after a rotation is signed with the new secret and goes to the current URL.
+    """
 
     id: UUID
     claim_token: UUID
     attempts: int
     destination: str
-    recipient: str
-    text: str
-    access_token: str | None
-    connection_gone: bool
+    recipient: str | None = None
+    text: str | None = None
+    access_token: str | None = None
+    connection_gone: bool = False
+    event: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    @property
+    def to_webhook(self) -> bool:
+        return self.destination == WEBHOOK_DESTINATION
 
 
 def claim_due(
@@ -111,8 +133,9 @@ def claim_due(
     """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
 
     Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
-    and no older pending delivery in the same conversation. Two statements per batch: the
-    claim, then one read of the texts and tokens.
+    and no older pending delivery in the same conversation to the same destination. The
+    claim is one statement; then one read per kind of delivery in the batch: the texts and
+    tokens of its replies, the events and webhooks of its events.
     """
     now = now or utcnow()
     token = uuid7()
@@ -121,6 +144,7 @@ def claim_due(
         sa.exists()
         .where(
             older.c.conversation_id == deliveries.c.conversation_id,
+            older.c.destination == deliveries.c.destination,
             older.c.status.in_(PENDING_DELIVERY),
             older.c.id < deliveries.c.id,
         )
@@ -153,9 +177,22 @@ def claim_due(
             deliveries.c.destination,
             deliveries.c.recipient,
             deliveries.c.message_id,
+            deliveries.c.event_id,
             deliveries.c.connection_id,
         )
     ).all()
+    if not claimed:
+        return []
+    replies = [c for c in claimed if c.message_id is not None]
+    webhook = [c for c in claimed if c.event_id is not None]
+    return [
+        *_replies(conn, token, replies),
+        *_events(conn, token, webhook),
+    ]
+
+
+def _replies(conn: Connection, token: UUID, claimed: Sequence[Row]) -> list[Claimed]:
+    """The claimed replies with their texts and tokens: one read for the batch."""
     if not claimed:
         return []
     details = {
@@ -182,6 +219,33 @@ def claim_due(
             )
         )
     return out
+
+
+def _events(conn: Connection, token: UUID, claimed: Sequence[Row]) -> list[Claimed]:
+    """The claimed webhook deliveries with their events and the chatbots' current URL and
+    secret: one read for the batch."""
+    if not claimed:
+        return []
+    details = {
+        row.id: row
+        for row in conn.execute(
+            sa.select(events_table, chatbots.c.webhook_url, chatbots.c.webhook_secret)
+            .join(chatbots, chatbots.c.id == events_table.c.chatbot_id)
+            .where(events_table.c.id.in_([c.event_id for c in claimed]))
+        )
+    }
+    return [
+        Claimed(
+            id=c.id,
+            claim_token=token,
+            attempts=c.attempts,
+            destination=c.destination,
+            event=events.envelope(details[c.event_id]),
+            webhook_url=details[c.event_id].webhook_url,
+            webhook_secret=details[c.event_id].webhook_secret,
+        )
+        for c in claimed
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +372,33 @@ def settle_by_echo(
     return row is not None
 
 
+def fail_webhook_deliveries(conn: Connection, chatbot_id: UUID, now: datetime | None = None) -> int:
+    """Fail the chatbot's events still on their way to its webhook (its ``webhook_url`` was
+    removed), each with :data:`WEBHOOK_REMOVED` and its ``delivery.failed`` event; how
+    many. A dispatcher sending one right now cannot undo it: its outcome is written only
+    while the delivery is ``sending`` (:func:`settle`)."""
+    now = now or utcnow()
+    of_chatbot = sa.select(conversations.c.id).where(conversations.c.chatbot_id == chatbot_id)
+    failed = conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.destination == WEBHOOK_DESTINATION,
+            deliveries.c.status.in_(PENDING_DELIVERY),
+            deliveries.c.conversation_id.in_(of_chatbot),
+        )
+        .values(
+            status=DeliveryStatus.FAILED,
+            last_error=WEBHOOK_REMOVED,
+            claim_token=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    ).all()
+    # A failed webhook delivery is never queued again, so this is its one failure.
+    events.deliveries_failed(conn, [(row.id, "webhook_url-removed") for row in failed])
+    return len(failed)
+
+
 def is_own_delivery(conn: Connection, delivery_id: UUID) -> bool:
     """True when ``delivery_id`` names a delivery noclash made (an echo of our own send)."""
     found = conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id))
@@ -357,9 +448,11 @@ def retry(
 __all__ = [
     "CONNECTION_GONE",
     "NO_ACCESS_TOKEN",
+    "WEBHOOK_REMOVED",
     "Claimed",
     "Settlement",
     "claim_due",
+    "fail_webhook_deliveries",
     "is_own_delivery",
     "queue_delivery",
     "release",

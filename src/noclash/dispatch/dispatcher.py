@@ -1,5 +1,9 @@
 """The dispatcher: claims due deliveries, sends them, settles each outcome, wakes snoozes.
 
+A delivery is a reply to a platform (Messenger, Instagram, Telegram) or an event to its
+chatbot's webhook (the bot's own server, :mod:`noclash.channels.webhooks`); both go through
+the same outbox, claims, leases and settlements, each to its own destination.
+
 Any number of dispatchers run against one database (one in every ``noclash serve``
 process by default, or alone in ``noclash worker``); they share nothing but the database.
 What each one does, in a loop:
@@ -8,14 +12,17 @@ What each one does, in a loop:
    statement, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so dispatchers take disjoint
    rows). It claims ahead, up to twice its concurrency, so a send that finishes is
    replaced at once without a claim statement per delivery.
-2. **Send** each one through its platform's adapter (:mod:`noclash.channels`), up to
-   ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over one pooled HTTP client.
+2. **Send** each one through its destination's adapter (:mod:`noclash.channels`), up to
+   ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over two pooled HTTP clients: one for
+   the platforms, one for webhooks, whose every connection is checked to lead outside
+   noclash's network (:func:`noclash.channels.webhooks.client`).
 3. **Settle** the outcome (:func:`noclash.chat.outbox.settle`), batched: outcomes that
    arrive while a batch is written go in the next one, one statement each batch.
    Retries back off exponentially with jitter (and at least as long as the platform
    asked); a permanent error or the last attempt is ``failed``; a send the platform may
    have delivered waits for Meta's echo, or becomes ``unknown`` on Telegram
-   (:mod:`noclash.channels.sending`).
+   (:mod:`noclash.channels.sending`). An event is retried whatever went wrong, up to
+   ``NOCLASH_WEBHOOK_MAX_ATTEMPTS``: the bot drops a repeat by its event id.
 4. **Wake** due snoozes, once a second (:func:`noclash.chat.lifecycle.wake_due_snoozes`).
 
 Crashes: a dispatcher killed at any instant leaves its claims ``sending`` until their
@@ -33,6 +40,7 @@ import logging
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -42,8 +50,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from noclash.channels import webhooks
 from noclash.channels.senders import senders as configured_senders
 from noclash.channels.sending import Outcome, Outgoing, Sender, SendResult
+from noclash.channels.webhooks import EventPost, WebhookSender
 from noclash.chat import outbox
 from noclash.chat.lifecycle import wake_due_snoozes
 from noclash.chat.outbox import Claimed, Settlement
@@ -61,6 +71,18 @@ DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 STOP_SETTLE_ATTEMPTS = 5
 
 
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """The dispatcher's HTTP clients: the platforms', and the webhooks' (its connections
+    checked, no redirects, nothing from the environment)."""
+
+    platforms: httpx.AsyncClient
+    webhooks: httpx.AsyncClient
+
+    def of(self, claim: Claimed) -> httpx.AsyncClient:
+        return self.webhooks if claim.to_webhook else self.platforms
+
+
 class Dispatcher:
     """Sends due deliveries from ``engine`` until :meth:`stop` is called."""
 
@@ -70,11 +92,13 @@ class Dispatcher:
         settings: Settings,
         *,
         senders: dict[str, Sender] | None = None,
+        webhook_sender: WebhookSender | None = None,
         name: str = "dispatcher",
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.senders = senders if senders is not None else configured_senders(settings)
+        self.webhook_sender = webhook_sender or WebhookSender(settings.platform_timeout_seconds)
         self.name = name
         self.concurrency = settings.dispatcher_concurrency
         self._ready: deque[Claimed] = deque()
@@ -118,10 +142,17 @@ class Dispatcher:
         limits = httpx.Limits(
             max_connections=self.concurrency, max_keepalive_connections=self.concurrency
         )
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        hooks = webhooks.client(
+            timeout=self.settings.platform_timeout_seconds,
+            max_connections=self.concurrency,
+            allow_private=self.settings.allow_private_webhooks,
+        )
+        platforms = httpx.AsyncClient(timeout=timeout, limits=limits)
+        async with platforms, hooks:
+            clients = Clients(platforms, hooks)
             settler = asyncio.create_task(self._settle_loop())
             try:
-                await self._dispatch(client)
+                await self._dispatch(clients)
             finally:
                 if self._inflight:
                     await asyncio.wait(self._inflight)
@@ -131,7 +162,7 @@ class Dispatcher:
                 await settler
         log.info("%s stopped: %d sent", self.name, self.sent)
 
-    async def _dispatch(self, client: httpx.AsyncClient) -> None:
+    async def _dispatch(self, clients: Clients) -> None:
         assert self._wakeup is not None
         poll = self.settings.dispatcher_poll_seconds
         next_snooze = 0.0
@@ -140,7 +171,7 @@ class Dispatcher:
                 await self._wake_snoozes()
                 next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
             while self._ready and len(self._inflight) < self.concurrency:
-                self._start(client, self._ready.popleft())
+                self._start(clients, self._ready.popleft())
             want = 2 * self.concurrency - len(self._ready) - len(self._inflight)
             if not self._idle and want >= max(1, self.concurrency // 2):
                 claimed = await self._claim(want)
@@ -155,8 +186,8 @@ class Dispatcher:
             if not self._wakeup.is_set():
                 self._idle = False  # the poll interval passed: look again
 
-    def _start(self, client: httpx.AsyncClient, claim: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(client, claim))
+    def _start(self, clients: Clients, claim: Claimed) -> None:
+        task = asyncio.create_task(self._deliver(clients.of(claim), claim))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
 
@@ -255,6 +286,8 @@ class Dispatcher:
         self._settle_wakeup.set()
 
     async def _attempt(self, client: httpx.AsyncClient, claim: Claimed) -> Settlement:
+        if claim.to_webhook:
+            return await self._attempt_webhook(client, claim)
         if claim.connection_gone:
             return self._final(claim, DeliveryStatus.FAILED, outbox.CONNECTION_GONE)
         if not claim.access_token:
@@ -264,15 +297,30 @@ class Dispatcher:
             return self._final(
                 claim, DeliveryStatus.FAILED, f"noclash cannot send to {claim.destination}"
             )
+        assert claim.recipient is not None and claim.text is not None
         outgoing = Outgoing(claim.access_token, claim.recipient, claim.text, str(claim.id))
         result = await sender.send(client, outgoing)
         return self.decide(claim, sender, result)
 
-    def decide(self, claim: Claimed, sender: Sender | None, result: SendResult) -> Settlement:
+    async def _attempt_webhook(self, client: httpx.AsyncClient, claim: Claimed) -> Settlement:
+        """An event to its chatbot's webhook, at the URL and with the secret the chatbot has
+        now (read with the claim): a URL removed meanwhile fails the delivery."""
+        if not claim.webhook_url or claim.event is None:
+            return self._final(claim, DeliveryStatus.FAILED, outbox.WEBHOOK_REMOVED)
+        post = EventPost(claim.webhook_url, claim.webhook_secret, claim.event)
+        result = await self.webhook_sender.send(client, post)
+        return self.decide(claim, self.webhook_sender, result)
+
+    def decide(
+        self, claim: Claimed, sender: Sender | WebhookSender | None, result: SendResult
+    ) -> Settlement:
         """What a send's result makes of the delivery (the retry policy, in one place)."""
         now = utcnow()
         settings = self.settings
-        last = claim.attempts >= settings.delivery_max_attempts
+        attempts = (
+            settings.webhook_max_attempts if claim.to_webhook else settings.delivery_max_attempts
+        )
+        last = claim.attempts >= attempts
         if result.outcome == Outcome.SENT:
             return Settlement(
                 claim.id, claim.claim_token, DeliveryStatus.SENT, now,
@@ -322,4 +370,4 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-__all__ = ["Dispatcher"]
+__all__ = ["Clients", "Dispatcher"]

@@ -3,6 +3,12 @@
 ``PATCH /api/chatbots/{id}`` changes the fields it is given (absent: unchanged; ``null``
 clears an optional one); ``DELETE /api/chatbots/{id}`` removes the chatbot with everything
 it holds, in one transaction (:func:`noclash.chat.chatbots.delete_chatbot`).
+
+A chatbot's ``webhook_url`` is where its events are POSTed (docs/events.md). It is checked
+before anything is written (:func:`noclash.channels.webhooks.check_url`: http or https, and
+no address inside noclash's network), and a 422 names it. Its secret is made by the server
+(``POST /api/chatbots/{id}/webhook-secret``) and shown in that answer only; every other
+answer says ``has_webhook_secret``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
+from noclash.channels import webhooks
 from noclash.chat import chatbots as chat
-from noclash.chat.errors import Unauthenticated
+from noclash.chat.errors import InvalidInput, Unauthenticated
 from noclash.chat.users import User
 from noclash.db.tables import chatbots, max_length
 
@@ -40,6 +47,13 @@ ORIGINS_HELP = (
     "Web origins (https://shop.example) whose pages may use the widget API; "
     "null or absent: any origin."
 )
+_WEBHOOK_URL = Field(
+    default=None,
+    min_length=1,
+    max_length=max_length(chatbots.c.webhook_url),
+    description="Where the chatbot's events are POSTed (http or https, a public address). "
+    "null: none (PATCH: removing it fails the events still on their way).",
+)
 
 
 class ChatbotIn(StrictModel):
@@ -54,6 +68,7 @@ class ChatbotIn(StrictModel):
     allowed_origins: list[Origin] | None = Field(
         default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
     )
+    webhook_url: str | None = _WEBHOOK_URL
 
 
 class ChatbotPatch(StrictModel):
@@ -73,6 +88,7 @@ class ChatbotPatch(StrictModel):
     allowed_origins: list[Origin] | None = Field(
         default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
     )
+    webhook_url: str | None = _WEBHOOK_URL
 
 
 class ChatbotOut(BaseModel):
@@ -84,6 +100,15 @@ class ChatbotOut(BaseModel):
     asana_project_id: str | None
     allowed_origins: list[str] | None
     created_at: datetime
+    webhook_url: str | None
+    # The secret itself is shown once, by POST /api/chatbots/{id}/webhook-secret.
+    has_webhook_secret: bool
+
+
+class WebhookSecretOut(BaseModel):
+    webhook_secret: str = Field(
+        description="Shown this once. Verify each event's Noclash-Signature with it."
+    )
 
 
 class PublicChatbotOut(BaseModel):
@@ -93,10 +118,46 @@ class PublicChatbotOut(BaseModel):
 
 
 PUBLIC_TOKEN = "$response.body#/public_token"
+
+
+def shown(row: Any) -> dict[str, Any]:
+    """A chatbot as its owner reads it: every setting, and whether it has a webhook secret
+    (never the secret)."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "public_token": row.public_token,
+        "require_auth": row.require_auth,
+        "slack_channel_id": row.slack_channel_id,
+        "asana_project_id": row.asana_project_id,
+        "allowed_origins": row.allowed_origins,
+        "created_at": row.created_at,
+        "webhook_url": row.webhook_url,
+        "has_webhook_secret": row.webhook_secret is not None,
+    }
+
+
 CHATBOT_OUT = Rendered(ChatbotOut)
 CHATBOT = Rendered(ChatbotOut, 200)
 CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
 PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
+WEBHOOK_SECRET = Rendered(WebhookSecretOut, 200)
+
+
+async def check_webhook_url(request: Request, url: str | None) -> None:
+    """A 422 naming ``webhook_url`` unless noclash may send to it; nothing is written
+    before. The host is resolved in a worker thread, off the event loop."""
+    if url is None:
+        return
+    settings = request.app.state.settings
+    try:
+        await webhooks.check_url(
+            url,
+            allow_private=settings.allow_private_webhooks,
+            timeout=settings.platform_timeout_seconds,
+        )
+    except webhooks.UnsafeWebhookUrl as exc:
+        raise InvalidInput(str(exc), field="webhook_url") from None
 
 
 @router.post(
@@ -118,11 +179,12 @@ PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
 )  # fmt: skip
 async def create_chatbot(request: Request, body: ChatbotIn, user: CurrentUser) -> Response:
     """Create a chatbot; its public token is a fresh UUIDv4 under a unique index."""
+    await check_webhook_url(request, body.webhook_url)
     return await write(request, _create, user.id, body, render=CHATBOT_OUT)
 
 
-def _create(conn: Connection, owner_id: UUID, body: ChatbotIn) -> chat.Chatbot:
-    return chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump())
+def _create(conn: Connection, owner_id: UUID, body: ChatbotIn) -> dict[str, Any]:
+    return shown(chat.create_chatbot(conn, owner_id=owner_id, **body.model_dump()))
 
 
 @router.get("", response_model=Page[ChatbotOut])
@@ -132,7 +194,7 @@ async def list_chatbots(request: Request, params: PageDep, user: CurrentUser) ->
 
 def _list(conn: Connection, owner_id: UUID, params: PageParams) -> dict:
     rows = chat.list_chatbots(conn, owner_id=owner_id, after=params.after, limit=params.fetch)
-    return page(rows, params)
+    return page(rows, params, shown)
 
 
 @router.get("/{chatbot_id}", response_model=ChatbotOut)
@@ -140,21 +202,44 @@ async def get_chatbot(request: Request, chatbot_id: str, user: CurrentUser) -> R
     return await read(request, _get, chatbot_id, user.id, render=CHATBOT)
 
 
-def _get(conn: Connection, chatbot_id: str, owner_id: UUID) -> Any:
-    return chat.get_chatbot(conn, chatbot_id, owner_id=owner_id)
+def _get(conn: Connection, chatbot_id: str, owner_id: UUID) -> dict[str, Any]:
+    return shown(chat.get_chatbot(conn, chatbot_id, owner_id=owner_id))
 
 
 @router.patch("/{chatbot_id}", response_model=ChatbotOut)
 async def update_chatbot(
     request: Request, chatbot_id: str, body: ChatbotPatch, user: CurrentUser
 ) -> Response:
-    """Change a chatbot's settings; only the fields sent change (the public token never)."""
+    """Change a chatbot's settings; only the fields sent change (the public token never).
+    ``webhook_url`` null removes the webhook and fails the events still on their way to it
+    (each with a ``delivery.failed`` event, read through ``GET /api/events``)."""
     changes = body.model_dump(exclude_unset=True)
+    await check_webhook_url(request, changes.get("webhook_url"))
     return await write(request, _update, chatbot_id, user.id, changes, render=CHATBOT)
 
 
-def _update(conn: Connection, chatbot_id: str, owner_id: UUID, changes: dict) -> Any:
-    return chat.update_chatbot(conn, chatbot_id, owner_id=owner_id, changes=changes)
+def _update(conn: Connection, chatbot_id: str, owner_id: UUID, changes: dict) -> dict[str, Any]:
+    return shown(chat.update_chatbot(conn, chatbot_id, owner_id=owner_id, changes=changes))
+
+
+@router.post(
+    "/{chatbot_id}/webhook-secret",
+    response_model=WebhookSecretOut,
+    responses=problems(401, 404),
+)
+async def rotate_webhook_secret(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
+    """Give the chatbot a new webhook secret, returned this once (``has_webhook_secret``
+    says one is set; nothing shows it again). Every attempt claimed after this, retries
+    included, is signed with the new one (an attempt already claimed, sent within
+    seconds, may still carry the old one). Without a secret, events are sent unsigned, so
+    make one before setting ``webhook_url``. A lost answer is retried by rotating again."""
+    secret = webhooks.new_secret()
+    await write(request, _set_secret, chatbot_id, user.id, secret)
+    return WEBHOOK_SECRET({"webhook_secret": secret})
+
+
+def _set_secret(conn: Connection, chatbot_id: str, owner_id: UUID, secret: str) -> None:
+    chat.set_webhook_secret(conn, chatbot_id, owner_id=owner_id, secret=secret)
 
 
 @router.delete(

@@ -1,0 +1,66 @@
+"""A loopback bot: a real HTTP server that receives a chatbot's webhook events.
+
+Like the loopback platforms (:mod:`tests.support.platforms`), it runs uvicorn on a free
+loopback port in a thread. It records every request exactly as it arrived (the raw body
+too, so a test can check the signature over the very bytes sent) and answers 200, unless a
+test scripts otherwise: :meth:`~tests.support.platforms.LoopbackPlatform.fail_next` for
+the next answers (a 500, a delay longer than noclash's timeout), :attr:`LoopbackBot.answer`
+for every answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.support.platforms import LoopbackPlatform, Received
+
+
+class LoopbackBot(LoopbackPlatform):
+    """``POST /hook``: the bot's webhook. ``url`` is what a chatbot's ``webhook_url`` should
+    be set to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = f"{self.base}/hook"
+        # (status, body) every unscripted request gets; None: 200 {"ok": true}.
+        self.answer: tuple[int, Any] | None = None
+
+    def routes(self) -> list[Route]:
+        return [Route("/hook", self._hook, methods=["POST"])]
+
+    async def _hook(self, request: Request) -> Response:
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the sender died mid-request (a kill -9): nothing arrived
+            return Response(status_code=400)
+        self._record(request, raw)
+        scripted = self._next_scripted()
+        await self._pause(scripted)
+        if scripted is not None:
+            return JSONResponse(scripted.body, status_code=scripted.status)
+        if self.answer is not None:
+            return JSONResponse(self.answer[1], status_code=self.answer[0])
+        return JSONResponse({"ok": True})
+
+    # -- what arrived --------------------------------------------------------------------
+    @property
+    def requests(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def events(self, type: str | None = None) -> list[dict[str, Any]]:
+        """Every event received, repeats included, in arrival order."""
+        out = [json.loads(r.body) for r in self.requests]
+        return [e for e in out if type is None or e["type"] == type]
+
+    def of_event(self, event_id: str) -> list[Received]:
+        """Every request that carried ``event_id``."""
+        return [r for r in self.requests if r.headers.get("noclash-event-id") == event_id]
+
+
+__all__ = ["LoopbackBot"]

@@ -1,0 +1,351 @@
+"""Events reach the chatbot's bot: signed, once per event, retried until acknowledged.
+
+Every test runs on SQLite and PostgreSQL against the real app, a real dispatcher, the
+loopback Telegram (customers write through the real ``/webhooks/telegram/{id}``) and a
+loopback bot (:class:`tests.support.bots.LoopbackBot`) that records each request as it
+arrived and answers as scripted: 500s, answers slower than noclash waits, 503 forever.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import pytest
+import sqlalchemy as sa
+
+from noclash.channels import webhooks
+from noclash.chat.outbox import WEBHOOK_REMOVED
+from noclash.db.tables import WEBHOOK_DESTINATION, deliveries
+from tests.support.bots import LoopbackBot
+from tests.support.outbound import Stack, outbound_stack
+from tests.support.platforms import TELEGRAM_BAD_GATEWAY, running, wait_for
+
+CHAT = 5550101
+# Retries a test can act between: the first one 2.5 to 5 s after a refusal.
+SLOW_RETRIES = {"delivery_backoff_seconds": 5.0, "delivery_backoff_max_seconds": 10.0}
+
+
+@contextmanager
+def bot_stack(database_url: str, **overrides: Any) -> Iterator[tuple[Stack, LoopbackBot]]:
+    with running(LoopbackBot()) as bot, outbound_stack(database_url, **overrides) as stack:
+        yield stack, bot
+
+
+@pytest.fixture
+def both(database_url):
+    with bot_stack(database_url) as pair:
+        yield pair
+
+
+def _chatbot(stack: Stack, bot: LoopbackBot, *, secret: bool = True) -> tuple[dict, dict, str]:
+    """A chatbot whose webhook is ``bot`` (with a secret, made first: nothing is sent
+    unsigned), connected to Telegram; the chatbot, the connection and the secret."""
+    chatbot = stack.chatbot()
+    made = ""
+    if secret:
+        answer = stack.api.post(f"/api/chatbots/{chatbot['id']}/webhook-secret")
+        assert answer.status_code == 200, answer.text
+        made = answer.json()["webhook_secret"]
+    changed = stack.api.patch(f"/api/chatbots/{chatbot['id']}", json={"webhook_url": bot.url})
+    assert changed.status_code == 200, changed.text
+    connection, _token = stack.telegram_connection(chatbot["id"])
+    return changed.json(), connection, made
+
+
+def _update(update_id: int, text: str, chat_id: int = CHAT) -> dict:
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
+                    "from": {"id": chat_id, "is_bot": False, "first_name": "Ada"},
+                    "text": text},
+    }  # fmt: skip
+
+
+def _events(stack: Stack, chatbot_id: str) -> list[dict]:
+    answer = stack.api.get("/api/events", params={"chatbot_id": chatbot_id, "limit": 200})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
+
+
+def _webhook_deliveries(stack: Stack) -> list[Any]:
+    with stack.server.engine.connect() as conn:
+        return conn.execute(
+            sa.select(deliveries)
+            .where(deliveries.c.destination == WEBHOOK_DESTINATION)
+            .order_by(deliveries.c.id)
+        ).all()
+
+
+def _delivery_of(stack: Stack, event_id: str) -> Any:
+    with stack.server.engine.connect() as conn:
+        return conn.execute(
+            sa.select(deliveries).where(deliveries.c.event_id == UUID(event_id))
+        ).one()
+
+
+def _wait_sent(stack: Stack, event_id: str, timeout: float = 20) -> Any:
+    assert wait_for(lambda: _delivery_of(stack, event_id).status == "sent", timeout, 0.05), (
+        _delivery_of(stack, event_id)
+    )
+    return _delivery_of(stack, event_id)
+
+
+def _customer_says(stack: Stack, bot: LoopbackBot, connection: dict, update_id: int,
+                   text: str) -> dict:  # fmt: skip
+    """A customer's message in; the bot's first receipt of its ``message.created``."""
+    stack.telegram_customer(connection, CHAT, text, update_id)
+
+    def received() -> dict | None:
+        found = [e for e in bot.events("message.created") if e["data"]["message"]["text"] == text]
+        return found[0] if found else None
+
+    assert wait_for(lambda: received() is not None, timeout=20), bot.events()
+    event = received()
+    assert event is not None
+    return event
+
+
+# -- what a bot receives ----------------------------------------------------------------------
+
+
+def test_an_event_reaches_the_bot_signed_as_documented(both):
+    stack, bot = both
+    chatbot, connection, secret = _chatbot(stack, bot)
+    assert chatbot["has_webhook_secret"] is True and secret not in json.dumps(chatbot)
+    assert secret.startswith("whsec_") and len(secret) >= 40
+    event = _customer_says(stack, bot, connection, 1001, "hello")
+    _wait_sent(stack, event["id"])
+    kinds = [e["type"] for e in bot.events()]
+    assert kinds == ["conversation.created", "message.created"], kinds
+    request = bot.of_event(event["id"])[0]
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["noclash-event-id"] == event["id"]
+    # The signature covers exactly the bytes received, which are the compact envelope.
+    assert webhooks.verify(request.body, request.headers["noclash-signature"], secret)
+    assert request.body == webhooks.encode(json.loads(request.body))
+    timestamp = int(request.headers["noclash-signature"].split(",")[0].removeprefix("t="))
+    assert abs(timestamp - request.at) < 5
+    # The same envelope the pull API answers.
+    pulled = {e["id"]: e for e in _events(stack, chatbot["id"])}
+    assert json.loads(request.body) == pulled[event["id"]]
+    assert event["data"]["message"]["direction"] == "in"
+    assert event["conversation_id"] == event["data"]["message"]["conversation_id"]
+    delivery = _delivery_of(stack, event["id"])
+    assert delivery.attempts == 1 and delivery.last_error is None
+
+
+def test_without_a_secret_events_are_sent_unsigned(both):
+    stack, bot = both
+    chatbot, connection, _secret = _chatbot(stack, bot, secret=False)
+    assert chatbot["has_webhook_secret"] is False
+    event = _customer_says(stack, bot, connection, 1002, "unsigned")
+    request = bot.of_event(event["id"])[0]
+    assert "noclash-signature" not in request.headers
+    _wait_sent(stack, event["id"])
+
+
+def test_64_concurrent_redeliveries_make_one_event_and_one_bot_call(both):
+    """Telegram redelivers one update 64 times at once: one message, one event, one call
+    to the bot (and one for the conversation it started)."""
+    stack, bot = both
+    chatbot, connection, _secret = _chatbot(stack, bot)
+    webhook = stack.server.client()
+    barrier = threading.Barrier(64)
+
+    def redeliver(_: int) -> int:
+        barrier.wait()
+        return webhook.post(
+            f"/webhooks/telegram/{connection['id']}",
+            json=_update(4242, "once, please"),
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
+        ).status_code
+
+    with ThreadPoolExecutor(64) as pool:
+        assert set(pool.map(redeliver, range(64))) == {200}
+    events = _events(stack, chatbot["id"])
+    assert [e["type"] for e in events] == ["conversation.created", "message.created"]
+    for event in events:
+        _wait_sent(stack, event["id"])
+    time.sleep(0.5)  # time for a second call, if there were one
+    assert [e["id"] for e in bot.events()] == [e["id"] for e in events]
+    assert len(_webhook_deliveries(stack)) == 2
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_a_bot_answering_500_three_times_gets_the_event_a_fourth_time(both):
+    stack, bot = both
+    _chatbot_row, connection, secret = _chatbot(stack, bot)
+    first = _customer_says(stack, bot, connection, 2001, "first")
+    _wait_sent(stack, first["id"])
+    bot.fail_next(3, 500, {"error": "the bot's database is down"})
+    event = _customer_says(stack, bot, connection, 2002, "again and again")
+    delivery = _wait_sent(stack, event["id"])
+    requests = bot.of_event(event["id"])
+    assert len(requests) == 4 and delivery.attempts == 4
+    assert {r.body for r in requests} == {requests[0].body}, "the same event every time"
+    for request in requests:
+        assert request.headers["noclash-event-id"] == event["id"]
+        assert webhooks.verify(request.body, request.headers["noclash-signature"], secret)
+    assert delivery.last_error is None
+
+
+def test_a_bot_slower_than_the_timeout_gets_the_event_again(both):
+    """The bot answers after noclash stopped waiting (NOCLASH_PLATFORM_TIMEOUT_SECONDS is
+    1 s here): noclash cannot know it was handled, so it sends the event again, with the
+    same id, for the bot to drop."""
+    stack, bot = both
+    _chatbot_row, connection, _secret = _chatbot(stack, bot)
+    first = _customer_says(stack, bot, connection, 3001, "first")
+    _wait_sent(stack, first["id"])
+    bot.fail_next(1, 200, {"ok": True}, delay=1.5)
+    event = _customer_says(stack, bot, connection, 3002, "slow bot")
+    delivery = _wait_sent(stack, event["id"])
+    assert len(bot.of_event(event["id"])) == 2 and delivery.attempts == 2
+
+
+def test_after_the_last_attempt_the_event_fails_and_the_failure_is_not_sent_to_the_bot(
+    database_url,
+):
+    with bot_stack(database_url, webhook_max_attempts=3) as (stack, bot):
+        bot.answer = (503, {"error": "maintenance"})
+        chatbot, connection, _secret = _chatbot(stack, bot)
+        stack.telegram_customer(connection, CHAT, "anyone there?", 5001)
+        assert wait_for(
+            lambda: [d.status for d in _webhook_deliveries(stack)] == ["failed", "failed"],
+            timeout=20,
+        ), _webhook_deliveries(stack)
+        for delivery in _webhook_deliveries(stack):
+            assert delivery.attempts == 3
+            assert delivery.last_error == (
+                'gave up after 3 attempts: the webhook answered 503: {"error":"maintenance"}'
+            )
+        failures = [e for e in _events(stack, chatbot["id"]) if e["type"] == "delivery.failed"]
+        assert len(failures) == 2
+        assert {f["data"]["delivery"]["destination"] for f in failures} == {"webhook"}
+        time.sleep(0.5)
+        received = bot.events()
+        assert len(received) == 6  # two events, three attempts each
+        assert "delivery.failed" not in {e["type"] for e in received}
+
+
+def test_events_reach_the_bot_in_order_per_conversation(both):
+    """The first event is refused twice; the later ones wait for it instead of overtaking."""
+    stack, bot = both
+    chatbot, connection, _secret = _chatbot(stack, bot)
+    bot.fail_next(2, 500, {})
+    for n in range(5):
+        stack.telegram_customer(connection, CHAT, f"part {n}", 6000 + n)
+    stored = [e["id"] for e in _events(stack, chatbot["id"])]
+    assert len(stored) == 6
+    assert wait_for(lambda: len({e["id"] for e in bot.events()}) == 6, timeout=20)
+    first_receipts = list(dict.fromkeys(e["id"] for e in bot.events()))
+    assert first_receipts == stored
+
+
+# -- the secret and the URL change ------------------------------------------------------------
+
+
+def test_a_retry_after_a_rotation_is_signed_with_the_new_secret(database_url):
+    """Each attempt is signed with the secret the chatbot has when it is made: the first
+    with the old one, the retry after the rotation with the new one (and not the old)."""
+    retries = {"delivery_backoff_seconds": 1.0, "delivery_backoff_max_seconds": 1.0}
+    with bot_stack(database_url, **retries) as (stack, bot):
+        chatbot, connection, old = _chatbot(stack, bot)
+        first = _customer_says(stack, bot, connection, 7001, "before")
+        _wait_sent(stack, first["id"])
+        bot.fail_next(1, 500, {})
+        event = _customer_says(stack, bot, connection, 7002, "across a rotation")
+        rotated = stack.api.post(f"/api/chatbots/{chatbot['id']}/webhook-secret")
+        assert rotated.status_code == 200 and set(rotated.json()) == {"webhook_secret"}
+        new = rotated.json()["webhook_secret"]
+        assert new != old and new.startswith("whsec_")
+        _wait_sent(stack, event["id"])
+        before, after = bot.of_event(event["id"])
+        assert webhooks.verify(before.body, before.headers["noclash-signature"], old)
+        assert webhooks.verify(after.body, after.headers["noclash-signature"], new)
+        assert not webhooks.verify(after.body, after.headers["noclash-signature"], old)
+        shown = stack.api.get(f"/api/chatbots/{chatbot['id']}").json()
+        assert shown["has_webhook_secret"] is True and new not in json.dumps(shown)
+        # Someone else's chatbot: 404, and its secret stays.
+        other = stack.server.client(stack.server.user())
+        assert other.post(f"/api/chatbots/{chatbot['id']}/webhook-secret").status_code == 404
+        last = _customer_says(stack, bot, connection, 7003, "after")
+        request = bot.of_event(last["id"])[0]
+        assert webhooks.verify(request.body, request.headers["noclash-signature"], new)
+
+
+def test_removing_the_webhook_url_fails_the_events_on_their_way(database_url):
+    with bot_stack(database_url, **SLOW_RETRIES) as (stack, bot):
+        bot.answer = (500, {"error": "down"})
+        chatbot, connection, _secret = _chatbot(stack, bot)
+        stack.telegram_customer(connection, CHAT, "is this thing on", 8001)
+        assert wait_for(lambda: len(bot.requests) == 1, timeout=10)
+        removed = stack.api.patch(f"/api/chatbots/{chatbot['id']}", json={"webhook_url": None})
+        assert removed.status_code == 200 and removed.json()["webhook_url"] is None
+        pending = _webhook_deliveries(stack)
+        assert [(d.status, d.last_error) for d in pending] == [("failed", WEBHOOK_REMOVED)] * 2
+        failures = [e for e in _events(stack, chatbot["id"]) if e["type"] == "delivery.failed"]
+        assert sorted(f["data"]["delivery"]["id"] for f in failures) == sorted(
+            str(d.id) for d in pending
+        )
+        # Events from now on have no webhook to go to; the bot hears nothing more.
+        stack.telegram_customer(connection, CHAT, "hello?", 8002)
+        time.sleep(1.0)
+        assert len(bot.requests) == 1
+        assert len(_webhook_deliveries(stack)) == 2
+
+
+# -- two destinations, one conversation -------------------------------------------------------
+
+
+def test_a_bot_refusing_for_hours_never_holds_up_a_reply(database_url):
+    with bot_stack(database_url, **SLOW_RETRIES) as (stack, bot):
+        bot.answer = (500, {})
+        _chatbot_row, connection, _secret = _chatbot(stack, bot)
+        conversation = stack.telegram_customer(connection, CHAT, "help", 9001)
+        assert wait_for(lambda: len(bot.requests) >= 1, timeout=10)
+        reply = stack.reply(conversation["id"], "right away").json()
+        stack.wait_delivery(conversation["id"], reply["id"], "sent", timeout=5)
+        assert [m["text"] for m in stack.telegram.delivered()] == ["right away"]
+        assert {d.status for d in _webhook_deliveries(stack)} <= {"queued", "sending"}
+
+
+def test_a_platform_outage_never_holds_up_the_bots_events(database_url):
+    with bot_stack(database_url, **SLOW_RETRIES) as (stack, bot):
+        _chatbot_row, connection, _secret = _chatbot(stack, bot)
+        conversation = stack.telegram_customer(connection, CHAT, "help", 9101)
+        stack.telegram.fail_next(50, *TELEGRAM_BAD_GATEWAY)
+        reply = stack.reply(conversation["id"], "stuck at Telegram").json()
+        assert wait_for(lambda: len(stack.telegram.sent) >= 1, timeout=10)
+        later = _customer_says(stack, bot, connection, 9102, "still there?")
+        _wait_sent(stack, later["id"])
+        texts = [e["data"]["message"]["text"] for e in bot.events("message.created")]
+        assert texts == ["help", "stuck at Telegram", "still there?"]
+        status = stack.message(conversation["id"], reply["id"])["delivery"]["status"]
+        assert status in ("queued", "sending")
+
+
+def test_the_bot_can_answer_through_the_api(both):
+    """What a bot does with an event: answer the customer with the event id as the
+    Idempotency-Key, so answering a redelivered event twice is still one reply."""
+    stack, bot = both
+    _chatbot_row, connection, _secret = _chatbot(stack, bot)
+    event = _customer_says(stack, bot, connection, 9201, "ping")
+    path = f"/api/conversations/{event['conversation_id']}/messages"
+    headers = {"Idempotency-Key": event["id"]}
+    answers = [stack.api.post(path, json={"text": "pong"}, headers=headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [201, 201]
+    assert answers[1].headers.get("idempotent-replayed") == "true"
+    assert wait_for(lambda: len(stack.telegram.delivered()) == 1, timeout=10)
+    time.sleep(0.3)
+    assert [m["text"] for m in stack.telegram.delivered()] == ["pong"]
