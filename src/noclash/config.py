@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     # sending it again (an echo proves it was delivered).
     meta_echo_wait_seconds: float = Field(default=60.0, gt=0)
 
+    # Live event streams (noclash.api.routes.stream, docs/events.md). A stream with nothing
+    # to send for this long sends a ``: ping`` comment (FastAPI's own keep-alive, every
+    # 15 s, stays underneath); it re-reads the events table at least this often even when
+    # no wake-up came (a NOTIFY lost during a reconnect, other processes on one SQLite file).
+    stream_ping_seconds: float = Field(default=15.0, gt=0)
+    stream_reread_seconds: float = Field(default=2.0, gt=0)
+    # PostgreSQL: after a commit that recorded events, send one coalesced NOTIFY from a
+    # connection of its own, and LISTEN, so streams in other processes wake at once. Off:
+    # they see this process's events at their next periodic re-read.
+    events_notify: bool = True
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: str) -> str:

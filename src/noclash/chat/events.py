@@ -22,11 +22,18 @@ across a reconnect. Both come down to three rules, each enforced here:
 
 The event types are :class:`EventType`. ``delivery.failed`` is recorded for every failed
 delivery, but one about a webhook delivery is never itself sent to the webhook.
+
+Who commits also says so: :func:`collecting` gathers the chatbots whose events were
+recorded, and after the commit the caller hands them to the process's
+:class:`~noclash.chat.wakeups.Hub`, which wakes live readers here and in other processes.
+That is latency only: readers re-read the table, and find everything there without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -103,6 +110,27 @@ CONVERSATION_FIELDS = (
 )
 
 
+# The chatbots whose events the work under way recorded (see collecting()).
+_recorded: ContextVar[set[UUID] | None] = ContextVar("noclash_recorded_events", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[set[UUID]]:
+    """The ids of the chatbots whose events are recorded inside this block, so that whoever
+    commits can wake readers after the commit, and only when there is something to read.
+
+    Worker threads started inside the block see it too (anyio's ``to_thread`` runs them in
+    a copy of the caller's context, and the set is shared). A hint, never a record: an
+    event rolled back leaves its chatbot here, which costs readers one needless look.
+    """
+    recorded: set[UUID] = set()
+    token = _recorded.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _recorded.reset(token)
+
+
 def enabled(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get(EVENTS_OPTION, True))
 
@@ -143,6 +171,8 @@ def record(
     ).first()
     if stored is None:
         return None
+    if (recorded := _recorded.get()) is not None:
+        recorded.add(chatbot_id)
     if to_webhook and conversation_id is not None:
         conn.execute(_webhook_delivery(), {
             "b_id": uuid7(), "b_event": event_id, "b_conversation": conversation_id,
@@ -330,6 +360,16 @@ def of_chatbots(chatbot_ids: Sequence[UUID]) -> Any:
     return events.c.chatbot_id.in_(list(chatbot_ids))
 
 
+def owned_chatbots(owner_id: UUID) -> sa.Select[Any]:
+    return sa.select(chatbots.c.id).where(chatbots.c.owner_id == owner_id)
+
+
+def of_owner(owner_id: UUID) -> Any:
+    """The events of every chatbot ``owner_id`` has when the query runs (a chatbot made
+    after a stream opened is in it too)."""
+    return events.c.chatbot_id.in_(owned_chatbots(owner_id).scalar_subquery())
+
+
 def envelope(row: Row) -> dict[str, Any]:
     """An event as every reader gets it: webhooks, streams and the pull API."""
     return {
@@ -347,12 +387,15 @@ __all__ = [
     "EVENT_TYPES",
     "EventType",
     "as_data",
+    "collecting",
     "conversation_created",
     "deliveries_failed",
     "envelope",
     "latest",
     "message_created",
     "of_chatbots",
+    "of_owner",
+    "owned_chatbots",
     "position",
     "read",
     "record",
