@@ -80,14 +80,16 @@ def make_owner(engine: Engine, meta: MetaData = tables.metadata, tag: str = "") 
 
 def registry() -> dict[str, Callable[[Env, Config], list[CaseSpec]]]:
     """Scenario name -> spec factory, in run order."""
-    from bench.scenarios import active, http, slugs, tokens
+    from bench.scenarios import active, events, http, slugs, tokens
 
     return {
         "tokens": tokens.specs,
         "slugs": slugs.specs,
         "active": active.specs,
         "http": http.specs,
+        "events": events.specs,
     }
 
 
-SCENARIOS = ("tokens", "slugs", "active", "http")
+# "events" runs both of bench/scenarios/events.py: stream latency and events throughput.
+SCENARIOS = ("tokens", "slugs", "active", "http", "events")

@@ -377,7 +377,9 @@ def bench(
     ] = None,
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="Run only this scenario (repeatable): tokens, slugs, active, http."),
+        typer.Option(
+            help="Run only this scenario (repeatable): tokens, slugs, active, http, events."
+        ),
     ] = None,
     writers: Annotated[
         list[int] | None,
