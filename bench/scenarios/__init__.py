@@ -87,9 +87,9 @@ def registry() -> dict[str, Callable[[Env, Config], list[CaseSpec]]]:
         "slugs": slugs.specs,
         "active": active.specs,
         "http": http.specs,
+        "stream": events.stream_specs,
         "events": events.specs,
     }
 
 
-# "events" runs both of bench/scenarios/events.py: stream latency and events throughput.
-SCENARIOS = ("tokens", "slugs", "active", "http", "events")
+SCENARIOS = ("tokens", "slugs", "active", "http", "stream", "events")

@@ -1,4 +1,4 @@
-"""Scenarios 5 and 6: what events and live streams cost, and how fast they are.
+"""Scenarios ``stream`` and ``events``: how fast live streams are, what events cost.
 
 **stream** (latency). Messages are posted at a steady 100 per second through
 ``POST /api/connections/{id}/inbound`` of one noclash server process while a stream
@@ -348,21 +348,23 @@ def _build_events(env: Env, dialect: str, writers: int) -> Iterator[list[Contend
             env.databases.drop(url)
 
 
+def stream_specs(env: Env, config: Config) -> list[CaseSpec]:
+    return [
+        CaseSpec(
+            "stream", dialect, 1, f"{RATE:g} msg/s, latency", STREAM_CONTENDERS,
+            partial(_build_stream, env, config, dialect),
+        )
+        for dialect in env.dialects
+    ]
+
+
 def specs(env: Env, config: Config) -> list[CaseSpec]:
     writers = 8 if config.quick else 32
-    out = []
-    for dialect in env.dialects:
-        out.append(
-            CaseSpec(
-                "stream", dialect, 1, f"{RATE:g} msg/s, latency", STREAM_CONTENDERS,
-                partial(_build_stream, env, config, dialect),
-            )
-        )  # fmt: skip
-        out.append(
-            CaseSpec(
-                "events", dialect, writers, "inbound, events on/off", EVENTS_CONTENDERS,
-                partial(_build_events, env, dialect, writers),
-            )
-        )  # fmt: skip
-    return out
+    return [
+        CaseSpec(
+            "events", dialect, writers, "inbound, events on/off", EVENTS_CONTENDERS,
+            partial(_build_events, env, dialect, writers),
+        )
+        for dialect in env.dialects
+    ]
 

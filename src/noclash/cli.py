@@ -378,7 +378,7 @@ def bench(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only this scenario (repeatable): tokens, slugs, active, http, events."
+            help="Run only this scenario (repeatable): tokens, slugs, active, http, stream, events."
         ),
     ] = None,
     writers: Annotated[
