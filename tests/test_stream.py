@@ -21,7 +21,7 @@ import pytest
 from noclash.chat.wakeups import Hub
 from noclash.dispatch import Dispatcher
 from tests.support.server import LiveServer, start_live_server
-from tests.support.sse import StreamReader, stream
+from tests.support.sse import stream
 
 # Only wake-ups can deliver an event within a test's patience: the periodic re-read is a
 # minute away.
@@ -329,5 +329,3 @@ def _eventually(check, timeout: float = 5.0) -> bool:
         time.sleep(0.05)
     return True
 
-
-__all__ = ["StreamReader"]
