@@ -40,7 +40,9 @@ from rich.table import Table
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-ROLES = ("seed", "noclash", "limit")
+# seed: a seed's code; noclash: the product; limit: what noclash is measured against;
+# variant: noclash with one part turned off, shown beside them (no target reads it).
+ROLES = ("seed", "noclash", "limit", "variant")
 
 
 # -- configuration ---------------------------------------------------------------------------

@@ -154,11 +154,37 @@ def _http(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
     ]
 
 
+def _stream(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for case in _where(cases, "stream"):
+        nc = case.get("noclash")
+        if nc is None or nc.p99_ms is None:
+            continue
+        where = f"stream {case.dialect} {case.label}"
+        out.append(
+            _target(
+                f"{where}: p99 < 250 ms from the POST sent to the event read, none lost",
+                f"p50 {nc.p50_ms:.1f} ms, p99 {nc.p99_ms:.1f} ms, lost {nc.errors}",
+                nc.p99_ms < 250 and nc.errors == 0,
+            )
+        )
+    return out
+
+
+def _events(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
+    return [
+        _ratio_target(case, "limit", "the same build with events off", 0.85)
+        for case in _where(cases, "events")
+    ]
+
+
 CHECKS: tuple[Callable[[Sequence[CaseResult]], list[dict[str, Any] | None]], ...] = (
     _tokens,
     _slugs,
     _active,
     _http,
+    _stream,
+    _events,
 )
 
 

@@ -142,8 +142,10 @@ class Probe:
 
     ``user`` is for B and for the admin, ``anonymous`` for no token. ``users_route``:
     the admin is allowed there (it is user administration), so only B is refused.
-    ``params`` / ``body``: what to send. ``ids``: override path values (e.g. B's session
-    with A's token).
+    ``params`` / ``body``: what to send (a parameter's value may name an id:
+    ``"{chatbot_id}"``). ``ids``: override path values (e.g. B's session with A's token).
+    ``stream``: the answer is an event stream that does not end: the probe reads the
+    status and headers (and a refusal's whole body), then drops the connection.
     """
 
     user: int | tuple[int, ...]
@@ -153,6 +155,7 @@ class Probe:
     headers: dict[str, str] | None = None
     ids: Callable[[Tenant, Tenant], dict[str, str]] | None = None
     users_route: bool = False
+    stream: bool = False
 
 
 def _b_session_with_a_token(a: Tenant, b: Tenant) -> dict[str, str]:
@@ -181,6 +184,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/api/messages/{message_id}/retry"): Probe(404, 401),
     # B's own events only (the answer is checked for anything of A's); A's chatbot: 404.
     ("GET", "/api/events"): Probe(200, 401),
+    # A's chatbot's live stream: 404 like its pull API (B's own: tests/test_stream.py).
+    ("GET", "/api/stream"): Probe(
+        404, 401, params={"chatbot_id": "{chatbot_id}"}, stream=True
+    ),
     ("POST", "/api/connections/{connection_id}/inbound"): Probe(
         404, 401, body={"psid": "intruder", "message_id": "x1", "text": "injected"}
     ),
@@ -209,6 +216,9 @@ PROBES: dict[tuple[str, str], Probe] = {
     # B's session cannot read A's visitors (nor A's session B's): the pairing is wrong.
     ("GET", "/api/widget/{public_token}/sessions/{session_id}/messages"): Probe(
         404, 404, ids=_b_session_with_a_token
+    ),
+    ("GET", "/api/widget/{public_token}/sessions/{session_id}/stream"): Probe(
+        404, 404, ids=_b_session_with_a_token, stream=True
     ),
     # Not configured in the suite: nothing unsigned is ever stored.
     ("GET", "/webhooks/meta"): Probe(
@@ -247,12 +257,17 @@ def test_every_route_is_probed(tmp_path):
 
 
 def _send(client: httpx.Client, method: str, template: str, probe: Probe, ids: dict[str, str]):
-    return client.request(
-        method,
-        template.format(**ids),
-        json=probe.body,
-        params=probe.params,
-        headers=probe.headers,
+    params = {k: v.format(**ids) for k, v in probe.params.items()} if probe.params else None
+    request = client.build_request(
+        method, template.format(**ids), json=probe.body, params=params, headers=probe.headers
+    )
+    if not probe.stream:
+        return client.send(request)
+    with client.stream(request.method, request.url, headers=request.headers) as response:
+        # A refusal is a whole problem document; a stream never ends: its head only.
+        body = response.read() if response.status_code >= 400 else b""
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=body, request=request
     )
 
 

@@ -81,7 +81,9 @@ def with_dispatcher(app: Any, settings: Settings) -> Any:
 
     from noclash.dispatch import Dispatcher
 
-    dispatcher = Dispatcher(app.state.engine, settings)
+    # The app's hub: what the dispatcher records wakes this process's streams at once,
+    # and (PostgreSQL) the others' through the hub's coalesced NOTIFY.
+    dispatcher = Dispatcher(app.state.engine, settings, hub=app.state.hub)
     app.state.dispatcher = dispatcher
     inner = app.router.lifespan_context
 
@@ -182,6 +184,7 @@ def worker(database_url: DatabaseOption = None) -> None:
     import asyncio
     import signal
 
+    from noclash.chat.wakeups import Hub
     from noclash.db.dialects import dialect_for
     from noclash.db.engine import create_engine
     from noclash.db.migrate import is_at_head
@@ -192,7 +195,9 @@ def worker(database_url: DatabaseOption = None) -> None:
     if not is_at_head(engine):
         _err("the database is not at the latest migration: run `noclash db upgrade` first")
         raise typer.Exit(2)
-    dispatcher = Dispatcher(engine, settings, name="worker")
+    # No streams here: the hub only sends the NOTIFY that wakes the serving processes'.
+    hub = Hub(engine, notify=settings.events_notify)
+    dispatcher = Dispatcher(engine, settings, name="worker", hub=hub)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -207,6 +212,7 @@ def worker(database_url: DatabaseOption = None) -> None:
     try:
         asyncio.run(run())
     finally:
+        hub.close()
         dialect_for(engine).settle(engine)
         engine.dispose()
 
@@ -371,7 +377,9 @@ def bench(
     ] = None,
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="Run only this scenario (repeatable): tokens, slugs, active, http."),
+        typer.Option(
+            help="Run only this scenario (repeatable): tokens, slugs, active, http, stream, events."
+        ),
     ] = None,
     writers: Annotated[
         list[int] | None,

@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     # ...): off, as anyone who can create a chatbot could otherwise make noclash call it.
     allow_private_webhooks: bool = False
 
+    # Live event streams (noclash.api.routes.stream, docs/events.md). A stream with nothing
+    # to send for this long sends a ``: ping`` comment (FastAPI's own keep-alive, every
+    # 15 s, stays underneath); it re-reads the events table at least this often even when
+    # no wake-up came (a NOTIFY lost during a reconnect, other processes on one SQLite file).
+    stream_ping_seconds: float = Field(default=15.0, gt=0)
+    stream_reread_seconds: float = Field(default=2.0, gt=0)
+    # PostgreSQL: after a commit that recorded events, send one coalesced NOTIFY from a
+    # connection of its own, and LISTEN, so streams in other processes wake at once. Off:
+    # they see this process's events at their next periodic re-read.
+    events_notify: bool = True
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: str) -> str:

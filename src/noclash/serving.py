@@ -190,12 +190,15 @@ _refusals = _Throttled()
 
 class _HeadGuard:
     """The ASGI app behind the protocol: a complete head with too many fields or bytes is
-    answered 431 before the app sees it (h11 bounds only a head still arriving)."""
+    answered 431 before the app sees it (h11 bounds only a head still arriving). It also
+    tells the protocol whether the response under way is an event stream (see
+    :meth:`BoundedH11Protocol.shutdown`)."""
 
-    def __init__(self, app: Any, bounds: ConnectionBounds) -> None:
+    def __init__(self, app: Any, bounds: ConnectionBounds, protocol: Any = None) -> None:
         self.app = app
         self.max_headers = bounds.max_headers
         self.max_bytes = bounds.max_header_bytes
+        self.protocol = protocol
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -221,7 +224,23 @@ class _HeadGuard:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
+            if self.protocol is not None and scope.get("method") == "GET":
+                send = self._watching(send)
         await self.app(scope, receive, send)
+
+    def _watching(self, send: Any) -> Any:
+        protocol = self.protocol
+        protocol.streaming = False
+
+        async def watched(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                protocol.streaming = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", ())
+                )
+            await send(message)
+
+        return watched
 
 
 class _CountingTransport:
@@ -277,7 +296,9 @@ class BoundedH11Protocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.bounds = process_bounds()
-        self.app = _HeadGuard(self.app, self.bounds)
+        self.app = _HeadGuard(self.app, self.bounds, self)
+        # The response under way is an event stream (set by _HeadGuard).
+        self.streaming = False
         self._timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._phase: str | None = None
@@ -309,6 +330,18 @@ class BoundedH11Protocol(H11Protocol):
         self._written = _CountingTransport(transport)
         self.transport = self._written  # type: ignore[assignment]
         self._start_head()
+
+    def shutdown(self) -> None:
+        """The server is stopping. uvicorn waits for every response under way to end, and
+        a live event stream never ends by itself: its connection is closed instead (the
+        client reconnects with Last-Event-ID, to a process still serving). The app sees a
+        disconnect and its stream ends as if the client had left. Any other response
+        ends by itself, as before."""
+        cycle = self.cycle
+        if self.streaming and cycle is not None and not cycle.response_complete:
+            self._close()
+            return
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -79,4 +79,5 @@ def start_live_server(database_url: str, **overrides: object) -> Iterator[LiveSe
         live.close()
         server.should_exit = True
         thread.join(timeout=10)
+        app.state.hub.close()  # lifespan="off": nobody else stops its threads
         engine.dispose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
@@ -20,12 +23,14 @@ from noclash.api.routes import (
     health,
     messages,
     pages,
+    stream,
     users,
     webhooks,
     widget,
 )
 from noclash.api.schemas import no_nul_parameters
 from noclash.chat.users import TokenCache
+from noclash.chat.wakeups import Hub
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 from noclash.web import STATIC
@@ -43,21 +48,34 @@ ROUTERS = [
     messages.router,
     messages.items,
     events.router,
+    stream.router,
     widget.router,
+    stream.widget,
     webhooks.router,
     users.router,
     pages.router,
 ]
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Last: a dispatcher wrapped around this lifespan (noclash.cli) has stopped by now, and
+    # its final wake-ups are sent before the hub's threads end.
+    app.state.hub.close()
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the app on ``engine`` (or one made from ``settings``).
 
     The app holds no state beyond its engine: several processes on several hosts can
-    serve the same database, and every uniqueness rule is decided there.
+    serve the same database, and every uniqueness rule is decided there. Its wake-up hub
+    (``app.state.hub``, :mod:`noclash.chat.wakeups`) only makes live streams look at the
+    database sooner; its threads start on first use and stop with the lifespan.
     """
     settings = settings or Settings()
     app = FastAPI(
+        lifespan=_lifespan,
         title="noclash",
         version=__version__,
         description="Chat backend where a duplicate key is never a 500.",
@@ -68,6 +86,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine or create_engine(settings.sqlalchemy_url, settings)
     app.state.token_cache = TokenCache(ttl=settings.auth_cache_seconds)
+    app.state.hub = Hub(app.state.engine, notify=settings.events_notify)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

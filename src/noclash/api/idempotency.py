@@ -58,6 +58,7 @@ from noclash.api.deps import resolve_caller
 from noclash.api.errors import RETRY_AFTER, database_error, problem
 from noclash.api.problems import ProblemType
 from noclash.api.work import TRANSACTION_STATE, RequestTransaction
+from noclash.chat import events
 from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
 from noclash.db.tables import idempotency_keys, max_length
@@ -284,7 +285,10 @@ class IdempotencyMiddleware:
         inner = dict(scope)
         inner["state"] = {**scope.get("state", {}), TRANSACTION_STATE: tx}
         try:
-            await self.app(inner, replay_receive, capture)
+            # The route's worker threads record into this set (they run in copies of
+            # this context); its readers are woken after the commit below.
+            with events.collecting() as recorded:
+                await self.app(inner, replay_receive, capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
@@ -306,6 +310,8 @@ class IdempotencyMiddleware:
                 # what committed or by running anew. Never send an uncommitted answer.
                 await _database_error(exc, scope, receive, send)
                 return
+        if recorded and status < 500:
+            scope["app"].state.hub.committed(recorded)
         await send(start)
         await send({"type": "http.response.body", "body": stored.body, "more_body": False})
 

@@ -26,6 +26,11 @@ Work on a request transaction runs on that transaction's own capacity limiter, n
 shared default one: a request that holds a pool connection must always find a thread to
 finish on, or requests queued for the pool behind it could hold every thread while it
 waits for one.
+
+**Wake-ups.** Work that recorded events (:func:`noclash.chat.events.collecting`) wakes
+live readers once it has committed (:meth:`noclash.chat.wakeups.Hub.committed`): here for
+work that owns its transaction, in the idempotency middleware after it commits a keyed
+create. Never before the commit: a reader woken early would find nothing yet.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from anyio import CapacityLimiter
 from fastapi import Request
 from sqlalchemy.engine import Connection, Engine
 
+from noclash.chat import events
 from noclash.db.engine import read_only
 
 # Where the idempotency middleware leaves the request's transaction in ``scope["state"]``.
@@ -91,11 +97,21 @@ async def _run(
     render: Render | None,
 ) -> Any:
     tx = request_transaction(request)
-    if tx is None:
-        return await anyio.to_thread.run_sync(alone, request.app.state.engine, work, args, render)
-    return await anyio.to_thread.run_sync(
-        in_request, tx.conn, work, args, render, limiter=tx.limiter
-    )
+    if tx is not None:  # whoever commits it wakes the readers (noclash.api.idempotency)
+        return await anyio.to_thread.run_sync(
+            in_request, tx.conn, work, args, render, limiter=tx.limiter
+        )
+    # The worker thread runs in a copy of this context, so it records into this set.
+    with events.collecting() as recorded:
+        try:
+            return await anyio.to_thread.run_sync(
+                alone, request.app.state.engine, work, args, render
+            )
+        finally:
+            # Also after an error: work that owns its transactions may have committed
+            # some (a needless wake-up costs a reader one look; a missed one, seconds).
+            if recorded:
+                request.app.state.hub.committed(recorded)
 
 
 def reading(bind: Engine | Connection) -> AbstractContextManager[Connection]:

@@ -22,20 +22,28 @@ across a reconnect. Both come down to three rules, each enforced here:
 
 The event types are :class:`EventType`. ``delivery.failed`` is recorded for every failed
 delivery, but one about a webhook delivery is never itself sent to the webhook.
+
+Who commits also says so: :func:`collecting` gathers the chatbots whose events were
+recorded, and after the commit the caller hands them to the process's
+:class:`~noclash.chat.wakeups.Hub`, which wakes live readers here and in other processes.
+That is latency only: readers re-read the table, and find everything there without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.db.dialects import dialect_for
+from noclash.db.dialects import Dialect, dialect_for
 from noclash.db.engine import read_only
 from noclash.db.tables import (
     WEBHOOK_DESTINATION,
@@ -96,6 +104,27 @@ CONVERSATION_FIELDS = (
 )
 
 
+# The chatbots whose events the work under way recorded (see collecting()).
+_recorded: ContextVar[set[UUID] | None] = ContextVar("noclash_recorded_events", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[set[UUID]]:
+    """The ids of the chatbots whose events are recorded inside this block, so that whoever
+    commits can wake readers after the commit, and only when there is something to read.
+
+    Worker threads started inside the block see it too (anyio's ``to_thread`` runs them in
+    a copy of the caller's context, and the set is shared). A hint, never a record: an
+    event rolled back leaves its chatbot here, which costs readers one needless look.
+    """
+    recorded: set[UUID] = set()
+    token = _recorded.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _recorded.reset(token)
+
+
 def enabled(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get(EVENTS_OPTION, True))
 
@@ -114,58 +143,114 @@ def record(
     """Write one event in the caller's transaction, and its webhook delivery when the
     chatbot has a webhook; the event's id, or None when ``(type, subject)`` was recorded
     before (or events are off). ``to_webhook=False`` keeps it off the webhook (a
-    ``delivery.failed`` about a webhook delivery)."""
+    ``delivery.failed`` about a webhook delivery).
+
+    Where the database takes writes in a WITH clause (``supports_dml_in_cte``), the event
+    and its delivery are one statement; elsewhere two. Both statements are built once:
+    an event rides on every message, and building a Core statement costs more Python
+    than sending it.
+    """
     if not enabled(conn):
         return None
     now = now or utcnow()
-    event_id = uuid7()
-    stored = conn.execute(
-        dialect_for(conn)
-        .insert(events)
+    dialect = dialect_for(conn)
+    params = {
+        "e_id": uuid7(), "e_chatbot": chatbot_id, "e_conversation": conversation_id,
+        "e_type": type.value, "e_subject": subject, "e_payload": data, "e_now": now,
+    }  # fmt: skip
+    delivery = to_webhook and conversation_id is not None
+    if delivery and dialect.supports_dml_in_cte:
+        params["d_id"] = uuid7()
+        stored = conn.execute(_event_and_delivery(dialect), params).scalar()
+    else:
+        stored = conn.execute(_event_insert(dialect), params).scalar()
+        if stored is not None and delivery:
+            params["d_id"] = uuid7()
+            conn.execute(_webhook_delivery(), params)
+    if stored is None:
+        return None
+    if (recorded := _recorded.get()) is not None:
+        recorded.add(chatbot_id)
+    return stored
+
+
+def _p(name: str, column: sa.Column[Any]) -> Any:
+    """A bound parameter typed as ``column`` (psycopg then casts it where a parameter is
+    selected in ``INSERT ... SELECT``)."""
+    return sa.bindparam(name, type_=column.type)
+
+
+@cache
+def _event_insert(dialect: Dialect) -> Any:
+    """``INSERT INTO events ... ON CONFLICT (type, subject) DO NOTHING RETURNING id``."""
+    c = events.c
+    return (
+        dialect.insert(events)
         .values(
-            id=event_id,
-            chatbot_id=chatbot_id,
-            conversation_id=conversation_id,
-            type=type.value,
-            subject=subject,
-            payload=data,
-            created_at=now,
+            id=_p("e_id", c.id),
+            chatbot_id=_p("e_chatbot", c.chatbot_id),
+            conversation_id=_p("e_conversation", c.conversation_id),
+            type=_p("e_type", c.type),
+            subject=_p("e_subject", c.subject),
+            payload=_p("e_payload", c.payload),
+            created_at=_p("e_now", c.created_at),
         )
         .on_conflict_do_nothing(index_elements=["type", "subject"])
         .returning(events.c.id)
-    ).first()
-    if stored is None:
-        return None
-    if to_webhook and conversation_id is not None:
-        conn.execute(_webhook_delivery(), {
-            "b_id": uuid7(), "b_event": event_id, "b_conversation": conversation_id,
-            "b_chatbot": chatbot_id, "b_now": now,
-        })  # fmt: skip
-    return event_id
+    )
 
 
+_DELIVERY_COLUMNS = ("id", "event_id", "destination", "conversation_id", "status", "attempts",
+                     "next_attempt_at", "created_at", "updated_at")  # fmt: skip
+
+
+def _delivery_values(event_id: Any) -> list[Any]:
+    """The webhook delivery's columns for the event ``event_id``, as SELECT items."""
+    d = deliveries.c
+    now = _p("e_now", d.created_at)
+    return [
+        _p("d_id", d.id),
+        event_id,
+        sa.literal(WEBHOOK_DESTINATION, type_=d.destination.type),
+        _p("e_conversation", d.conversation_id),
+        sa.literal(DeliveryStatus.QUEUED.value, type_=d.status.type),
+        sa.literal(0, type_=d.attempts.type),
+        now,
+        now,
+        now,
+    ]
+
+
+_HAS_WEBHOOK = sa.and_(
+    chatbots.c.id == _p("e_chatbot", chatbots.c.id), chatbots.c.webhook_url.is_not(None)
+)
+
+
+@cache
 def _webhook_delivery() -> sa.Insert:
     """``INSERT INTO deliveries ... SELECT ... FROM chatbots WHERE id = :chatbot AND
     webhook_url IS NOT NULL``: the webhook's delivery, only if the chatbot has one, with no
     read before the write."""
-    columns = ("id", "event_id", "destination", "conversation_id", "status", "attempts",
-               "next_attempt_at", "created_at", "updated_at")  # fmt: skip
-    now = sa.bindparam("b_now", type_=deliveries.c.created_at.type)
-    select = sa.select(
-        sa.bindparam("b_id", type_=deliveries.c.id.type),
-        sa.bindparam("b_event", type_=deliveries.c.event_id.type),
-        sa.literal(WEBHOOK_DESTINATION, type_=deliveries.c.destination.type),
-        sa.bindparam("b_conversation", type_=deliveries.c.conversation_id.type),
-        sa.literal(DeliveryStatus.QUEUED.value, type_=deliveries.c.status.type),
-        sa.literal(0, type_=deliveries.c.attempts.type),
-        now,
-        now,
-        now,
-    ).where(
-        chatbots.c.id == sa.bindparam("b_chatbot", type_=chatbots.c.id.type),
-        chatbots.c.webhook_url.is_not(None),
+    select = sa.select(*_delivery_values(_p("e_id", deliveries.c.event_id))).where(_HAS_WEBHOOK)
+    return sa.insert(deliveries).from_select(_DELIVERY_COLUMNS, select)
+
+
+@cache
+def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
+    """Both in one statement: ``WITH e AS (INSERT INTO events ... RETURNING id), d AS
+    (INSERT INTO deliveries ... SELECT ... FROM e JOIN chatbots ...) SELECT id FROM e``.
+    A conflict stores no event, so ``e`` is empty and no delivery is written either."""
+    stored = _event_insert(dialect).cte("e")
+    source = stored.join(chatbots, sa.true())
+    delivery = (
+        sa.insert(deliveries)
+        .from_select(
+            _DELIVERY_COLUMNS,
+            sa.select(*_delivery_values(stored.c.id)).select_from(source).where(_HAS_WEBHOOK),
+        )
+        .cte("d")
     )
-    return sa.insert(deliveries).from_select(columns, select)
+    return sa.select(stored.c.id).add_cte(delivery)
 
 
 # -- what the domain records --------------------------------------------------------------------
@@ -323,6 +408,16 @@ def of_chatbots(chatbot_ids: Sequence[UUID]) -> Any:
     return events.c.chatbot_id.in_(list(chatbot_ids))
 
 
+def owned_chatbots(owner_id: UUID) -> sa.Select[Any]:
+    return sa.select(chatbots.c.id).where(chatbots.c.owner_id == owner_id)
+
+
+def of_owner(owner_id: UUID) -> Any:
+    """The events of every chatbot ``owner_id`` has when the query runs (a chatbot made
+    after a stream opened is in it too)."""
+    return events.c.chatbot_id.in_(owned_chatbots(owner_id).scalar_subquery())
+
+
 def envelope(row: Row) -> dict[str, Any]:
     """An event as every reader gets it: webhooks, streams and the pull API."""
     return {
@@ -340,12 +435,15 @@ __all__ = [
     "EVENT_TYPES",
     "EventType",
     "as_data",
+    "collecting",
     "conversation_created",
     "deliveries_failed",
     "envelope",
     "latest",
     "message_created",
     "of_chatbots",
+    "of_owner",
+    "owned_chatbots",
     "position",
     "read",
     "record",

@@ -114,29 +114,31 @@ def receive_message(
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
     if not isinstance(bind, Engine):
         delivered = _receive(bind, *args, exclusive=True)
-        _announce(bind, delivered.result, connection_id, platform_message_id, text, sent_at, now)
+        _announce(bind, delivered, connection_id, platform_message_id, text, sent_at, now)
         return delivered.result
     try:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=False)
-            _announce(
-                conn, delivered.result, connection_id, platform_message_id, text, sent_at, now
-            )
+            _announce(conn, delivered, connection_id, platform_message_id, text, sent_at, now)
     except _WakeUnderLock:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=True)
-            _announce(
-                conn, delivered.result, connection_id, platform_message_id, text, sent_at, now
-            )
+            _announce(conn, delivered, connection_id, platform_message_id, text, sent_at, now)
     if delivered.catch_up is not None:
         with bind.begin() as conn:
             catch_up(conn, *delivered.catch_up)
     return delivered.result
 
 
+# The conversation of a delivery, when the delivery statement did not say enough.
+_CONVERSATION = sa.select(conversations).where(
+    conversations.c.id == sa.bindparam("conversation_id", type_=conversations.c.id.type)
+)
+
+
 def _announce(
     conn: Connection,
-    result: InboundResult,
+    delivered: _Delivered,
     connection_id: UUID,
     platform_message_id: str,
     text: str,
@@ -144,12 +146,19 @@ def _announce(
     now: datetime,
 ) -> None:
     """The events of a new message, in its transaction: ``conversation.created`` when it
-    started one, then ``message.created``. A redelivery announces nothing."""
+    started one, then ``message.created``. A redelivery announces nothing. The chatbot and
+    a new conversation's row come from the delivery's own statements where they said them
+    (no read then); otherwise one read of the conversation."""
+    result = delivered.result
     if result.duplicate or not events.enabled(conn):
         return
-    conversation = conn.execute(
-        sa.select(conversations).where(conversations.c.id == result.conversation_id)
-    ).one()
+    conversation = delivered.conversation
+    chatbot_id = delivered.chatbot_id
+    if (result.created_conversation and conversation is None) or chatbot_id is None:
+        conversation = conn.execute(
+            _CONVERSATION, {"conversation_id": result.conversation_id}
+        ).one()
+        chatbot_id = conversation.chatbot_id
     if result.created_conversation:
         events.conversation_created(conn, conversation)
     message = {
@@ -162,7 +171,7 @@ def _announce(
         "sent_at": sent_at,
         "created_at": now,
     }
-    events.message_created(conn, message, conversation.chatbot_id)
+    events.message_created(conn, message, chatbot_id)
 
 
 def check_ids(psid: str, platform_message_id: str, sent_at: datetime | None = None) -> None:
@@ -198,6 +207,9 @@ class _CatchUp(NamedTuple):
 class _Delivered(NamedTuple):
     result: InboundResult
     catch_up: _CatchUp | None = None
+    # What the delivery's statements said, for its events (None: they did not say).
+    chatbot_id: UUID | None = None
+    conversation: Row | None = None
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
@@ -246,14 +258,15 @@ def _receive(
         if seen.message_id is not None:
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             if not seen.needs_touch or seen.touched_id is not None:
-                return _Delivered(result)
+                return _Delivered(result, chatbot_id=seen.chatbot_id)
             # Another transaction holds the row's touch lock. Not possible when exclusive
             # (this transaction holds it), unless the statement cannot tell: say so.
             if exclusive:
                 raise ClaimNotSettled("the conversation's touch was skipped under its lock")
             if seen.status == Status.SNOOZED:
                 raise _WakeUnderLock
-            return _Delivered(result, _CatchUp(seen.conversation_id, params["at"], seen.message_id))
+            catching_up = _CatchUp(seen.conversation_id, params["at"], seen.message_id)
+            return _Delivered(result, catching_up, chatbot_id=seen.chatbot_id)
         if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
             return _Delivered(InboundResult(seen.known_conversation_id, seen.known_id, True, False))
         if seen.conversation_id is not None:
@@ -280,7 +293,7 @@ def _receive(
         }
         started = sql.start(conn, values, candidates)
         if started is not None:
-            return _Delivered(_started(conn, started, values, candidates))
+            return _started(conn, started, values, candidates)
     raise ClaimNotSettled(
         f"no conversation for {psid!r} settled after {MAX_SLUG_ATTEMPTS} attempts"
     )
@@ -302,18 +315,21 @@ def _duplicate(conn: Connection, connection_id: UUID, platform_message_id: str) 
 
 def _started(
     conn: Connection, started: Started, params: dict[str, Any], candidates: Iterator[str]
-) -> InboundResult:
+) -> _Delivered:
     """Finish a conversation this delivery created with its message."""
     row, slug_registered, message_id = started
     if message_id is None:
         # A concurrent delivery stored this message first (into its own conversation):
         # remove the empty conversation this one made and answer with the stored message.
         conn.execute(sa.delete(conversations).where(conversations.c.id == row.id))
-        return _duplicate(conn, params["connection"], params["platform_message_id"])
+        return _Delivered(_duplicate(conn, params["connection"], params["platform_message_id"]))
+    result = InboundResult(row.id, message_id, False, True)
     if not slug_registered:
-        # The slug is a former slug of another conversation: move on from it.
+        # The slug is a former slug of another conversation: move on from it (the row
+        # then no longer says the conversation's slug).
         assign_slug(conn, row, candidates, now=params["created_at"])
-    return InboundResult(row.id, message_id, False, True)
+        return _Delivered(result)
+    return _Delivered(result, chatbot_id=row.chatbot_id, conversation=row)
 
 
 __all__ = ["InboundResult", "check_ids", "receive_message", "touch"]

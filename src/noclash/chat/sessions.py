@@ -29,7 +29,10 @@ The widget has no platform payload to parse, so its mapping onto that path is he
   a chatbot shares one connection, and ``(connection_id, platform_message_id)`` is the
   unique key, so an unprefixed ``"1"`` from two visitors would make the second visitor's
   message a "duplicate" of the first's. Without a client id, a server-made UUIDv7 stands
-  in (no dedupe asked for, none done)."""
+  in (no dedupe asked for, none done).
+
+The visitor's live stream reads the events of this session's conversations only
+(:func:`session_events`), in a shape with nothing internal in it (:func:`visitor_event`)."""
 
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ from noclash.chat import events
 from noclash.chat.conversations import insert_conversation
 from noclash.chat.errors import NotFound
 from noclash.chat.inbound import InboundResult, receive_message
+from noclash.db import tables
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import Channel, chatbots, connections, conversations, messages, sessions
 from noclash.db.types import utcnow
@@ -192,34 +196,94 @@ def post_message(
     return result
 
 
+def _own_conversations(session: Row) -> sa.ScalarSelect[Any]:
+    """The ids of every conversation of this session: the visitor is the widget
+    connection's ``psid``, whichever of its conversations is the live one now."""
+    return (
+        sa.select(conversations.c.id)
+        .where(
+            conversations.c.connection_id == session.connection_id,
+            conversations.c.psid == _psid(session.session_id),
+        )
+        .scalar_subquery()
+    )
+
+
 def list_session_messages(
     conn: Connection, session: Row, *, after: UUID | None = None, limit: int = 50
 ) -> list[Row]:
     """What the visitor of ``session`` may read: the messages of every conversation of
     this session (the visitor is the widget connection's ``psid``), both directions, in
     order (ids are UUIDv7), after the message ``after``. Nothing of any other visitor."""
-    own = sa.select(conversations.c.id).where(
-        conversations.c.connection_id == session.connection_id,
-        conversations.c.psid == _psid(session.session_id),
-    )
+    own = _own_conversations(session)
     query = sa.select(
         messages.c.id,
         messages.c.conversation_id,
         messages.c.direction,
         messages.c.text,
         messages.c.created_at,
-    ).where(messages.c.conversation_id.in_(own.scalar_subquery()))
+    ).where(messages.c.conversation_id.in_(own))
     if after is not None:
         query = query.where(messages.c.id > after)
     return list(conn.execute(query.order_by(messages.c.id).limit(limit)))
 
 
+# What a visitor's stream carries: its conversations' messages and their lifecycle; never
+# delivery failures (they name platforms and errors of the chatbot's side).
+VISITOR_EVENT_TYPES: tuple[events.EventType, ...] = (
+    events.EventType.MESSAGE_CREATED,
+    events.EventType.CONVERSATION_CREATED,
+    events.EventType.CONVERSATION_STATUS_CHANGED,
+)
+# A message as the visitor sees it (the same fields as the widget's message list).
+VISITOR_MESSAGE_FIELDS = ("id", "conversation_id", "direction", "text", "created_at")
+
+
+def session_events(session: Row) -> Any:
+    """A WHERE clause on events: what the visitor of ``session`` may read live, the
+    :data:`VISITOR_EVENT_TYPES` of this session's conversations (a conversation the
+    session moves to later is in it too)."""
+    return sa.and_(
+        tables.events.c.conversation_id.in_(_own_conversations(session)),
+        tables.events.c.type.in_([t.value for t in VISITOR_EVENT_TYPES]),
+    )
+
+
+def visitor_event(row: Row) -> dict[str, Any]:
+    """An event as a visitor gets it: the envelope without the chatbot, and in ``data``
+    only what the visitor's own page shows (a message's id, conversation, direction, text
+    and time; a conversation's id and status). No connection, platform id, title, slug or
+    delivery error: those belong to the chatbot's owner."""
+    payload = row.payload
+    data: dict[str, Any] = {}
+    if "message" in payload:
+        message = payload["message"]
+        data["message"] = {f: message.get(f) for f in VISITOR_MESSAGE_FIELDS}
+    if "conversation" in payload:
+        conversation = payload["conversation"]
+        data["conversation"] = {"id": conversation.get("id"), "status": conversation.get("status")}
+    for change in ("from", "to"):
+        if change in payload:
+            data[change] = payload[change]
+    envelope = events.envelope(row)
+    return {
+        "id": envelope["id"],
+        "type": envelope["type"],
+        "conversation_id": envelope["conversation_id"],
+        "created_at": envelope["created_at"],
+        "data": data,
+    }
+
+
 __all__ = [
     "MAX_CLIENT_MESSAGE_ID_LENGTH",
+    "VISITOR_EVENT_TYPES",
     "WidgetSession",
     "get_session",
     "list_session_messages",
     "post_message",
+    "session_events",
     "start_session",
+    "visitor_event",
     "widget_connection",
 ]

@@ -25,6 +25,11 @@ What each one does, in a loop:
    ``NOCLASH_WEBHOOK_MAX_ATTEMPTS``: the bot drops a repeat by its event id.
 4. **Wake** due snoozes, once a second (:func:`noclash.chat.lifecycle.wake_due_snoozes`).
 
+Events it records (a snooze woken, a delivery failed) wake live readers once committed,
+through the process's :class:`~noclash.chat.wakeups.Hub` (``hub``): the app's own in
+``noclash serve``, one of its own in ``noclash worker``, which on PostgreSQL sends the
+coalesced NOTIFY that wakes streams in the serving processes.
+
 Crashes: a dispatcher killed at any instant leaves its claims ``sending`` until their
 lease ends; then any dispatcher takes them over. A send whose platform answer had arrived
 but was not yet settled is sent again then: that, and a read timeout, are the only ways a
@@ -54,9 +59,10 @@ from noclash.channels import webhooks
 from noclash.channels.senders import senders as configured_senders
 from noclash.channels.sending import Outcome, Outgoing, Sender, SendResult
 from noclash.channels.webhooks import EventPost, WebhookSender
-from noclash.chat import outbox
+from noclash.chat import events, outbox
 from noclash.chat.lifecycle import wake_due_snoozes
 from noclash.chat.outbox import Claimed, Settlement
+from noclash.chat.wakeups import Hub
 from noclash.config import Settings
 from noclash.db.tables import DeliveryStatus
 from noclash.db.types import utcnow
@@ -94,8 +100,10 @@ class Dispatcher:
         senders: dict[str, Sender] | None = None,
         webhook_sender: WebhookSender | None = None,
         name: str = "dispatcher",
+        hub: Hub | None = None,
     ) -> None:
         self.engine = engine
+        self.hub = hub
         self.settings = settings
         self.senders = senders if senders is not None else configured_senders(settings)
         self.webhook_sender = webhook_sender or WebhookSender(settings.platform_timeout_seconds)
@@ -224,8 +232,15 @@ class Dispatcher:
             log.info("%s woke %d snoozed conversations", self.name, len(woken))
 
     def _wake_sync(self) -> list[Any]:
-        with self.engine.begin() as conn:
-            return wake_due_snoozes(conn)
+        with events.collecting() as recorded, self.engine.begin() as conn:
+            woken = wake_due_snoozes(conn)
+        self._committed(recorded)
+        return woken
+
+    def _committed(self, recorded: set[Any]) -> None:
+        """After a commit that recorded events: wake their readers (a worker thread)."""
+        if recorded and self.hub is not None:
+            self.hub.committed(recorded)
 
     async def _settle_loop(self) -> None:
         assert self._settle_wakeup is not None
@@ -256,8 +271,10 @@ class Dispatcher:
                 return
 
     def _settle_sync(self, batch: list[Settlement]) -> int:
-        with self.engine.begin() as conn:
-            return outbox.settle(conn, batch)
+        with events.collecting() as recorded, self.engine.begin() as conn:
+            settled = outbox.settle(conn, batch)
+        self._committed(recorded)
+        return settled
 
     async def _release_unsent(self) -> None:
         unsent, self._ready = list(self._ready), deque()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
@@ -39,6 +39,27 @@ class DriverUniqueError:
     message: str
 
 
+class NotificationSession(Protocol):
+    """A database session of its own for LISTEN/NOTIFY (see
+    :meth:`Dialect.notification_session`)."""
+
+    # The server's id of this session: a notification names the session that sent it.
+    session_id: int
+
+    def send(self, channel: str, payload: str) -> None:
+        """Notify ``channel`` now (the session is in autocommit: one tiny transaction)."""
+
+    def listen(self, channel: str) -> None:
+        """Receive ``channel``'s notifications on this session from now on."""
+
+    def receive(self, timeout: float) -> Iterator[tuple[int, str]]:
+        """``(sender session id, payload)`` of each notification as it arrives, for up to
+        ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Dialect:
     """Behaviour shared by every supported database; subclasses override what differs."""
 
@@ -51,6 +72,10 @@ class Dialect:
     embedded: ClassVar[bool] = False
     # INSERT/UPDATE inside a WITH clause (one round trip for two writes).
     supports_dml_in_cte: ClassVar[bool] = False
+    # The server carries notifications between sessions (LISTEN/NOTIFY), so a process can
+    # wake the event readers of other processes right after a commit
+    # (noclash.chat.wakeups). Without it, readers elsewhere find new events by re-reading.
+    supports_listen_notify: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -95,6 +120,13 @@ class Dialect:
         two sequencers numbering at once could give a later-committed batch lower numbers
         than one a reader has already passed. Nothing to do by default: SQLite's writers
         already hold the one write lock from ``BEGIN IMMEDIATE``."""
+
+    def notification_session(self, engine: Engine) -> NotificationSession:
+        """A new driver connection of its own, outside ``engine``'s pool and in autocommit,
+        for LISTEN/NOTIFY: a NOTIFY sent on it is its own transaction, never part of a
+        writer's, and a LISTEN lasts as long as the session. Only where
+        :attr:`supports_listen_notify`."""
+        raise NotImplementedError(f"{self.name} has no LISTEN/NOTIFY")
 
     @contextmanager
     def migration_connection(self, engine: Engine) -> Iterator[Connection]:

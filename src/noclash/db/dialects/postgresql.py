@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.db.dialects.base import BackupNotSupported, Dialect, DriverUniqueError
+from noclash.db.dialects.base import (
+    BackupNotSupported,
+    Dialect,
+    DriverUniqueError,
+    NotificationSession,
+)
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
@@ -24,6 +30,9 @@ class PostgreSQLDialect(Dialect):
     server_generates_uuid4: ClassVar[bool] = True
     # WITH s AS (INSERT ... RETURNING) INSERT ...: two writes, one round trip.
     supports_dml_in_cte: ClassVar[bool] = True
+    # LISTEN/NOTIFY: a notification reaches every session listening on its channel, in any
+    # process, after the notifying transaction commits.
+    supports_listen_notify: ClassVar[bool] = True
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
@@ -67,6 +76,18 @@ class PostgreSQLDialect(Dialect):
     def lock_for_sequencing(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.SEQUENCE_LOCK_KEY})
 
+    def notification_session(self, engine: Engine) -> NotificationSession:
+        # The engine's own connect arguments (host, credentials, options), without its pool:
+        # this session is held for the life of the process and must not take a pool slot.
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        raw = engine.dialect.connect(*cargs, **cparams)
+        try:
+            raw.autocommit = True
+            return _PgNotificationSession(raw)
+        except BaseException:
+            raw.close()
+            raise
+
     def backup(self, engine: Engine, target: str) -> None:
         raise BackupNotSupported(
             "back up PostgreSQL with its own tools: "
@@ -75,3 +96,27 @@ class PostgreSQLDialect(Dialect):
             "see docs/deployment.md"
         )
 
+
+
+class _PgNotificationSession:
+    """A psycopg 3 connection in autocommit, used only for LISTEN/NOTIFY."""
+
+    def __init__(self, raw: Any) -> None:
+        self._conn = raw
+        self.session_id: int = raw.info.backend_pid
+
+    def send(self, channel: str, payload: str) -> None:
+        # pg_notify() takes the channel and payload as parameters (NOTIFY does not).
+        self._conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    def listen(self, channel: str) -> None:
+        from psycopg import sql
+
+        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def receive(self, timeout: float) -> Iterator[tuple[int, str]]:
+        for notification in self._conn.notifies(timeout=timeout):
+            yield notification.pid, notification.payload
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,303 @@
+"""Live event streams, as Server-Sent Events (FastAPI's own SSE support).
+
+- ``GET /api/stream``: an agent's view, the events of one of the caller's chatbots
+  (``chatbot_id``) or of all of them (a chatbot made later included);
+- ``GET /api/widget/{public_token}/sessions/{session_id}/stream``: a visitor's view, the
+  messages and lifecycle of this session's conversations, without anything internal
+  (:func:`noclash.chat.sessions.visitor_event`).
+
+Each event is ``id:`` its id, ``event:`` its type, ``data:`` its envelope as JSON.
+
+**What a stream reads.** Only the events table, in ``seq`` order (:mod:`noclash.chat.events`):
+after each batch it remembers the last ``seq`` it sent and reads what comes after it. A
+client that reconnects with ``Last-Event-ID`` (the header, or the ``last_event_id``
+parameter for clients that cannot set headers) starts after that event's ``seq``: every
+event it missed, in order, once. An id that is not an event of this stream (unknown,
+malformed, another scope) starts live, like no id: from the latest ``seq`` at connect.
+
+**When it reads.** When the process's hub wakes it (:mod:`noclash.chat.wakeups`: a commit
+here, or a NOTIFY from another process on PostgreSQL), and at least every
+``NOCLASH_STREAM_REREAD_SECONDS`` anyway. A wake-up is only latency: the table is read
+every time, so a lost one delays events, never loses them. A stream holds no database
+connection while it waits.
+
+**Keep-alive.** After ``NOCLASH_STREAM_PING_SECONDS`` (15) with nothing sent, a ``: ping``
+comment; FastAPI's SSE support sends the same comment after 15 s of silence on its own,
+which stays underneath (a read stuck behind the database still pings).
+
+**The end.** A client that leaves is seen at once (the server listens for the disconnect)
+and its stream ends by cancellation: a read under way finishes in its thread, and the
+wake-up subscription, held by a dependency with ``yield``, is dropped when the request's
+exit stack unwinds. Not in the generator's ``finally``: a generator cancelled while it
+waits at a ``yield`` is closed only when the garbage collector gets to it.
+
+**The database away.** A read error while streaming is logged once and retried at the
+re-read interval, with pings meanwhile: the stream stays open, because a browser's
+EventSource gives up for good on an error status when it reconnects.
+
+Access is checked before the first byte (the route's dependencies): 401, 404 and 503 are
+ordinary problem answers, never a broken stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from noclash.api.deps import CurrentUser, OptionalUser
+from noclash.api.responses import problems
+from noclash.api.work import deliver, reading
+from noclash.chat import events
+from noclash.chat import sessions as chat
+from noclash.chat.chatbots import get_chatbot
+from noclash.chat.errors import Unauthenticated
+from noclash.chat.users import User
+from noclash.chat.wakeups import Hub, Subscription
+from noclash.config import Settings
+from noclash.db.engine import read_only
+from noclash.unique.ids import parse_uuid
+
+log = logging.getLogger("noclash.api")
+
+router = APIRouter(prefix="/api/stream", tags=["events"])
+widget = APIRouter(prefix="/api/widget/{public_token}/sessions", tags=["widget"])
+
+# Events read and sent per look; a longer backlog is read in several looks.
+BATCH = 200
+DATABASE_ERRORS = (DBAPIError, PoolTimeout)
+PING = ServerSentEvent(comment="ping")
+
+Shape = Callable[[Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What one stream reads: ``scope`` (a WHERE clause on events), after ``start`` (a
+    ``seq``), shaped by ``shape``. ``chatbots``: whose commits wake it (None: anyone's);
+    ``owner_id``: refresh ``chatbots`` from the owner's current chatbots now and then."""
+
+    scope: Any
+    start: int
+    shape: Shape
+    chatbots: frozenset[UUID] | None
+    owner_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class Following:
+    """A stream's feed and its wake-up flag, both ready before the first byte."""
+
+    feed: Feed
+    subscription: Subscription
+
+
+@dataclass(frozen=True)
+class _Look:
+    rows: list[Any]
+    chatbots: frozenset[UUID] | None
+
+
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The id of the last event received: the stream resumes after it, "
+        "with every event missed, in order. Another id starts live.",
+    ),
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    Query(description="Last-Event-ID for clients that cannot set headers (the header wins)."),
+]
+
+
+def _start(conn: Connection, scope: Any, last_event_id: str | None) -> int:
+    """Where a stream starts: after ``last_event_id`` if it is an event of ``scope``, else
+    at the latest ``seq`` (live)."""
+    event_id = parse_uuid(last_event_id.strip()) if last_event_id else None
+    found = events.position(conn, event_id, scope) if event_id is not None else None
+    return found if found is not None else events.latest(conn)
+
+
+# -- opening (the dependencies: every refusal before the first byte) ----------------------
+def _hub(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+def _agent_feed(
+    bind: Engine | Connection, hub: Hub, owner_id: UUID, chatbot_id: str | None, last: str | None
+) -> Feed:
+    with reading(bind) as conn:
+        if chatbot_id is not None:
+            ids = frozenset({get_chatbot(conn, chatbot_id, owner_id=owner_id).id})
+            scope, owner = events.of_chatbots(list(ids)), None
+        else:
+            ids = frozenset(conn.scalars(events.owned_chatbots(owner_id)))
+            scope, owner = events.of_owner(owner_id), owner_id
+    # Numbered before the start is read: an event committed before the connect is then
+    # either before the start or read after it, never lost between the two.
+    hub.sequence()
+    with reading(bind) as conn:
+        start = _start(conn, scope, last)
+    return Feed(scope, start, events.envelope, ids, owner)
+
+
+async def agent_feed(
+    request: Request,
+    user: CurrentUser,
+    chatbot_id: str | None = Query(None, description="One of your chatbots (default: all)."),
+    last_event_id: LastEventIdQuery = None,
+    last_event_id_header: LastEventIdHeader = None,
+) -> Feed:
+    last = last_event_id_header or last_event_id
+    return await deliver(request, _agent_feed, _hub(request), user.id, chatbot_id, last)
+
+
+def _visitor_feed(
+    bind: Engine | Connection,
+    hub: Hub,
+    public_token: str,
+    session_id: str,
+    user: User | None,
+    last: str | None,
+) -> Feed:
+    with reading(bind) as conn:
+        session = chat.get_session(conn, public_token, session_id)
+        if session.require_auth and user is None:
+            raise Unauthenticated("this chatbot requires Authorization: Bearer <token>")
+    scope = chat.session_events(session)
+    hub.sequence()
+    with reading(bind) as conn:
+        start = _start(conn, scope, last)
+    return Feed(scope, start, chat.visitor_event, frozenset({session.chatbot_id}))
+
+
+async def visitor_feed(
+    request: Request,
+    public_token: str,
+    session_id: str,
+    user: OptionalUser,
+    last_event_id: LastEventIdQuery = None,
+    last_event_id_header: LastEventIdHeader = None,
+) -> Feed:
+    last = last_event_id_header or last_event_id
+    work = (_hub(request), public_token, session_id, user, last)
+    return await deliver(request, _visitor_feed, *work)
+
+
+async def agent_stream(
+    request: Request, feed: Annotated[Feed, Depends(agent_feed)]
+) -> AsyncIterator[Following]:
+    with _hub(request).subscribe(feed.chatbots) as subscription:
+        yield Following(feed, subscription)
+
+
+async def visitor_stream(
+    request: Request, feed: Annotated[Feed, Depends(visitor_feed)]
+) -> AsyncIterator[Following]:
+    with _hub(request).subscribe(feed.chatbots) as subscription:
+        yield Following(feed, subscription)
+
+
+# -- the routes ---------------------------------------------------------------------------
+@router.get("", response_class=EventSourceResponse, responses=problems(401, 404, 422))
+async def stream_events(
+    request: Request, following: Annotated[Following, Depends(agent_stream)]
+) -> AsyncIterator[ServerSentEvent]:
+    """Your chatbots' events, live, as Server-Sent Events (``id:`` the event id,
+    ``event:`` its type, ``data:`` the envelope of ``GET /api/events``). With
+    ``Last-Event-ID``, every event after that one first, in order."""
+    async with aclosing(follow(request, following)) as items:
+        async for item in items:
+            yield item
+
+
+@widget.get(
+    "/{session_id}/stream", response_class=EventSourceResponse, responses=problems(401, 404)
+)
+async def stream_session(
+    request: Request, following: Annotated[Following, Depends(visitor_stream)]
+) -> AsyncIterator[ServerSentEvent]:
+    """The visitor's conversation, live: its messages (both directions) and its status,
+    as Server-Sent Events. Nothing of any other visitor, nothing internal."""
+    async with aclosing(follow(request, following)) as items:
+        async for item in items:
+            yield item
+
+
+# -- following ----------------------------------------------------------------------------
+def _look(engine: Engine, hub: Hub, feed: Feed, after: int, refresh: bool) -> _Look:
+    """Number what committed, then read the next batch (a worker thread's call)."""
+    hub.sequence()
+    with read_only(engine).connect() as conn:
+        rows = events.read(conn, feed.scope, after=after, limit=BATCH)
+        chatbots = None
+        if refresh and feed.owner_id is not None:
+            chatbots = frozenset(conn.scalars(events.owned_chatbots(feed.owner_id)))
+    return _Look(rows, chatbots)
+
+
+def _sse(shape: Shape, row: Any) -> ServerSentEvent:
+    body = json.dumps(shape(row), ensure_ascii=False, separators=(",", ":"))
+    return ServerSentEvent(id=str(row.id), event=row.type, raw_data=body)
+
+
+async def follow(request: Request, following: Following) -> AsyncIterator[ServerSentEvent]:
+    """The stream: read, send, wait for a wake-up (or the re-read interval), again."""
+    hub = _hub(request)
+    engine: Engine = request.app.state.engine
+    settings: Settings = request.app.state.settings
+    ping, reread = settings.stream_ping_seconds, settings.stream_reread_seconds
+    feed, subscription = following.feed, following.subscription
+    position = feed.start
+    quiet_since = anyio.current_time()
+    refresh, failing = False, False
+    while True:
+        subscription.clear()  # a wake-up during the read makes the next wait short
+        look: _Look | None = None
+        try:
+            look = await anyio.to_thread.run_sync(_look, engine, hub, feed, position, refresh)
+        except DATABASE_ERRORS as exc:
+            if not failing:
+                log.warning("a stream cannot read events (%s); retrying", _short(exc))
+            failing = True
+        if look is not None:
+            if failing:
+                log.info("a stream reads events again")
+                failing = False
+            for row in look.rows:
+                yield _sse(feed.shape, row)
+                position = row.seq
+            if look.rows:
+                quiet_since = anyio.current_time()
+            if look.chatbots is not None:
+                subscription.chatbots = look.chatbots
+            if len(look.rows) >= BATCH:
+                continue  # more waiting: no pause
+        until_ping = quiet_since + ping - anyio.current_time()
+        if until_ping <= 0:
+            yield PING
+            quiet_since, until_ping = anyio.current_time(), ping
+        woken = await subscription.wait(min(reread, until_ping))
+        # A look nobody asked for also learns the owner's chatbots made meanwhile.
+        refresh = not woken
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["Feed", "follow", "router", "widget"]
