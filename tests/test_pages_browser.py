@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -33,7 +34,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def stack(database_url) -> Iterator[Stack]:
-    with outbound_stack(database_url) as s:
+    # A re-read period longer than any wait here: what arrives in time was pushed.
+    with outbound_stack(database_url, stream_reread_seconds=60.0) as s:
         yield s
 
 
@@ -56,23 +58,40 @@ def _widget(page: Page):
     return page.locator("[data-noclash-widget]")
 
 
+def _until(page: Page, predicate: Any, timeout: float = 10.0) -> bool:
+    """Wait for ``predicate`` while Playwright keeps dispatching its events (the sync API
+    runs route handlers and listeners only inside its own calls, never during a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        page.wait_for_timeout(50)
+    return True
+
+
 def _lose_first_answer(page: Page, pattern: str, method: str = "POST") -> list[int]:
     """The first matching request reaches the server, but its answer is lost on the way
-    back (the page sees a network error). Returns the list of statuses the server gave."""
+    back (the page sees a network error); later ones go through. Returns the statuses the
+    server gave, in order."""
     statuses: list[int] = []
+    lost: list[bool] = []
 
     def handle(route: Route) -> None:
-        if route.request.method != method:
+        if route.request.method != method or lost:
             route.continue_()
             return
-        response = route.fetch()
-        statuses.append(response.status)
-        if len(statuses) == 1:
-            route.abort("connectionreset")
-        else:
-            route.fulfill(response=response)
+        lost.append(True)
+        statuses.append(route.fetch().status)
+        route.abort("connectionreset")
+
+    def answered(response: Any) -> None:
+        if response.request.method == method and lost and response.request.url.endswith(
+            tuple(pattern.rsplit("*", 1)[-1:])
+        ):
+            statuses.append(response.status)
 
     page.route(pattern, handle)
+    page.on("response", answered)
     return statuses
 
 
@@ -90,6 +109,7 @@ def test_a_double_click_or_a_lost_answer_on_start_makes_one_session(stack, page)
     # The first answer was lost: the widget offers a retry, which sends the same key.
     widget.get_by_role("button", name="Retry").click()
     expect(widget.get_by_role("textbox", name="Your message")).to_be_visible()
+    assert _until(page, lambda: len(statuses) == 2)
     assert statuses == [201, 201]  # the second is the stored answer, replayed
     assert _count(stack, sessions) == 1
 
@@ -127,6 +147,8 @@ def test_a_double_submit_stores_one_message(stack, page):
     box.press("Enter")
     widget.get_by_role("button", name="Retry").click()
     expect(widget.locator(".msg.in")).to_have_text(["only once please"])
+    # The stream may show the message before the resend is answered: wait for the resend.
+    assert _until(page, lambda: len(statuses) == 2)
     assert statuses == [201, 200]  # stored, then recognised by its client_message_id
     assert _count(stack, messages, messages.c.direction == "in") == 1
 
@@ -224,6 +246,7 @@ def test_a_reply_sent_twice_over_a_flaky_network_is_one_reply_delivered_once(sta
     expect(page.locator("#thread-alert")).to_contain_text("not sent")
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#messages .message.out .delivery")).to_have_text(["Sent"])
+    assert _until(page, lambda: len(statuses) == 2)
     assert statuses == [201, 201]
     assert _count(stack, messages, messages.c.direction == "out") == 1
     time.sleep(0.3)
@@ -278,3 +301,58 @@ def test_the_inbox_works_from_the_keyboard_alone(stack, page):
     expect(page.locator("#messages .message.out .text")).to_have_text(["typed, not clicked"])
     assert wait_for(lambda: len(stack.telegram.delivered()) == 1)
     assert UUID(conversation["id"])
+
+
+# -- live ---------------------------------------------------------------------------------------
+
+
+def _widget_session(stack: Stack, page: Page, public_token: str, text: str) -> dict:
+    page.goto(f"{stack.server.base_url}/widget/demo/{public_token}")
+    widget = _widget(page)
+    widget.get_by_role("button", name="Open chat").click()
+    widget.get_by_role("button", name="Start a conversation").click()
+    box = widget.get_by_role("textbox", name="Your message")
+    box.fill(text)
+    box.press("Enter")
+    expect(widget.locator(".msg.in")).to_have_text([text])
+    return page.evaluate(f"JSON.parse(localStorage.getItem('noclash:{public_token}:session'))")
+
+
+def test_replies_and_visitor_messages_appear_live_within_two_seconds(stack, browser, page):
+    """The agent types in the inbox, the visitor sees it in the widget; the visitor writes,
+    the agent sees it in the inbox; each within 2 s, pushed by the streams (the periodic
+    re-read of this server is 60 s: only a wake-up can deliver in time)."""
+    bot = stack.chatbot(name="Live")
+    visitor = browser.new_context().new_page()
+    session = _widget_session(stack, visitor, bot["public_token"], "hello, anyone?")
+    conversation = stack.api.get(f"/api/conversations/{session['conversation_id']}").json()
+    _sign_in(stack, page, f"/inbox/{bot['id']}/{conversation['slug']}")
+    expect(page.locator("#messages .message.in")).to_have_text(["hello, anyone?"])
+    page.get_by_label("Reply").fill("Hi! I am here.")
+    page.get_by_label("Reply").press("Control+Enter")
+    expect(_widget(visitor).locator(".msg.out")).to_have_text(["Hi! I am here."], timeout=2000)
+    box = _widget(visitor).get_by_role("textbox", name="Your message")
+    box.fill("great, thanks")
+    box.press("Enter")
+    expect(page.locator("#messages .message.in")).to_have_text(
+        ["hello, anyone?", "great, thanks"], timeout=2000
+    )
+    expect(page.locator("[data-count=OPEN]")).to_have_text("1")
+    visitor.context.close()
+
+
+def test_a_reply_arrives_after_the_stream_was_cut_and_restored(stack, page):
+    bot = stack.chatbot(name="Flaky")
+    session = _widget_session(stack, page, bot["public_token"], "still there?")
+    page.context.set_offline(True)
+    time.sleep(0.5)
+    stack.reply(session["conversation_id"], "yes, answered while you were offline")
+    time.sleep(0.5)
+    page.context.set_offline(False)
+    expect(_widget(page).locator(".msg.out")).to_have_text(
+        ["yes, answered while you were offline"], timeout=10_000
+    )
+    stack.reply(session["conversation_id"], "and this one live")
+    expect(_widget(page).locator(".msg.out")).to_have_text(
+        ["yes, answered while you were offline", "and this one live"], timeout=5_000
+    )
