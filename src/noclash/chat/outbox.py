@@ -104,23 +104,22 @@ class Claimed:
     connection_gone: bool
 
 
-def claim_due(
-    conn: Connection, *, limit: int, lease_seconds: float, now: datetime | None = None
-) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
-
-    Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
-    and no older pending delivery in the same conversation. Two statements per batch: the
-    claim, then one read of the texts and tokens.
-    """
-    now = now or utcnow()
-    token = uuid7()
+def _claim_statement() -> sa.Update:
+    """The claim, built once: due deliveries (bound: ``b_now``, ``b_limit``) move to
+    ``sending`` under a new claim (``b_token``) until the lease ends (``b_lease_end``)."""
     older = deliveries.alias("older")
+    # The statuses are written into the statement, not bound: only then can the database
+    # use the partial index of pending deliveries (ix_deliveries_due, WHERE status IN
+    # (...)), which it must prove the query's condition implies when planning. With bound
+    # values SQLite scans and sorts every delivery ever made, sent ones included, on each
+    # claim, and a PostgreSQL generic plan cannot use the index either.
+    pending = [sa.literal_column(f"'{status.value}'") for status in PENDING_DELIVERY]
+    now = sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)
     waits_for_older = (
         sa.exists()
         .where(
             older.c.conversation_id == deliveries.c.conversation_id,
-            older.c.status.in_(PENDING_DELIVERY),
+            older.c.status.in_(pending),
             older.c.id < deliveries.c.id,
         )
         .correlate(deliveries)
@@ -128,22 +127,22 @@ def claim_due(
     due = (
         sa.select(deliveries.c.id)
         .where(
-            deliveries.c.status.in_(PENDING_DELIVERY),
+            deliveries.c.status.in_(pending),
             deliveries.c.next_attempt_at <= now,
             ~waits_for_older,
         )
         .order_by(deliveries.c.next_attempt_at)
-        .limit(limit)
+        .limit(sa.bindparam("b_limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)
     )
-    claimed = conn.execute(
+    return (
         sa.update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
         .values(
             status=DeliveryStatus.SENDING,
             attempts=deliveries.c.attempts + 1,
-            next_attempt_at=now + timedelta(seconds=lease_seconds),
-            claim_token=token,
+            next_attempt_at=sa.bindparam("b_lease_end", type_=deliveries.c.next_attempt_at.type),
+            claim_token=sa.bindparam("b_token", type_=deliveries.c.claim_token.type),
             updated_at=now,
         )
         .returning(
@@ -154,16 +153,43 @@ def claim_due(
             deliveries.c.message_id,
             deliveries.c.connection_id,
         )
+    )
+
+
+_CLAIM = _claim_statement()
+_DETAILS = (
+    sa.select(messages.c.id, messages.c.text, connections.c.access_token)
+    .outerjoin(connections, connections.c.id == messages.c.connection_id)
+    .where(messages.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+)
+
+
+def claim_due(
+    conn: Connection, *, limit: int, lease_seconds: float, now: datetime | None = None
+) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
+
+    Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
+    and no older pending delivery in the same conversation. Two statements per batch: the
+    claim, then one read of the texts and tokens. Both are built once (a dispatcher claims
+    many times a second).
+    """
+    now = now or utcnow()
+    token = uuid7()
+    claimed = conn.execute(
+        _CLAIM,
+        {
+            "b_now": now,
+            "b_limit": limit,
+            "b_lease_end": now + timedelta(seconds=lease_seconds),
+            "b_token": token,
+        },
     ).all()
     if not claimed:
         return []
     details = {
         row.id: row
-        for row in conn.execute(
-            sa.select(messages.c.id, messages.c.text, connections.c.access_token)
-            .outerjoin(connections, connections.c.id == messages.c.connection_id)
-            .where(messages.c.id.in_([c.message_id for c in claimed]))
-        )
+        for row in conn.execute(_DETAILS, {"b_ids": [c.message_id for c in claimed]})
     }
     out = []
     for c in claimed:
@@ -210,17 +236,8 @@ def _fenced() -> sa.Update:
     )
 
 
-def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | None = None) -> int:
-    """Write outcomes, each only if its claim still holds; returns how many did.
-
-    One statement for the whole batch (``executemany``). An outcome for a delivery that an
-    echo already settled (``sent``) or another dispatcher took over is dropped: the
-    ``WHERE`` guards it.
-    """
-    if not settlements:
-        return 0
-    now = now or utcnow()
-    statement = _fenced().values(
+def _settle_statement() -> sa.Update:
+    return _fenced().values(
         status=sa.bindparam("b_status"),
         next_attempt_at=sa.bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
         last_error=sa.bindparam("b_error"),
@@ -230,8 +247,23 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
         ),
         sent_at=sa.bindparam("b_sent", type_=deliveries.c.sent_at.type),
         claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
-        updated_at=now,
+        updated_at=sa.bindparam("b_now", type_=deliveries.c.updated_at.type),
     )
+
+
+_SETTLE = _settle_statement()
+
+
+def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | None = None) -> int:
+    """Write outcomes, each only if its claim still holds; returns how many did.
+
+    One statement for the whole batch (``executemany``), built once. An outcome for a
+    delivery that an echo already settled (``sent``) or another dispatcher took over is
+    dropped: the ``WHERE`` guards it.
+    """
+    if not settlements:
+        return 0
+    now = now or utcnow()
     params = [
         {
             "b_id": s.id,
@@ -242,10 +274,11 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
             "b_pmid": s.platform_message_id,
             "b_sent": s.sent_at,
             "b_keep": s.claim_token if s.status == DeliveryStatus.SENDING else None,
+            "b_now": now,
         }
         for s in settlements
     ]
-    result = conn.execute(statement, params)
+    result = conn.execute(_SETTLE, params)
     return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
 
 
