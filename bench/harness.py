@@ -58,6 +58,8 @@ class Config:
     burst_writers: int  # the "64 concurrent messages for one psid" case
     slug_ks: tuple[int, ...]
     http_max_requests: int
+    # Dispatcher processes of the outbound scenario (one case per count).
+    dispatchers: tuple[int, ...] = (1, 4)
     quick: bool = False
     # The PostgreSQL server's max_connections: while every contender's pool fits in it,
     # pools stay open from round to round and only the first round warms them up.
@@ -87,6 +89,7 @@ class Config:
             burst_writers=16,
             slug_ks=(0, 100),
             http_max_requests=60,
+            dispatchers=(1, 2),
             quick=True,
         )
 
@@ -136,6 +139,8 @@ class RoundResult:
     statements: int | None = None
     error_kinds: Counter[str] = field(default_factory=Counter)
     late: int = 0  # succeeded after the round's deadline: done, but outside the window
+    # The statements by what they were for, where a scenario tells them apart (outbound).
+    statement_kinds: Counter[str] | None = None
 
 
 Op = Callable[[int, int], None]  # (worker index, the worker's op sequence number)
@@ -194,6 +199,8 @@ class ContenderResult:
     invariants: dict[str, int]
     ratio_to_noclash: float | None = None
     note: str = ""
+    # statements_per_op split by kind, where the scenario tells them apart (outbound).
+    statements_by_kind: dict[str, float] | None = None
 
 
 @dataclass
@@ -533,6 +540,12 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         if ops and all(s is not None for s in stmts)
         else None
     )
+    by_kind: dict[str, float] | None = None
+    if ops and rounds and all(r.statement_kinds is not None for r in rounds):
+        kinds_total: Counter[str] = Counter()
+        for r in rounds:
+            kinds_total.update(r.statement_kinds or {})
+        by_kind = {k: v / ops for k, v in kinds_total.items()}
     return ContenderResult(
         name=c.name,
         role=c.role,
@@ -546,6 +559,7 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         statements_per_op=per_op,
         invariants=c.check() if c.check is not None else {},
         note=c.note,
+        statements_by_kind=by_kind,
     )
 
 

@@ -80,14 +80,15 @@ def make_owner(engine: Engine, meta: MetaData = tables.metadata, tag: str = "") 
 
 def registry() -> dict[str, Callable[[Env, Config], list[CaseSpec]]]:
     """Scenario name -> spec factory, in run order."""
-    from bench.scenarios import active, http, slugs, tokens
+    from bench.scenarios import active, http, outbound, slugs, tokens
 
     return {
         "tokens": tokens.specs,
         "slugs": slugs.specs,
         "active": active.specs,
         "http": http.specs,
+        "outbound": outbound.specs,
     }
 
 
-SCENARIOS = ("tokens", "slugs", "active", "http")
+SCENARIOS = ("tokens", "slugs", "active", "http", "outbound")

@@ -371,14 +371,17 @@ def bench(
     ] = None,
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="Run only this scenario (repeatable): tokens, slugs, active, http."),
+        typer.Option(
+            help="Run only this scenario (repeatable): tokens, slugs, active, http, outbound."
+        ),
     ] = None,
     writers: Annotated[
         list[int] | None,
         typer.Option(help="Concurrent writers (repeatable); default 1 and 32."),
     ] = None,
 ) -> None:
-    """Benchmark noclash against the seeds' fixes and a bare INSERT (needs the checkout)."""
+    """Benchmark noclash against the seeds' fixes, a bare INSERT and bare sends (needs the
+    checkout)."""
     import noclash
 
     package = Path(noclash.__file__).resolve().parent
