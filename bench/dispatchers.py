@@ -215,9 +215,9 @@ class Worker:
             t0, t1 = await self._warm_up(warmup, lambda: dispatcher.settled > 0)
             window.open(t0, t1)
             await _until(t0)
-            settled0, counts0 = dispatcher.settled, statements.snapshot()
+            settled0, counts0, cpu0 = dispatcher.settled, statements.snapshot(), time.process_time()
             await _until(t1)
-            settled1, counts1 = dispatcher.settled, statements.snapshot()
+            settled1, counts1, cpu1 = dispatcher.settled, statements.snapshot(), time.process_time()
         finally:
             dispatcher.stop()
             await running
@@ -235,6 +235,7 @@ class Worker:
             "statement_kinds": counts,
             "settled_round": dispatcher.settled,
             "sent_round": dispatcher.sent,
+            "cpu_s": cpu1 - cpu0,
         }
 
     async def limit(self, settings: Settings, token: str, warmup: float) -> dict[str, Any]:
@@ -267,6 +268,10 @@ class Worker:
                 await senders
                 raise
             window.open(t0, t1)
+            await _until(t0)
+            cpu0 = time.process_time()
+            await _until(t1)
+            cpu1 = time.process_time()
             await senders
         return {
             "ok": window.ok,
@@ -277,6 +282,7 @@ class Worker:
             "latencies_us": window.latencies_us,
             "statements": None,
             "statement_kinds": None,
+            "cpu_s": cpu1 - cpu0,
         }
 
     async def round(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,15 @@ Telegram ``sendMessage`` server (:mod:`bench.botapi`) that answers every send af
   (:mod:`bench.dispatchers`), claiming from one database a backlog of replies queued
   before the round, sending them and settling them;
 - ``limit``: the same ``N`` processes, each keeping ``dispatcher_concurrency`` bare
-  ``POST /bot<token>/sendMessage`` requests in flight to the same platform through an
-  ``httpx.AsyncClient`` configured as the dispatcher's, and no database: what sending
-  costs on this machine with nothing recorded.
+  ``POST /bot<token>/sendMessage`` requests in flight to the same platform through the
+  dispatcher's own HTTP clients (:class:`noclash.dispatch.dispatcher.SendClients`: the
+  same timeouts, connections and pools), and no database: what sending costs on this
+  machine with nothing recorded.
+
+A round starts the contender in every process, waits until each has warmed up (its
+connections open, something sent and, for noclash, settled) and then measures one window
+of the same ``time.monotonic()`` interval in every process: deliveries settled (sent and
+recorded) or POSTs answered 2xx in the window, per second, summed over the processes.
 
 Why processes, and why for 1 dispatcher too: a deployment runs one dispatcher per process
 (``noclash worker``, or one in each ``noclash serve`` process). Four dispatchers in one
@@ -25,13 +31,16 @@ of sends in flight, and differs only by doing no database work, which is exactly
 the ratio is meant to show.
 
 Each round's backlog (one reply in each of as many conversations as the round can
-send, sized from the fastest round so far, or from the platform's ceiling before any) is
+send: twice what the fastest round of either contender so far sent in the time of the
+longest round, or what the platform's ceiling would allow before any round) is
 written before the round, outside the timed part, with bulk INSERTs of the rows
 :func:`noclash.chat.messages.send_reply` writes: a message and its ``queued`` delivery.
 Replies of one conversation wait for each other (the order rule), so one reply per
 conversation is what lets every delivery of the backlog be due at once. Whatever a round
 leaves pending is marked ``failed`` before the next one is queued, so every round starts
-from the same state. Conversations are reused from round to round (each gains one
+from the same state. On PostgreSQL the table is then analyzed, as autovacuum would after
+a change of that size, so the claim is planned with the statistics a running server has.
+Conversations are reused from round to round (each gains one
 delivery per round, as a conversation gains replies), so the claim's look for an older
 pending delivery reads a history that grows as it would.
 
@@ -84,8 +93,9 @@ PLATFORM_LATENCY = 0.020  # seconds the platform takes to answer a send
 BOT_TOKEN = "424242:bench-token"
 STARTUP_SECONDS = 120
 ROUND_OVER = "bench: still pending when its round ended"
-# The backlog is this much larger than the fastest round so far could send.
-BACKLOG_MARGIN = 1.5
+# The backlog is this much larger than the fastest round so far could send in the time
+# of the longest round.
+BACKLOG_MARGIN = 2.0
 # The window opens this long after the last process said it was warm (so that the message
 # setting it reaches every process before it opens).
 WINDOW_DELAY = 0.02
@@ -140,6 +150,7 @@ class Fleet:
             json.loads(self._readline(proc, log))
             for proc, log in zip(self.procs, self.logs, strict=True)
         ]
+        self.last_reports = reports
         kinds: Counter[str] = Counter()
         statement_kinds: Counter[str] = Counter()
         counted = all(r["statements"] is not None for r in reports)
@@ -296,7 +307,14 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
     concurrency = Settings().dispatcher_concurrency
     warmup, seconds = outbound_timing(config)
     ceiling = count * concurrency / PLATFORM_LATENCY  # sends per second the platform allows
-    state: dict[str, Any] = {"fastest": 0.0, "starved": 0}
+    claim_ahead = count * 2 * concurrency
+    # The fastest round of either contender (the limit's is an upper bound for noclash's)
+    # and the longest round, warm-up and stop included.
+    state: dict[str, Any] = {"fastest": 0.0, "longest": warmup + seconds, "starved": 0}
+
+    def measured(started: float, result: RoundResult) -> None:
+        state["fastest"] = max(state["fastest"], result.ok / seconds)
+        state["longest"] = max(state["longest"], time.monotonic() - started)
     with ExitStack() as stack:
         try:
             backlog = Backlog(engine)
@@ -308,19 +326,25 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
             request = {"database_url": url, "api_url": platform.url, "token": BOT_TOKEN}
 
             def before_noclash(_phase: int) -> None:
-                rate = state["fastest"] or ceiling
-                claim_ahead = count * 2 * concurrency
-                backlog.queue(math.ceil(rate * (warmup + seconds) * BACKLOG_MARGIN) + claim_ahead)
+                if state["fastest"]:
+                    size = state["fastest"] * state["longest"] * BACKLOG_MARGIN
+                else:  # nothing measured yet: what the platform would allow
+                    size = ceiling * (warmup + seconds) * 1.2
+                backlog.queue(math.ceil(size) + claim_ahead)
 
             def run_noclash(_w: int, _seconds: float, _max: int) -> RoundResult:
+                started = time.monotonic()
                 result = fleet.round({**request, "kind": "noclash"}, warmup, seconds)
-                state["fastest"] = max(state["fastest"], result.ok / seconds)
+                measured(started, result)
                 if backlog.pending() == 0:
                     state["starved"] += 1
                 return result
 
             def run_limit(_w: int, _seconds: float, _max: int) -> RoundResult:
-                return fleet.round({**request, "kind": "limit"}, warmup, seconds)
+                started = time.monotonic()
+                result = fleet.round({**request, "kind": "limit"}, warmup, seconds)
+                measured(started, result)
+                return result
 
             def check() -> dict[str, int]:
                 stats = platform.stats()
