@@ -141,6 +141,8 @@ class RoundResult:
     late: int = 0  # succeeded after the round's deadline: done, but outside the window
     # The statements by what they were for, where a scenario tells them apart (outbound).
     statement_kinds: Counter[str] | None = None
+    # CPU seconds the measured processes spent in the window, where a scenario measures it.
+    cpu_seconds: float | None = None
 
 
 Op = Callable[[int, int], None]  # (worker index, the worker's op sequence number)
@@ -201,6 +203,8 @@ class ContenderResult:
     note: str = ""
     # statements_per_op split by kind, where the scenario tells them apart (outbound).
     statements_by_kind: dict[str, float] | None = None
+    # CPU microseconds per successful op in the measured processes (outbound).
+    cpu_us_per_op: float | None = None
 
 
 @dataclass
@@ -546,6 +550,12 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         for r in rounds:
             kinds_total.update(r.statement_kinds or {})
         by_kind = {k: v / ops for k, v in kinds_total.items()}
+    ok_total = sum(r.ok for r in rounds)
+    cpu_per_op = (
+        sum(r.cpu_seconds or 0.0 for r in rounds) / ok_total * 1e6
+        if ok_total and rounds and all(r.cpu_seconds is not None for r in rounds)
+        else None
+    )
     return ContenderResult(
         name=c.name,
         role=c.role,
@@ -560,6 +570,7 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         invariants=c.check() if c.check is not None else {},
         note=c.note,
         statements_by_kind=by_kind,
+        cpu_us_per_op=cpu_per_op,
     )
 
 

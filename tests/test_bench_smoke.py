@@ -60,7 +60,9 @@ def test_noclash_never_errs_nor_duplicates(smoke: tuple[list, dict]) -> None:
             seed = case.get("seed")
             assert seed is not None and set(seed.invariants) == {"dup_active", "dup_messages"}
         if case.scenario == "outbound":
-            assert noclash.invariants == {"dup_sends": 0, "unrecorded": 0, "starved_rounds": 0}
+            assert noclash.invariants == {
+                "dup_sends": 0, "unrecorded": 0, "unsettled": 0, "not_sent": 0, "starved_rounds": 0
+            }
 
 
 def test_statements_are_counted(smoke: tuple[list, dict]) -> None:

@@ -46,8 +46,11 @@ pending delivery reads a history that grows as it would.
 
 After the case the platform and the database are compared: a text the platform received
 twice (``dup_sends``), a send the platform received that the database does not record as
-sent (``unrecorded``), and rounds whose backlog ran out before the window ended
-(``starved_rounds``: the figure would then be the backlog's, not the dispatchers').
+sent (``unrecorded``), a claim still ``sending`` after its dispatcher stopped
+(``unsettled``: a clean stop settles or gives back every claim), a delivery settled as
+anything but sent (``not_sent``: a failure, or ``unknown`` after an answer that never
+came), and rounds whose backlog ran out before the window ended (``starved_rounds``: the
+figure would then be the backlog's, not the dispatchers').
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class Fleet:
             error_kinds=kinds,
             late=sum(r["late"] for r in reports),
             statement_kinds=statement_kinds if counted else None,
+            cpu_seconds=sum(r["cpu_s"] for r in reports),
         )
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -198,6 +202,7 @@ class Backlog:
         self.chatbot_id: UUID = owner.chatbot_id
         self.connection_id: UUID = uuid7()
         self.conversation_ids: list[UUID] = []
+        self.unsettled = 0  # claims found still ``sending`` after a round
         with engine.begin() as conn:
             conn.execute(
                 sa.insert(connections).values(
@@ -226,10 +231,17 @@ class Backlog:
         self.conversation_ids += [r["id"] for r in rows]
 
     def reset(self) -> int:
-        """Mark what a round left pending as failed; return how many."""
+        """Mark what a round left pending as failed; return how many were left *claimed*
+        (``sending``): a dispatcher that stopped cleanly settles or gives back every claim,
+        so any such row is a claim it lost track of."""
         now = utcnow()
         with self.engine.begin() as conn:
-            result = conn.execute(
+            claimed = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.status == DeliveryStatus.SENDING)
+            ).scalar_one()
+            conn.execute(
                 sa.update(deliveries)
                 .where(deliveries.c.status.in_(PENDING_DELIVERY))
                 .values(
@@ -237,7 +249,7 @@ class Backlog:
                     updated_at=now,
                 )
             )  # fmt: skip
-        return result.rowcount or 0
+        return int(claimed)
 
     def pending(self) -> int:
         with self.engine.connect() as conn:
@@ -249,7 +261,7 @@ class Backlog:
 
     def queue(self, count: int) -> None:
         """One due reply in each of ``count`` conversations: the rows ``send_reply`` writes."""
-        self.reset()
+        self.unsettled += self.reset()
         self._ensure_conversations(count)
         now = utcnow()
         message_rows, delivery_rows = [], []
@@ -291,6 +303,19 @@ class Backlog:
                 sa.select(sa.func.count())
                 .select_from(deliveries)
                 .where(deliveries.c.status == DeliveryStatus.SENT)
+            ).scalar_one()
+
+    def not_sent(self) -> int:
+        """Deliveries a dispatcher settled as anything but sent (the bench's own reset of
+        what a round left queued aside)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(
+                    deliveries.c.status.not_in([DeliveryStatus.SENT, *PENDING_DELIVERY]),
+                    sa.func.coalesce(deliveries.c.last_error, "") != ROUND_OVER,
+                )
             ).scalar_one()
 
 
@@ -349,9 +374,12 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
             def check() -> dict[str, int]:
                 stats = platform.stats()
                 received = int(stats["received"].get("reply", 0))
+                backlog.unsettled += backlog.reset()
                 return {
                     "dup_sends": int(stats["duplicates"]),
                     "unrecorded": received - backlog.sent(),
+                    "unsettled": backlog.unsettled,
+                    "not_sent": backlog.not_sent(),
                     "starved_rounds": state["starved"],
                 }
 

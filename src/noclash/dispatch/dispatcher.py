@@ -158,6 +158,7 @@ class Dispatcher:
         self._wakeup: asyncio.Event | None = None
         self._settle_wakeup: asyncio.Event | None = None
         self._stopping = False
+        self._dispatching = False  # the loop runs: a finished send may start the next
         self._idle = False
         self._limiter = anyio.CapacityLimiter(4)
         # Counters, for logs, tests and the benchmark.
@@ -202,6 +203,13 @@ class Dispatcher:
         log.info("%s stopped: %d sent", self.name, self.sent)
 
     async def _dispatch(self, clients: SendClients) -> None:
+        self._dispatching = True
+        try:
+            await self._dispatch_loop(clients)
+        finally:
+            self._dispatching = False
+
+    async def _dispatch_loop(self, clients: SendClients) -> None:
         assert self._wakeup is not None
         poll = self.settings.dispatcher_poll_seconds
         next_snooze = 0.0
@@ -243,7 +251,7 @@ class Dispatcher:
         # The next claimed delivery takes the freed slot at once, from here, even while
         # the loop is busy claiming; the loop is woken only when it has a claim to make
         # (waking it for every finished send cost a pass of it per delivery).
-        if self._ready and not self._stopping:
+        if self._ready and self._dispatching and not self._stopping:
             self._start(clients, self._ready.popleft())
         if self._wakeup is not None and self._claim_wanted():
             self._wakeup.set()
