@@ -58,8 +58,12 @@ class Config:
     burst_writers: int  # the "64 concurrent messages for one psid" case
     slug_ks: tuple[int, ...]
     http_max_requests: int
-    # Dispatcher processes of the outbound scenario (one case per count).
+    # The outbound scenario: dispatcher processes (one case per count), and each round's
+    # measuring window and the warm-up before it, in seconds (a round of dispatchers
+    # needs connections opened and a claim made and settled before it measures anything).
     dispatchers: tuple[int, ...] = (1, 4)
+    outbound_seconds: float = 1.5
+    outbound_warmup: float = 0.5
     quick: bool = False
     # The PostgreSQL server's max_connections: while every contender's pool fits in it,
     # pools stay open from round to round and only the first round warms them up.
@@ -90,6 +94,8 @@ class Config:
             slug_ks=(0, 100),
             http_max_requests=60,
             dispatchers=(1, 2),
+            outbound_seconds=0.3,
+            outbound_warmup=0.2,
             quick=True,
         )
 

@@ -71,6 +71,15 @@ def render(document: dict[str, Any]) -> str:
         "",
         f"Rounds: {config['rounds']} per contender and case, {config['seconds']} s each "
         f"(at most {config['max_ops']} ops), contenders alternating.",
+    ]
+    if any(case["scenario"] == "outbound" for case in document["cases"]):
+        lines += [
+            "",
+            f"Outbound: {config['rounds']} rounds per contender and case, each a window of "
+            f"{config['outbound_seconds']} s after a warm-up of at least "
+            f"{config['outbound_warmup']} s, contenders alternating.",
+        ]
+    lines += [
         "",
         markdown_table(load_results(document)),
     ]

@@ -319,18 +319,13 @@ class Backlog:
             ).scalar_one()
 
 
-def outbound_timing(config: Config) -> tuple[float, float]:
-    """(warm-up, window) of one round, in seconds."""
-    return (0.2, 0.3) if config.quick else (0.5, 1.5)
-
-
 @contextmanager
 def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[Contender]]:
     url = env.databases.noclash_db(dialect)
     engine = noclash_engine(url, 2)
     logs = env.databases.workdir
     concurrency = Settings().dispatcher_concurrency
-    warmup, seconds = outbound_timing(config)
+    warmup, seconds = config.outbound_warmup, config.outbound_seconds
     ceiling = count * concurrency / PLATFORM_LATENCY  # sends per second the platform allows
     claim_ahead = count * 2 * concurrency
     # The fastest round of either contender (the limit's is an upper bound for noclash's)
