@@ -94,9 +94,9 @@ class SendClients:
     connection for every connection on each request and each response (quadratic in the
     pool's size): at 64 connections in one pool a send cost ten times the CPU it costs
     in pools of four, which capped a dispatcher at a tenth of what the platform allowed.
-    Each send takes a free slot (:meth:`acquire`) and uses that slot's client, so no
-    client ever has more requests than connections, and gives it back
-    (:meth:`release`). Timeouts and the total number of connections are unchanged.
+    Each of the dispatcher's senders takes a slot (:meth:`acquire`) for as long as it
+    runs and sends over that slot's client, so no client ever has more requests than
+    connections. Timeouts and the total number of connections are unchanged.
     """
 
     def __init__(self, settings: Settings, concurrency: int) -> None:
@@ -116,7 +116,6 @@ class SendClients:
             for first in range(0, concurrency, per_client)
         ]
         self._per_client = per_client
-        # Lowest slots first: a lightly loaded dispatcher keeps using the same connections.
         self._free = list(reversed(range(concurrency)))
 
     def acquire(self) -> tuple[int, httpx.AsyncClient]:
@@ -152,13 +151,14 @@ class Dispatcher:
         self.name = name
         self.concurrency = settings.dispatcher_concurrency
         self._ready: deque[Claimed] = deque()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._busy = 0  # senders in the middle of a delivery
         self._settlements: list[Settlement] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._settle_wakeup: asyncio.Event | None = None
+        self._has_ready: asyncio.Event | None = None
         self._stopping = False
-        self._dispatching = False  # the loop runs: a finished send may start the next
+        self._dispatching = False  # the claim loop runs: senders may take deliveries
         self._idle = False
         self._limiter = anyio.CapacityLimiter(4)
         # Counters, for logs, tests and the benchmark.
@@ -189,41 +189,40 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._settle_wakeup = asyncio.Event()
+        self._has_ready = asyncio.Event()
         async with SendClients(self.settings, self.concurrency) as clients:
             settler = asyncio.create_task(self._settle_loop())
+            self._dispatching = True
+            senders = [
+                asyncio.create_task(self._send_loop(clients)) for _ in range(self.concurrency)
+            ]
             try:
-                await self._dispatch(clients)
+                await self._dispatch_loop()
             finally:
-                if self._inflight:
-                    await asyncio.wait(self._inflight)
+                # Idle senders leave; a sender in the middle of a delivery finishes it.
+                self._dispatching = False
+                self._has_ready.set()
+                await asyncio.wait(senders)
                 await self._release_unsent()
                 self._stopping = True
                 self._settle_wakeup.set()
                 await settler
         log.info("%s stopped: %d sent", self.name, self.sent)
 
-    async def _dispatch(self, clients: SendClients) -> None:
-        self._dispatching = True
-        try:
-            await self._dispatch_loop(clients)
-        finally:
-            self._dispatching = False
-
-    async def _dispatch_loop(self, clients: SendClients) -> None:
-        assert self._wakeup is not None
+    async def _dispatch_loop(self) -> None:
+        assert self._wakeup is not None and self._has_ready is not None
         poll = self.settings.dispatcher_poll_seconds
         next_snooze = 0.0
         while not self._stopping:
             if time.monotonic() >= next_snooze:
                 await self._wake_snoozes()
                 next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
-            while self._ready and len(self._inflight) < self.concurrency:
-                self._start(clients, self._ready.popleft())
             want = self._claim_wanted()
             if want:
                 claimed = await self._claim(want)
-                self._ready.extend(claimed)
                 if claimed:
+                    self._ready.extend(claimed)
+                    self._has_ready.set()
                     continue
                 self._idle = True  # nothing due: wait for a wake-up or the next poll
             self._wakeup.clear()
@@ -233,28 +232,39 @@ class Dispatcher:
             if not self._wakeup.is_set():
                 self._idle = False  # the poll interval passed: look again
 
-    def _start(self, clients: SendClients, claim: Claimed) -> None:
-        slot, client = clients.acquire()
-        task = asyncio.create_task(self._deliver(client, claim))
-        self._inflight.add(task)
-        task.add_done_callback(lambda done: self._finished(done, clients, slot))
-
     def _claim_wanted(self) -> int:
         """How many to claim now: none while the claimed-ahead deliveries and the sends in
         flight are more than one and a half times the concurrency, or nothing is due."""
-        want = 2 * self.concurrency - len(self._ready) - len(self._inflight)
+        want = 2 * self.concurrency - len(self._ready) - self._busy
         return want if not self._idle and want >= max(1, self.concurrency // 2) else 0
 
-    def _finished(self, task: asyncio.Task[None], clients: SendClients, slot: int) -> None:
-        clients.release(slot)
-        self._inflight.discard(task)
-        # The next claimed delivery takes the freed slot at once, from here, even while
-        # the loop is busy claiming; the loop is woken only when it has a claim to make
-        # (waking it for every finished send cost a pass of it per delivery).
-        if self._ready and self._dispatching and not self._stopping:
-            self._start(clients, self._ready.popleft())
-        if self._wakeup is not None and self._claim_wanted():
-            self._wakeup.set()
+    async def _send_loop(self, clients: SendClients) -> None:
+        """One of ``concurrency`` senders: it takes the oldest claimed delivery, sends it
+        over its own slot's connection, and takes the next, until the dispatcher stops.
+
+        Long-lived senders rather than a task per delivery: a send that ends is followed
+        at once by the next on the same connection, with no task to create and no
+        callback to run, and the connection is never left idle between them (httpcore
+        checks every idle connection of its pool, a system call each, on every request).
+        """
+        assert self._has_ready is not None and self._wakeup is not None
+        slot, client = clients.acquire()
+        try:
+            while self._dispatching and not self._stopping:
+                if not self._ready:
+                    self._has_ready.clear()
+                    await self._has_ready.wait()
+                    continue
+                claim = self._ready.popleft()
+                self._busy += 1
+                try:
+                    await self._deliver(client, claim)
+                finally:
+                    self._busy -= 1
+                if self._claim_wanted():
+                    self._wakeup.set()  # the claim loop has a batch to claim
+        finally:
+            clients.release(slot)
 
     # -- the database, off the event loop ----------------------------------------------------
     async def _db(self, work: Any, *args: Any) -> Any:
@@ -312,7 +322,7 @@ class Dispatcher:
                         )  # fmt: skip
                         return
                     await asyncio.sleep(self.settings.dispatcher_poll_seconds)
-            if self._stopping and not self._inflight:
+            if self._stopping and not self._busy:
                 return
 
     def _settle_sync(self, batch: list[Settlement]) -> int:
