@@ -67,11 +67,12 @@ def render(document: dict[str, Any]) -> str:
     lines = ["| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
     config = document["config"]
-    lines += [
-        "",
-        f"Rounds: {config['rounds']} per contender and case, {config['seconds']} s each "
-        f"(at most {config['max_ops']} ops), contenders alternating.",
-    ]
+    if any(case["scenario"] != "outbound" for case in document["cases"]):
+        lines += [
+            "",
+            f"Rounds: {config['rounds']} per contender and case, {config['seconds']} s each "
+            f"(at most {config['max_ops']} ops), contenders alternating.",
+        ]
     if any(case["scenario"] == "outbound" for case in document["cases"]):
         lines += [
             "",
