@@ -60,6 +60,12 @@ class Config:
     burst_writers: int  # the "64 concurrent messages for one psid" case
     slug_ks: tuple[int, ...]
     http_max_requests: int
+    # The outbound scenario: dispatcher processes (one case per count), and each round's
+    # measuring window and the warm-up before it, in seconds (a round of dispatchers
+    # needs connections opened and a claim made and settled before it measures anything).
+    dispatchers: tuple[int, ...] = (1, 4)
+    outbound_seconds: float = 1.5
+    outbound_warmup: float = 0.5
     quick: bool = False
     # The PostgreSQL server's max_connections: while every contender's pool fits in it,
     # pools stay open from round to round and only the first round warms them up.
@@ -89,6 +95,9 @@ class Config:
             burst_writers=16,
             slug_ks=(0, 100),
             http_max_requests=60,
+            dispatchers=(1, 2),
+            outbound_seconds=0.3,
+            outbound_warmup=0.2,
             quick=True,
         )
 
@@ -138,6 +147,10 @@ class RoundResult:
     statements: int | None = None
     error_kinds: Counter[str] = field(default_factory=Counter)
     late: int = 0  # succeeded after the round's deadline: done, but outside the window
+    # The statements by what they were for, where a scenario tells them apart (outbound).
+    statement_kinds: Counter[str] | None = None
+    # CPU seconds the measured processes spent in the window, where a scenario measures it.
+    cpu_seconds: float | None = None
 
 
 Op = Callable[[int, int], None]  # (worker index, the worker's op sequence number)
@@ -196,6 +209,10 @@ class ContenderResult:
     invariants: dict[str, int]
     ratio_to_noclash: float | None = None
     note: str = ""
+    # statements_per_op split by kind, where the scenario tells them apart (outbound).
+    statements_by_kind: dict[str, float] | None = None
+    # CPU microseconds per successful op in the measured processes (outbound).
+    cpu_us_per_op: float | None = None
 
 
 @dataclass
@@ -535,6 +552,18 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         if ops and all(s is not None for s in stmts)
         else None
     )
+    by_kind: dict[str, float] | None = None
+    if ops and rounds and all(r.statement_kinds is not None for r in rounds):
+        kinds_total: Counter[str] = Counter()
+        for r in rounds:
+            kinds_total.update(r.statement_kinds or {})
+        by_kind = {k: v / ops for k, v in kinds_total.items()}
+    ok_total = sum(r.ok for r in rounds)
+    cpu_per_op = (
+        sum(r.cpu_seconds or 0.0 for r in rounds) / ok_total * 1e6
+        if ok_total and rounds and all(r.cpu_seconds is not None for r in rounds)
+        else None
+    )
     return ContenderResult(
         name=c.name,
         role=c.role,
@@ -548,6 +577,8 @@ def _aggregate(c: Contender, rounds: list[RoundResult]) -> ContenderResult:
         statements_per_op=per_op,
         invariants=c.check() if c.check is not None else {},
         note=c.note,
+        statements_by_kind=by_kind,
+        cpu_us_per_op=cpu_per_op,
     )
 
 

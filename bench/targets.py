@@ -171,6 +171,40 @@ def _stream(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
     return out
 
 
+# The statements a dispatcher may spend on one delivery (its claim, the read of its text
+# and token, its settlement); batching makes it a fraction of one.
+OUTBOUND_STATEMENTS = 3.0
+
+
+def _outbound(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for case in _where(cases, "outbound"):
+        out.append(_ratio_target(case, "limit", "the bare POSTs", 0.85))
+        nc = case.get("noclash")
+        if nc is None or nc.statements_per_op is None:
+            continue
+        kinds = nc.statements_by_kind or {}
+        split = ", ".join(f"{k} {kinds.get(k, 0.0):.3f}" for k in ("claim", "details", "settle"))
+        other = kinds.get("other", 0.0)
+        where = f"outbound {case.dialect} w={case.writers} {case.label}"
+        out.append(
+            _target(
+                f"{where}: noclash <= {OUTBOUND_STATEMENTS:g} statements per delivery",
+                f"{nc.statements_per_op:.3f} ({split}, other {other:.3f})",
+                nc.statements_per_op <= OUTBOUND_STATEMENTS,
+            )
+        )
+        out.append(
+            _target(
+                f"{where}: noclash sends each delivery once and records it",
+                ", ".join(f"{k}={v}" for k, v in nc.invariants.items())
+                + f", errors={nc.errors}",
+                _clean(nc),
+            )
+        )
+    return out
+
+
 def _events(cases: Sequence[CaseResult]) -> list[dict[str, Any] | None]:
     return [
         _ratio_target(case, "limit", "the same build with events off", 0.85)
@@ -185,6 +219,7 @@ CHECKS: tuple[Callable[[Sequence[CaseResult]], list[dict[str, Any] | None]], ...
     _http,
     _stream,
     _events,
+    _outbound,
 )
 
 

@@ -3,7 +3,8 @@
 Every scenario runs on SQLite and on the suite's PostgreSQL server for a fraction of a
 second per contender. Timings are not asserted (the machine is shared); the structure of
 the output and the invariants are: noclash never errs, never stores a second active
-conversation or a duplicate message, and every case reports every contender.
+conversation or a duplicate message, never sends a delivery twice or leaves one sent and
+unrecorded, and every case reports every contender.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_every_scenario_runs_on_both_databases(smoke: tuple[list, dict]) -> None
         assert "noclash" in roles
         if case.scenario != "stream":  # a latency: noclash alone
             assert "limit" in roles
-        if case.scenario not in ("http", "stream", "events"):
+        if case.scenario not in ("http", "stream", "events", "outbound"):
             assert "seed" in roles
         noclash = case.get("noclash")
         assert noclash is not None
@@ -60,14 +61,26 @@ def test_noclash_never_errs_nor_duplicates(smoke: tuple[list, dict]) -> None:
             assert noclash.invariants == {"dup_active": 0, "dup_messages": 0}
             seed = case.get("seed")
             assert seed is not None and set(seed.invariants) == {"dup_active", "dup_messages"}
+        if case.scenario == "outbound":
+            assert noclash.invariants == {
+                "dup_sends": 0, "unrecorded": 0, "unsettled": 0, "not_sent": 0, "starved_rounds": 0
+            }
 
 
 def test_statements_are_counted(smoke: tuple[list, dict]) -> None:
     results, _doc = smoke
     for case in results:
         for c in case.contenders:
-            if case.scenario in ("http", "stream"):  # the statements run in servers
+            if case.scenario in ("http", "stream") or (
+                case.scenario == "outbound" and c.role == "limit"
+            ):  # the statements run in servers, or there are none
                 assert c.statements_per_op is None
+            elif case.scenario == "outbound":
+                # Batched: a claim, a read and a settlement serve many deliveries each.
+                assert c.statements_per_op is not None and 0 < c.statements_per_op <= 3
+                kinds = c.statements_by_kind or {}
+                assert set(kinds) == {"claim", "details", "settle", "other"}, kinds
+                assert kinds["settle"] > 0  # a short window may hold no claim (claimed ahead)
             else:
                 assert c.statements_per_op is not None and c.statements_per_op >= 1
         if case.scenario in ("tokens", "slugs", "active"):

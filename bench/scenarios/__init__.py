@@ -80,7 +80,7 @@ def make_owner(engine: Engine, meta: MetaData = tables.metadata, tag: str = "") 
 
 def registry() -> dict[str, Callable[[Env, Config], list[CaseSpec]]]:
     """Scenario name -> spec factory, in run order."""
-    from bench.scenarios import active, events, http, slugs, tokens
+    from bench.scenarios import active, events, http, outbound, slugs, tokens
 
     return {
         "tokens": tokens.specs,
@@ -89,7 +89,8 @@ def registry() -> dict[str, Callable[[Env, Config], list[CaseSpec]]]:
         "http": http.specs,
         "stream": events.stream_specs,
         "events": events.specs,
+        "outbound": outbound.specs,
     }
 
 
-SCENARIOS = ("tokens", "slugs", "active", "http", "stream", "events")
+SCENARIOS = ("tokens", "slugs", "active", "http", "stream", "events", "outbound")

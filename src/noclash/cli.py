@@ -378,7 +378,8 @@ def bench(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only this scenario (repeatable): tokens, slugs, active, http, stream, events."
+            help="Run only this scenario (repeatable): tokens, slugs, active, http, stream, "
+            "events, outbound."
         ),
     ] = None,
     writers: Annotated[
@@ -386,7 +387,8 @@ def bench(
         typer.Option(help="Concurrent writers (repeatable); default 1 and 32."),
     ] = None,
 ) -> None:
-    """Benchmark noclash against the seeds' fixes and a bare INSERT (needs the checkout)."""
+    """Benchmark noclash against the seeds' fixes, a bare INSERT and bare sends (needs the
+    checkout)."""
     import noclash
 
     package = Path(noclash.__file__).resolve().parent

@@ -127,25 +127,24 @@ class Claimed:
         return self.destination == WEBHOOK_DESTINATION
 
 
-def claim_due(
-    conn: Connection, *, limit: int, lease_seconds: float, now: datetime | None = None
-) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
-
-    Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
-    and no older pending delivery in the same conversation to the same destination. The
-    claim is one statement; then one read per kind of delivery in the batch: the texts and
-    tokens of its replies, the events and webhooks of its events.
-    """
-    now = now or utcnow()
-    token = uuid7()
+def _claim_statement() -> sa.Update:
+    """The claim, built once: due deliveries (bound: ``b_now``, ``b_limit``) move to
+    ``sending`` under a new claim (``b_token``) until the lease ends (``b_lease_end``)."""
     older = deliveries.alias("older")
+    # The statuses are written into the statement, not bound: only then can the database
+    # use the partial index of pending deliveries (ix_deliveries_due, WHERE status IN
+    # (...)), which it must prove the query's condition implies when planning. With bound
+    # values SQLite scans and sorts every delivery ever made, sent ones included, on each
+    # claim (52 ms instead of 4.5 ms with 24,000 sent), and a PostgreSQL generic plan
+    # cannot use the index either.
+    pending = [sa.literal_column(f"'{status.value}'") for status in PENDING_DELIVERY]
+    now = sa.bindparam("b_now", type_=deliveries.c.next_attempt_at.type)
     waits_for_older = (
         sa.exists()
         .where(
             older.c.conversation_id == deliveries.c.conversation_id,
             older.c.destination == deliveries.c.destination,
-            older.c.status.in_(PENDING_DELIVERY),
+            older.c.status.in_(pending),
             older.c.id < deliveries.c.id,
         )
         .correlate(deliveries)
@@ -153,22 +152,22 @@ def claim_due(
     due = (
         sa.select(deliveries.c.id)
         .where(
-            deliveries.c.status.in_(PENDING_DELIVERY),
+            deliveries.c.status.in_(pending),
             deliveries.c.next_attempt_at <= now,
             ~waits_for_older,
         )
         .order_by(deliveries.c.next_attempt_at)
-        .limit(limit)
+        .limit(sa.bindparam("b_limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)
     )
-    claimed = conn.execute(
+    return (
         sa.update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()))
         .values(
             status=DeliveryStatus.SENDING,
             attempts=deliveries.c.attempts + 1,
-            next_attempt_at=now + timedelta(seconds=lease_seconds),
-            claim_token=token,
+            next_attempt_at=sa.bindparam("b_lease_end", type_=deliveries.c.next_attempt_at.type),
+            claim_token=sa.bindparam("b_token", type_=deliveries.c.claim_token.type),
             updated_at=now,
         )
         .returning(
@@ -180,6 +179,33 @@ def claim_due(
             deliveries.c.event_id,
             deliveries.c.connection_id,
         )
+    )
+
+
+_CLAIM = _claim_statement()
+
+
+def claim_due(
+    conn: Connection, *, limit: int, lease_seconds: float, now: datetime | None = None
+) -> list[Claimed]:
+    """Claim up to ``limit`` due deliveries for one lease (call in a transaction).
+
+    Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
+    and no older pending delivery in the same conversation to the same destination. The
+    claim is one statement (built once: a dispatcher claims many times a second); then one
+    read per kind of delivery in the batch: the texts and tokens of its replies, the
+    events and webhooks of its events.
+    """
+    now = now or utcnow()
+    token = uuid7()
+    claimed = conn.execute(
+        _CLAIM,
+        {
+            "b_now": now,
+            "b_limit": limit,
+            "b_lease_end": now + timedelta(seconds=lease_seconds),
+            "b_token": token,
+        },
     ).all()
     if not claimed:
         return []
