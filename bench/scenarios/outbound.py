@@ -245,7 +245,7 @@ class Backlog:
                 sa.update(deliveries)
                 .where(deliveries.c.status.in_(PENDING_DELIVERY))
                 .values(
-                    status=DeliveryStatus.FAILED, last_error=ROUND_OVER, claim_token=None,
+                    status=DeliveryStatus.FAILED, last_error=ROUND_OVER, claimed_by=None,
                     updated_at=now,
                 )
             )  # fmt: skip

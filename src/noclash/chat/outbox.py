@@ -10,14 +10,14 @@ what is due. What keeps a delivery single:
 - ``uq_deliveries_message_id_destination``: one delivery per message per platform, so a
   retried reply (one message, by its Idempotency-Key) has one delivery;
 - :func:`claim_due`: one statement moves due rows to ``sending`` with a fresh
-  ``claim_token`` and a lease; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets any number
-  of dispatchers claim disjoint rows without waiting for each other, on SQLite the write
-  lock serialises the claims. A delivery waits while an older pending one of the same
-  conversation *and destination* exists, so sends to one customer keep their order, and
+  ``claimed_by`` (the claim's id) and a lease; on PostgreSQL ``FOR UPDATE SKIP LOCKED``
+  lets any number of dispatchers claim disjoint rows without waiting for each other, on
+  SQLite the write lock serialises the claims. A delivery waits while an older pending
+  one of the same conversation *and destination* exists, so sends to one customer keep their order, and
   events reach the bot in order, without one destination holding up the other (a bot's
   webhook retried for hours never delays a reply to the customer, nor a platform outage
   the bot's events);
-- :func:`settle`: an outcome is written only ``WHERE claim_token = <the claim's>``; a
+- :func:`settle`: an outcome is written only ``WHERE claimed_by = <the claim's id>``; a
   dispatcher whose lease ran out (it stalled, another took the delivery over) cannot
   overwrite what the newer claim decided.
 
@@ -167,7 +167,7 @@ def _claim_statement() -> sa.Update:
             status=DeliveryStatus.SENDING,
             attempts=deliveries.c.attempts + 1,
             next_attempt_at=sa.bindparam("b_lease_end", type_=deliveries.c.next_attempt_at.type),
-            claim_token=sa.bindparam("b_token", type_=deliveries.c.claim_token.type),
+            claimed_by=sa.bindparam("b_token", type_=deliveries.c.claimed_by.type),
             updated_at=now,
         )
         .returning(
@@ -296,7 +296,7 @@ def _fenced() -> sa.Update:
     (``b_token``) does: the fence against a dispatcher whose lease ran out."""
     return sa.update(deliveries).where(
         deliveries.c.id == sa.bindparam("b_id"),
-        deliveries.c.claim_token == sa.bindparam("b_token"),
+        deliveries.c.claimed_by == sa.bindparam("b_token"),
         deliveries.c.status == DeliveryStatus.SENDING,
     )
 
@@ -320,7 +320,7 @@ def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | 
             deliveries.c.platform_message_id,
         ),
         sent_at=sa.bindparam("b_sent", type_=deliveries.c.sent_at.type),
-        claim_token=sa.bindparam("b_keep", type_=deliveries.c.claim_token.type),
+        claimed_by=sa.bindparam("b_keep", type_=deliveries.c.claimed_by.type),
         updated_at=now,
     )
     failed = [s for s in settlements if s.status == DeliveryStatus.FAILED]
@@ -368,7 +368,7 @@ def release(conn: Connection, claims: Sequence[Claimed], now: datetime | None = 
             status=DeliveryStatus.QUEUED,
             attempts=deliveries.c.attempts - 1,
             next_attempt_at=now,
-            claim_token=None,
+            claimed_by=None,
             updated_at=now,
         ),
         [{"b_id": c.id, "b_token": c.claim_token} for c in claims],
@@ -390,7 +390,7 @@ def settle_by_echo(
             platform_message_id=platform_message_id,
             sent_at=now,
             last_error=None,
-            claim_token=None,
+            claimed_by=None,
             updated_at=now,
         )
         .returning(deliveries.c.id)
@@ -415,7 +415,7 @@ def fail_webhook_deliveries(conn: Connection, chatbot_id: UUID, now: datetime | 
         .values(
             status=DeliveryStatus.FAILED,
             last_error=WEBHOOK_REMOVED,
-            claim_token=None,
+            claimed_by=None,
             updated_at=now,
         )
         .returning(deliveries.c.id)
@@ -464,7 +464,7 @@ def retry(
             status=DeliveryStatus.QUEUED,
             attempts=0,
             next_attempt_at=now,
-            claim_token=None,
+            claimed_by=None,
             updated_at=now,
         )
         .returning(*deliveries.c)

@@ -367,7 +367,7 @@ deliveries = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     # The claim that may settle it: a dispatcher whose lease ran out cannot overwrite the
     # outcome of the one that took the delivery over.
-    Column("claim_token", Uuid),
+    Column("claimed_by", Uuid),
     Column("last_error", Text),
     Column("platform_message_id", String(300)),
     Column("sent_at", UTCDateTime),

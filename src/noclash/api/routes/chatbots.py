@@ -51,6 +51,7 @@ _WEBHOOK_URL = Field(
     default=None,
     min_length=1,
     max_length=max_length(chatbots.c.webhook_url),
+    pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#][^\s]*)?$",
     description="Where the chatbot's events are POSTed (http or https, a public address). "
     "null: none (PATCH: removing it fails the events still on their way).",
 )

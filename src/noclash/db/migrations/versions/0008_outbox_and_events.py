@@ -89,7 +89,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("claim_token", sa.Uuid()),
+        sa.Column("claimed_by", sa.Uuid()),
         sa.Column("last_error", sa.Text()),
         sa.Column("platform_message_id", sa.String(length=300)),
         sa.Column("sent_at", sa.DateTime(timezone=True)),
