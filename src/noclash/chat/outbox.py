@@ -13,8 +13,9 @@ what is due. What keeps a delivery single:
   ``claimed_by`` (the claim's id) and a lease; on PostgreSQL ``FOR UPDATE SKIP LOCKED``
   lets any number of dispatchers claim disjoint rows without waiting for each other, on
   SQLite the write lock serialises the claims. A delivery waits while an older pending
-  one of the same conversation *and destination* exists, so sends to one customer keep their order, and
-  events reach the bot in order, without one destination holding up the other (a bot's
+  one of the same conversation *and destination* exists, so sends to one customer keep
+  their order, and events reach the bot in order, without one destination holding up the
+  other (a bot's
   webhook retried for hours never delays a reply to the customer, nor a platform outage
   the bot's events);
 - :func:`settle`: an outcome is written only ``WHERE claimed_by = <the claim's id>``; a
