@@ -90,11 +90,17 @@ def create_chatbot(
     return Chatbot(**values)
 
 
-def get_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> Row:
-    """The caller's chatbot; another user's or a malformed id is NotFound."""
+def chatbot_ident(chatbot_id: UUID | str) -> UUID:
+    """A chatbot id from a path: a malformed one is NotFound, like a missing chatbot."""
     ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
     if ident is None:
         raise NotFound("chatbot not found")
+    return ident
+
+
+def get_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) -> Row:
+    """The caller's chatbot; another user's or a malformed id is NotFound."""
+    ident = chatbot_ident(chatbot_id)
     row = conn.execute(
         sa.select(chatbots).where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
     ).first()
@@ -200,9 +206,7 @@ def update_chatbot(
         changes = {**changes, "allowed_origins": normalise_origins(changes["allowed_origins"])}
     if not changes:
         return get_chatbot(conn, chatbot_id, owner_id=owner_id)
-    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
-    if ident is None:
-        raise NotFound("chatbot not found")
+    ident = chatbot_ident(chatbot_id)
     with translating(chatbots.metadata):
         row = conn.execute(
             sa.update(chatbots)
@@ -225,9 +229,7 @@ def set_webhook_secret(
     Events are signed when each attempt is made, with the secret the chatbot has then: an
     event retried after this is signed with the new secret.
     """
-    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
-    if ident is None:
-        raise NotFound("chatbot not found")
+    ident = chatbot_ident(chatbot_id)
     row = conn.execute(
         sa.update(chatbots)
         .where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)
@@ -246,9 +248,7 @@ def delete_chatbot(conn: Connection, chatbot_id: UUID | str, *, owner_id: UUID) 
     sees half a chatbot. This is the one delete that destroys history; deleting a
     connection keeps it (:func:`noclash.chat.connections.delete_connection`).
     """
-    ident = chatbot_id if isinstance(chatbot_id, UUID) else parse_uuid(chatbot_id)
-    if ident is None:
-        raise NotFound("chatbot not found")
+    ident = chatbot_ident(chatbot_id)
     gone = conn.execute(
         sa.delete(chatbots)
         .where(chatbots.c.id == ident, chatbots.c.owner_id == owner_id)

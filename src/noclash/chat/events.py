@@ -92,15 +92,12 @@ def as_data(row: Any, fields: Sequence[str]) -> dict[str, Any]:
 
 # Every column of a message: what a message.created event carries.
 MESSAGE_FIELDS = tuple(c.name for c in messages.columns)
-CONVERSATION_FIELDS = (
-    "id",
-    "chatbot_id",
-    "connection_id",
-    "psid",
-    "status",
-    "title",
-    "slug",
-    "created_at",
+# What a conversation's events carry: its identity and state (not its timestamps of
+# activity, which every message moves).
+CONVERSATION_FIELDS = tuple(
+    c.name
+    for c in conversations.columns
+    if c.name not in ("last_message_at", "snoozed_until", "closed_at")
 )
 
 
