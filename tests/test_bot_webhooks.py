@@ -24,7 +24,7 @@ from noclash.channels import webhooks
 from noclash.chat.outbox import WEBHOOK_REMOVED
 from noclash.db.tables import WEBHOOK_DESTINATION, deliveries
 from tests.support.bots import LoopbackBot
-from tests.support.outbound import Stack, outbound_stack
+from tests.support.outbound import Stack, outbound_stack, telegram_update
 from tests.support.platforms import TELEGRAM_BAD_GATEWAY, running, wait_for
 
 CHAT = 5550101
@@ -57,16 +57,6 @@ def _chatbot(stack: Stack, bot: LoopbackBot, *, secret: bool = True) -> tuple[di
     assert changed.status_code == 200, changed.text
     connection, _token = stack.telegram_connection(chatbot["id"])
     return changed.json(), connection, made
-
-
-def _update(update_id: int, text: str, chat_id: int = CHAT) -> dict:
-    return {
-        "update_id": update_id,
-        "message": {"message_id": update_id, "date": int(time.time()),
-                    "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
-                    "from": {"id": chat_id, "is_bot": False, "first_name": "Ada"},
-                    "text": text},
-    }  # fmt: skip
 
 
 def _events(stack: Stack, chatbot_id: str) -> list[dict]:
@@ -164,7 +154,7 @@ def test_64_concurrent_redeliveries_make_one_event_and_one_bot_call(both):
         barrier.wait()
         return webhook.post(
             f"/webhooks/telegram/{connection['id']}",
-            json=_update(4242, "once, please"),
+            json=telegram_update(4242, "once, please", CHAT),
             headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
         ).status_code
 

@@ -26,8 +26,9 @@ from noclash.chat.connections import create_connection
 from noclash.chat.inbound import receive_message
 from noclash.chat.users import create_user
 from noclash.db.engine import create_engine
-from noclash.db.tables import WEBHOOK_DESTINATION, deliveries, events
+from noclash.db.tables import WEBHOOK_DESTINATION, events
 from tests.support.bots import LoopbackBot
+from tests.support.outbound import delivery_statuses
 from tests.support.platforms import running, wait_for
 from tests.support.serve import serving
 
@@ -62,20 +63,6 @@ def _queue(url: str, bot_url: str) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def _statuses(url: str) -> Counter:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(deliveries.c.status, sa.func.count())
-                .where(deliveries.c.destination == WEBHOOK_DESTINATION)
-                .group_by(deliveries.c.status)
-            )
-            return Counter({status: n for status, n in rows})
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.slow
 def test_kill_9_while_sending_events_loses_none(database_url, tmp_path: Path):
     with running(LoopbackBot()) as bot:
@@ -100,8 +87,10 @@ def test_kill_9_while_sending_events_loses_none(database_url, tmp_path: Path):
                 kills.append(time.time())
         with serving(database_url, tmp_path, env=env):
             assert wait_for(
-                lambda: _statuses(database_url)["sent"] == len(queued), timeout=120, every=0.5
-            ), _statuses(database_url)
+                lambda: delivery_statuses(database_url, WEBHOOK_DESTINATION)["sent"] == len(queued),
+                timeout=120,
+                every=0.5,
+            ), delivery_statuses(database_url, WEBHOOK_DESTINATION)
         received = bot.requests
 
     ids = [r.headers["noclash-event-id"] for r in received]

@@ -53,6 +53,14 @@ def _meta_conversation(stack, psid: str = "6543210987654321"):
     return stack.meta_customer(PAGE, psid, "hi there", mid=f"m_in_{psid}")
 
 
+def _conversation_on(stack, platform: str):
+    """A customer's conversation on ``platform`` and that platform's loopback server."""
+    if platform == "meta":
+        return _meta_conversation(stack), stack.meta
+    _connection, conversation = _telegram_conversation(stack)
+    return conversation, stack.telegram
+
+
 def test_a_reply_is_stored_with_its_delivery_and_sent(stack):
     _connection, conversation = _telegram_conversation(stack)
     answer = stack.reply(conversation["id"], "Thanks, we are on it")
@@ -107,12 +115,7 @@ def test_a_retried_reply_is_one_message_and_one_send(stack):
     ids=["meta-500", "meta-502", "meta-613", "meta-4", "telegram-429", "telegram-502"],
 )
 def test_transient_errors_are_retried_and_sent_once(stack, platform, error):
-    if platform == "meta":
-        conversation = _meta_conversation(stack)
-        loopback = stack.meta
-    else:
-        _connection, conversation = _telegram_conversation(stack)
-        loopback = stack.telegram
+    conversation, loopback = _conversation_on(stack, platform)
     loopback.fail_next(2, *error)
     message = stack.reply(conversation["id"], "after two failures").json()
     sent = stack.wait_delivery(conversation["id"], message["id"], "sent")
@@ -140,12 +143,7 @@ def test_telegram_retry_after_is_honoured(stack):
     ids=["meta-551", "telegram-403"],
 )
 def test_permanent_errors_fail_with_the_error_and_retry_really_sends(stack, platform, error, shown):
-    if platform == "meta":
-        conversation = _meta_conversation(stack)
-        loopback = stack.meta
-    else:
-        _connection, conversation = _telegram_conversation(stack)
-        loopback = stack.telegram
+    conversation, loopback = _conversation_on(stack, platform)
     loopback.fail_next(1, *error)
     message = stack.reply(conversation["id"], "can you hear me").json()
     failed = stack.wait_delivery(conversation["id"], message["id"], "failed")

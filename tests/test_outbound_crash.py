@@ -19,7 +19,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from noclash.chat.chatbots import create_chatbot
 from noclash.chat.connections import create_connection
@@ -27,8 +26,8 @@ from noclash.chat.inbound import receive_message
 from noclash.chat.messages import send_reply
 from noclash.chat.users import create_user
 from noclash.db.engine import create_engine
-from noclash.db.tables import DeliveryStatus, deliveries
-from tests.support.outbound import APP_SECRET
+from noclash.db.tables import DeliveryStatus
+from tests.support.outbound import APP_SECRET, delivery_statuses
 from tests.support.platforms import LoopbackMeta, LoopbackTelegram, running, wait_for
 from tests.support.serve import serving
 from tests.support.server import free_port
@@ -76,18 +75,6 @@ def _queue_many(
         engine.dispose()
 
 
-def _statuses(url: str) -> Counter:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
-            )
-            return Counter({status: n for status, n in rows})
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("platform", ["telegram", "meta"])
 def test_kill_9_while_sending_loses_nothing(database_url, tmp_path: Path, platform):
@@ -120,10 +107,12 @@ def test_kill_9_while_sending_loses_nothing(database_url, tmp_path: Path, platfo
                 kills.append(time.time())
         with serving(database_url, tmp_path, env=env, port=port):
             assert wait_for(
-                lambda: _statuses(database_url)[DeliveryStatus.SENT] == CUSTOMERS * PER_CUSTOMER,
+                lambda: (
+                    delivery_statuses(database_url)[DeliveryStatus.SENT] == CUSTOMERS * PER_CUSTOMER
+                ),
                 timeout=120,
                 every=0.5,
-            ), _statuses(database_url)
+            ), delivery_statuses(database_url)
         delivered = loopback.delivered()
     texts = Counter(m["text"] for m in delivered)
     expected = {f"{c}/{i}" for c in range(CUSTOMERS) for i in range(PER_CUSTOMER)}

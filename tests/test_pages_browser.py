@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
@@ -95,6 +94,22 @@ def _lose_first_answer(page: Page, pattern: str, method: str = "POST") -> list[i
     return statuses
 
 
+def _start(page: Page, url: str):
+    """Open ``url``, open the widget and start a conversation; the widget."""
+    page.goto(url)
+    widget = _widget(page)
+    widget.get_by_role("button", name="Open chat").click()
+    widget.get_by_role("button", name="Start a conversation").click()
+    return widget
+
+
+def _say(widget, text: str) -> None:
+    """The visitor types ``text`` and presses Enter."""
+    box = widget.get_by_role("textbox", name="Your message")
+    box.fill(text)
+    box.press("Enter")
+
+
 # -- the widget ---------------------------------------------------------------------------------
 
 
@@ -117,13 +132,8 @@ def test_a_double_click_or_a_lost_answer_on_start_makes_one_session(stack, page)
 def test_a_reload_and_a_second_tab_continue_the_same_conversation(stack, page):
     bot = stack.chatbot()
     url = f"{stack.server.base_url}/widget/demo/{bot['public_token']}"
-    page.goto(url)
-    widget = _widget(page)
-    widget.get_by_role("button", name="Open chat").click()
-    widget.get_by_role("button", name="Start a conversation").click()
-    box = widget.get_by_role("textbox", name="Your message")
-    box.fill("Where is my order?")
-    box.press("Enter")
+    widget = _start(page, url)
+    _say(widget, "Where is my order?")
     expect(widget.locator(".msg.in")).to_have_text(["Where is my order?"])
     page.reload()
     widget.get_by_role("button", name="Open chat").click()
@@ -138,13 +148,8 @@ def test_a_reload_and_a_second_tab_continue_the_same_conversation(stack, page):
 def test_a_double_submit_stores_one_message(stack, page):
     bot = stack.chatbot()
     statuses = _lose_first_answer(page, "**/sessions/*/messages")
-    page.goto(f"{stack.server.base_url}/widget/demo/{bot['public_token']}")
-    widget = _widget(page)
-    widget.get_by_role("button", name="Open chat").click()
-    widget.get_by_role("button", name="Start a conversation").click()
-    box = widget.get_by_role("textbox", name="Your message")
-    box.fill("only once please")
-    box.press("Enter")
+    widget = _start(page, f"{stack.server.base_url}/widget/demo/{bot['public_token']}")
+    _say(widget, "only once please")
     widget.get_by_role("button", name="Retry").click()
     expect(widget.locator(".msg.in")).to_have_text(["only once please"])
     # The stream may show the message before the resend is answered: wait for the resend.
@@ -170,13 +175,8 @@ def test_the_widget_works_on_an_allowed_site(stack, page):
     bot = stack.chatbot()
     with other_site(embed(stack.server.base_url, bot["public_token"])) as site:
         stack.api.patch(f"/api/chatbots/{bot['id']}", json={"allowed_origins": [site]})
-        page.goto(site)
-        widget = _widget(page)
-        widget.get_by_role("button", name="Open chat").click()
-        widget.get_by_role("button", name="Start a conversation").click()
-        box = widget.get_by_role("textbox", name="Your message")
-        box.fill("from the shop")
-        box.press("Enter")
+        widget = _start(page, site)
+        _say(widget, "from the shop")
         expect(widget.locator(".msg.in")).to_have_text(["from the shop"])
     # No global names leaked into the host page.
     assert page.evaluate("Object.keys(window).filter(k => /noclash/i.test(k))") == []
@@ -282,7 +282,7 @@ def test_reopening_beside_another_open_conversation_links_to_it(stack, page):
 
 
 def test_the_inbox_works_from_the_keyboard_alone(stack, page):
-    _connection, conversation = _telegram_customer(stack)
+    _telegram_customer(stack)
     page.goto(f"{stack.server.base_url}/inbox")
     page.keyboard.type(stack.token)  # the token field has the focus
     page.keyboard.press("Enter")
@@ -300,20 +300,14 @@ def test_the_inbox_works_from_the_keyboard_alone(stack, page):
     page.keyboard.press("Control+Enter")
     expect(page.locator("#messages .message.out .text")).to_have_text(["typed, not clicked"])
     assert wait_for(lambda: len(stack.telegram.delivered()) == 1)
-    assert UUID(conversation["id"])
 
 
 # -- live ---------------------------------------------------------------------------------------
 
 
 def _widget_session(stack: Stack, page: Page, public_token: str, text: str) -> dict:
-    page.goto(f"{stack.server.base_url}/widget/demo/{public_token}")
-    widget = _widget(page)
-    widget.get_by_role("button", name="Open chat").click()
-    widget.get_by_role("button", name="Start a conversation").click()
-    box = widget.get_by_role("textbox", name="Your message")
-    box.fill(text)
-    box.press("Enter")
+    widget = _start(page, f"{stack.server.base_url}/widget/demo/{public_token}")
+    _say(widget, text)
     expect(widget.locator(".msg.in")).to_have_text([text])
     return page.evaluate(f"JSON.parse(localStorage.getItem('noclash:{public_token}:session'))")
 
@@ -331,9 +325,7 @@ def test_replies_and_visitor_messages_appear_live_within_two_seconds(stack, brow
     page.get_by_label("Reply").fill("Hi! I am here.")
     page.get_by_label("Reply").press("Control+Enter")
     expect(_widget(visitor).locator(".msg.out")).to_have_text(["Hi! I am here."], timeout=2000)
-    box = _widget(visitor).get_by_role("textbox", name="Your message")
-    box.fill("great, thanks")
-    box.press("Enter")
+    _say(_widget(visitor), "great, thanks")
     expect(page.locator("#messages .message.in")).to_have_text(
         ["hello, anyone?", "great, thanks"], timeout=2000
     )

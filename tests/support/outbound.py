@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from noclash.channels.meta import sign
 from noclash.config import Settings
+from noclash.db.engine import create_engine
+from noclash.db.tables import deliveries
 from noclash.dispatch import Dispatcher
 from tests.channels import messenger_body
 from tests.support.platforms import LoopbackMeta, LoopbackTelegram, running, wait_for
@@ -39,6 +43,31 @@ FAST = {
     "meta_echo_wait_seconds": 3.0,
     "meta_app_secret": APP_SECRET,
 }
+
+
+def telegram_update(update_id: int, text: str, chat_id: int) -> dict:
+    """A customer's message as Telegram delivers it (an ``Update``, as documented)."""
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
+                    "from": {"id": chat_id, "is_bot": False, "first_name": "Ada"},
+                    "text": text},
+    }  # fmt: skip
+
+
+def delivery_statuses(url: str, destination: str | None = None) -> Counter:
+    """How many deliveries (to ``destination``, or all) are in each status, read from the
+    database at ``url`` (for tests whose server is another process)."""
+    engine = create_engine(url)
+    try:
+        query = sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
+        if destination is not None:
+            query = query.where(deliveries.c.destination == destination)
+        with engine.connect() as conn:
+            return Counter({status: n for status, n in conn.execute(query)})
+    finally:
+        engine.dispose()
 
 
 class RunningDispatcher:
@@ -117,16 +146,9 @@ class Stack:
 
     def telegram_customer(self, connection: dict, chat_id: int, text: str, update_id: int) -> dict:
         """A customer's Telegram message in, through the real webhook; its conversation."""
-        update = {
-            "update_id": update_id,
-            "message": {"message_id": update_id, "date": int(time.time()),
-                        "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
-                        "from": {"id": chat_id, "is_bot": False, "first_name": "Ada"},
-                        "text": text},
-        }  # fmt: skip
         answer = self.server.client().post(
             f"/webhooks/telegram/{connection['id']}",
-            json=update,
+            json=telegram_update(update_id, text, chat_id),
             headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"},
         )
         assert answer.status_code == 200, answer.text
@@ -204,4 +226,13 @@ def server_app_wake(server: LiveServer, dispatcher: Dispatcher) -> None:
     server.app.state.dispatcher = dispatcher
 
 
-__all__ = ["APP_SECRET", "FAST", "RunningDispatcher", "Stack", "dispatching", "outbound_stack"]
+__all__ = [
+    "APP_SECRET",
+    "FAST",
+    "RunningDispatcher",
+    "Stack",
+    "delivery_statuses",
+    "dispatching",
+    "outbound_stack",
+    "telegram_update",
+]
