@@ -62,5 +62,5 @@ def test_an_event_brings_its_webhook_delivery_only_with_a_webhook(live_server):
             conn, events.EventType.MESSAGE_CREATED, subject,
             chatbot_id=row.chatbot_id, conversation_id=None, data={},
         )  # fmt: skip
-        assert again is None
+        assert again is False
         assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar() == 2

@@ -37,7 +37,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -126,6 +126,16 @@ def enabled(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get(EVENTS_OPTION, True))
 
 
+class Event(NamedTuple):
+    """One event to record: what happened (``type``), to what (``subject``), where."""
+
+    type: EventType
+    subject: str
+    chatbot_id: UUID
+    conversation_id: UUID | None
+    data: dict[str, Any]
+
+
 def record(
     conn: Connection,
     type: EventType,
@@ -136,39 +146,75 @@ def record(
     data: dict[str, Any],
     now: datetime | None = None,
     to_webhook: bool = True,
-) -> UUID | None:
+    webhook: bool | None = None,
+) -> bool:
     """Write one event in the caller's transaction, and its webhook delivery when the
-    chatbot has a webhook; the event's id, or None when ``(type, subject)`` was recorded
-    before (or events are off). ``to_webhook=False`` keeps it off the webhook (a
-    ``delivery.failed`` about a webhook delivery).
+    chatbot has a webhook (see :func:`record_all`); whether it was stored. ``to_webhook=
+    False`` keeps it off the webhook (a ``delivery.failed`` about a webhook delivery)."""
+    event = Event(type, subject, chatbot_id, conversation_id, data)
+    return record_all(conn, [event], now=now, webhook=webhook if to_webhook else False) == 1
 
-    Where the database takes writes in a WITH clause (``supports_dml_in_cte``), the event
-    and its delivery are one statement; elsewhere two. Both statements are built once:
-    an event rides on every message, and building a Core statement costs more Python
-    than sending it.
+
+def record_all(
+    conn: Connection,
+    batch: Sequence[Event],
+    *,
+    now: datetime | None = None,
+    webhook: bool | None = None,
+) -> int:
+    """Write ``batch`` in the caller's transaction; how many were stored (an event whose
+    ``(type, subject)`` was recorded before is not); none when events are off.
+
+    ``webhook`` says whether the events' chatbot has a webhook, when the caller's own
+    statements already read it (the inbound delivery does): False writes the events in
+    one INSERT and nothing else, which is the whole cost of an event for a chatbot without
+    a webhook. None (not known) or True: each event with its webhook delivery, which its
+    statement writes only if the chatbot has a ``webhook_url`` when it runs (no read
+    before the write); where the database takes writes in a WITH clause
+    (``supports_dml_in_cte``) that is one statement per event, elsewhere two.
+
+    The statements are built once: an event rides on every message, and building a Core
+    statement costs more Python than sending it.
     """
-    if not enabled(conn):
-        return None
+    if not batch or not enabled(conn):
+        return 0
     now = now or utcnow()
     dialect = dialect_for(conn)
-    params = {
-        "e_id": uuid7(), "e_chatbot": chatbot_id, "e_conversation": conversation_id,
-        "e_type": type.value, "e_subject": subject, "e_payload": data, "e_now": now,
-    }  # fmt: skip
-    delivery = to_webhook and conversation_id is not None
-    if delivery and dialect.supports_dml_in_cte:
-        params["d_id"] = uuid7()
-        stored = conn.execute(_event_and_delivery(dialect), params).scalar()
+    if webhook is False:
+        params: dict[str, Any] = {"e_now": now}
+        for n, event in enumerate(batch):
+            params.update(_event_params(event, n))
+        stored = len(conn.execute(_events_insert(dialect, len(batch)), params).all())
     else:
-        stored = conn.execute(_event_insert(dialect), params).scalar()
-        if stored is not None and delivery:
-            params["d_id"] = uuid7()
-            conn.execute(_webhook_delivery(), params)
-    if stored is None:
-        return None
-    if (recorded := _recorded.get()) is not None:
-        recorded.add(chatbot_id)
+        stored = sum(_with_delivery(conn, dialect, event, now) for event in batch)
+    if stored and (recorded := _recorded.get()) is not None:
+        recorded.update(event.chatbot_id for event in batch)
     return stored
+
+
+def _with_delivery(conn: Connection, dialect: Dialect, event: Event, now: datetime) -> int:
+    """One event and, if its chatbot has a webhook, its webhook delivery; 1 if stored."""
+    params = {"e_now": now, "d_id": uuid7(), **_event_params(event, 0)}
+    if event.conversation_id is None:  # a webhook delivery belongs to a conversation
+        return len(conn.execute(_events_insert(dialect, 1), params).all())
+    if dialect.supports_dml_in_cte:
+        return len(conn.execute(_event_and_delivery(dialect), params).all())
+    if conn.execute(_events_insert(dialect, 1), params).first() is None:
+        return 0
+    conn.execute(_webhook_delivery(), params)
+    return 1
+
+
+def _event_params(event: Event, n: int) -> dict[str, Any]:
+    """The bound parameters of the ``n``-th row of :func:`_events_insert`."""
+    return {
+        f"e_id_{n}": uuid7(),
+        f"e_chatbot_{n}": event.chatbot_id,
+        f"e_conversation_{n}": event.conversation_id,
+        f"e_type_{n}": event.type.value,
+        f"e_subject_{n}": event.subject,
+        f"e_payload_{n}": event.data,
+    }
 
 
 def _p(name: str, column: sa.Column[Any]) -> Any:
@@ -177,21 +223,33 @@ def _p(name: str, column: sa.Column[Any]) -> Any:
     return sa.bindparam(name, type_=column.type)
 
 
+_EVENT_COLUMNS = ("id", "chatbot_id", "conversation_id", "type", "subject", "payload",
+                  "created_at")  # fmt: skip
+
+
 @cache
-def _event_insert(dialect: Dialect) -> Any:
-    """``INSERT INTO events ... ON CONFLICT (type, subject) DO NOTHING RETURNING id``."""
+def _events_insert(dialect: Dialect, rows: int) -> Any:
+    """``INSERT INTO events ... SELECT <row 0> UNION ALL SELECT <row 1> ... ON CONFLICT
+    (type, subject) DO NOTHING RETURNING id``, the ``n``-th row's parameters suffixed
+    ``_n``. (``INSERT ... SELECT``, not a multi-row ``VALUES``: SQLAlchemy caches the
+    compiled form of the former only.)"""
     c = events.c
+    selects = [
+        sa.select(
+            _p(f"e_id_{n}", c.id),
+            _p(f"e_chatbot_{n}", c.chatbot_id),
+            _p(f"e_conversation_{n}", c.conversation_id),
+            _p(f"e_type_{n}", c.type),
+            _p(f"e_subject_{n}", c.subject),
+            _p(f"e_payload_{n}", c.payload),
+            _p("e_now", c.created_at),
+        )
+        for n in range(rows)
+    ]
+    source = selects[0] if rows == 1 else sa.union_all(*selects)
     return (
         dialect.insert(events)
-        .values(
-            id=_p("e_id", c.id),
-            chatbot_id=_p("e_chatbot", c.chatbot_id),
-            conversation_id=_p("e_conversation", c.conversation_id),
-            type=_p("e_type", c.type),
-            subject=_p("e_subject", c.subject),
-            payload=_p("e_payload", c.payload),
-            created_at=_p("e_now", c.created_at),
-        )
+        .from_select(_EVENT_COLUMNS, source)
         .on_conflict_do_nothing(index_elements=["type", "subject"])
         .returning(events.c.id)
     )
@@ -209,7 +267,7 @@ def _delivery_values(event_id: Any) -> list[Any]:
         _p("d_id", d.id),
         event_id,
         sa.literal(WEBHOOK_DESTINATION, type_=d.destination.type),
-        _p("e_conversation", d.conversation_id),
+        _p("e_conversation_0", d.conversation_id),
         sa.literal(DeliveryStatus.QUEUED.value, type_=d.status.type),
         sa.literal(0, type_=d.attempts.type),
         now,
@@ -219,7 +277,7 @@ def _delivery_values(event_id: Any) -> list[Any]:
 
 
 _HAS_WEBHOOK = sa.and_(
-    chatbots.c.id == _p("e_chatbot", chatbots.c.id), chatbots.c.webhook_url.is_not(None)
+    chatbots.c.id == _p("e_chatbot_0", chatbots.c.id), chatbots.c.webhook_url.is_not(None)
 )
 
 
@@ -228,7 +286,7 @@ def _webhook_delivery() -> sa.Insert:
     """``INSERT INTO deliveries ... SELECT ... FROM chatbots WHERE id = :chatbot AND
     webhook_url IS NOT NULL``: the webhook's delivery, only if the chatbot has one, with no
     read before the write."""
-    select = sa.select(*_delivery_values(_p("e_id", deliveries.c.event_id))).where(_HAS_WEBHOOK)
+    select = sa.select(*_delivery_values(_p("e_id_0", deliveries.c.event_id))).where(_HAS_WEBHOOK)
     return sa.insert(deliveries).from_select(_DELIVERY_COLUMNS, select)
 
 
@@ -237,7 +295,7 @@ def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
     """Both in one statement: ``WITH e AS (INSERT INTO events ... RETURNING id), d AS
     (INSERT INTO deliveries ... SELECT ... FROM e JOIN chatbots ...) SELECT id FROM e``.
     A conflict stores no event, so ``e`` is empty and no delivery is written either."""
-    stored = _event_insert(dialect).cte("e")
+    stored = _events_insert(dialect, 1).cte("e")
     source = stored.join(chatbots, sa.true())
     delivery = (
         sa.insert(deliveries)
@@ -253,38 +311,36 @@ def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
 # -- what the domain records --------------------------------------------------------------------
 
 
-def message_created(conn: Connection, message: Any, chatbot_id: UUID) -> UUID | None:
+def message_event(message: Any, chatbot_id: UUID) -> Event:
     """``message.created`` for a stored message (either direction); ``message`` is a row or
     a mapping with :data:`MESSAGE_FIELDS`."""
     data = as_data(message, MESSAGE_FIELDS)
-    return record(
-        conn,
-        EventType.MESSAGE_CREATED,
-        data["id"],
-        chatbot_id=chatbot_id,
-        conversation_id=UUID(data["conversation_id"]),
-        data={"message": data},
-    )
+    mapping = message if isinstance(message, dict) else message._mapping
+    return Event(EventType.MESSAGE_CREATED, data["id"], chatbot_id,
+                 mapping["conversation_id"], {"message": data})  # fmt: skip
 
 
-def conversation_created(conn: Connection, conversation: Row) -> UUID | None:
+def conversation_event(conversation: Row) -> Event:
+    """``conversation.created`` for a conversation this transaction made."""
     data = as_data(conversation, CONVERSATION_FIELDS)
-    return record(
-        conn,
-        EventType.CONVERSATION_CREATED,
-        str(conversation.id),
-        chatbot_id=conversation.chatbot_id,
-        conversation_id=conversation.id,
-        data={"conversation": data},
-    )
+    return Event(EventType.CONVERSATION_CREATED, str(conversation.id), conversation.chatbot_id,
+                 conversation.id, {"conversation": data})  # fmt: skip
 
 
-def status_changed(conn: Connection, conversation: Row, before: str) -> UUID | None:
+def message_created(conn: Connection, message: Any, chatbot_id: UUID) -> None:
+    record_all(conn, [message_event(message, chatbot_id)])
+
+
+def conversation_created(conn: Connection, conversation: Row) -> None:
+    record_all(conn, [conversation_event(conversation)])
+
+
+def status_changed(conn: Connection, conversation: Row, before: str) -> None:
     """``conversation.status_changed`` for one transition that happened in this
     transaction (the transition's conditional UPDATE makes it happen once, so its subject
     is new: the conversation and a fresh id)."""
     data = as_data(conversation, CONVERSATION_FIELDS)
-    return record(
+    record(
         conn,
         EventType.CONVERSATION_STATUS_CHANGED,
         f"{conversation.id}:{uuid7()}",
@@ -430,20 +486,24 @@ def envelope(row: Row) -> dict[str, Any]:
 __all__ = [
     "EVENTS_OPTION",
     "EVENT_TYPES",
+    "Event",
     "EventType",
     "as_data",
     "collecting",
     "conversation_created",
+    "conversation_event",
     "deliveries_failed",
     "envelope",
     "latest",
     "message_created",
+    "message_event",
     "of_chatbots",
     "of_owner",
     "owned_chatbots",
     "position",
     "read",
     "record",
+    "record_all",
     "sequence",
     "sequence_all",
     "status_changed",

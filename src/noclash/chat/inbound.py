@@ -148,7 +148,9 @@ def _announce(
     """The events of a new message, in its transaction: ``conversation.created`` when it
     started one, then ``message.created``. A redelivery announces nothing. The chatbot and
     a new conversation's row come from the delivery's own statements where they said them
-    (no read then); otherwise one read of the conversation."""
+    (no read then); otherwise one read of the conversation. Both events go in one statement,
+    and when the delivery's statement said whether the chatbot has a webhook, no statement
+    asks again."""
     result = delivered.result
     if result.duplicate or not events.enabled(conn):
         return
@@ -159,8 +161,7 @@ def _announce(
             _CONVERSATION, {"conversation_id": result.conversation_id}
         ).one()
         chatbot_id = conversation.chatbot_id
-    if result.created_conversation:
-        events.conversation_created(conn, conversation)
+    batch = [events.conversation_event(conversation)] if result.created_conversation else []
     message = {
         "id": result.message_id,
         "conversation_id": result.conversation_id,
@@ -171,7 +172,8 @@ def _announce(
         "sent_at": sent_at,
         "created_at": now,
     }
-    events.message_created(conn, message, chatbot_id)
+    batch.append(events.message_event(message, chatbot_id))
+    events.record_all(conn, batch, webhook=delivered.webhook)
 
 
 def check_ids(psid: str, platform_message_id: str, sent_at: datetime | None = None) -> None:
@@ -210,6 +212,7 @@ class _Delivered(NamedTuple):
     # What the delivery's statements said, for its events (None: they did not say).
     chatbot_id: UUID | None = None
     conversation: Row | None = None
+    webhook: bool | None = None
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
@@ -258,7 +261,7 @@ def _receive(
         if seen.message_id is not None:
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             if not seen.needs_touch or seen.touched_id is not None:
-                return _Delivered(result, chatbot_id=seen.chatbot_id)
+                return _Delivered(result, chatbot_id=seen.chatbot_id, webhook=seen.has_webhook)
             # Another transaction holds the row's touch lock. Not possible when exclusive
             # (this transaction holds it), unless the statement cannot tell: say so.
             if exclusive:
@@ -266,7 +269,7 @@ def _receive(
             if seen.status == Status.SNOOZED:
                 raise _WakeUnderLock
             catching_up = _CatchUp(seen.conversation_id, params["at"], seen.message_id)
-            return _Delivered(result, catching_up, chatbot_id=seen.chatbot_id)
+            return _Delivered(result, catching_up, seen.chatbot_id, webhook=seen.has_webhook)
         if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
             return _Delivered(InboundResult(seen.known_conversation_id, seen.known_id, True, False))
         if seen.conversation_id is not None:
@@ -293,7 +296,7 @@ def _receive(
         }
         started = sql.start(conn, values, candidates)
         if started is not None:
-            return _started(conn, started, values, candidates)
+            return _started(conn, started, values, candidates)._replace(webhook=seen.has_webhook)
     raise ClaimNotSettled(
         f"no conversation for {psid!r} settled after {MAX_SLUG_ATTEMPTS} attempts"
     )

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from noclash.db.dialects import Dialect
-from noclash.db.tables import ACTIVE_STATUSES, Direction, conversations, messages
+from noclash.db.tables import ACTIVE_STATUSES, Direction, chatbots, conversations, messages
 
 Row = sa.Row[Any]
 
@@ -43,6 +43,17 @@ def active_conversation_query(connection_id: UUID | Any, psid: str | Any) -> sa.
         conversations.c.connection_id == connection_id,
         conversations.c.psid == psid,
         ACTIVE_KEY_WHERE,
+    )
+
+
+def has_webhook(chatbot_id: Any) -> sa.ColumnElement[bool]:
+    """Whether the chatbot ``chatbot_id`` (a column) has a webhook: read by the delivery
+    statement itself, so that its events need no statement to find out
+    (:func:`noclash.chat.events.record_all`)."""
+    return (
+        sa.exists()
+        .where(chatbots.c.id == chatbot_id, chatbots.c.webhook_url.is_not(None))
+        .label("has_webhook")
     )
 
 
@@ -139,6 +150,7 @@ class Seen(NamedTuple):
     active conversation. ``chatbot_id`` is the connection's (None: unknown connection).
     ``needs_touch`` with no ``touched_id`` means the touch of the conversation was skipped
     because another transaction held it; ``status`` then says whether it was SNOOZED.
+    ``has_webhook``: whether the chatbot has a webhook (None: the statement did not say).
     """
 
     chatbot_id: UUID | None
@@ -149,6 +161,7 @@ class Seen(NamedTuple):
     status: str | None = None
     needs_touch: bool = False
     touched_id: UUID | None = None
+    has_webhook: bool | None = None
 
 
 class Started(NamedTuple):
@@ -211,6 +224,7 @@ __all__ = [
     "Seen",
     "Started",
     "active_conversation_query",
+    "has_webhook",
     "message_select",
     "param",
     "two_attempts",

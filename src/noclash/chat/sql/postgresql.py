@@ -63,6 +63,7 @@ from noclash.chat.sql.base import (
     Row,
     Started,
     active_conversation_query,
+    has_webhook,
     message_select,
     param,
     two_attempts,
@@ -187,6 +188,7 @@ def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
             active.c.status,
             active.c.needs_touch,
             touched.c.id.label("touched_id"),
+            has_webhook(connections.c.chatbot_id),
         )
         .select_from(
             connections.outerjoin(active, sa.true())

@@ -25,6 +25,7 @@ from noclash.chat.sql.base import (
     Seen,
     Started,
     active_conversation_query,
+    has_webhook,
     message_select,
     param,
     two_attempts,
@@ -40,11 +41,21 @@ def claim_statement(insert: Any) -> Any:
     return two_attempts(insert)
 
 
+# The delivery's chatbot, for RETURNING: a scalar subquery on the delivery's connection
+# (a primary key's lookup), since SQLite's RETURNING can name only the inserted row.
+_CHATBOT = (
+    sa.select(connections.c.chatbot_id)
+    .where(connections.c.id == param("connection", connections.c.id))
+    .scalar_subquery()
+)
+
+
 @cache
 def _deliver_statement(insert: Any) -> Any:
     """``INSERT INTO messages ... SELECT`` from the active conversation: one statement that
     finds the conversation by the partial index and stores the message deduped; the
-    trigger moves the conversation."""
+    trigger moves the conversation. It answers with what the message's events need: the
+    chatbot, and whether it has a webhook."""
     return (
         insert(messages)
         .from_select(
@@ -57,7 +68,12 @@ def _deliver_statement(insert: Any) -> Any:
             ),
         )
         .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
-        .returning(messages.c.id, messages.c.conversation_id)
+        .returning(
+            messages.c.id,
+            messages.c.conversation_id,
+            _CHATBOT.label("chatbot_id"),
+            has_webhook(_CHATBOT),
+        )
     )
 
 
@@ -70,6 +86,7 @@ _MISSED = (
         sa.null().label("message_id"),
         messages.c.id.label("known_id"),
         messages.c.conversation_id.label("known_conversation_id"),
+        has_webhook(connections.c.chatbot_id),
     )
     .select_from(
         connections.outerjoin(
@@ -131,7 +148,8 @@ class SQLiteChatSQL(ChatSQL):
         with translating(messages.metadata):
             stored = conn.execute(_deliver_statement(self.insert), params).first()
         if stored is not None:
-            return Seen(None, stored.conversation_id, stored.id, None, None)
+            return Seen(stored.chatbot_id, stored.conversation_id, stored.id, None, None,
+                        has_webhook=stored.has_webhook)  # fmt: skip
         return conn.execute(_MISSED, params).first()
 
     def start(
