@@ -86,9 +86,30 @@ def parse(text: str) -> ChatbotIds:
         return None
 
 
-def _backoff(failures: int) -> float:
-    first, last = BACKOFF_SECONDS
-    return min(last, first * 2 ** max(0, failures - 1))
+class _Outage:
+    """The failures of a background thread's notification session, counted until it works
+    again. The sender and the listener share this policy: one warning when an outage
+    starts (not one per attempt), a pause before each retry doubling through
+    :data:`BACKOFF_SECONDS`, and one INFO line with the count when it ends."""
+
+    def __init__(self, lost: str, back: str) -> None:
+        self._lost = lost  # a log format: the channel, then the error
+        self._back = back  # a log format: the channel, then the number of failures
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Count a failure (the first of an outage is logged); how long to pause."""
+        self.failures += 1
+        if self.failures == 1:
+            log.warning(self._lost, CHANNEL, _short(exc))
+        first, last = BACKOFF_SECONDS
+        return min(last, first * 2 ** (self.failures - 1))
+
+    def ended(self) -> None:
+        """The session works (again): log the end of the outage, if there was one."""
+        if self.failures:
+            log.info(self._back, CHANNEL, self.failures)
+            self.failures = 0
 
 
 class Subscription:
@@ -198,7 +219,11 @@ class Hub:
 
     def _send_loop(self) -> None:
         session: NotificationSession | None = None
-        failures = 0
+        outage = _Outage(
+            "could not send NOTIFY %s (%s); retrying, and readers in other processes re-read "
+            "meanwhile",
+            "sending NOTIFY %s again after %d failures",
+        )
         try:
             while True:
                 with self._wanted:
@@ -213,22 +238,15 @@ class Hub:
                         self._sender_session = session.session_id
                     session.send(CHANNEL, text)
                 except Exception as exc:  # a background thread must outlive any error
-                    failures += 1
-                    if failures == 1:
-                        log.warning(
-                            "could not send NOTIFY %s (%s); retrying, and readers in other "
-                            "processes re-read meanwhile", CHANNEL, _short(exc),
-                        )  # fmt: skip
+                    pause = outage.failed(exc)
                     session = _close(session)
                     with self._wanted:  # everything again, once a session is back
                         self._pending_all = True
                         self._has_pending = True
-                    if self._stopping.wait(_backoff(failures)):
+                    if self._stopping.wait(pause):
                         return
                     continue
-                if failures:
-                    log.info("sending NOTIFY %s again after %d failures", CHANNEL, failures)
-                    failures = 0
+                outage.ended()
                 self.notifies_sent += 1
                 # Coalescing: commits during this pause share the next NOTIFY. A stop
                 # ends the pause; what is pending then still goes out above.
@@ -282,29 +300,26 @@ class Hub:
                 subscription.wake()
 
     def _listen_loop(self) -> None:
-        failures = 0
+        outage = _Outage(
+            "lost LISTEN %s (%s); reconnecting, and readers re-read every few seconds meanwhile",
+            "listening on %s again after %d failures",
+        )
         while not self._stopping.is_set():
             session: NotificationSession | None = None
+            pause = 0.0
             try:
                 session = self._dialect.notification_session(self.engine)
                 session.listen(CHANNEL)
-                if failures:
-                    log.info("listening on %s again after %d failures", CHANNEL, failures)
-                failures = 0
+                outage.ended()
                 # Notifications sent while nobody listened are lost: everyone looks now.
                 self._wake_local(None)
                 self._receive(session)
             except Exception as exc:  # a background thread must outlive any error
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "lost LISTEN %s (%s); reconnecting, and readers re-read every "
-                        "few seconds meanwhile", CHANNEL, _short(exc),
-                    )  # fmt: skip
+                pause = outage.failed(exc)
             finally:
                 _close(session)
-            if failures:
-                self._stopping.wait(_backoff(failures))
+            if pause:
+                self._stopping.wait(pause)
 
     def _receive(self, session: NotificationSession) -> None:
         probed = 0.0

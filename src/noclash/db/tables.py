@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TextClause,
     UniqueConstraint,
     Uuid,
     text,
@@ -135,6 +136,19 @@ def _created_at() -> Column:
     return Column("created_at", UTCDateTime, nullable=False)
 
 
+def _ref(name: str, table: str, *, ondelete: str, nullable: bool = True) -> Column:
+    """A reference to ``table``'s primary key (every one is a UUID ``id``). ``ondelete`` is
+    stated at each use: what a delete does to the rows that point at it (cascade, or
+    keep them with NULL) is the rule, and it differs per column."""
+    return Column(name, Uuid, ForeignKey(f"{table}.id", ondelete=ondelete), nullable=nullable)
+
+
+def _partial_index(name: str, *columns: str, where: TextClause, unique: bool = False) -> Index:
+    """An index over the rows ``where`` holds, with the same predicate on both dialects:
+    declared once, a rule cannot be partial on one engine and whole on the other."""
+    return Index(name, *columns, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
 users = Table(
     "users",
     metadata,
@@ -154,7 +168,7 @@ chatbots = Table(
     "chatbots",
     metadata,
     _id(),
-    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    _ref("owner_id", "users", ondelete="CASCADE", nullable=False),
     Column("name", String(200), nullable=False),
     # UUIDv4. On PostgreSQL the column default is gen_random_uuid() (see the migration);
     # FetchedValue tells SQLAlchemy the server may fill it.
@@ -178,7 +192,7 @@ connections = Table(
     "connections",
     metadata,
     _id(),
-    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    _ref("chatbot_id", "chatbots", ondelete="CASCADE", nullable=False),
     Column("channel", String(20), nullable=False),
     # The platform's id of the receiving side: page id, Instagram account id, bot id, for
     # the widget the chatbot's public token, for a custom channel the integration's name.
@@ -194,21 +208,15 @@ connections = Table(
     # connects it first (webhooks route by it). A custom channel's id is a name its owner
     # chose ("sms", "email"): unique per chatbot only, so that one tenant's names cannot
     # block another's. Two partial unique indexes, one rule each.
-    Index(
-        "uq_connections_channel_external_id",
-        "channel",
-        "external_id",
-        unique=True,
-        postgresql_where=_PLATFORM,
-        sqlite_where=_PLATFORM,
+    _partial_index(
+        "uq_connections_channel_external_id", "channel", "external_id", where=_PLATFORM, unique=True
     ),
-    Index(
+    _partial_index(
         "uq_connections_chatbot_id_external_id_custom",
         "chatbot_id",
         "external_id",
+        where=_CUSTOM,
         unique=True,
-        postgresql_where=_CUSTOM,
-        sqlite_where=_CUSTOM,
     ),
     Index("ix_connections_chatbot_id_id", "chatbot_id", "id"),
 )
@@ -217,9 +225,9 @@ conversations = Table(
     "conversations",
     metadata,
     _id(),
-    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    _ref("chatbot_id", "chatbots", ondelete="CASCADE", nullable=False),
     # NULL for conversations created through the API without a channel.
-    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE")),
+    _ref("connection_id", "connections", ondelete="CASCADE"),
     Column("psid", String(200)),
     Column("status", String(10), nullable=False, server_default=text("'OPEN'")),
     Column("title", String(500)),
@@ -235,13 +243,12 @@ conversations = Table(
     # At most one OPEN or SNOOZED conversation per (connection, psid), any number of CLOSED
     # ones: a partial unique index, as a plain one would forbid a customer's second
     # conversation and none would let two first messages each start one.
-    Index(
+    _partial_index(
         "uq_conversations_active_connection_id_psid",
         "connection_id",
         "psid",
+        where=_ACTIVE,
         unique=True,
-        postgresql_where=_ACTIVE,
-        sqlite_where=_ACTIVE,
     ),
     Index("ix_conversations_connection_id_psid_status", "connection_id", "psid", "status"),
     Index(
@@ -252,22 +259,16 @@ conversations = Table(
     ),
     Index("ix_conversations_chatbot_id_id", "chatbot_id", "id"),
     # What the dispatcher's wake-up of due snoozes reads (partial: snoozed rows only).
-    Index(
-        "ix_conversations_snoozed_until",
-        "snoozed_until",
-        postgresql_where=_SNOOZED,
-        sqlite_where=_SNOOZED,
-    ),
+    _partial_index("ix_conversations_snoozed_until", "snoozed_until", where=_SNOOZED),
     # The same rule for conversations created through the API with a psid and no connection
     # (and those a deleted connection left behind): one active conversation per customer of
     # the chatbot. The index above cannot hold them, as NULL connection_ids never collide.
-    Index(
+    _partial_index(
         "uq_conversations_active_unconnected_chatbot_id_psid",
         "chatbot_id",
         "psid",
+        where=_UNCONNECTED_ACTIVE,
         unique=True,
-        postgresql_where=_UNCONNECTED_ACTIVE,
-        sqlite_where=_UNCONNECTED_ACTIVE,
     ),
 )
 
@@ -276,14 +277,9 @@ conversation_slugs = Table(
     metadata,
     # The authority for slugs: a (chatbot, slug) pair is inserted once and never reused,
     # so old links keep resolving (308 to the current slug).
-    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
+    _ref("chatbot_id", "chatbots", ondelete="CASCADE", nullable=False),
     Column("slug", String(120), nullable=False),
-    Column(
-        "conversation_id",
-        Uuid,
-        ForeignKey("conversations.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _ref("conversation_id", "conversations", ondelete="CASCADE", nullable=False),
     _created_at(),
     PrimaryKeyConstraint("chatbot_id", "slug"),
     Index("ix_conversation_slugs_conversation_id", "conversation_id"),
@@ -293,13 +289,8 @@ messages = Table(
     "messages",
     metadata,
     _id(),
-    Column(
-        "conversation_id",
-        Uuid,
-        ForeignKey("conversations.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE")),
+    _ref("conversation_id", "conversations", ondelete="CASCADE", nullable=False),
+    _ref("connection_id", "connections", ondelete="CASCADE"),
     # The platform's message id (Meta mid, Telegram update_id, widget client_message_id):
     # the dedupe key of redelivered webhooks. NULL for agent replies.
     Column("platform_message_id", String(300)),
@@ -322,8 +313,8 @@ events = Table(
     # commit, so commit order can differ from id order; seq cannot).
     _id(),
     Column("seq", BigInteger),
-    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
-    Column("conversation_id", Uuid, ForeignKey("conversations.id", ondelete="CASCADE")),
+    _ref("chatbot_id", "chatbots", ondelete="CASCADE", nullable=False),
+    _ref("conversation_id", "conversations", ondelete="CASCADE"),
     Column("type", String(40), nullable=False),
     # What the event is about: a message id, a conversation id, a status change.
     Column("subject", String(100), nullable=False),
@@ -331,7 +322,7 @@ events = Table(
     _created_at(),
     UniqueConstraint("type", "subject"),
     UniqueConstraint("seq"),
-    Index("ix_events_unsequenced", "id", postgresql_where=_UNSEQUENCED, sqlite_where=_UNSEQUENCED),
+    _partial_index("ix_events_unsequenced", "id", where=_UNSEQUENCED),
     Index("ix_events_chatbot_id_seq", "chatbot_id", "seq"),
     Index("ix_events_conversation_id_seq", "conversation_id", "seq"),
 )
@@ -345,21 +336,16 @@ deliveries = Table(
     # never make a second one.
     _id(),
     # What is delivered: a message to its platform, or an event to the chatbot's webhook.
-    Column("message_id", Uuid, ForeignKey("messages.id", ondelete="CASCADE")),
-    Column("event_id", Uuid, ForeignKey("events.id", ondelete="CASCADE")),
+    _ref("message_id", "messages", ondelete="CASCADE"),
+    _ref("event_id", "events", ondelete="CASCADE"),
     # Where it goes: a sending channel's name, or ``webhook``.
     Column("destination", String(20), nullable=False),
     # Sends to one customer keep their order: a delivery waits while an older pending one
     # of the same conversation and destination exists.
-    Column(
-        "conversation_id",
-        Uuid,
-        ForeignKey("conversations.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _ref("conversation_id", "conversations", ondelete="CASCADE", nullable=False),
     # Who receives it: the connection (NULL once deleted: the delivery then fails) and the
     # customer's id on the platform at the time of the reply.
-    Column("connection_id", Uuid, ForeignKey("connections.id", ondelete="SET NULL")),
+    _ref("connection_id", "connections", ondelete="SET NULL"),
     Column("recipient", String(200)),
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
@@ -379,12 +365,7 @@ deliveries = Table(
     UniqueConstraint("event_id", "destination"),
     # What the dispatcher reads: due pending deliveries (partial, so the sent history costs
     # it nothing), and a conversation's older deliveries (also the foreign keys' index).
-    Index(
-        "ix_deliveries_due",
-        "next_attempt_at",
-        postgresql_where=_PENDING,
-        sqlite_where=_PENDING,
-    ),
+    _partial_index("ix_deliveries_due", "next_attempt_at", where=_PENDING),
     Index("ix_deliveries_conversation_id_id", "conversation_id", "id"),
     Index("ix_deliveries_connection_id", "connection_id"),
 )
@@ -397,11 +378,9 @@ sessions = Table(
     # taken from the client: a key a client chooses can be chosen twice, and one it may omit
     # is left for code to fill in, which some path forgets.
     Column("session_id", Uuid, nullable=False, server_default=FetchedValue()),
-    Column("chatbot_id", Uuid, ForeignKey("chatbots.id", ondelete="CASCADE"), nullable=False),
-    Column(
-        "connection_id", Uuid, ForeignKey("connections.id", ondelete="CASCADE"), nullable=False
-    ),
-    Column("conversation_id", Uuid, ForeignKey("conversations.id", ondelete="SET NULL")),
+    _ref("chatbot_id", "chatbots", ondelete="CASCADE", nullable=False),
+    _ref("connection_id", "connections", ondelete="CASCADE", nullable=False),
+    _ref("conversation_id", "conversations", ondelete="SET NULL"),
     _created_at(),
     UniqueConstraint("session_id"),
 )

@@ -55,20 +55,18 @@ _WEBHOOK_URL = Field(
     description="Where the chatbot's events are POSTed (http or https, a public address). "
     "null: none (PATCH: removing it fails the events still on their way).",
 )
+# The settings a chatbot is created with and a PATCH changes, declared once for both.
+_SLACK_CHANNEL_ID = Field(default=None, max_length=max_length(chatbots.c.slack_channel_id))
+_ASANA_PROJECT_ID = Field(default=None, max_length=max_length(chatbots.c.asana_project_id))
+_ALLOWED_ORIGINS = Field(default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP)
 
 
 class ChatbotIn(StrictModel):
     name: str = Field(min_length=1, max_length=max_length(chatbots.c.name))
-    slack_channel_id: str | None = Field(
-        default=None, max_length=max_length(chatbots.c.slack_channel_id)
-    )
-    asana_project_id: str | None = Field(
-        default=None, max_length=max_length(chatbots.c.asana_project_id)
-    )
+    slack_channel_id: str | None = _SLACK_CHANNEL_ID
+    asana_project_id: str | None = _ASANA_PROJECT_ID
     require_auth: bool = False
-    allowed_origins: list[Origin] | None = Field(
-        default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
-    )
+    allowed_origins: list[Origin] | None = _ALLOWED_ORIGINS
     webhook_url: str | None = _WEBHOOK_URL
 
 
@@ -79,16 +77,10 @@ class ChatbotPatch(StrictModel):
     and in :data:`noclash.chat.chatbots.EDITABLE`."""
 
     name: str = Field(default=None, min_length=1, max_length=max_length(chatbots.c.name))
-    slack_channel_id: str | None = Field(
-        default=None, max_length=max_length(chatbots.c.slack_channel_id)
-    )
-    asana_project_id: str | None = Field(
-        default=None, max_length=max_length(chatbots.c.asana_project_id)
-    )
+    slack_channel_id: str | None = _SLACK_CHANNEL_ID
+    asana_project_id: str | None = _ASANA_PROJECT_ID
     require_auth: bool = Field(default=None)
-    allowed_origins: list[Origin] | None = Field(
-        default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP
-    )
+    allowed_origins: list[Origin] | None = _ALLOWED_ORIGINS
     webhook_url: str | None = _WEBHOOK_URL
 
 

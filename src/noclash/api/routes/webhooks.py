@@ -196,6 +196,12 @@ def _bad_payload(exc: PayloadError) -> JSONResponse:
     return problem(400, str(exc), kind=ProblemType.MALFORMED_PAYLOAD)
 
 
+def _bad_signature(header: str) -> JSONResponse:
+    """The 401 of a platform whose authenticating ``header`` is absent or wrong; it names
+    the header, never what was expected."""
+    return problem(401, f"{header} is missing or does not match", kind=ProblemType.BAD_SIGNATURE)
+
+
 def _store(engine: Engine, connection_id: Any, event: InboundEvent, max_text: int) -> bool:
     """Store one event; True if it was new."""
     result = receive_message(
@@ -254,11 +260,7 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
         log.error("POST /webhooks/meta refused: NOCLASH_META_APP_SECRET is not set")
         return problem(503, "the Meta channel is not configured", kind=ProblemType.NOT_CONFIGURED)
     if not meta.verify_signature(body, header, secret):
-        return problem(
-            401,
-            f"{meta.SIGNATURE_HEADER} is missing or does not match",
-            kind=ProblemType.BAD_SIGNATURE,
-        )
+        return _bad_signature(meta.SIGNATURE_HEADER)
     try:
         batch = meta.parse(_json(body))
     except PayloadError as exc:
@@ -368,11 +370,7 @@ def _telegram(
     if connection is None or connection.channel != Channel.TELEGRAM:
         return problem(404, "no telegram connection at this URL", kind=ProblemType.NOT_FOUND)
     if not telegram.verify_secret(header, connection.secret):
-        return problem(
-            401,
-            f"{telegram.SECRET_HEADER} is missing or does not match",
-            kind=ProblemType.BAD_SIGNATURE,
-        )
+        return _bad_signature(telegram.SECRET_HEADER)
     try:
         event = telegram.parse(_json(body))
     except PayloadError as exc:

@@ -4,10 +4,6 @@ idempotency keys.
 Every uniqueness rule is created here, in the database: UUIDv4 public tokens and session
 ids with a server default on PostgreSQL (gen_random_uuid()), the partial unique index for
 one active conversation per (connection, psid), and the dedupe key of messages.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25 09:17:01.229619
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from alembic import op
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def _uuid4_default() -> sa.TextClause | None:

@@ -16,10 +16,6 @@ registry the authority:
 PostgreSQL is unchanged (this revision does nothing there). The revision asks the engine's
 name, not a dialect flag, and holds its trigger text itself: a migration must do tomorrow
 exactly what it did when it first ran.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-25 11:40:00
 """
 
 from __future__ import annotations
@@ -28,8 +24,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 TRIGGERS = {
     "conversations_slug_not_former": """

@@ -13,10 +13,6 @@ it becomes. ``tests/test_touch_rule.py`` fails when the two texts differ, so a c
 rule comes with a new migration that replaces the trigger.
 
 PostgreSQL is unchanged (this revision does nothing there).
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-01 19:30:00
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 TRIGGER = "messages_move_conversation"
 

@@ -4,10 +4,6 @@ A revoked user keeps its row (its chatbots stay owned), its stored hash is repla
 hash of a value nobody was shown, and ``token_revoked_at`` says when, so ``noclash user
 list`` can tell a revoked account from an active one. ``noclash user rotate-token`` gives it
 a new token and clears the mark.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-02 15:30:00
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

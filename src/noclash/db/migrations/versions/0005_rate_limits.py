@@ -3,10 +3,6 @@
 The limits of the public endpoints must hold across processes and hosts, so their counters
 live in the database: one row per (bucket, window), incremented by an upsert. The primary
 key leads with ``window_start`` so that purging old windows deletes a range of it.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-03 10:00:00
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

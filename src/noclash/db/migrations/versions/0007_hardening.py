@@ -20,10 +20,6 @@ migration_connection`): with them on, dropping the old table would cascade into 
 conversation and message. ``conversations`` and ``messages`` are not rebuilt, so the
 triggers of migrations 0002 and 0003 stay as they are. On PostgreSQL each change is one
 statement.
-
-Revision ID: 0007
-Revises: 0005
-Create Date: 2026-12-03 12:00:00
 """
 
 from __future__ import annotations
@@ -33,8 +29,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 PLATFORMS = "'messenger', 'instagram', 'telegram', 'widget'"
 CHANNELS_BEFORE = f"channel IN ({PLATFORMS})"

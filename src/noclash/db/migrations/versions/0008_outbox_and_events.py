@@ -18,10 +18,6 @@
 Every change is an addition: SQLite adds the columns in place (no table rebuild), and
 nothing existing changes. The SQL is written out here, not read from live code, so this
 revision does tomorrow what it does today.
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-06 20:00:00
 """
 
 from __future__ import annotations
@@ -31,8 +27,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 PENDING = sa.text("status IN ('queued', 'sending')")
 SNOOZED = sa.text("status = 'SNOOZED'")
