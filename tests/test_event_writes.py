@@ -4,15 +4,18 @@ elsewhere), without one otherwise, and once per (type, subject) whatever repeats
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from noclash.chat import events
 from noclash.chat.inbound import receive_message
-from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, deliveries
+from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, deliveries, messages
 from noclash.db.tables import events as event_rows
 from tests.support.server import LiveServer
+
+T0 = datetime(2026, 12, 6, 9, 30, 15, 250000, tzinfo=UTC)
 
 
 def _bot(live: LiveServer) -> tuple[dict, dict]:
@@ -64,3 +67,47 @@ def test_an_event_brings_its_webhook_delivery_only_with_a_webhook(live_server):
         )  # fmt: skip
         assert again is False
         assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar() == 2
+
+
+def test_an_inbound_message_announces_the_document_of_its_row(live_server):
+    """Every inbound message, the first of a conversation and the ones after it, whose
+    ``message.created`` PostgreSQL writes inside the delivery's own statement: the event
+    carries the stored row's columns as the other events do (``events.as_data``), and the
+    webhook delivery comes with it only for a chatbot with a webhook."""
+    engine = live_server.engine
+    with_hook, hooked = _bot(live_server)
+    _without, plain = _bot(live_server)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(chatbots).where(chatbots.c.id == UUID(with_hook["id"]))
+            .values(webhook_url="http://127.0.0.1:9/hook")
+        )  # fmt: skip
+    stored = []
+    for connection in (hooked, plain):
+        for n, sent_at in enumerate((None, T0, None)):
+            stored.append(receive_message(
+                engine, connection_id=UUID(connection["id"]), psid="grace",
+                platform_message_id=f"m-{n}", text=f"line {n} ü \\ \"quoted\"", sent_at=sent_at,
+                username="Grace",
+            ).message_id)  # fmt: skip
+    with engine.connect() as conn:
+        announced = {
+            UUID(r.subject): r
+            for r in conn.execute(
+                sa.select(event_rows).where(event_rows.c.type == "message.created")
+            )
+        }
+        rows = conn.execute(sa.select(messages).where(messages.c.id.in_(stored))).all()
+        hooked_events = set(
+            conn.execute(
+                sa.select(deliveries.c.event_id).where(
+                    deliveries.c.destination == WEBHOOK_DESTINATION
+                )
+            ).scalars()
+        )
+    assert len(rows) == len(stored) == 6 and set(announced) == set(stored)
+    for row in rows:
+        event = announced[row.id]
+        assert event.payload == {"message": events.as_data(row, events.MESSAGE_FIELDS)}
+        assert event.conversation_id == row.conversation_id
+        assert (event.id in hooked_events) == (str(event.chatbot_id) == with_hook["id"])

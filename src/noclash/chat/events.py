@@ -308,6 +308,79 @@ def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
     return sa.select(stored.c.id).add_cte(delivery)
 
 
+def message_created_cte(insert: Any, message: Any, chatbot_id: Any) -> Any:
+    """The ``message.created`` of a message that the same statement stores, as a CTE of
+    that statement (PostgreSQL), returning the event's id.
+
+    ``insert`` is the dialect's INSERT (with ON CONFLICT), ``message`` the CTE that stored
+    the message (its ``id`` and ``conversation_id``), ``chatbot_id`` its chatbot, an
+    expression. The payload is :func:`message_event`'s, built in SQL from the parameters
+    :func:`message_created_params` gives, but for the conversation, which the statement
+    itself found: the same document, with no statement of its own. Nothing is written
+    when ``message`` is empty (a redelivery) or the event exists. The webhook delivery is
+    not in it (:func:`announced`).
+    """
+    e = events.c
+    # JSON keys are column names, written into the statement; values are text parameters
+    # with short names (psycopg caches the parsing of a statement up to 4 KiB only).
+    given = {f: sa.bindparam(f"ev{n}", type_=sa.String()) for n, f in enumerate(MESSAGE_FIELDS)}
+    fields = [
+        (sa.literal_column(f"'{f}'"),
+         message.c.conversation_id if f == "conversation_id" else given[f])
+        for f in MESSAGE_FIELDS
+    ]  # fmt: skip
+    payload = sa.func.json_build_object(
+        sa.literal_column("'message'"),
+        sa.func.json_build_object(*(item for pair in fields for item in pair)),
+        type_=e.payload.type,
+    )
+    return (
+        insert(events)
+        .from_select(
+            _EVENT_COLUMNS,
+            sa.select(
+                _p("e_id_0", e.id),
+                chatbot_id,
+                message.c.conversation_id,
+                sa.literal_column(f"'{EventType.MESSAGE_CREATED.value}'", type_=e.type.type),
+                given["id"],
+                payload,
+                _p("e_now", e.created_at),
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["type", "subject"])
+        .returning(e.id)
+        .cte("announced")
+    )
+
+
+def message_created_params(message: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The parameters of :func:`message_created_cte` for ``message`` (its columns; the
+    conversation is not needed)."""
+    data = {f"ev{n}": _json(message[f]) for n, f in enumerate(MESSAGE_FIELDS)}
+    return {**data, "e_id_0": uuid7(), "e_now": now}
+
+
+def announced(
+    conn: Connection,
+    event_id: UUID,
+    chatbot_id: UUID,
+    conversation_id: UUID,
+    *,
+    webhook: bool,
+    now: datetime,
+) -> None:
+    """A statement of the caller's wrote the event ``event_id`` (:func:`message_created_cte`):
+    write its webhook delivery when the chatbot has a webhook (``webhook``, which that
+    statement read), and wake its readers after the commit, as :func:`record_all` does."""
+    if webhook:
+        params = {"e_id_0": event_id, "e_chatbot_0": chatbot_id,
+                  "e_conversation_0": conversation_id, "e_now": now, "d_id": uuid7()}  # fmt: skip
+        conn.execute(_webhook_delivery(), params)
+    if (recorded := _recorded.get()) is not None:
+        recorded.add(chatbot_id)
+
+
 # -- what the domain records --------------------------------------------------------------------
 
 
@@ -488,6 +561,7 @@ __all__ = [
     "EVENT_TYPES",
     "Event",
     "EventType",
+    "announced",
     "as_data",
     "collecting",
     "conversation_created",
@@ -496,6 +570,8 @@ __all__ = [
     "envelope",
     "latest",
     "message_created",
+    "message_created_cte",
+    "message_created_params",
     "message_event",
     "of_chatbots",
     "of_owner",

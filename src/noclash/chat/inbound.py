@@ -53,9 +53,9 @@ from noclash.chat import events
 from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, assign_slug, slug_base
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.chat.sql import sql_for
-from noclash.chat.sql.base import Started
+from noclash.chat.sql.base import Started, inbound_message
 from noclash.chat.sql.touch import catch_up, touch
-from noclash.db.tables import Direction, Status, conversations, max_length, messages
+from noclash.db.tables import Status, conversations, max_length, messages
 from noclash.db.types import utcnow
 from noclash.unique import ClaimNotSettled, uuid7
 from noclash.unique.slugs import slug_candidates
@@ -114,16 +114,16 @@ def receive_message(
     args = (connection_id, psid, platform_message_id, text, sent_at, username, now)
     if not isinstance(bind, Engine):
         delivered = _receive(bind, *args, exclusive=True)
-        _announce(bind, delivered, connection_id, platform_message_id, text, sent_at, now)
+        _announce(bind, delivered)
         return delivered.result
     try:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=False)
-            _announce(conn, delivered, connection_id, platform_message_id, text, sent_at, now)
+            _announce(conn, delivered)
     except _WakeUnderLock:
         with bind.begin() as conn:
             delivered = _receive(conn, *args, exclusive=True)
-            _announce(conn, delivered, connection_id, platform_message_id, text, sent_at, now)
+            _announce(conn, delivered)
     if delivered.catch_up is not None:
         with bind.begin() as conn:
             catch_up(conn, *delivered.catch_up)
@@ -136,23 +136,15 @@ _CONVERSATION = sa.select(conversations).where(
 )
 
 
-def _announce(
-    conn: Connection,
-    delivered: _Delivered,
-    connection_id: UUID,
-    platform_message_id: str,
-    text: str,
-    sent_at: datetime | None,
-    now: datetime,
-) -> None:
+def _announce(conn: Connection, delivered: _Delivered) -> None:
     """The events of a new message, in its transaction: ``conversation.created`` when it
     started one, then ``message.created``. A redelivery announces nothing. The chatbot and
     a new conversation's row come from the delivery's own statements where they said them
     (no read then); otherwise one read of the conversation. Both events go in one statement,
     and when the delivery's statement said whether the chatbot has a webhook, no statement
     asks again."""
-    result = delivered.result
-    if result.duplicate or not events.enabled(conn):
+    result, message = delivered.result, delivered.message
+    if message is None or not events.enabled(conn):
         return
     conversation = delivered.conversation
     chatbot_id = delivered.chatbot_id
@@ -162,17 +154,11 @@ def _announce(
         ).one()
         chatbot_id = conversation.chatbot_id
     batch = [events.conversation_event(conversation)] if result.created_conversation else []
-    message = {
-        "id": result.message_id,
-        "conversation_id": result.conversation_id,
-        "connection_id": connection_id,
-        "platform_message_id": platform_message_id,
-        "direction": Direction.IN.value,
-        "text": text,
-        "sent_at": sent_at,
-        "created_at": now,
-    }
-    batch.append(events.message_event(message, chatbot_id))
+    if delivered.announced is not None:
+        events.announced(conn, delivered.announced, chatbot_id, result.conversation_id,
+                         webhook=bool(delivered.webhook), now=message["created_at"])  # fmt: skip
+    else:
+        batch.append(events.message_event(message, chatbot_id))
     events.record_all(conn, batch, webhook=delivered.webhook)
 
 
@@ -213,6 +199,10 @@ class _Delivered(NamedTuple):
     chatbot_id: UUID | None = None
     conversation: Row | None = None
     webhook: bool | None = None
+    # The message.created the delivery's statement wrote (None: it wrote none).
+    announced: UUID | None = None
+    # The message this delivery stored, its columns (None: it stored none).
+    message: dict[str, Any] | None = None
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
@@ -260,8 +250,11 @@ def _receive(
             raise NotFound("connection not found")
         if seen.message_id is not None:
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
+            said = {"chatbot_id": seen.chatbot_id, "webhook": seen.has_webhook,
+                    "announced": seen.event_id,
+                    "message": inbound_message(params, seen.conversation_id)}  # fmt: skip
             if not seen.needs_touch or seen.touched_id is not None:
-                return _Delivered(result, chatbot_id=seen.chatbot_id, webhook=seen.has_webhook)
+                return _Delivered(result, **said)
             # Another transaction holds the row's touch lock. Not possible when exclusive
             # (this transaction holds it), unless the statement cannot tell: say so.
             if exclusive:
@@ -269,7 +262,7 @@ def _receive(
             if seen.status == Status.SNOOZED:
                 raise _WakeUnderLock
             catching_up = _CatchUp(seen.conversation_id, params["at"], seen.message_id)
-            return _Delivered(result, catching_up, seen.chatbot_id, webhook=seen.has_webhook)
+            return _Delivered(result, catching_up, **said)
         if seen.known_id is not None:  # a redelivery, possibly after a close: store nothing
             return _Delivered(InboundResult(seen.known_conversation_id, seen.known_id, True, False))
         if seen.conversation_id is not None:
@@ -327,12 +320,13 @@ def _started(
         conn.execute(sa.delete(conversations).where(conversations.c.id == row.id))
         return _Delivered(_duplicate(conn, params["connection"], params["platform_message_id"]))
     result = InboundResult(row.id, message_id, False, True)
+    message = inbound_message(params, row.id)
     if not slug_registered:
         # The slug is a former slug of another conversation: move on from it (the row
         # then no longer says the conversation's slug).
         assign_slug(conn, row, candidates, now=params["created_at"])
-        return _Delivered(result)
-    return _Delivered(result, chatbot_id=row.chatbot_id, conversation=row)
+        return _Delivered(result, message=message)
+    return _Delivered(result, chatbot_id=row.chatbot_id, conversation=row, message=message)
 
 
 __all__ = ["InboundResult", "check_ids", "receive_message", "touch"]

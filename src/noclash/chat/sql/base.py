@@ -122,6 +122,20 @@ MESSAGE_COLUMNS = [
 ]
 
 
+def inbound_message(params: dict[str, Any], conversation_id: Any) -> dict[str, Any]:
+    """The inbound message's columns from the delivery's parameters."""
+    return {
+        "id": params["message_id"],
+        "conversation_id": conversation_id,
+        "connection_id": params["connection"],
+        "platform_message_id": params["platform_message_id"],
+        "direction": Direction.IN.value,
+        "text": params["text"],
+        "sent_at": params["sent_at"],
+        "created_at": params["received_at"],
+    }
+
+
 def message_select(conversation_id: Any) -> sa.Select[Any]:
     """The inbound message's values as a SELECT of the delivery's parameters, for
     ``INSERT ... SELECT`` (see ``params`` of :class:`ChatSQL`)."""
@@ -151,6 +165,7 @@ class Seen(NamedTuple):
     ``needs_touch`` with no ``touched_id`` means the touch of the conversation was skipped
     because another transaction held it; ``status`` then says whether it was SNOOZED.
     ``has_webhook``: whether the chatbot has a webhook (None: the statement did not say).
+    ``event_id``: the stored message's ``message.created``, when the statement wrote it.
     """
 
     chatbot_id: UUID | None
@@ -162,6 +177,7 @@ class Seen(NamedTuple):
     needs_touch: bool = False
     touched_id: UUID | None = None
     has_webhook: bool | None = None
+    event_id: UUID | None = None
 
 
 class Started(NamedTuple):
@@ -225,6 +241,7 @@ __all__ = [
     "Started",
     "active_conversation_query",
     "has_webhook",
+    "inbound_message",
     "message_select",
     "param",
     "two_attempts",

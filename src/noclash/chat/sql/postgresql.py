@@ -57,6 +57,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from noclash.chat import events
 from noclash.chat.sql.base import (
     MESSAGE_COLUMNS,
     ChatSQL,
@@ -64,6 +65,7 @@ from noclash.chat.sql.base import (
     Started,
     active_conversation_query,
     has_webhook,
+    inbound_message,
     message_select,
     param,
     two_attempts,
@@ -103,7 +105,7 @@ def claim_statement(insert: Any) -> Any:
 
 
 @cache
-def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
+def _deliver_statement(insert: Any, pinned: bool = False, announce: bool = False) -> Any:
     """Find the active conversation, store the message, move the conversation forward,
     and read what a miss needs, in one statement:
 
@@ -122,7 +124,10 @@ def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
       an unknown connection.
 
     ``pinned`` narrows ``active`` to ``:locked_id``, the conversation an earlier statement
-    of the transaction locked (see :meth:`PostgreSQLChatSQL.deliver`).
+    of the transaction locked (see :meth:`PostgreSQLChatSQL.deliver`). ``announce`` adds
+    the stored message's ``message.created``
+    (:func:`noclash.chat.events.message_created_cte`): an inbound message and its event
+    in one round trip.
     """
     known = (
         sa.select(messages.c.id, messages.c.conversation_id)
@@ -178,24 +183,37 @@ def _deliver_statement(insert: Any, pinned: bool = False) -> Any:
         .returning(conversations.c.id)
         .cte("touched")
     )
+    columns = [
+        connections.c.chatbot_id,
+        active.c.id.label("conversation_id"),
+        stored.c.id.label("message_id"),
+        known.c.id.label("known_id"),
+        known.c.conversation_id.label("known_conversation_id"),
+        active.c.status,
+        active.c.needs_touch,
+        touched.c.id.label("touched_id"),
+        has_webhook(connections.c.chatbot_id),
+    ]
+    source = (
+        connections.outerjoin(active, sa.true())
+        .outerjoin(stored, sa.true())
+        .outerjoin(known, sa.true())
+        .outerjoin(touched, sa.true())
+    )
+    if announce:
+        chatbot = (
+            sa.select(connections.c.chatbot_id)
+            .where(connections.c.id == param("connection", connections.c.id))
+            .scalar_subquery()
+        )
+        announced = events.message_created_cte(insert, stored, chatbot)
+        columns.append(announced.c.id.label("event_id"))
+        source = source.outerjoin(announced, sa.true())
+    else:
+        columns.append(sa.null().label("event_id"))
     return (
-        sa.select(
-            connections.c.chatbot_id,
-            active.c.id.label("conversation_id"),
-            stored.c.id.label("message_id"),
-            known.c.id.label("known_id"),
-            known.c.conversation_id.label("known_conversation_id"),
-            active.c.status,
-            active.c.needs_touch,
-            touched.c.id.label("touched_id"),
-            has_webhook(connections.c.chatbot_id),
-        )
-        .select_from(
-            connections.outerjoin(active, sa.true())
-            .outerjoin(stored, sa.true())
-            .outerjoin(known, sa.true())
-            .outerjoin(touched, sa.true())
-        )
+        sa.select(*columns)
+        .select_from(source)
         .where(connections.c.id == param("connection", connections.c.id))
     )
 
@@ -259,8 +277,14 @@ class PostgreSQLChatSQL(ChatSQL):
         round lock it."""
         if exclusive:
             params["locked_id"] = conn.execute(_lock_active_statement(), params).scalar()
+        announce = events.enabled(conn)
+        if announce and "e_id_0" not in params:
+            params.update(
+                events.message_created_params(inbound_message(params, None), params["received_at"])
+            )
+        statement = _deliver_statement(self.insert, exclusive, announce)
         with translating(messages.metadata):
-            return conn.execute(_deliver_statement(self.insert, exclusive), params).first()
+            return conn.execute(statement, params).first()
 
     def start(
         self, conn: Connection, params: dict[str, Any], candidates: Iterator[str]

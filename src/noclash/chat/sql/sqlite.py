@@ -26,11 +26,12 @@ from noclash.chat.sql.base import (
     Started,
     active_conversation_query,
     has_webhook,
+    inbound_message,
     message_select,
     param,
     two_attempts,
 )
-from noclash.db.tables import Direction, connections, conversations, messages
+from noclash.db.tables import connections, conversations, messages
 from noclash.unique import translating
 
 
@@ -119,19 +120,6 @@ def _insert_message_statement(insert: Any) -> Any:
     )
 
 
-def _message_values(params: dict[str, Any], conversation_id: Any) -> dict[str, Any]:
-    return {
-        "id": params["message_id"],
-        "conversation_id": conversation_id,
-        "connection_id": params["connection"],
-        "platform_message_id": params["platform_message_id"],
-        "direction": Direction.IN,
-        "text": params["text"],
-        "sent_at": params["sent_at"],
-        "created_at": params["received_at"],
-    }
-
-
 class SQLiteChatSQL(ChatSQL):
     messages_move_conversations: ClassVar[bool] = True
 
@@ -165,7 +153,7 @@ class SQLiteChatSQL(ChatSQL):
             if row is not None:
                 with translating(messages.metadata):
                     message_id = conn.execute(
-                        _insert_message_statement(self.insert), _message_values(params, row.id)
+                        _insert_message_statement(self.insert), inbound_message(params, row.id)
                     ).scalar()
                 return Started(row, registered, message_id)
             active = active_conversation_query(params["connection"], params["customer"])
