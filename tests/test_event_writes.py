@@ -5,13 +5,15 @@ elsewhere), without one otherwise, and once per (type, subject) whatever repeats
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from noclash.chat import events
 from noclash.chat.inbound import receive_message
-from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, deliveries, messages
+from noclash.chat.slugs import rename_conversation
+from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, conversations, deliveries, messages
 from noclash.db.tables import events as event_rows
 from tests.support.server import LiveServer
 
@@ -111,3 +113,59 @@ def test_an_inbound_message_announces_the_document_of_its_row(live_server):
         assert event.payload == {"message": events.as_data(row, events.MESSAGE_FIELDS)}
         assert event.conversation_id == row.conversation_id
         assert (event.id in hooked_events) == (str(event.chatbot_id) == with_hook["id"])
+    _conversations_announce_their_rows(engine, hooked_events, with_hook["id"])
+
+
+def _conversations_announce_their_rows(
+    engine: Any, hooked_events: set, hooked_bot: str, only: set | None = None
+) -> None:
+    """Each conversation.created (of the conversations ``only``, default all) carries its
+    row, the slug it kept included, and comes before its first message's event."""
+    with engine.connect() as conn:
+        started = conn.execute(
+            sa.select(event_rows).where(event_rows.c.type == "conversation.created")
+        ).all()
+        first: dict = {}
+        for r in conn.execute(
+            sa.select(event_rows.c.conversation_id, event_rows.c.id)
+            .where(event_rows.c.type == "message.created")
+            .order_by(event_rows.c.id.desc())
+        ):
+            first[r.conversation_id] = r.id
+        rows = {r.id: r for r in conn.execute(sa.select(conversations))}
+    assert started and len(started) == len(rows)
+    for event in started:
+        if only is not None and event.conversation_id not in only:
+            continue
+        row = rows[event.conversation_id]
+        assert event.payload == {"conversation": events.as_data(row, events.CONVERSATION_FIELDS)}
+        assert event.id < first[row.id]
+        assert (event.id in hooked_events) == (str(event.chatbot_id) == hooked_bot)
+
+
+def test_a_conversation_whose_slug_was_taken_announces_the_slug_it_keeps(live_server):
+    """A new conversation whose slug is another conversation's former slug moves on to
+    another slug after its statement: its conversation.created carries the one it kept."""
+    engine = live_server.engine
+    bot, connection = _bot(live_server)
+    with engine.connect() as conn:
+        owner = conn.execute(
+            sa.select(chatbots.c.owner_id).where(chatbots.c.id == UUID(bot["id"]))
+        ).scalar_one()
+
+    def deliver(psid: str, mid: str) -> Any:
+        return receive_message(
+            engine, connection_id=UUID(connection["id"]), psid=psid,
+            platform_message_id=mid, text="hi", username="Grace",
+        )  # fmt: skip
+
+    first = deliver("grace", "m-1")
+    with engine.begin() as conn:
+        rename_conversation(conn, first.conversation_id, owner_id=owner, title="Ada")
+    second = deliver("grace-again", "m-2")
+    with engine.connect() as conn:
+        slug = conn.execute(
+            sa.select(conversations.c.slug).where(conversations.c.id == second.conversation_id)
+        ).scalar_one()
+    assert slug != "grace"  # "grace" is the first conversation's former slug
+    _conversations_announce_their_rows(engine, set(), "no webhook", {second.conversation_id})

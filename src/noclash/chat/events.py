@@ -308,57 +308,94 @@ def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
     return sa.select(stored.c.id).add_cte(delivery)
 
 
-def message_created_cte(insert: Any, message: Any, chatbot_id: Any) -> Any:
-    """The ``message.created`` of a message that the same statement stores, as a CTE of
-    that statement (PostgreSQL), returning the event's id.
+# Statements that store a message or start a conversation can write its event in a CTE
+# of their own (PostgreSQL): the event with no round trip of its own. Parameter prefixes
+# of each kind of event (``<prefix>_id`` the event's id, ``<prefix><n>`` its n-th field).
+_MESSAGE_PREFIX, _CONVERSATION_PREFIX = "em", "ec"
 
-    ``insert`` is the dialect's INSERT (with ON CONFLICT), ``message`` the CTE that stored
-    the message (its ``id`` and ``conversation_id``), ``chatbot_id`` its chatbot, an
-    expression. The payload is :func:`message_event`'s, built in SQL from the parameters
-    :func:`message_created_params` gives, but for the conversation, which the statement
-    itself found: the same document, with no statement of its own. Nothing is written
-    when ``message`` is empty (a redelivery) or the event exists. The webhook delivery is
-    not in it (:func:`announced`).
+
+def _event_cte(
+    insert: Any,
+    name: str,
+    type: EventType,
+    fields: Sequence[str],
+    prefix: str,
+    found: dict[str, Any],
+    source: Any,
+) -> Any:
+    """``INSERT INTO events ... SELECT ... FROM source ON CONFLICT DO NOTHING RETURNING
+    id`` as the CTE ``name``: an event of ``type`` whose payload is
+    ``{<type's noun>: {field: value}}``, each value a text parameter (given by
+    :func:`announced_params`) but the ``found`` ones, which the statement found itself
+    (expressions; ``chatbot_id`` and ``conversation_id`` are required). The subject is the
+    ``id`` field, as :func:`message_event` and :func:`conversation_event` make it.
+    Nothing is written when ``source`` is empty or the event exists.
     """
     e = events.c
     # JSON keys are column names, written into the statement; values are text parameters
     # with short names (psycopg caches the parsing of a statement up to 4 KiB only).
-    given = {f: sa.bindparam(f"ev{n}", type_=sa.String()) for n, f in enumerate(MESSAGE_FIELDS)}
-    fields = [
-        (sa.literal_column(f"'{f}'"),
-         message.c.conversation_id if f == "conversation_id" else given[f])
-        for f in MESSAGE_FIELDS
-    ]  # fmt: skip
+    given = {f: sa.bindparam(f"{prefix}{n}", type_=sa.String()) for n, f in enumerate(fields)}
+    values = {**given, **found}
+    pairs = [item for f in fields for item in (sa.literal_column(f"'{f}'"), values[f])]
+    noun = type.value.split(".")[0]
     payload = sa.func.json_build_object(
-        sa.literal_column("'message'"),
-        sa.func.json_build_object(*(item for pair in fields for item in pair)),
-        type_=e.payload.type,
+        sa.literal_column(f"'{noun}'"), sa.func.json_build_object(*pairs), type_=e.payload.type
     )
+    row = sa.select(
+        _p(f"{prefix}_id", e.id),
+        found["chatbot_id"],
+        found["conversation_id"],
+        sa.literal_column(f"'{type.value}'", type_=e.type.type),
+        given["id"],
+        payload,
+        _p("e_now", e.created_at),
+    ).select_from(source)
     return (
         insert(events)
-        .from_select(
-            _EVENT_COLUMNS,
-            sa.select(
-                _p("e_id_0", e.id),
-                chatbot_id,
-                message.c.conversation_id,
-                sa.literal_column(f"'{EventType.MESSAGE_CREATED.value}'", type_=e.type.type),
-                given["id"],
-                payload,
-                _p("e_now", e.created_at),
-            ),
-        )
+        .from_select(_EVENT_COLUMNS, row)
         .on_conflict_do_nothing(index_elements=["type", "subject"])
         .returning(e.id)
-        .cte("announced")
+        .cte(name)
     )
 
 
-def message_created_params(message: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The parameters of :func:`message_created_cte` for ``message`` (its columns; the
-    conversation is not needed)."""
-    data = {f"ev{n}": _json(message[f]) for n, f in enumerate(MESSAGE_FIELDS)}
-    return {**data, "e_id_0": uuid7(), "e_now": now}
+def message_created_cte(insert: Any, message: Any, chatbot_id: Any, source: Any = None) -> Any:
+    """The ``message.created`` of the message that the CTE ``message`` (its ``id`` and
+    ``conversation_id``) stores, as a CTE of the same statement; ``chatbot_id`` is an
+    expression, ``source`` what to select from (default ``message``)."""
+    found = {"chatbot_id": chatbot_id, "conversation_id": message.c.conversation_id}
+    return _event_cte(insert, "announced", EventType.MESSAGE_CREATED, MESSAGE_FIELDS,
+                      _MESSAGE_PREFIX, found, message if source is None else source)  # fmt: skip
+
+
+def conversation_created_cte(insert: Any, conversation: Any, source: Any) -> Any:
+    """The ``conversation.created`` of the conversation that the CTE ``conversation`` (its
+    columns) stores, as a CTE of the same statement; the slug is the row's (the statement
+    tried two), the rest parameters."""
+    c = conversation.c
+    found = {"chatbot_id": c.chatbot_id, "conversation_id": c.id, "slug": c.slug}
+    return _event_cte(insert, "started", EventType.CONVERSATION_CREATED, CONVERSATION_FIELDS,
+                      _CONVERSATION_PREFIX, found, source)  # fmt: skip
+
+
+def announced_params(
+    now: datetime,
+    message: dict[str, Any] | None = None,
+    conversation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The parameters of the CTEs above for ``message`` and ``conversation`` (their
+    columns; what the statement finds is not needed). The conversation's event id is made
+    first, so that its event comes first."""
+    params: dict[str, Any] = {"e_now": now}
+    for prefix, fields, row in ((_CONVERSATION_PREFIX, CONVERSATION_FIELDS, conversation),
+                                (_MESSAGE_PREFIX, MESSAGE_FIELDS, message)):  # fmt: skip
+        if row is None:
+            continue
+        params[f"{prefix}_id"] = uuid7()
+        for n, f in enumerate(fields):
+            value = _json(row.get(f))
+            params[f"{prefix}{n}"] = None if value is None else str(value)
+    return params
 
 
 def announced(
@@ -562,16 +599,17 @@ __all__ = [
     "Event",
     "EventType",
     "announced",
+    "announced_params",
     "as_data",
     "collecting",
     "conversation_created",
+    "conversation_created_cte",
     "conversation_event",
     "deliveries_failed",
     "envelope",
     "latest",
     "message_created",
     "message_created_cte",
-    "message_created_params",
     "message_event",
     "of_chatbots",
     "of_owner",

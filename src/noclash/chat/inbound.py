@@ -138,27 +138,33 @@ _CONVERSATION = sa.select(conversations).where(
 
 def _announce(conn: Connection, delivered: _Delivered) -> None:
     """The events of a new message, in its transaction: ``conversation.created`` when it
-    started one, then ``message.created``. A redelivery announces nothing. The chatbot and
-    a new conversation's row come from the delivery's own statements where they said them
-    (no read then); otherwise one read of the conversation. Both events go in one statement,
-    and when the delivery's statement said whether the chatbot has a webhook, no statement
-    asks again."""
+    started one, then ``message.created``. A redelivery announces nothing.
+
+    Where the delivery's statements wrote them (PostgreSQL), only their webhook deliveries
+    are left, and only for a chatbot with a webhook. Elsewhere both go in one statement:
+    the chatbot and a new conversation's row come from the delivery's own statements where
+    they said them (no read then), otherwise from one read of the conversation; and when
+    the delivery's statement said whether the chatbot has a webhook, no statement asks
+    again."""
     result, message = delivered.result, delivered.message
     if message is None or not events.enabled(conn):
         return
-    conversation = delivered.conversation
     chatbot_id = delivered.chatbot_id
+    if delivered.announced and chatbot_id is not None:
+        for event_id in delivered.announced:
+            events.announced(
+                conn, event_id, chatbot_id, result.conversation_id,
+                webhook=bool(delivered.webhook), now=message["created_at"],
+            )  # fmt: skip
+        return
+    conversation = delivered.conversation
     if (result.created_conversation and conversation is None) or chatbot_id is None:
         conversation = conn.execute(
             _CONVERSATION, {"conversation_id": result.conversation_id}
         ).one()
         chatbot_id = conversation.chatbot_id
     batch = [events.conversation_event(conversation)] if result.created_conversation else []
-    if delivered.announced is not None:
-        events.announced(conn, delivered.announced, chatbot_id, result.conversation_id,
-                         webhook=bool(delivered.webhook), now=message["created_at"])  # fmt: skip
-    else:
-        batch.append(events.message_event(message, chatbot_id))
+    batch.append(events.message_event(message, chatbot_id))
     events.record_all(conn, batch, webhook=delivered.webhook)
 
 
@@ -199,8 +205,8 @@ class _Delivered(NamedTuple):
     chatbot_id: UUID | None = None
     conversation: Row | None = None
     webhook: bool | None = None
-    # The message.created the delivery's statement wrote (None: it wrote none).
-    announced: UUID | None = None
+    # The events the delivery's statements wrote, in order (the rest are written after).
+    announced: tuple[UUID, ...] = ()
     # The message this delivery stored, its columns (None: it stored none).
     message: dict[str, Any] | None = None
 
@@ -251,7 +257,7 @@ def _receive(
         if seen.message_id is not None:
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             said = {"chatbot_id": seen.chatbot_id, "webhook": seen.has_webhook,
-                    "announced": seen.event_id,
+                    "announced": (seen.event_id,) if seen.event_id else (),
                     "message": inbound_message(params, seen.conversation_id)}  # fmt: skip
             if not seen.needs_touch or seen.touched_id is not None:
                 return _Delivered(result, **said)
@@ -313,7 +319,7 @@ def _started(
     conn: Connection, started: Started, params: dict[str, Any], candidates: Iterator[str]
 ) -> _Delivered:
     """Finish a conversation this delivery created with its message."""
-    row, slug_registered, message_id = started
+    row, slug_registered, message_id, announced = started
     if message_id is None:
         # A concurrent delivery stored this message first (into its own conversation):
         # remove the empty conversation this one made and answer with the stored message.
@@ -326,7 +332,8 @@ def _started(
         # then no longer says the conversation's slug).
         assign_slug(conn, row, candidates, now=params["created_at"])
         return _Delivered(result, message=message)
-    return _Delivered(result, chatbot_id=row.chatbot_id, conversation=row, message=message)
+    return _Delivered(result, chatbot_id=row.chatbot_id, conversation=row, message=message,
+                      announced=announced)  # fmt: skip
 
 
 __all__ = ["InboundResult", "check_ids", "receive_message", "touch"]

@@ -182,11 +182,14 @@ class Seen(NamedTuple):
 
 class Started(NamedTuple):
     """A conversation a start created (``row``, its columns), whether its slug made it
-    into the registry, and its first message (None: a concurrent delivery stored it)."""
+    into the registry, its first message (None: a concurrent delivery stored it), and the
+    ids of the events the statement wrote for them (``conversation.created`` then
+    ``message.created``; none where it cannot)."""
 
     row: Row
     slug_registered: bool
     message_id: UUID | None
+    announced: tuple[UUID, ...] = ()
 
 
 class ChatSQL:

@@ -239,24 +239,43 @@ def _lock_active_statement() -> Any:
 
 
 @cache
-def _start_statement(insert: Any) -> Any:
+def _start_statement(insert: Any, announce: bool = False) -> Any:
     """A new conversation (two slug attempts, the registry row) and its first message, in
     one statement: :func:`claim_ctes` plus the message ``INSERT ... SELECT`` from the row it
     made. Nothing back: the partial unique index (or both slugs) said no, and no message
-    was stored."""
+    was stored.
+
+    ``announce`` adds their events, ``conversation.created`` then ``message.created``,
+    when the slug made it into the registry: a slug that did not is replaced after the
+    statement, and the conversation's event must carry the one it keeps (the caller then
+    writes both, in that order)."""
     made, registered = claim_ctes(insert)
     stored = (
         insert(messages)
         .from_select(MESSAGE_COLUMNS, message_select(made.c.id))
         .on_conflict_do_nothing(index_elements=["connection_id", "platform_message_id"])
-        .returning(messages.c.id)
+        .returning(messages.c.id, messages.c.conversation_id)
         .cte("stored")
     )
-    return sa.select(
+    columns = [
         *made.c,
         registered.c.conversation_id.is_not(None).label("slug_registered"),
         stored.c.id.label("message_id"),
-    ).select_from(made.outerjoin(registered, sa.true()).outerjoin(stored, sa.true()))
+    ]
+    source = made.outerjoin(registered, sa.true()).outerjoin(stored, sa.true())
+    if not announce:
+        return sa.select(
+            *columns, sa.null().label("conversation_event_id"), sa.null().label("event_id")
+        ).select_from(source)
+    started = events.conversation_created_cte(insert, made, made.join(registered, sa.true()))
+    announced = events.message_created_cte(
+        insert, stored, made.c.chatbot_id, stored.join(made, sa.true()).join(registered, sa.true())
+    )
+    return sa.select(
+        *columns,
+        started.c.id.label("conversation_event_id"),
+        announced.c.id.label("event_id"),
+    ).select_from(source.outerjoin(started, sa.true()).outerjoin(announced, sa.true()))
 
 
 class PostgreSQLChatSQL(ChatSQL):
@@ -278,10 +297,9 @@ class PostgreSQLChatSQL(ChatSQL):
         if exclusive:
             params["locked_id"] = conn.execute(_lock_active_statement(), params).scalar()
         announce = events.enabled(conn)
-        if announce and "e_id_0" not in params:
-            params.update(
-                events.message_created_params(inbound_message(params, None), params["received_at"])
-            )
+        if announce and "em_id" not in params:
+            message = inbound_message(params, None)
+            params.update(events.announced_params(params["received_at"], message))
         statement = _deliver_statement(self.insert, exclusive, announce)
         with translating(messages.metadata):
             return conn.execute(statement, params).first()
@@ -290,11 +308,16 @@ class PostgreSQLChatSQL(ChatSQL):
         self, conn: Connection, params: dict[str, Any], candidates: Iterator[str]
     ) -> Started | None:
         params["fallback_slug"] = next(candidates, params["slug"])
+        announce = events.enabled(conn)
+        if announce:
+            message = inbound_message(params, None)
+            params.update(events.announced_params(params["received_at"], message, params))
         with translating(conversations.metadata):
-            row = conn.execute(_start_statement(self.insert), params).first()
+            row = conn.execute(_start_statement(self.insert, announce), params).first()
         if row is None:
             return None
-        return Started(row, row.slug_registered, row.message_id)
+        announced = (row.conversation_event_id, row.event_id) if row.event_id else ()
+        return Started(row, row.slug_registered, row.message_id, announced)
 
 
 __all__ = ["PostgreSQLChatSQL", "claim_ctes", "claim_statement"]
