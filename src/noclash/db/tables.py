@@ -125,6 +125,7 @@ _PLATFORM = text(f"channel <> '{Channel.CUSTOM.value}'")
 _CUSTOM = text(f"channel = '{Channel.CUSTOM.value}'")
 _SNOOZED = text(f"status = '{Status.SNOOZED.value}'")
 _UNSEQUENCED = text("seq IS NULL")
+_SEQUENCED = text("seq IS NOT NULL")
 _PENDING = text(f"status IN ({_sql_list(PENDING_DELIVERY)})")
 
 
@@ -321,10 +322,12 @@ events = Table(
     Column("payload", JSON, nullable=False),
     _created_at(),
     UniqueConstraint("type", "subject"),
-    UniqueConstraint("seq"),
+    # Readers ask for ``seq > n``; an event is written without one (migration 0009): the
+    # indexes on seq hold the sequenced rows only, so a writer adds no entries to them.
+    _partial_index("uq_events_seq", "seq", where=_SEQUENCED, unique=True),
     _partial_index("ix_events_unsequenced", "id", where=_UNSEQUENCED),
-    Index("ix_events_chatbot_id_seq", "chatbot_id", "seq"),
-    Index("ix_events_conversation_id_seq", "conversation_id", "seq"),
+    _partial_index("ix_events_chatbot_id_seq", "chatbot_id", "seq", where=_SEQUENCED),
+    _partial_index("ix_events_conversation_id_seq", "conversation_id", "seq", where=_SEQUENCED),
 )
 
 deliveries = Table(
