@@ -134,6 +134,14 @@ def fresh_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'fresh.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest) -> str:
+    """A new, empty database, once on SQLite and once on PostgreSQL (a migration's test
+    migrates it to the revision before its own)."""
+    short = {"sqlite": "sqlite", "postgresql": "pg"}[request.param]
+    return request.getfixturevalue(f"fresh_{short}_url")
+
+
 @pytest.fixture(scope="session")
 def _migrated_templates(
     pg_databases: PgDatabases, tmp_path_factory: pytest.TempPathFactory

@@ -20,33 +20,18 @@ from noclash.db.migrate import downgrade_engine, upgrade_engine
 from noclash.db.tables import metadata
 from noclash.db.types import utcnow
 from noclash.unique import uuid4, uuid7
+from tests.support.migrations import insert_owner
 
 TABLES = ["users", "chatbots", "connections", "conversations", "conversation_slugs",
           "messages", "sessions"]  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url_at_0005(request, fresh_sqlite_url, pg_databases):
-    if request.param == "sqlite":
-        yield fresh_sqlite_url
-        return
-    url = pg_databases.create()
-    try:
-        yield url
-    finally:
-        pg_databases.drop(url)
 
 
 def _populate(conn) -> None:
     """Rows written into the 0005 schema: only columns it has, named explicitly."""
     t = metadata.tables
     now = utcnow()
-    user, bot, page = uuid7(), uuid7(), uuid7()
-    conn.execute(t["users"].insert().values(id=user, email="a@x.io", token_hash="h" * 64,
-                                            is_admin=False, created_at=now))  # fmt: skip
-    conn.execute(t["chatbots"].insert().values(id=bot, owner_id=user, name="b",
-                                               public_token=uuid4(), require_auth=False,
-                                               created_at=now))  # fmt: skip
+    _user, bot = insert_owner(conn, now)
+    page = uuid7()
     conn.execute(t["connections"].insert().values(
         id=page, chatbot_id=bot, channel="messenger", external_id="page-1", created_at=now,
     ))  # fmt: skip
@@ -81,8 +66,8 @@ def _counts(conn) -> dict[str, int]:
     }
 
 
-def test_upgrade_keeps_every_row_and_the_triggers(url_at_0005):
-    engine = create_engine(url_at_0005)
+def test_upgrade_keeps_every_row_and_the_triggers(fresh_url):
+    engine = create_engine(fresh_url)
     try:
         upgrade_engine(engine, "0005")
         with engine.begin() as conn:

@@ -18,32 +18,17 @@ from noclash.db.engine import create_engine
 from noclash.db.migrate import downgrade_engine, upgrade_engine
 from noclash.db.tables import metadata
 from noclash.db.types import utcnow
-from noclash.unique import uuid4, uuid7
+from noclash.unique import uuid7
+from tests.support.migrations import insert_owner
 
 TABLES = ["chatbots", "conversations", "events", "deliveries"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, fresh_sqlite_url, pg_databases):
-    if request.param == "sqlite":
-        yield fresh_sqlite_url
-        return
-    url = pg_databases.create()
-    try:
-        yield url
-    finally:
-        pg_databases.drop(url)
 
 
 def _populate(conn) -> sa.Row:
     t = metadata.tables
     now = utcnow()
-    user, bot, conversation = uuid7(), uuid7(), uuid7()
-    conn.execute(t["users"].insert().values(id=user, email="a@x.io", token_hash="h" * 64,
-                                            is_admin=False, created_at=now))  # fmt: skip
-    conn.execute(t["chatbots"].insert().values(id=bot, owner_id=user, name="b",
-                                               public_token=uuid4(), require_auth=False,
-                                               created_at=now))  # fmt: skip
+    _user, bot = insert_owner(conn, now)
+    conversation = uuid7()
     conn.execute(t["conversations"].insert().values(
         id=conversation, chatbot_id=bot, psid="p", status="OPEN", slug="p", created_at=now,
     ))  # fmt: skip
@@ -70,8 +55,8 @@ def _counts(engine) -> dict[str, int]:
         }
 
 
-def test_0009_keeps_every_event_and_the_uniqueness_of_seq(url):
-    engine = create_engine(url)
+def test_0009_keeps_every_event_and_the_uniqueness_of_seq(fresh_url):
+    engine = create_engine(fresh_url)
     try:
         upgrade_engine(engine, "0008")
         with engine.begin() as conn:
