@@ -24,9 +24,12 @@ What counts:
 - latency: of each send (noclash) or POST (limit) that ended in the window;
 - statements: every statement the engine executed in the window
   (``before_cursor_execute``, an ``executemany`` counted once, transaction control not
-  counted, as :class:`bench.harness.StatementCounter` does), by kind: the claim, the read
-  of texts and tokens that follows it, the settlement, and anything else (the
-  dispatcher's once-a-second snooze wake-up, giving back unsent claims).
+  counted, as :class:`bench.harness.StatementCounter` does), by kind: the claim (which
+  returns the replies' texts and tokens itself), a read of texts and tokens apart from
+  it (``details``: none since the claim reads them), the settlement, and anything else
+  (the dispatcher's once-a-second snooze wake-up, giving back unsent claims). On
+  PostgreSQL the dispatcher's transactions run on an asyncio engine of its own, which is
+  counted the same way.
 """
 
 from __future__ import annotations
@@ -210,6 +213,8 @@ class Worker:
             for name, sender in configured_senders(settings).items()
         }
         dispatcher = Dispatcher(engine, settings, senders=senders, name=f"bench-{os.getpid()}")
+        if dispatcher.async_engine is not None:  # its transactions run there (PostgreSQL)
+            statements.attach(dispatcher.async_engine.sync_engine)
         running = asyncio.create_task(dispatcher.run())
         try:
             t0, t1 = await self._warm_up(warmup, lambda: dispatcher.settled > 0)

@@ -25,6 +25,11 @@ What each one does, in a loop:
    ``NOCLASH_WEBHOOK_MAX_ATTEMPTS``: the bot drops a repeat by its event id.
 4. **Wake** due snoozes, once a second (:func:`noclash.chat.lifecycle.wake_due_snoozes`).
 
+Where the database work runs: on PostgreSQL on the event loop itself, through psycopg's
+asyncio interface and an engine of the dispatcher's own (a few connections); on SQLite in
+worker threads, since a transaction there can wait seconds for the file's write lock
+(:meth:`Dispatcher._db`).
+
 Events it records (a snooze woken, a delivery failed) wake live readers once committed,
 through the process's :class:`~noclash.chat.wakeups.Hub` (``hub``): the app's own in
 ``noclash serve``, one of its own in ``noclash worker``, which on PostgreSQL sends the
@@ -45,12 +50,13 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -63,10 +69,12 @@ from noclash.chat.lifecycle import wake_due_snoozes
 from noclash.chat.outbox import Claimed, Settlement
 from noclash.chat.wakeups import Hub
 from noclash.config import Settings
+from noclash.db.dialects import dialect_for
 from noclash.db.tables import DeliveryStatus
 from noclash.db.types import utcnow
 
 log = logging.getLogger("noclash.dispatch")
+T = TypeVar("T")
 
 # How often due snoozes are woken (the promise: within 5 s of snoozed_until).
 SNOOZE_INTERVAL_SECONDS = 1.0
@@ -76,8 +84,9 @@ DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 STOP_SETTLE_ATTEMPTS = 5
 # Connections per pooled HTTP client (see SendClients).
 CONNECTIONS_PER_CLIENT = 4
-
-
+# Transactions a dispatcher runs at once: the claim (or the snooze wake-up) and the
+# settlement, and the give-back when it stops. Its asyncio engine's pool holds that many.
+DATABASE_WORK = 4
 
 
 class SendClients:
@@ -159,7 +168,15 @@ class Dispatcher:
         self._stopping = False
         self._dispatching = False  # the claim loop runs: senders may take deliveries
         self._idle = False
-        self._limiter = anyio.CapacityLimiter(4)
+        self._limiter = anyio.CapacityLimiter(DATABASE_WORK)
+        # Where the database has an asyncio driver, the dispatcher's transactions run on
+        # the event loop through an engine of its own (see _db); disposed when run ends.
+        dialect = dialect_for(engine)
+        self.async_engine = (
+            dialect.async_engine(engine, pool_size=DATABASE_WORK, max_overflow=0)
+            if dialect.supports_async_driver
+            else None
+        )
         self._hooks: httpx.AsyncClient | None = None
         # Counters, for logs, tests and the benchmark.
         self.sent = 0
@@ -213,6 +230,8 @@ class Dispatcher:
                 self._stopping = True
                 self._settle_wakeup.set()
                 await settler
+                if self.async_engine is not None:
+                    await self.async_engine.dispose()
         log.info("%s stopped: %d sent", self.name, self.sent)
 
     async def _dispatch_loop(self) -> None:
@@ -274,41 +293,55 @@ class Dispatcher:
         finally:
             clients.release(slot)
 
-    # -- the database, off the event loop ----------------------------------------------------
-    async def _db(self, work: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(work, *args, limiter=self._limiter)
+    # -- the database ----------------------------------------------------------------------
+    async def _db(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(conn, *args)`` in one transaction, without blocking the event loop.
+
+        Through the driver's asyncio interface where the database has one (PostgreSQL:
+        psycopg's, SQLAlchemy's async engine): the statements' Python runs on the event
+        loop between the sends, and waiting for the server is an await. Elsewhere (SQLite,
+        whose write lock can keep a transaction waiting) in a worker thread. The thread
+        costs more than the hand-off: each row the driver steps releases and retakes the
+        GIL, which passes the interpreter back and forth with the event loop, and on a
+        process that sends all the time that doubled the CPU of the database work
+        (docs/performance.md, Outbound).
+        """
+        if self.async_engine is not None:
+            async with self.async_engine.begin() as conn:
+                return await conn.run_sync(work, *args)
+        return await anyio.to_thread.run_sync(
+            self._in_transaction, work, *args, limiter=self._limiter
+        )
+
+    def _in_transaction(self, work: Callable[..., T], *args: Any) -> T:
+        with self.engine.begin() as conn:
+            return work(conn, *args)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         try:
-            return await self._db(self._claim_sync, limit)
+            return await self._db(self._claim_in, limit)
         except DATABASE_ERRORS as exc:
             log.warning("%s could not claim deliveries: %s", self.name, _short(exc))
             await asyncio.sleep(self.settings.dispatcher_poll_seconds)
             return []
 
-    def _claim_sync(self, limit: int) -> list[Claimed]:
-        with self.engine.begin() as conn:
-            return outbox.claim_due(
-                conn, limit=limit, lease_seconds=self.settings.delivery_lease_seconds
-            )
+    def _claim_in(self, conn: Connection, limit: int) -> list[Claimed]:
+        return outbox.claim_due(
+            conn, limit=limit, lease_seconds=self.settings.delivery_lease_seconds
+        )
 
     async def _wake_snoozes(self) -> None:
         try:
-            woken = await self._db(self._wake_sync)
+            woken, recorded = await self._db(_wake_in)
         except DATABASE_ERRORS as exc:
             log.warning("%s could not wake snoozes: %s", self.name, _short(exc))
             return
+        self._committed(recorded)
         if woken:
             log.info("%s woke %d snoozed conversations", self.name, len(woken))
 
-    def _wake_sync(self) -> list[Any]:
-        with events.collecting() as recorded, self.engine.begin() as conn:
-            woken = wake_due_snoozes(conn)
-        self._committed(recorded)
-        return woken
-
     def _committed(self, recorded: set[Any]) -> None:
-        """After a commit that recorded events: wake their readers (a worker thread)."""
+        """After a commit that recorded events: wake their readers."""
         if recorded and self.hub is not None:
             self.hub.committed(recorded)
 
@@ -321,7 +354,9 @@ class Dispatcher:
             while self._settlements:
                 batch, self._settlements = self._settlements, []
                 try:
-                    self.settled += await self._db(self._settle_sync, batch)
+                    settled, recorded = await self._db(_settle_in, batch)
+                    self.settled += settled
+                    self._committed(recorded)
                     failures = 0
                 except DATABASE_ERRORS as exc:
                     # Keep them: written when the database is back (their claims hold
@@ -340,24 +375,14 @@ class Dispatcher:
             if self._stopping and not self._busy:
                 return
 
-    def _settle_sync(self, batch: list[Settlement]) -> int:
-        with events.collecting() as recorded, self.engine.begin() as conn:
-            settled = outbox.settle(conn, batch)
-        self._committed(recorded)
-        return settled
-
     async def _release_unsent(self) -> None:
         unsent, self._ready = list(self._ready), deque()
         if not unsent:
             return
         try:
-            await self._db(self._release_sync, unsent)
+            await self._db(outbox.release, unsent)
         except DATABASE_ERRORS as exc:
             log.warning("%s could not give back %d claims: %s", self.name, len(unsent), exc)
-
-    def _release_sync(self, claims: list[Claimed]) -> None:
-        with self.engine.begin() as conn:
-            outbox.release(conn, claims)
 
     # -- one delivery ------------------------------------------------------------------------
     async def _deliver(self, client: httpx.AsyncClient, claim: Claimed) -> None:
@@ -451,6 +476,18 @@ class Dispatcher:
     @staticmethod
     def _final(claim: Claimed, status: DeliveryStatus, error: str | None) -> Settlement:
         return Settlement(claim.id, claim.claim_token, status, utcnow(), last_error=error)
+
+
+def _wake_in(conn: Connection) -> tuple[list[Any], set[Any]]:
+    """Wake due snoozes; what was woken and the chatbots whose events were recorded."""
+    with events.collecting() as recorded:
+        return wake_due_snoozes(conn), recorded
+
+
+def _settle_in(conn: Connection, batch: list[Settlement]) -> tuple[int, set[Any]]:
+    """Write outcomes; how many held and the chatbots whose events were recorded."""
+    with events.collecting() as recorded:
+        return outbox.settle(conn, batch), recorded
 
 
 def _short(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Execution option marking a connection that only reads (see noclash.db.engine.read_only).
 READ_ONLY_OPTION = "noclash_read_only"
@@ -76,6 +77,10 @@ class Dialect:
     # wake the event readers of other processes right after a commit
     # (noclash.chat.wakeups). Without it, readers elsewhere find new events by re-reading.
     supports_listen_notify: ClassVar[bool] = False
+    # The driver has an asyncio interface that SQLAlchemy runs on the event loop itself
+    # (create_async_engine): a caller on the loop can use the database without handing
+    # the work to a thread (see async_engine).
+    supports_async_driver: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -121,6 +126,11 @@ class Dialect:
         than one a reader has already passed. Nothing to do by default: SQLite's writers
         already hold the one write lock from ``BEGIN IMMEDIATE``."""
 
+    def async_engine(self, engine: Engine, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+        """A new engine on ``engine``'s database through the driver's asyncio interface,
+        with a pool of its own. Only where :attr:`supports_async_driver`."""
+        raise NotImplementedError(f"{self.name} has no asyncio driver")
+
     def notification_session(self, engine: Engine) -> NotificationSession:
         """A new driver connection of its own, outside ``engine``'s pool and in autocommit,
         for LISTEN/NOTIFY: a NOTIFY sent on it is its own transaction, never part of a
@@ -156,4 +166,3 @@ class MigrationCheckFailed(Exception):
 
 class BackupNotSupported(Exception):
     """This engine is backed up with its own tools; the message says which."""
-

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from noclash.db.dialects.base import (
     BackupNotSupported,
@@ -33,6 +34,8 @@ class PostgreSQLDialect(Dialect):
     # LISTEN/NOTIFY: a notification reaches every session listening on its channel, in any
     # process, after the notifying transaction commits.
     supports_listen_notify: ClassVar[bool] = True
+    # psycopg 3 speaks asyncio (AsyncConnection; SQLAlchemy's postgresql+psycopg_async).
+    supports_async_driver: ClassVar[bool] = True
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
@@ -76,6 +79,12 @@ class PostgreSQLDialect(Dialect):
     def lock_for_sequencing(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.SEQUENCE_LOCK_KEY})
 
+    def async_engine(self, engine: Engine, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+        options = self.engine_options(
+            pool_size=pool_size, max_overflow=max_overflow, busy_timeout_ms=0
+        )
+        return create_async_engine(engine.url.set(drivername="postgresql+psycopg_async"), **options)
+
     def notification_session(self, engine: Engine) -> NotificationSession:
         # The engine's own connect arguments (host, credentials, options), without its pool:
         # this session is held for the life of the process and must not take a pool slot.
@@ -95,7 +104,6 @@ class PostgreSQLDialect(Dialect):
             "(restore with pg_restore), or continuous archiving for point-in-time recovery; "
             "see docs/deployment.md"
         )
-
 
 
 class _PgNotificationSession:
