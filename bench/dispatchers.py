@@ -28,8 +28,9 @@ What counts:
   returns the replies' texts and tokens itself), a read of texts and tokens apart from
   it (``details``: none since the claim reads them), the settlement, and anything else
   (the dispatcher's once-a-second snooze wake-up, giving back unsent claims). On
-  PostgreSQL the dispatcher's transactions run on an asyncio engine of its own, which is
-  counted the same way.
+  PostgreSQL the dispatcher's transactions run on an asyncio engine of its own, and on
+  SQLite on a connection that never waits (falling back to the pool's when the database
+  is busy): both are counted the same way.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ class Worker:
         dispatcher = Dispatcher(engine, settings, senders=senders, name=f"bench-{os.getpid()}")
         if dispatcher.async_engine is not None:  # its transactions run there (PostgreSQL)
             statements.attach(dispatcher.async_engine.sync_engine)
+        if dispatcher.quick_engine is not None:  # and there, unless the database is busy
+            statements.attach(dispatcher.quick_engine)
         running = asyncio.create_task(dispatcher.run())
         try:
             t0, t1 = await self._warm_up(warmup, lambda: dispatcher.settled > 0)

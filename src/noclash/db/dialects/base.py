@@ -131,6 +131,24 @@ class Dialect:
         with a pool of its own. Only where :attr:`supports_async_driver`."""
         raise NotImplementedError(f"{self.name} has no asyncio driver")
 
+    def nonblocking_engine(self, engine: Engine) -> Engine | None:
+        """An engine on ``engine``'s database (one connection) whose transactions never
+        wait: one that would wait for the database's write lock fails at once
+        (:meth:`is_busy`), and its commits never wait for the disk (no checkpoint:
+        :meth:`checkpoint` does that work elsewhere). Its work can run on an event loop,
+        falling back to a worker thread when busy. None where the database has an asyncio
+        driver instead, or no such mode."""
+        return None
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """True when the driver error ``exc`` says a :meth:`nonblocking_engine` transaction
+        would have had to wait."""
+        return False
+
+    def checkpoint(self, engine: Engine) -> None:
+        """Move what the write-ahead log holds into the main file without waiting for
+        anyone (the work a :meth:`nonblocking_engine` skips); a worker thread's job."""
+
     def notification_session(self, engine: Engine) -> NotificationSession:
         """A new driver connection of its own, outside ``engine``'s pool and in autocommit,
         for LISTEN/NOTIFY: a NOTIFY sent on it is its own transaction, never part of a

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import SingletonThreadPool
 
 from noclash.db.dialects.base import (
     READ_ONLY_OPTION,
@@ -32,6 +33,8 @@ from noclash.db.dialects.base import (
 _UNIQUE_CODES = {2067, 1555}
 # SQLITE_CONSTRAINT_FOREIGNKEY.
 _FOREIGN_KEY_CODE = 787
+# SQLITE_BUSY and its extended codes (another connection holds the write lock).
+_BUSY_CODES = {5, 261, 517, 773}
 _COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w.]+(?:, [\w.]+)*)$")
 _INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
 
@@ -77,7 +80,9 @@ class SQLiteDialect(Dialect):
             "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
         }
 
-    def configure_engine(self, engine: Engine, *, busy_timeout_ms: int) -> None:
+    def configure_engine(
+        self, engine: Engine, *, busy_timeout_ms: int, autocheckpoint: bool = True
+    ) -> None:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is DEFERRED).
@@ -87,6 +92,8 @@ class SQLiteDialect(Dialect):
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            if not autocheckpoint:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -95,6 +102,27 @@ class SQLiteDialect(Dialect):
             # mode a deferred transaction reads a consistent snapshot beside the writer.
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    def nonblocking_engine(self, engine: Engine) -> Engine | None:
+        """One connection with a busy timeout of 0 (``BEGIN IMMEDIATE`` fails at once while
+        another connection writes) and no automatic checkpoint. In WAL mode with
+        ``synchronous=NORMAL`` a commit then only appends to the log, which the OS buffers:
+        nothing in its transactions waits. The caller checkpoints elsewhere."""
+        quick = create_engine(engine.url, poolclass=SingletonThreadPool, pool_size=1,
+                              connect_args={"check_same_thread": False})  # fmt: skip
+        self.configure_engine(quick, busy_timeout_ms=0, autocheckpoint=False)
+        return quick
+
+    def is_busy(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and getattr(
+            exc, "sqlite_errorcode", None
+        ) in _BUSY_CODES
+
+    def checkpoint(self, engine: Engine) -> None:
+        with engine.connect() as conn:
+            # On the driver's connection, in autocommit (see settle()); PASSIVE copies what
+            # no reader still needs and waits for no one.
+            conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
 
     @contextmanager
     def migration_connection(self, engine: Engine) -> Iterator[Connection]:
