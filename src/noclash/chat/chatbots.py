@@ -33,6 +33,7 @@ Row = sa.Row[Any]
 # and reading back the whole row cost more than the uniqueness work (docs/performance.md).
 _INSERT_RETURNING_TOKEN = sa.insert(chatbots).returning(chatbots.c.public_token)
 _INSERT = sa.insert(chatbots)
+_OPTIONAL = frozenset({"slack_channel_id", "asana_project_id", "allowed_origins", "webhook_url"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +82,14 @@ def create_chatbot(
         "allowed_origins": normalise_origins(allowed_origins),
         "webhook_url": webhook_url,
     }
+    # Optional settings left out are NULL by the column: no parameter, no JSON encoding.
+    given = {k: v for k, v in values.items() if v is not None or k not in _OPTIONAL}
     with translating(chatbots.metadata):
         if dialect_for(conn).server_generates_uuid4:
-            values["public_token"] = conn.execute(_INSERT_RETURNING_TOKEN, values).scalar()
+            values["public_token"] = conn.execute(_INSERT_RETURNING_TOKEN, given).scalar()
         else:
-            values["public_token"] = uuid4()
-            conn.execute(_INSERT, values)
+            values["public_token"] = given["public_token"] = uuid4()
+            conn.execute(_INSERT, given)
     return Chatbot(**values)
 
 
