@@ -107,7 +107,10 @@ class SQLiteDialect(Dialect):
         """One connection with a busy timeout of 0 (``BEGIN IMMEDIATE`` fails at once while
         another connection writes) and no automatic checkpoint. In WAL mode with
         ``synchronous=NORMAL`` a commit then only appends to the log, which the OS buffers:
-        nothing in its transactions waits. The caller checkpoints elsewhere."""
+        nothing in its transactions waits. The caller checkpoints elsewhere. None for a
+        database in memory: a connection of its own would open another, empty one."""
+        if engine.url.database in (None, "", ":memory:"):
+            return None
         quick = create_engine(engine.url, poolclass=SingletonThreadPool, pool_size=1,
                               connect_args={"check_same_thread": False})  # fmt: skip
         self.configure_engine(quick, busy_timeout_ms=0, autocheckpoint=False)
