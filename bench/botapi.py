@@ -154,6 +154,8 @@ class PlatformProcess:
 def platform_server(latency: float, log: Path) -> Iterator[PlatformProcess]:
     """Start the platform in its own process; yield it once it answers; stop it."""
     port = free_port()
+    from bench.processes import stop  # the parent's side: the script imports no bench
+
     script = str(Path(__file__).resolve())
     cmd = [sys.executable, script, "--port", str(port), "--latency", str(latency)]
     with log.open("wb") as out:
@@ -173,12 +175,7 @@ def platform_server(latency: float, log: Path) -> Iterator[PlatformProcess]:
                 time.sleep(0.05)
         yield PlatformProcess(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

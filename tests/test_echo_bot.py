@@ -25,6 +25,7 @@ from uuid import UUID
 
 import httpx
 import sqlalchemy as sa
+from bench.processes import stop
 
 from noclash.db.tables import deliveries
 from tests.support.outbound import Stack, outbound_stack
@@ -72,12 +73,7 @@ def echo_bot(stack: Stack, secret: str, workdir: Path, *args: str) -> Iterator[R
         assert wait_for(up, timeout=20, every=0.1), bot.log()
         yield bot
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _chatbot_for(stack: Stack) -> tuple[dict, dict, str]:

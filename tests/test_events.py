@@ -127,8 +127,11 @@ def test_readers_see_every_event_once_in_one_order_while_writers_race(live_serve
     done = threading.Event()
     seen: list[list[str]] = [[], []]
 
+    start = threading.Barrier(writers)
+
     def write(w: int) -> None:
         c = live_server.client(token)
+        start.wait()  # every writer at once: their transactions commit out of id order
         for i in range(per_writer):
             body = {"psid": f"p{w}", "message_id": f"{w}-{i}", "text": "x"}
             answer = c.post(f"/api/connections/{connection['id']}/inbound", json=body)

@@ -55,6 +55,23 @@ def _counts(engine) -> dict[str, int]:
         }
 
 
+def _definitions(engine) -> dict[str, bool]:
+    """Each index on events: whether it holds only sequenced rows (``seq IS NOT NULL``),
+    read from the catalog's own definition."""
+    query = (
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events'"
+        if engine.dialect.name == "postgresql"
+        else "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+    )
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(query).all()
+    return {
+        name: "seq is not null" in (sql or "").lower().replace("(", "").replace(")", "")
+        for name, sql in rows
+        if name.startswith(("ix_", "uq_events_seq"))
+    }
+
+
 def test_0009_keeps_every_event_and_the_uniqueness_of_seq(fresh_url):
     engine = create_engine(fresh_url)
     try:
@@ -67,6 +84,10 @@ def test_0009_keeps_every_event_and_the_uniqueness_of_seq(fresh_url):
         events = metadata.tables["events"]
         indexes = {i["name"]: i for i in sa.inspect(engine).get_indexes("events")}
         assert indexes["uq_events_seq"]["unique"]
+        assert _definitions(engine) == {
+            "uq_events_seq": True, "ix_events_chatbot_id_seq": True,
+            "ix_events_conversation_id_seq": True, "ix_events_unsequenced": False,
+        }  # fmt: skip
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
             conn.execute(sa.update(events).where(events.c.seq.is_(None)).values(seq=2))
         with engine.begin() as conn:  # unsequenced events: any number, none in the indexes

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.processes import stop
 
 from noclash import __version__
 from noclash.chat.users import create_user
@@ -60,13 +61,7 @@ def _serving(url: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
             time.sleep(0.1)
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGINT, timeout=30)
 
 
 def test_version():

@@ -37,3 +37,18 @@ def test_no_short_random_token_generator_in_the_code():
         str(p.relative_to(src)) for p in src.rglob("*.py") if pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_the_asyncio_engine_is_a_runtime_dependency():
+    """The dispatcher's PostgreSQL transactions run on SQLAlchemy's asyncio engine, which
+    needs greenlet; SQLAlchemy 2.1 no longer installs it by itself, and in the suite a dev
+    dependency (playwright) brings it, so only the declared requirement can tell that
+    ``make run`` has it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    runtime = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    sqlalchemy = next(r for r in map(Requirement, runtime) if r.name.lower() == "sqlalchemy")
+    assert "asyncio" in sqlalchemy.extras

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.databases import noclash_engine
 from bench.harness import CaseSpec, Config, Contender, RoundResult
+from bench.processes import stop, wait_or_kill
 from bench.scenarios import Env
 from noclash.chat.users import create_user
 
@@ -73,12 +74,7 @@ def server(kind: str, url: str, log: Path, owner: str | None = None) -> Iterator
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 class LoadGenerator:
@@ -125,11 +121,7 @@ class LoadGenerator:
     def close(self) -> None:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        wait_or_kill(self._proc, timeout=30)
         self._log.close()
 
 

@@ -76,6 +76,7 @@ import noclash
 from bench.botapi import PlatformProcess, platform_server
 from bench.databases import noclash_engine
 from bench.harness import CaseSpec, Config, Contender, RoundResult
+from bench.processes import wait_or_kill
 from bench.scenarios import Env, make_owner
 from noclash.config import Settings
 from noclash.db.tables import (
@@ -184,11 +185,7 @@ class Fleet:
             if proc.stdin is not None:
                 proc.stdin.close()
         for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            wait_or_kill(proc, timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from bench.processes import stop
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -156,13 +157,7 @@ def serving(
             time.sleep(0.05)
         yield served
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from bench.processes import stop
 
 from tests.support.server import free_port
 
@@ -50,13 +51,7 @@ class Served:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, signal.SIGINT, timeout=30)
 
 
 @contextmanager
