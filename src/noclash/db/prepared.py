@@ -77,6 +77,10 @@ class Compiled:
             rows = [self._convert(row) for row in rows]
         return rows
 
+    def count(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Run it once; the rows it changed (an INSERT: the rows it stored)."""
+        return conn.exec_driver_sql(self.sql, self.parameters(values)).rowcount  # type: ignore[arg-type]
+
     def executemany(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> int:
         """Run it once per mapping in one ``executemany``; rows changed (-1 when unknown)."""
         if not values:

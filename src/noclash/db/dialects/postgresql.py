@@ -92,6 +92,11 @@ class PostgreSQLDialect(Dialect):
         raw = engine.dialect.connect(*cargs, **cparams)
         try:
             raw.autocommit = True
+            # A NOTIFY stores nothing: its commit need not wait for the disk. A durable
+            # one would flush the WAL once per NOTIFY, hundreds of times a second, and
+            # writers' commits would queue behind those flushes. Lost in a crash, it costs
+            # readers one periodic re-read, as a notification lost in a reconnect does.
+            raw.execute("SET synchronous_commit = off")
             return _PgNotificationSession(raw)
         except BaseException:
             raw.close()
