@@ -10,6 +10,11 @@ is bounded in request count and in time, and prints one JSON object on stdout:
 ``ok`` (2xx), ``errors``, ``elapsed`` seconds, ``statuses`` and ``latencies_us``. With
 ``--serve`` it stays up and measures one round per JSON line on stdin, keeping its
 connections open between rounds.
+
+A body is sent as given, or, when it holds ``{n}`` or ``{g}``, made per request: ``{n}``
+is the request's number in the round (warm-up included, so no two requests of a round
+share it) and ``{g}`` that number divided by ``group`` (three messages per customer:
+``{"psid": "c{g}", "message_id": "m{n}"}``).
 """
 
 from __future__ import annotations
@@ -62,18 +67,38 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-def _request(url: str, body: bytes, token: str | None) -> tuple[str, int, bytes]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+def _head(host: str, port: int, path: str, length: int, token: str | None) -> bytes:
     head = [
-        f"POST {parts.path or '/'} HTTP/1.1",
+        f"POST {path} HTTP/1.1",
         f"Host: {host}:{port}",
         "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
+        f"Content-Length: {length}",
     ]
     if token:
         head.append(f"Authorization: Bearer {token}")
-    return host, port, ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+class Requests:
+    """The requests of a round: one prepared request, or one per number when the body is
+    a template (see the module docstring)."""
+
+    def __init__(self, url: str, body: bytes, token: str | None, group: int = 1) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._path, self._token, self._group = parts.path or "/", token, max(1, group)
+        self._template = body.decode() if b"{n}" in body or b"{g}" in body else None
+        self._fixed = _head(self.host, self.port, self._path, len(body), token) + body
+        self._numbers = 0
+
+    def next(self) -> bytes:
+        if self._template is None:
+            return self._fixed
+        n = self._numbers
+        self._numbers += 1
+        body = self._template.replace("{n}", str(n)).replace("{g}", str(n // self._group))
+        data = body.encode()
+        return _head(self.host, self.port, self._path, len(data), self._token) + data
 
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -104,9 +129,10 @@ class Connections:
 
 async def _run(
     url: str, body: bytes, token: str | None, concurrency: int, seconds: float,
-    max_requests: int, warmup: int, pool: Connections | None = None,
+    max_requests: int, warmup: int, pool: Connections | None = None, group: int = 1,
 ) -> tuple[Stats, float]:
-    host, port, request = _request(url, body, token)
+    requests = Requests(url, body, token, group)
+    host, port = requests.host, requests.port
     pool = pool or Connections()
     stats = Stats()
     issued = 0
@@ -124,7 +150,7 @@ async def _run(
                 issued += 1
                 t = time.perf_counter_ns()
                 try:
-                    writer.write(request)
+                    writer.write(requests.next())
                     status, close = await asyncio.wait_for(_read_response(reader), 60)
                 except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError):
                     if measure:
@@ -172,15 +198,17 @@ def _report(stats: Stats, elapsed: float) -> str:
 
 async def _serve(body: bytes) -> None:
     """One round per JSON line on stdin (url, token, concurrency, seconds, max_requests,
-    warmup), one report per line on stdout, until stdin closes."""
+    warmup; optionally its own body and group), one report per line on stdout, until
+    stdin closes."""
     pool = Connections()
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         r = json.loads(line)
         stats, elapsed = await asyncio.wait_for(
             _run(
-                r["url"], body, r.get("token"), r["concurrency"], r["seconds"],
-                r["max_requests"], max(r["warmup"], r["concurrency"]), pool,
+                r["url"], r["body"].encode() if "body" in r else body, r.get("token"),
+                r["concurrency"], r["seconds"], r["max_requests"],
+                max(r["warmup"], r["concurrency"]), pool, r.get("group", 1),
             ),
             timeout=r["seconds"] + 120,
         )

@@ -73,9 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="database URL")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--owner", help="owner id for the minimal app")
+    parser.add_argument(
+        "--no-events", action="store_true",
+        help="events off for the app's engine (the events scenario's limit: the same build)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings(database_url=args.url, pool_size=POOL_SIZE, pool_max_overflow=10)
     engine = create_engine(settings.sqlalchemy_url, settings)
+    if args.no_events:
+        from noclash.chat.events import EVENTS_OPTION
+
+        engine = engine.execution_options(**{EVENTS_OPTION: False})
     if args.app == "noclash":
         from noclash.api.app import create_app
 

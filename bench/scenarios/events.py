@@ -21,8 +21,18 @@ customer), as fast as they can:
 - ``no events``: the same build with events off for its engine
   (:data:`noclash.chat.events.EVENTS_OPTION`), no hub.
 
-Target: noclash >= 0.85x ``no events``. Both cases print their figures side by side in one
-run; nothing here is a test assertion.
+**events over HTTP** (throughput, as a platform sees it). 32 keep-alive connections of one
+load-generating process (:mod:`bench.load`) post inbound messages, each new, three per
+customer, to ``POST /api/connections/{id}/inbound`` of a noclash server process
+(:mod:`bench.serve`, the real app):
+
+- ``noclash``: the app as it runs (events, the hub told after each commit; on PostgreSQL
+  the coalesced NOTIFY, heard by a listening hub in the bench's process);
+- ``no events``: the same build and app, started with ``--no-events``
+  (:data:`noclash.chat.events.EVENTS_OPTION` off for its engine), on a database of its own.
+
+Target: noclash >= 0.85x ``no events``, in each case. They print their figures side by
+side in one run; nothing here is a test assertion.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import httpx
 from bench.databases import noclash_engine
 from bench.harness import CaseSpec, Config, Contender, RoundResult
 from bench.scenarios import Env, make_owner
-from bench.scenarios.http import server
+from bench.scenarios.http import LoadGenerator, server
 from noclash.chat import events
 from noclash.chat.inbound import receive_message
 from noclash.chat.users import create_user
@@ -55,6 +65,9 @@ from noclash.chat.wakeups import Hub
 
 STREAM_CONTENDERS = ("noclash",)
 EVENTS_CONTENDERS = ("noclash", "no NOTIFY", "no events")
+HTTP_CONTENDERS = ("noclash", "no events")
+# The inbound body of the HTTP case: a new message each, three per customer (bench.load).
+INBOUND_BODY = '{"psid": "%s-c{g}", "message_id": "%s-m{n}", "text": "hello, is anyone there?"}'
 RATE = 100.0  # messages per second in the stream scenario
 MESSAGES_PER_CUSTOMER = 3
 # The longest a message's event may take before the round counts it as lost.
@@ -348,6 +361,67 @@ def _build_events(env: Env, dialect: str, writers: int) -> Iterator[list[Contend
             env.databases.drop(url)
 
 
+@contextmanager
+def _build_events_http(
+    env: Env, config: Config, dialect: str, writers: int
+) -> Iterator[list[Contender]]:
+    urls = [env.databases.noclash_db(dialect) for _ in HTTP_CONTENDERS]
+    logs: Path = env.databases.workdir
+    budget = min(config.max_ops, config.http_max_requests)
+    warmup = max(config.warmup_ops, writers * 2)
+    with ExitStack() as stack:
+        try:
+            bases: list[tuple[str, str, str]] = []  # (server URL, token, inbound path)
+            for name, url in zip(HTTP_CONTENDERS, urls, strict=True):
+                engine = noclash_engine(url, 2)
+                try:
+                    _user, token = create_user(engine, f"bench-{time.monotonic_ns()}@example.com")
+                finally:
+                    engine.dispose()
+                tag = name.replace(" ", "-")
+                base = stack.enter_context(
+                    server("noclash", url, logs / f"events-http-{tag}-{dialect}.log",
+                           events=name != "no events")
+                )  # fmt: skip
+                with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
+                    bot = c.post("/api/chatbots", json={"name": f"events bench {tag}"}).json()
+                    connection = c.post(
+                        f"/api/chatbots/{bot['id']}/connections",
+                        json={"channel": "custom", "external_id": "sms"},
+                    ).json()
+                bases.append((base, token, f"/api/connections/{connection['id']}/inbound"))
+            listening_engine = noclash_engine(urls[0], 2)
+            stack.callback(listening_engine.dispose)
+            hub = Hub(listening_engine)
+            if hub.across_processes:  # NOTIFY has someone to reach, as in a deployment
+                stack.callback(_Listening(hub).close)
+            generator = LoadGenerator(logs / f"events-http-load-{dialect}.log")
+            stack.callback(generator.close)
+            rounds = itertools.count()
+
+            def runner(i: int, w: int, seconds: float, _max: int) -> RoundResult:
+                base, token, path = bases[i]
+                prefix = f"r{next(rounds)}"
+                body = INBOUND_BODY % (prefix, prefix)
+                return generator.round(base, token, w, seconds, budget, warmup, path=path,
+                                       body=body, group=MESSAGES_PER_CUSTOMER)  # fmt: skip
+
+            notes = {
+                "noclash": "POST .../inbound of the real app, events on"
+                + (" (coalesced NOTIFY, a listener elsewhere)" if hub.across_processes else ""),
+                "no events": "the same app started with events off",
+            }
+            yield [
+                Contender(name, role, runner=partial(runner, i), note=notes[name])
+                for i, (name, role) in enumerate(zip(HTTP_CONTENDERS, ("noclash", "limit"),
+                                                     strict=True))
+            ]  # fmt: skip
+        finally:
+            stack.close()
+            for url in urls:
+                env.databases.drop(url)
+
+
 def stream_specs(env: Env, config: Config) -> list[CaseSpec]:
     return [
         CaseSpec(
@@ -361,10 +435,17 @@ def stream_specs(env: Env, config: Config) -> list[CaseSpec]:
 def specs(env: Env, config: Config) -> list[CaseSpec]:
     writers = 8 if config.quick else 32
     return [
-        CaseSpec(
-            "events", dialect, writers, "inbound, events on/off", EVENTS_CONTENDERS,
-            partial(_build_events, env, dialect, writers),
-        )
+        spec
         for dialect in env.dialects
+        for spec in (
+            CaseSpec(
+                "events", dialect, writers, "inbound, events on/off", EVENTS_CONTENDERS,
+                partial(_build_events, env, dialect, writers),
+            ),
+            CaseSpec(
+                "events", dialect, writers, "inbound over HTTP, events on/off",
+                HTTP_CONTENDERS, partial(_build_events_http, env, config, dialect, writers),
+            ),
+        )
     ]
 

@@ -49,12 +49,17 @@ def _env() -> dict[str, str]:
 
 
 @contextmanager
-def server(kind: str, url: str, log: Path, owner: str | None = None) -> Iterator[str]:
-    """Start ``python -m bench.serve KIND``; yield its base URL; stop it."""
+def server(
+    kind: str, url: str, log: Path, owner: str | None = None, *, events: bool = True
+) -> Iterator[str]:
+    """Start ``python -m bench.serve KIND``; yield its base URL; stop it. ``events=False``:
+    the same app with events off (the events scenario's limit)."""
     port = free_port()
     cmd = [sys.executable, "-m", "bench.serve", kind, "--url", url, "--port", str(port)]
     if owner:
         cmd += ["--owner", owner]
+    if not events:
+        cmd += ["--no-events"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -94,12 +99,17 @@ class LoadGenerator:
 
     def round(
         self, url: str, token: str | None, writers: int, seconds: float, max_requests: int,
-        warmup: int,
+        warmup: int, path: str = "/api/chatbots", body: str | None = None, group: int = 1,
     ) -> RoundResult:
-        request = {
-            "url": f"{url}/api/chatbots", "token": token, "concurrency": writers,
+        """One measured round against ``url + path``; ``body`` (default: a chatbot's) may
+        be a template of :mod:`bench.load`."""
+        request: dict[str, object] = {
+            "url": f"{url}{path}", "token": token, "concurrency": writers,
             "seconds": seconds, "max_requests": max_requests, "warmup": warmup,
+            "group": group,
         }  # fmt: skip
+        if body is not None:
+            request["body"] = body
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(request) + "\n")
         self._proc.stdin.flush()

@@ -5,8 +5,12 @@ Two things make SQLite safe under concurrent writers:
 - WAL mode, so readers never block the writer and the writer never blocks readers;
 - ``BEGIN IMMEDIATE`` for every writing transaction, with a busy timeout. A deferred transaction
   that reads and then writes cannot wait for the lock (SQLite reports ``database is locked``
-  at once to avoid a deadlock); an immediate one takes the write lock up front and queues
+  at once to avoid a deadlock); an immediate one takes the write lock up front and waits
   for up to ``busy_timeout`` instead.
+
+The writers of one engine first queue in the process (:mod:`.sqlite_writers`): SQLite's
+own wait is a sleep that leaves the lock idle and lets a few threads take it over and
+over while the rest starve.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import SingletonThreadPool
 
 from noclash.db.dialects.base import (
@@ -28,6 +33,7 @@ from noclash.db.dialects.base import (
     DriverUniqueError,
     MigrationCheckFailed,
 )
+from noclash.db.dialects.sqlite_writers import QueuedConnection, connection_class
 
 # SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY (extended result codes).
 _UNIQUE_CODES = {2067, 1555}
@@ -77,7 +83,12 @@ class SQLiteDialect(Dialect):
         return {
             "pool_size": pool_size,
             "max_overflow": max_overflow,
-            "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            "connect_args": {
+                "timeout": busy_timeout_ms / 1000,
+                "check_same_thread": False,
+                # Writers of this engine queue in the process before BEGIN IMMEDIATE.
+                "factory": connection_class(busy_timeout_ms / 1000),
+            },
         }
 
     def configure_engine(
@@ -101,7 +112,23 @@ class SQLiteDialect(Dialect):
             # Read-only work (see noclash.db.engine.read_only) needs no write lock: in WAL
             # mode a deferred transaction reads a consistent snapshot beside the writer.
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if read_only:
+                conn.exec_driver_sql("BEGIN")
+                return
+            raw = conn.connection.dbapi_connection
+            queued = isinstance(raw, QueuedConnection)
+            if queued:  # this engine's other writers first (see sqlite_writers)
+                try:
+                    raw.take_queue()
+                except sqlite3.OperationalError as exc:
+                    # As SQLAlchemy wraps a BEGIN IMMEDIATE that timed out: one error.
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from None
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                if queued:
+                    raw.give_back()
+                raise
 
     def nonblocking_engine(self, engine: Engine) -> Engine | None:
         """One connection with a busy timeout of 0 (``BEGIN IMMEDIATE`` fails at once while
