@@ -14,9 +14,9 @@ engine (waiting on it wakes a waiter the moment it is released, without a sleep)
 the guarantee: SQLite's write lock still serialises every writer, and other processes and
 other engines on the same file still meet this one at that lock, with the busy timeout.
 Measured on 2 cores (``noclash bench --scenario events``, 32 clients posting inbound
-messages over HTTP): 187 -> 401-448 messages per second with events on and a p99 of 674 ->
-137-163 ms; 64 writers delivering to one customer at once (``--scenario active``),
-0.54x -> 4.83x the seed's checks.
+messages over HTTP, the case run alone): 187 -> 401-448 messages per second with events
+on, and a p99 of 674 -> 137-163 ms; 64 writers delivering to one customer at once
+(``--scenario active``), 0.54x -> 4.5x-4.8x the seed's checks.
 
 A waiter waits on the queue at most the busy timeout, then fails as a busy database
 does (``database is locked``, SQLITE_BUSY); with a busy timeout of 0 it does not wait.
