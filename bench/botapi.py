@@ -12,9 +12,15 @@ line, headers, a Content-Length body. It is run as a script, not as ``-m bench.b
 (which would import the whole ``bench`` package first), and imports only the standard
 library, so it starts in a few tens of milliseconds.
 
+It is also a chatbot's webhook: ``POST /hook`` answers ``{"ok": true}`` after the same
+latency, as a bot would that acknowledges an event (the outbound scenario's webhook case).
+It reads nothing but the ``Noclash-Event-Id`` header: noclash's events carry their id
+there, and the bare POSTs of the limit an id starting ``limit-``.
+
 What it saw is the benchmark's evidence that nothing was sent twice: ``GET /stats``
 answers how many sends it received per text prefix (``reply`` for noclash's deliveries,
-``limit`` for the bare POSTs) and how many texts it received more than once.
+``limit`` for the bare POSTs; ``event`` for noclash's events and ``limit`` for the bare
+POSTs to the webhook) and how many texts or event ids it received more than once.
 """
 
 from __future__ import annotations
@@ -67,6 +73,15 @@ class Platform:
             }
         ).encode()
 
+    def hook(self, event_id: str) -> bytes:
+        self.by_prefix["limit" if event_id.startswith("limit-") else "event"] += 1
+        key = f"event {event_id}"
+        if key in self.seen:
+            self.duplicates += 1
+        else:
+            self.seen.add(key)
+        return b'{"ok":true}'
+
     def stats(self) -> bytes:
         return json.dumps(
             {"received": dict(self.by_prefix), "duplicates": self.duplicates}
@@ -79,7 +94,7 @@ class Platform:
                 if not line:
                     break
                 method, target, _version = line.split(b" ", 2)
-                length, close = 0, False
+                length, close, event_id = 0, False, ""
                 while True:
                     header = await reader.readline()
                     if header in (b"\r\n", b"\n", b""):
@@ -90,10 +105,15 @@ class Platform:
                         length = int(value.strip())
                     elif key == b"connection" and b"close" in value.lower():
                         close = True
+                    elif key == b"noclash-event-id":
+                        event_id = value.strip().decode()
                 body = await reader.readexactly(length) if length else b""
                 if method == b"POST" and target.endswith(b"/sendMessage"):
                     await asyncio.sleep(self.latency)
                     status, out = b"200 OK", self.send_message(body)
+                elif method == b"POST" and target == b"/hook":
+                    await asyncio.sleep(self.latency)
+                    status, out = b"200 OK", self.hook(event_id)
                 elif target == b"/stats":
                     status, out = b"200 OK", self.stats()
                 elif target == b"/healthz":

@@ -14,6 +14,11 @@ interpreter, imports and clock:
   (:class:`noclash.dispatch.dispatcher.SendClients`: the same timeouts, connections and
   pools), with no database at all.
 
+A round's ``destination`` is ``telegram`` (replies to a Telegram customer) or ``webhook``
+(events to a chatbot's webhook: noclash signs and POSTs each claimed event, the limit
+POSTs an envelope of the same shape, unsigned, through the webhook clients the
+dispatcher uses, :func:`noclash.channels.webhooks.client`).
+
 The window is given in ``time.monotonic()`` seconds, a clock every process of the machine
 shares, so the processes of one round measure the same interval; the parent sets it once
 every process has warmed up (connections opened, the first claims made and settled).
@@ -50,6 +55,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from noclash.channels import webhooks
 from noclash.channels.senders import senders as configured_senders
 from noclash.channels.sending import Outcome, Outgoing, Sender, SendResult
 from noclash.config import Settings
@@ -73,7 +79,7 @@ def statement_kind(statement: str) -> str | None:
         if "last_error" in statement:
             return "settle"
         return "other"
-    if head.startswith("SELECT") and "FROM messages" in statement:
+    if head.startswith("SELECT") and ("FROM messages" in statement or "FROM events" in statement):
         return "details"
     return "other"
 
@@ -152,6 +158,43 @@ class TimedSender:
         return await self.inner.owned_id(client, access_token=access_token)
 
 
+class TimedWebhookSender:
+    """The webhook sender, timing each POST into the round's window and changing nothing."""
+
+    def __init__(self, inner: webhooks.WebhookSender, window: Window) -> None:
+        self.inner = inner
+        self.window = window
+        self.destination = inner.destination
+        self.confirms_by_echo = inner.confirms_by_echo
+
+    async def send(self, client: httpx.AsyncClient, post: webhooks.EventPost) -> SendResult:
+        started = time.monotonic_ns()
+        result = await self.inner.send(client, post)
+        self.window.record(started, None if result.outcome == Outcome.SENT else result.outcome)
+        return result
+
+
+# What the limit POSTs to a webhook: an envelope of an event's shape and size.
+_ENVELOPE = {
+    "type": "message.created",
+    "chatbot_id": "0193a7f0-0000-7000-8000-000000000001",
+    "conversation_id": "0193a7f0-0000-7000-8000-000000000002",
+    "created_at": "2026-12-07T02:00:00.000000Z",
+    "data": {
+        "message": {
+            "id": "0193a7f0-0000-7000-8000-000000000003",
+            "conversation_id": "0193a7f0-0000-7000-8000-000000000002",
+            "connection_id": "0193a7f0-0000-7000-8000-000000000004",
+            "platform_message_id": "m-0000000",
+            "direction": "in",
+            "text": "hello, is anyone there?",
+            "sent_at": None,
+            "created_at": "2026-12-07T02:00:00.000000Z",
+        }
+    },
+}
+
+
 async def _until(at: float) -> None:
     delay = at - time.monotonic()
     if delay > 0:
@@ -213,7 +256,11 @@ class Worker:
             name: TimedSender(sender, window)
             for name, sender in configured_senders(settings).items()
         }
-        dispatcher = Dispatcher(engine, settings, senders=senders, name=f"bench-{os.getpid()}")
+        inner = webhooks.WebhookSender(settings.platform_timeout_seconds)
+        hooks: Any = TimedWebhookSender(inner, window)
+        dispatcher = Dispatcher(
+            engine, settings, senders=senders, webhook_sender=hooks, name=f"bench-{os.getpid()}"
+        )
         if dispatcher.async_engine is not None:  # its transactions run there (PostgreSQL)
             statements.attach(dispatcher.async_engine.sync_engine)
         if dispatcher.quick_engine is not None:  # and there, unless the database is busy
@@ -246,11 +293,24 @@ class Worker:
             "cpu_s": cpu1 - cpu0,
         }
 
-    async def limit(self, settings: Settings, token: str, warmup: float) -> dict[str, Any]:
+    async def limit(
+        self, settings: Settings, token: str, warmup: float, hook_url: str | None = None
+    ) -> dict[str, Any]:
+        """Bare POSTs: Telegram sends, or (``hook_url``) event envelopes to a webhook."""
         window = Window()
         concurrency = settings.dispatcher_concurrency
-        url = f"{settings.telegram_api_url.rstrip('/')}/bot{token}/sendMessage"
+        url = hook_url or f"{settings.telegram_api_url.rstrip('/')}/bot{token}/sendMessage"
         tag = f"{os.getpid()}"
+
+        def request(seq: int) -> dict[str, Any]:
+            if hook_url is None:
+                return {"json": {"chat_id": str(1000 + seq % 1000), "text": f"limit {tag}-{seq}"}}
+            event_id = f"limit-{tag}-{seq}"
+            return {
+                "content": webhooks.encode({"id": event_id, **_ENVELOPE}),
+                "headers": {"Content-Type": "application/json",
+                            webhooks.EVENT_ID_HEADER: event_id},
+            }  # fmt: skip
 
         async def sender(clients: SendClients) -> None:
             slot, client = clients.acquire()
@@ -258,16 +318,24 @@ class Worker:
                 seq = next(self.sequence)
                 started = time.monotonic_ns()
                 try:
-                    response = await client.post(
-                        url, json={"chat_id": str(1000 + seq % 1000), "text": f"limit {tag}-{seq}"}
-                    )
+                    response = await client.post(url, **request(seq))
                     outcome = None if response.is_success else f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
                 window.record(started, outcome)
             clients.release(slot)
 
-        async with SendClients(settings, concurrency) as clients:
+        make = None
+        if hook_url is not None:  # the clients the dispatcher sends webhooks with
+            verify = webhooks.ssl_verify_context()
+
+            def make(connections: int) -> httpx.AsyncClient:
+                return webhooks.client(
+                    timeout=settings.platform_timeout_seconds, max_connections=connections,
+                    allow_private=settings.allow_private_webhooks, ssl_context=verify,
+                )  # fmt: skip
+
+        async with SendClients(settings, concurrency, make) as clients:
             senders = asyncio.gather(*(sender(clients) for _ in range(concurrency)))
             try:
                 t0, t1 = await self._warm_up(warmup, lambda: window.warm > 0)
@@ -295,11 +363,14 @@ class Worker:
 
     async def round(self, request: dict[str, Any]) -> dict[str, Any]:
         settings = Settings(
-            database_url=request["database_url"], telegram_api_url=request["api_url"]
-        )
+            database_url=request["database_url"], telegram_api_url=request["api_url"],
+            allow_private_webhooks=True,  # the bot is on loopback
+        )  # fmt: skip
         if request["kind"] == "noclash":
             return await self.noclash(settings, request["warmup"])
-        return await self.limit(settings, request["token"], request["warmup"])
+        return await self.limit(
+            settings, request["token"], request["warmup"], request.get("hook_url")
+        )
 
     def close(self) -> None:
         for engine, _statements in self.engines.values():

@@ -1,17 +1,21 @@
 """Scenario 5, outbound: deliveries per second through dispatchers, against a 20 ms platform.
 
-One case per database and dispatcher count (1 and 4 in a full run). The platform is a
+One case per database and dispatcher count (1 and 4 in a full run), for each of two
+kinds of delivery: ``deliveries`` (replies to a Telegram customer, issue 12) and
+``webhook deliveries`` (events to a chatbot's webhook, issue 13). The platform is a
 Telegram ``sendMessage`` server (:mod:`bench.botapi`) that answers every send after
-20 ms, in its own process. Contenders, measured in alternating rounds:
+20 ms, in its own process; the same server is the chatbot's webhook (``POST /hook``,
+answered after the same 20 ms). Contenders, measured in alternating rounds:
 
 - ``noclash``: ``N`` real :class:`noclash.dispatch.Dispatcher` instances, one per process
   (:mod:`bench.dispatchers`), claiming from one database a backlog of replies queued
   before the round, sending them and settling them;
 - ``limit``: the same ``N`` processes, each keeping ``dispatcher_concurrency`` bare
-  ``POST /bot<token>/sendMessage`` requests in flight to the same platform through the
-  dispatcher's own HTTP clients (:class:`noclash.dispatch.dispatcher.SendClients`: the
-  same timeouts, connections and pools), and no database: what sending costs on this
-  machine with nothing recorded.
+  ``POST /bot<token>/sendMessage`` requests (or, for webhooks, bare POSTs of an event's
+  envelope, unsigned) in flight to the same server through the dispatcher's own HTTP
+  clients (:class:`noclash.dispatch.dispatcher.SendClients`: the same timeouts,
+  connections and pools), and no database: what sending costs on this machine with
+  nothing recorded.
 
 A round starts the contender in every process, waits until each has warmed up (its
 connections open, something sent and, for noclash, settled) and then measures one window
@@ -30,19 +34,20 @@ both contenders: the limit has the same processes, the same platform and the sam
 of sends in flight, and differs only by doing no database work, which is exactly the cost
 the ratio is meant to show.
 
-Each round's backlog (one reply in each of as many conversations as the round can
-send: twice what the fastest round of either contender so far sent in the time of the
-longest round, or what the platform's ceiling would allow before any round) is
-written before the round, outside the timed part, with bulk INSERTs of the rows
-:func:`noclash.chat.messages.send_reply` writes: a message and its ``queued`` delivery.
-Replies of one conversation wait for each other (the order rule), so one reply per
-conversation is what lets every delivery of the backlog be due at once. Whatever a round
-leaves pending is marked ``failed`` before the next one is queued, so every round starts
-from the same state. On PostgreSQL the table is then analyzed, as autovacuum would after
-a change of that size, so the claim is planned with the statistics a running server has.
-Conversations are reused from round to round (each gains one
-delivery per round, as a conversation gains replies), so the claim's look for an older
-pending delivery reads a history that grows as it would.
+Each round's backlog (one reply, or one event for the webhook, in each of as many
+conversations as the round can send: twice what the fastest round of either contender
+so far sent in the time of the longest round, or what the platform's ceiling would allow
+before any round) is written before the round, outside the timed part, with bulk
+INSERTs of the rows :func:`noclash.chat.messages.send_reply` writes: a message and its
+``queued`` delivery (for the webhook: an event and its delivery). Replies of one
+conversation wait for each other (the order rule), so one reply per conversation is
+what lets every delivery of the backlog be due at once. Whatever a round leaves pending
+is marked ``failed`` before the next one is queued, so every round starts from the same
+state. On PostgreSQL the table is then analyzed, as autovacuum would after a change of
+that size, so the claim is planned with the statistics a running server has.
+Conversations are reused from round to round (each gains one delivery per round, as a
+conversation gains replies), so the claim's look for an older pending delivery reads a
+history that grows as it would.
 
 After the case the platform and the database are compared: a text the platform received
 twice (``dup_sends``), a send the platform received that the database does not record as
@@ -78,20 +83,27 @@ from bench.databases import noclash_engine
 from bench.harness import CaseSpec, Config, Contender, RoundResult
 from bench.processes import wait_or_kill
 from bench.scenarios import Env, make_owner
+from noclash.chat.events import EventType
 from noclash.config import Settings
 from noclash.db.tables import (
     PENDING_DELIVERY,
+    WEBHOOK_DESTINATION,
     Channel,
     DeliveryStatus,
+    chatbots,
     connections,
     conversations,
     deliveries,
+    events,
     messages,
 )
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
 
 CONTENDERS = ("noclash", "limit")
+# The cases' labels by destination, and what the platform counts each one's sends as.
+LABELS = {Channel.TELEGRAM: "deliveries", WEBHOOK_DESTINATION: "webhook deliveries"}
+RECEIVED_AS = {Channel.TELEGRAM: "reply", WEBHOOK_DESTINATION: "event"}
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_LATENCY = 0.020  # seconds the platform takes to answer a send
 BOT_TOKEN = "424242:bench-token"
@@ -191,10 +203,12 @@ class Fleet:
 
 
 class Backlog:
-    """The case's database: a Telegram connection, its conversations, each round's replies."""
+    """The case's database: a Telegram connection, its conversations, each round's replies
+    (or, with ``hook_url``, each round's events to the chatbot's webhook there)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, hook_url: str | None = None) -> None:
         self.engine = engine
+        self.hook_url = hook_url
         owner = make_owner(engine, tag="outbound")
         self.chatbot_id: UUID = owner.chatbot_id
         self.connection_id: UUID = uuid7()
@@ -208,6 +222,12 @@ class Backlog:
                     secret="bench", access_token=BOT_TOKEN, created_at=utcnow(),
                 )
             )  # fmt: skip
+            if hook_url is not None:
+                conn.execute(
+                    sa.update(chatbots)
+                    .where(chatbots.c.id == self.chatbot_id)
+                    .values(webhook_url=hook_url, webhook_secret="whsec_bench-secret")
+                )
 
     def _ensure_conversations(self, count: int) -> None:
         have = len(self.conversation_ids)
@@ -257,9 +277,13 @@ class Backlog:
             ).scalar_one()
 
     def queue(self, count: int) -> None:
-        """One due reply in each of ``count`` conversations: the rows ``send_reply`` writes."""
+        """One due reply in each of ``count`` conversations: the rows ``send_reply`` writes
+        (or one event each, with the webhook delivery an inbound message's event has)."""
         self.unsettled += self.reset()
         self._ensure_conversations(count)
+        if self.hook_url is not None:
+            self._queue_events(count)
+            return
         now = utcnow()
         message_rows, delivery_rows = [], []
         for i, conversation_id in enumerate(self.conversation_ids[:count]):
@@ -284,6 +308,43 @@ class Backlog:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(messages), message_rows)
             conn.execute(sa.insert(deliveries), delivery_rows)
+        self._analyze()
+
+    def _queue_events(self, count: int) -> None:
+        now = utcnow()
+        stamp = now.isoformat().replace("+00:00", "Z")
+        event_rows, delivery_rows = [], []
+        for i, conversation_id in enumerate(self.conversation_ids[:count]):
+            event_id, message_id = uuid7(), uuid7()
+            message = {
+                "id": str(message_id), "conversation_id": str(conversation_id),
+                "connection_id": str(self.connection_id),
+                "platform_message_id": f"m-{message_id.hex[:12]}", "direction": "in",
+                "text": f"hello, is anyone there? ({i})", "sent_at": None, "created_at": stamp,
+            }  # fmt: skip
+            event_rows.append(
+                {
+                    "id": event_id, "seq": None, "chatbot_id": self.chatbot_id,
+                    "conversation_id": conversation_id, "type": EventType.MESSAGE_CREATED,
+                    "subject": str(message_id), "payload": {"message": message},
+                    "created_at": now,
+                }
+            )  # fmt: skip
+            delivery_rows.append(
+                {
+                    "id": uuid7(), "event_id": event_id, "destination": WEBHOOK_DESTINATION,
+                    "conversation_id": conversation_id, "connection_id": None,
+                    "recipient": None, "status": DeliveryStatus.QUEUED, "attempts": 0,
+                    "next_attempt_at": now, "last_error": None, "created_at": now,
+                    "updated_at": now,
+                }
+            )  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(events), event_rows)
+            conn.execute(sa.insert(deliveries), delivery_rows)
+        self._analyze()
+
+    def _analyze(self) -> None:
         if self.engine.dialect.name == "postgresql":
             # The statistics a running server has: autovacuum analyzes a table once a
             # tenth of it changed, and a backlog written a moment ago is exactly that.
@@ -317,7 +378,9 @@ class Backlog:
 
 
 @contextmanager
-def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[Contender]]:
+def _build(
+    env: Env, config: Config, dialect: str, count: int, destination: str = Channel.TELEGRAM
+) -> Iterator[list[Contender]]:
     url = env.databases.noclash_db(dialect)
     engine = noclash_engine(url, 2)
     logs = env.databases.workdir
@@ -334,13 +397,16 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
         state["longest"] = max(state["longest"], time.monotonic() - started)
     with ExitStack() as stack:
         try:
-            backlog = Backlog(engine)
+            tag = f"{dialect}-{count}-{destination}"
             platform: PlatformProcess = stack.enter_context(
-                platform_server(PLATFORM_LATENCY, logs / f"botapi-{dialect}-{count}.log")
+                platform_server(PLATFORM_LATENCY, logs / f"botapi-{tag}.log")
             )
-            fleet = Fleet(count, logs, f"{dialect}-{count}")
+            hook_url = f"{platform.url}/hook" if destination == WEBHOOK_DESTINATION else None
+            backlog = Backlog(engine, hook_url)
+            fleet = Fleet(count, logs, tag)
             stack.callback(fleet.close)
-            request = {"database_url": url, "api_url": platform.url, "token": BOT_TOKEN}
+            request = {"database_url": url, "api_url": platform.url, "token": BOT_TOKEN,
+                       "hook_url": hook_url}  # fmt: skip
 
             def before_noclash(_phase: int) -> None:
                 if state["fastest"]:
@@ -365,7 +431,7 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
 
             def check() -> dict[str, int]:
                 stats = platform.stats()
-                received = int(stats["received"].get("reply", 0))
+                received = int(stats["received"].get(RECEIVED_AS[destination], 0))
                 backlog.unsettled += backlog.reset()
                 return {
                     "dup_sends": int(stats["duplicates"]),
@@ -376,10 +442,11 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
                 }
 
             who = f"{count} dispatcher process{'es' if count > 1 else ''}"
+            what = ("signed events to a webhook" if hook_url else "Telegram sendMessage")
             yield [
                 Contender(
                     "noclash", "noclash", runner=run_noclash, before_round=before_noclash,
-                    check=check, note=f"{who}, Telegram sendMessage at 20 ms",
+                    check=check, note=f"{who}, {what} at 20 ms",
                 ),
                 Contender(
                     "limit", "limit", runner=run_limit,
@@ -395,9 +462,10 @@ def _build(env: Env, config: Config, dialect: str, count: int) -> Iterator[list[
 def specs(env: Env, config: Config) -> list[CaseSpec]:
     return [
         CaseSpec(
-            "outbound", dialect, count, "deliveries", CONTENDERS,
-            partial(_build, env, config, dialect, count),
+            "outbound", dialect, count, label, CONTENDERS,
+            partial(_build, env, config, dialect, count, destination),
         )
+        for destination, label in LABELS.items()
         for dialect in env.dialects
         for count in config.dispatchers
     ]

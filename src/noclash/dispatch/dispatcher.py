@@ -13,9 +13,10 @@ What each one does, in a loop:
    rows). It claims ahead, up to twice its concurrency, so a send that finishes is
    replaced at once without a claim statement per delivery.
 2. **Send** each one through its destination's adapter (:mod:`noclash.channels`), up to
-   ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over two pooled HTTP clients: one for
-   the platforms, one for webhooks, whose every connection is checked to lead outside
-   noclash's network (:func:`noclash.channels.webhooks.client`).
+   ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over pooled HTTP clients: the
+   platforms', and apart from them the webhooks', whose every connection is checked to
+   lead outside noclash's network (:func:`noclash.channels.webhooks.client`); both sliced
+   into clients of a few connections each (:class:`SendClients`).
 3. **Settle** the outcome (:func:`noclash.chat.outbox.settle`), batched: outcomes that
    arrive while a batch is written go in the next one, one statement each batch.
    Retries back off exponentially with jitter (and at least as long as the platform
@@ -109,20 +110,28 @@ class SendClients:
     connections. Timeouts and the total number of connections are unchanged.
     """
 
-    def __init__(self, settings: Settings, concurrency: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int,
+        make: Callable[[int], httpx.AsyncClient] | None = None,
+    ) -> None:
+        """``make(n)``: a client of ``n`` connections (default: the platforms' client;
+        the dispatcher passes :func:`noclash.channels.webhooks.client` for webhooks)."""
         self.concurrency = concurrency
         per_client = min(CONNECTIONS_PER_CLIENT, concurrency)
-        timeout = httpx.Timeout(settings.platform_timeout_seconds)
-        ssl_context = httpx.create_ssl_context()  # one for all (loading it takes tens of ms)
+        if make is None:
+            timeout = httpx.Timeout(settings.platform_timeout_seconds)
+            ssl_context = httpx.create_ssl_context()  # one for all (loading takes tens of ms)
+
+            def make(connections: int) -> httpx.AsyncClient:
+                limits = httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                )
+                return httpx.AsyncClient(timeout=timeout, verify=ssl_context, limits=limits)
+
         self.clients = [
-            httpx.AsyncClient(
-                timeout=timeout,
-                verify=ssl_context,
-                limits=httpx.Limits(
-                    max_connections=min(per_client, concurrency - first),
-                    max_keepalive_connections=min(per_client, concurrency - first),
-                ),
-            )
+            make(min(per_client, concurrency - first))
             for first in range(0, concurrency, per_client)
         ]
         self._per_client = per_client
@@ -190,7 +199,6 @@ class Dispatcher:
         self.quick_engine = None if self.async_engine else dialect.nonblocking_engine(engine)
         self._quick_commits = 0
         self._checkpointing: asyncio.Task[None] | None = None
-        self._hooks: httpx.AsyncClient | None = None
         # Counters, for logs, tests and the benchmark.
         self.sent = 0
         self.settled = 0
@@ -220,17 +228,27 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._settle_wakeup = asyncio.Event()
         self._has_ready = asyncio.Event()
-        hooks = webhooks.client(
-            timeout=self.settings.platform_timeout_seconds,
-            max_connections=self.concurrency,
-            allow_private=self.settings.allow_private_webhooks,
+        # Webhooks go over clients of their own: every connection they open is checked to
+        # lead outside noclash's network (noclash.channels.webhooks.client). Sliced like
+        # the platforms' (see SendClients), for the same reason.
+        settings = self.settings
+        verify = webhooks.ssl_verify_context()  # one for all (loading it takes milliseconds)
+        hooks = SendClients(
+            settings,
+            self.concurrency,
+            make=lambda connections: webhooks.client(
+                timeout=settings.platform_timeout_seconds,
+                max_connections=connections,
+                allow_private=settings.allow_private_webhooks,
+                ssl_context=verify,
+            ),
         )
         async with SendClients(self.settings, self.concurrency) as clients, hooks:
-            self._hooks = hooks
             settler = asyncio.create_task(self._settle_loop())
             self._dispatching = True
             senders = [
-                asyncio.create_task(self._send_loop(clients)) for _ in range(self.concurrency)
+                asyncio.create_task(self._send_loop(clients, hooks))
+                for _ in range(self.concurrency)
             ]
             try:
                 await self._dispatch_loop()
@@ -280,7 +298,7 @@ class Dispatcher:
         want = 2 * self.concurrency - len(self._ready) - self._busy
         return want if not self._idle and want >= max(1, self.concurrency // 2) else 0
 
-    async def _send_loop(self, clients: SendClients) -> None:
+    async def _send_loop(self, clients: SendClients, hooks: SendClients) -> None:
         """One of ``concurrency`` senders: it takes the oldest claimed delivery, sends it
         over its own slot's connection, and takes the next, until the dispatcher stops.
 
@@ -291,6 +309,7 @@ class Dispatcher:
         """
         assert self._has_ready is not None and self._wakeup is not None
         slot, client = clients.acquire()
+        hook_slot, hook = hooks.acquire()
         try:
             while self._dispatching and not self._stopping:
                 if not self._ready:
@@ -300,15 +319,14 @@ class Dispatcher:
                 claim = self._ready.popleft()
                 self._busy += 1
                 try:
-                    # Webhooks go over their own client: every connection it opens is checked
-                    # to lead outside noclash's network (noclash.channels.webhooks.client).
-                    await self._deliver(self._hooks if claim.to_webhook else client, claim)
+                    await self._deliver(hook if claim.to_webhook else client, claim)
                 finally:
                     self._busy -= 1
                 if self._claim_wanted():
                     self._wakeup.set()  # the claim loop has a batch to claim
         finally:
             clients.release(slot)
+            hooks.release(hook_slot)
 
     # -- the database ----------------------------------------------------------------------
     async def _db(self, work: Callable[..., T], *args: Any) -> T:
