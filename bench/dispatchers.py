@@ -30,8 +30,9 @@ What counts:
 - statements: every statement the engine executed in the window
   (``before_cursor_execute``, an ``executemany`` counted once, transaction control not
   counted, as :class:`bench.harness.StatementCounter` does), by kind: the claim (which
-  returns the replies' texts and tokens itself), a read of texts and tokens apart from
-  it (``details``: none since the claim reads them), the settlement, and anything else
+  returns the replies' texts and tokens itself), a read apart from it (``details``: of
+  the claimed events' envelopes; for replies none since the claim reads their texts and
+  tokens), the settlement, and anything else
   (the dispatcher's once-a-second snooze wake-up, giving back unsent claims). On
   PostgreSQL the dispatcher's transactions run on an asyncio engine of its own, and on
   SQLite on a connection that never waits (falling back to the pool's when the database
@@ -79,8 +80,8 @@ def statement_kind(statement: str) -> str | None:
         if "last_error" in statement:
             return "settle"
         return "other"
-    if head.startswith("SELECT") and ("FROM messages" in statement or "FROM events" in statement):
-        return "details"
+    if head.startswith("SELECT") and ("FROM messages" in statement or "JOIN events" in statement):
+        return "details"  # a reply's text, or the claimed events' envelopes
     return "other"
 
 

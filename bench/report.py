@@ -47,17 +47,18 @@ def outbound_table(results: list[CaseResult]) -> str:
 
         ratio = "-" if limit.ratio_to_noclash is None else f"{1 / limit.ratio_to_noclash:.2f}"
         rows.append(
-            f"| {case.dialect} | {case.writers} | {nc.ops_per_s:,.0f} | {limit.ops_per_s:,.0f} "
+            f"| {case.label} | {case.dialect} | {case.writers} | {nc.ops_per_s:,.0f} "
+            f"| {limit.ops_per_s:,.0f} "
             f"| {ratio} | {per('claim')} | {per('details')} | {per('settle')} | {per('other')} "
             f"| {nc.statements_per_op or 0.0:.3f} | {cpu(nc)} | {cpu(limit)} |"
         )
     if not rows:
         return ""
     head = (
-        "| db | dispatchers | noclash deliveries/s | limit POSTs/s | noclash / limit "
+        "| case | db | dispatchers | noclash deliveries/s | limit POSTs/s | noclash / limit "
         "| claim | details | settle | other | statements per delivery "
         "| noclash CPU us per delivery | limit CPU us per POST |\n"
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     )
     return head + "\n".join(rows) + "\n"
 
