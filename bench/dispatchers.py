@@ -58,7 +58,7 @@ from sqlalchemy.engine import Engine
 
 from noclash.channels import webhooks
 from noclash.channels.senders import senders as configured_senders
-from noclash.channels.sending import Outcome, Outgoing, Sender, SendResult
+from noclash.channels.sending import Outcome, SendResult
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 from noclash.dispatch import Dispatcher
@@ -140,37 +140,20 @@ class Window:
             self.kinds[outcome] += 1
 
 
-class TimedSender:
-    """A sender that times each send into the round's window and changes nothing else."""
+class Timed:
+    """A sender (a platform's, or the webhook sender) that times each send into the
+    round's window and changes nothing else: every other attribute is the sender's."""
 
-    def __init__(self, inner: Sender, window: Window) -> None:
+    def __init__(self, inner: Any, window: Window) -> None:
         self.inner = inner
         self.window = window
-        self.channel = inner.channel
-        self.confirms_by_echo = inner.confirms_by_echo
 
-    async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def send(self, client: httpx.AsyncClient, item: Any) -> SendResult:
         started = time.monotonic_ns()
-        result = await self.inner.send(client, message)
-        self.window.record(started, None if result.outcome == Outcome.SENT else result.outcome)
-        return result
-
-    async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
-        return await self.inner.owned_id(client, access_token=access_token)
-
-
-class TimedWebhookSender:
-    """The webhook sender, timing each POST into the round's window and changing nothing."""
-
-    def __init__(self, inner: webhooks.WebhookSender, window: Window) -> None:
-        self.inner = inner
-        self.window = window
-        self.destination = inner.destination
-        self.confirms_by_echo = inner.confirms_by_echo
-
-    async def send(self, client: httpx.AsyncClient, post: webhooks.EventPost) -> SendResult:
-        started = time.monotonic_ns()
-        result = await self.inner.send(client, post)
+        result = await self.inner.send(client, item)
         self.window.record(started, None if result.outcome == Outcome.SENT else result.outcome)
         return result
 
@@ -253,12 +236,11 @@ class Worker:
     async def noclash(self, settings: Settings, warmup: float) -> dict[str, Any]:
         engine, statements = self.engine(settings)
         window = Window()
-        senders: dict[str, Sender] = {
-            name: TimedSender(sender, window)
+        senders: dict[str, Any] = {
+            name: Timed(sender, window)
             for name, sender in configured_senders(settings).items()
         }
-        inner = webhooks.WebhookSender(settings.platform_timeout_seconds)
-        hooks: Any = TimedWebhookSender(inner, window)
+        hooks: Any = Timed(webhooks.WebhookSender(settings.platform_timeout_seconds), window)
         dispatcher = Dispatcher(
             engine, settings, senders=senders, webhook_sender=hooks, name=f"bench-{os.getpid()}"
         )
@@ -326,17 +308,8 @@ class Worker:
                 window.record(started, outcome)
             clients.release(slot)
 
-        make = None
-        if hook_url is not None:  # the clients the dispatcher sends webhooks with
-            verify = webhooks.ssl_verify_context()
-
-            def make(connections: int) -> httpx.AsyncClient:
-                return webhooks.client(
-                    timeout=settings.platform_timeout_seconds, max_connections=connections,
-                    allow_private=settings.allow_private_webhooks, ssl_context=verify,
-                )  # fmt: skip
-
-        async with SendClients(settings, concurrency, make) as clients:
+        clients_for = SendClients if hook_url is None else SendClients.for_webhooks
+        async with clients_for(settings, concurrency) as clients:
             senders = asyncio.gather(*(sender(clients) for _ in range(concurrency)))
             try:
                 t0, t1 = await self._warm_up(warmup, lambda: window.warm > 0)

@@ -10,6 +10,8 @@ a platform outage must not hold up the bot's events. Claimed here with the real
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 
 from noclash.chat.chatbots import create_chatbot
@@ -19,23 +21,30 @@ from noclash.chat.messages import send_reply
 from noclash.chat.outbox import claim_due
 from noclash.chat.users import create_user
 from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, deliveries
+from noclash.db.types import utcnow
 
 
-def _conversation_with_both(engine) -> tuple:
-    """A Telegram customer who wrote twice, a reply to them, and a webhook on the chatbot:
-    four webhook deliveries (conversation.created, three message.created) and one reply."""
-    user, _token = create_user(engine, "order@example.com")
+def _bot_with_webhook(engine, name: str, **connection: str) -> tuple:
+    """A user, their chatbot with a webhook, and one connection of it."""
+    user, _token = create_user(engine, f"{name}@example.com")
     with engine.begin() as conn:
-        bot = create_chatbot(conn, owner_id=user.id, name="order")
+        bot = create_chatbot(conn, owner_id=user.id, name=name)
         conn.execute(
             sa.update(chatbots)
             .where(chatbots.c.id == bot.id)
             .values(webhook_url="https://bot.example/hook")
         )
-        connection = create_connection(
-            conn, chatbot_id=bot.id, owner_id=user.id, channel="telegram",
-            external_id="4242", secret="s", access_token="4242:token",
-        )  # fmt: skip
+        made = create_connection(conn, chatbot_id=bot.id, owner_id=user.id, **connection)
+    return user, made
+
+
+def _conversation_with_both(engine) -> tuple:
+    """A Telegram customer who wrote twice, a reply to them, and a webhook on the chatbot:
+    four webhook deliveries (conversation.created, three message.created) and one reply."""
+    user, connection = _bot_with_webhook(
+        engine, "order", channel="telegram", external_id="4242", secret="s",
+        access_token="4242:token",
+    )  # fmt: skip
     for n in (1, 2):
         result = receive_message(
             engine, connection_id=connection.id, psid="77", platform_message_id=f"in-{n}",
@@ -73,3 +82,27 @@ def test_each_destination_keeps_its_own_order_and_waits_for_nobody_else(engine):
         )
         second = claim_due(conn, limit=10, lease_seconds=30)
     assert [c.id for c in second] == [webhook[1]]
+
+
+def test_claims_made_at_the_same_instant_each_get_their_own_events(engine):
+    """Two dispatchers claiming at the same instant share a lease end: each claim must
+    come back with its own events only (the read of the claimed events goes by the
+    claim's token, and would hand the first claim's event to the second without it)."""
+    _user, connection = _bot_with_webhook(
+        engine, "twins", channel="custom", external_id="sms", secret="s"
+    )
+    for psid in ("ada", "bob"):  # two conversations: one due webhook delivery each
+        receive_message(engine, connection_id=connection.id, psid=psid,
+                        platform_message_id=f"m-{psid}", text="hello")  # fmt: skip
+    now = utcnow() + timedelta(seconds=1)
+    with engine.begin() as conn:
+        first = claim_due(conn, limit=1, lease_seconds=30, now=now)
+    with engine.begin() as conn:
+        second = claim_due(conn, limit=10, lease_seconds=30, now=now)
+    assert len(first) == 1 and len(second) == 1
+    with engine.connect() as conn:
+        event_of = dict(conn.execute(sa.select(deliveries.c.id, deliveries.c.event_id)).all())
+    for claim in (*first, *second):
+        assert claim.to_webhook and claim.event is not None
+        assert claim.event["id"] == str(event_of[claim.id])
+    assert first[0].event["id"] != second[0].event["id"]

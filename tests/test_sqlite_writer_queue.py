@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,27 @@ def _bump(engine: Engine) -> None:
 def _count(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.exec_driver_sql("SELECT n FROM counter WHERE id = 1").scalar_one()
+
+
+@contextmanager
+def _writing_elsewhere(engine: Engine) -> Iterator[None]:
+    """Another thread holds a writing transaction of ``engine`` while the block runs."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE counter SET n = n + 1")
+            holding.set()
+            done.wait(10)
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(hold)
+        assert holding.wait(10)
+        try:
+            yield
+        finally:
+            done.set()
+        held.result()
 
 
 def _queue(engine: Engine) -> threading.Lock:
@@ -113,23 +135,8 @@ def test_the_queue_is_released_however_a_transaction_ends(db: Path) -> None:
 
 def test_a_waiter_gives_up_after_the_busy_timeout_as_sqlite_does(db: Path) -> None:
     engine = _engine(db)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE counter SET n = n + 1")
-            holding.set()
-            done.wait(10)
-
-    with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(hold)
-        assert holding.wait(10)
-        try:
-            with pytest.raises(OperationalError) as caught:
-                _bump(engine)
-        finally:
-            done.set()
-        held.result()
+    with _writing_elsewhere(engine), pytest.raises(OperationalError) as caught:
+        _bump(engine)
     # The same error as SQLite's own busy timeout, so every caller treats it alike.
     assert dialect_for(engine).is_busy(caught.value.orig)
     assert "database is locked" in str(caught.value.orig)
@@ -142,25 +149,11 @@ def test_writers_of_another_engine_still_meet_this_one_at_sqlites_lock(db: Path)
     """Another engine stands for another process: it has a queue of its own, and SQLite's
     write lock (with its busy timeout) is what serialises the two."""
     ours, theirs = _engine(db), _engine(db)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with theirs.begin() as conn:
-            conn.exec_driver_sql("UPDATE counter SET n = n + 1")
-            holding.set()
-            done.wait(10)
-
-    with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(hold)
-        assert holding.wait(10)
-        try:
-            with pytest.raises(OperationalError) as caught:
-                _bump(ours)
-            assert dialect_for(ours).is_busy(caught.value.orig)
-            assert not _queue(ours).locked()  # the failed BEGIN gave the queue back
-        finally:
-            done.set()
-        held.result()
+    with _writing_elsewhere(theirs):
+        with pytest.raises(OperationalError) as caught:
+            _bump(ours)
+        assert dialect_for(ours).is_busy(caught.value.orig)
+        assert not _queue(ours).locked()  # the failed BEGIN gave the queue back
     _bump(ours)
     assert _count(ours) == 2
     ours.dispose()

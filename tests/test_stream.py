@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from noclash.chat.wakeups import Hub
+from noclash.db.dialects import dialect_for
 from noclash.dispatch import Dispatcher
 from tests.support.server import LiveServer, start_live_server
 from tests.support.sse import stream
@@ -329,3 +330,19 @@ def _eventually(check, timeout: float = 5.0) -> bool:
         time.sleep(0.05)
     return True
 
+
+
+def test_the_notify_session_does_not_wait_for_the_disk(engine):
+    """A NOTIFY stores nothing, so its session commits with ``synchronous_commit = off``:
+    a durable commit would flush the WAL once per NOTIFY, in the writers' way
+    (docs/events.md, Across processes)."""
+    dialect = dialect_for(engine)
+    if not dialect.supports_listen_notify:
+        pytest.skip("SQLite notifies in memory")
+    session = dialect.notification_session(engine)
+    try:
+        setting = session._conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[attr-defined]
+        session.send("noclash_test", "*")  # and it still notifies
+    finally:
+        session.close()
+    assert setting == "off"

@@ -137,6 +137,23 @@ class SendClients:
         self._per_client = per_client
         self._free = list(reversed(range(concurrency)))
 
+    @classmethod
+    def for_webhooks(cls, settings: Settings, concurrency: int) -> SendClients:
+        """Clients for bots' webhooks, sliced the same way: every connection they open is
+        checked to lead outside noclash's network (:func:`noclash.channels.webhooks.client`,
+        unless ``allow_private_webhooks``), and they share one certificate context."""
+        verify = webhooks.ssl_verify_context()  # one for all (loading it takes milliseconds)
+        return cls(
+            settings,
+            concurrency,
+            make=lambda connections: webhooks.client(
+                timeout=settings.platform_timeout_seconds,
+                max_connections=connections,
+                allow_private=settings.allow_private_webhooks,
+                ssl_context=verify,
+            ),
+        )
+
     def acquire(self) -> tuple[int, httpx.AsyncClient]:
         """A free slot and its client (raises IndexError when all ``concurrency`` are taken)."""
         slot = self._free.pop()
@@ -228,21 +245,8 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._settle_wakeup = asyncio.Event()
         self._has_ready = asyncio.Event()
-        # Webhooks go over clients of their own: every connection they open is checked to
-        # lead outside noclash's network (noclash.channels.webhooks.client). Sliced like
-        # the platforms' (see SendClients), for the same reason.
-        settings = self.settings
-        verify = webhooks.ssl_verify_context()  # one for all (loading it takes milliseconds)
-        hooks = SendClients(
-            settings,
-            self.concurrency,
-            make=lambda connections: webhooks.client(
-                timeout=settings.platform_timeout_seconds,
-                max_connections=connections,
-                allow_private=settings.allow_private_webhooks,
-                ssl_context=verify,
-            ),
-        )
+        # Webhooks go over clients of their own (see SendClients.for_webhooks).
+        hooks = SendClients.for_webhooks(self.settings, self.concurrency)
         async with SendClients(self.settings, self.concurrency) as clients, hooks:
             settler = asyncio.create_task(self._settle_loop())
             self._dispatching = True

@@ -58,9 +58,7 @@ class QueuedConnection(sqlite3.Connection):
         self._holding = True
 
     def give_back(self) -> None:
-        self._release()
-
-    def _release(self) -> None:
+        """Release the queue if this connection holds it (any number of times)."""
         if self._holding:
             self._holding = False
             self.queue.release()
@@ -69,24 +67,24 @@ class QueuedConnection(sqlite3.Connection):
         try:
             super().commit()
         finally:
-            self._release()
+            self.give_back()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            self._release()
+            self.give_back()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            self._release()
+            self.give_back()
 
     def __del__(self) -> None:
         # A connection dropped without close() (its pool normally closes it) must not
         # leave the queue taken for ever.
-        self._release()
+        self.give_back()
 
 
 def connection_class(wait_seconds: float) -> type[QueuedConnection]:
