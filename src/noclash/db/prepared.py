@@ -21,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
+from noclash.db.dialects import dialect_for
+
 Processor = Callable[[Any], Any] | None
 _CONSTANT = object()  # a slot whose value is written in the statement (a literal bound once)
 
@@ -99,17 +101,26 @@ class Compiled:
 
 
 class Prepared:
-    """A statement built once, compiled on first use for each dialect it runs on."""
+    """A statement built once, compiled on first use for each dialect it runs on.
 
-    def __init__(self, statement: sa.Executable) -> None:
+    ``binary``: its parameters go in the driver's binary format where it has one
+    (:meth:`noclash.db.dialects.base.Dialect.binary_parameters`), for a statement that
+    binds arrays of many values.
+    """
+
+    def __init__(self, statement: sa.Executable, *, binary: bool = False) -> None:
         self.statement = statement
+        self.binary = binary
         self._compiled: dict[int, tuple[Dialect, Compiled]] = {}
 
     def on(self, conn: Connection) -> Compiled:
         dialect = conn.dialect
         entry = self._compiled.get(id(dialect))
         if entry is None or entry[0] is not dialect:
-            entry = (dialect, Compiled(self.statement, dialect))
+            compiled = Compiled(self.statement, dialect)
+            if self.binary:
+                compiled.sql = dialect_for(conn).binary_parameters(compiled.sql)
+            entry = (dialect, compiled)
             self._compiled[id(dialect)] = entry
         return entry[1]
 

@@ -81,11 +81,20 @@ class Dialect:
     # (create_async_engine): a caller on the loop can use the database without handing
     # the work to a thread (see async_engine).
     supports_async_driver: ClassVar[bool] = False
+    # Parameters can be arrays that a statement turns into rows (``unnest``): a batch of
+    # rows is one statement executed once, instead of one execution per row.
+    supports_array_binds: ClassVar[bool] = False
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
         """An INSERT construct that supports ``on_conflict_do_nothing``."""
         raise NotImplementedError
+
+    def binary_parameters(self, sql: str) -> str:
+        """``sql`` (as compiled for this dialect's driver) with its parameters sent in the
+        driver's binary format where it has one: for statements that bind large arrays,
+        whose text form the driver may build element by element."""
+        return sql
 
     # -- errors -----------------------------------------------------------------------------
     def unique_error(self, exc: BaseException) -> DriverUniqueError | None:

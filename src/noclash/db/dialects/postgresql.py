@@ -23,6 +23,8 @@ FOREIGN_KEY_VIOLATION = "23503"
 LOCK_NOT_AVAILABLE = "55P03"
 # The columns in a unique violation's detail: ``Key (a, b)=(1, 2) already exists.``
 _DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
+# A pyformat placeholder, or an escaped percent sign (kept as it is).
+_PYFORMAT = re.compile(r"%%|%\((\w+)\)s")
 
 
 class PostgreSQLDialect(Dialect):
@@ -36,6 +38,8 @@ class PostgreSQLDialect(Dialect):
     supports_listen_notify: ClassVar[bool] = True
     # psycopg 3 speaks asyncio (AsyncConnection; SQLAlchemy's postgresql+psycopg_async).
     supports_async_driver: ClassVar[bool] = True
+    # unnest(%(ids)s::uuid[], ...): psycopg sends a Python list as an array.
+    supports_array_binds: ClassVar[bool] = True
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368
@@ -44,6 +48,12 @@ class PostgreSQLDialect(Dialect):
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
+
+    def binary_parameters(self, sql: str) -> str:
+        # psycopg's %(name)b: the value goes in binary. A list's text form is quoted
+        # element by element with regular expressions in Python: 10.8 us per row of eight
+        # fields, against 2.0 us in binary.
+        return _PYFORMAT.sub(lambda m: f"%({m[1]})b" if m[1] else m[0], sql)
 
     def unique_error(self, exc: BaseException) -> DriverUniqueError | None:
         if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
