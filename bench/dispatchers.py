@@ -75,10 +75,10 @@ def statement_kind(statement: str) -> str | None:
     if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
         return None
     if head.startswith("UPDATE DELIVERIES"):
+        if "last_error" in statement:  # only a settlement writes the outcome's error
+            return "settle"
         if "RETURNING" in statement.upper():
             return "claim"
-        if "last_error" in statement:
-            return "settle"
         return "other"
     if head.startswith("SELECT") and ("FROM messages" in statement or "JOIN events" in statement):
         return "details"  # a reply's text, or the claimed events' envelopes

@@ -93,3 +93,25 @@ def test_interleaving_counts_each_contenders_ops_and_statements(tmp_path):
     }  # fmt: skip
     assert (got["two"].statements, got["one"].statements, got["err"].statements) == (50, 25, None)
     assert all(r.elapsed > 0 for r in got.values())
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_each_dispatcher_statement_is_counted_as_what_it_does(dialect: str) -> None:
+    """The outbound scenario splits statements by kind from their SQL: each of the
+    outbox's statements, as compiled for each database, lands in its own kind."""
+    from bench.dispatchers import statement_kind
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from noclash.chat import outbox
+    from noclash.db.prepared import Compiled
+
+    sa_dialect = sqlite.pysqlite.dialect() if dialect == "sqlite" else postgresql.psycopg.dialect()
+
+    def kind(statement) -> str | None:
+        return statement_kind(Compiled(statement, sa_dialect).sql)
+
+    assert kind(outbox._claim_statement()) == "claim"
+    assert kind(outbox._claimed_events_statement()) == "details"
+    assert kind(outbox._settle_statement()) == "settle"
+    assert kind(outbox._settle_statement().returning(outbox.deliveries.c.id)) == "settle"
+    assert kind(outbox._settle_batch_statement()) == "settle"
