@@ -30,9 +30,9 @@ What counts:
 - statements: every statement the engine executed in the window
   (``before_cursor_execute``, an ``executemany`` counted once, transaction control not
   counted, as :class:`bench.harness.StatementCounter` does), by kind: the claim (which
-  returns the replies' texts and tokens itself), a read apart from it (``details``: of
-  the claimed events' envelopes; for replies none since the claim reads their texts and
-  tokens), the settlement, and anything else
+  returns the replies' texts and tokens itself, and on PostgreSQL the events' envelopes
+  too), a read apart from it (``details``: of the claimed events' envelopes, on SQLite;
+  for replies none), the settlement, and anything else
   (the dispatcher's once-a-second snooze wake-up, giving back unsent claims). On
   PostgreSQL the dispatcher's transactions run on an asyncio engine of its own, and on
   SQLite on a connection that never waits (falling back to the pool's when the database
@@ -74,6 +74,8 @@ def statement_kind(statement: str) -> str | None:
     head = statement.lstrip()[:30].upper()
     if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
         return None
+    if head.startswith("WITH CLAIMED AS"):
+        return "claim"  # PostgreSQL's claim, which reads its events in the same statement
     if head.startswith("UPDATE DELIVERIES"):
         if "last_error" in statement:  # only a settlement writes the outcome's error
             return "settle"

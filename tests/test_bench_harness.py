@@ -103,6 +103,7 @@ def test_each_dispatcher_statement_is_counted_as_what_it_does(dialect: str) -> N
     from sqlalchemy.dialects import postgresql, sqlite
 
     from noclash.chat import outbox
+    from noclash.db.dialects import APP_DIALECTS
     from noclash.db.prepared import Compiled
 
     sa_dialect = sqlite.pysqlite.dialect() if dialect == "sqlite" else postgresql.psycopg.dialect()
@@ -112,6 +113,8 @@ def test_each_dispatcher_statement_is_counted_as_what_it_does(dialect: str) -> N
 
     assert kind(outbox._claim_statement()) == "claim"
     assert kind(outbox._claimed_events_statement()) == "details"
+    if APP_DIALECTS.get(dialect).supports_dml_in_cte:  # the claim that reads its events too
+        assert kind(outbox._claim_with_events_statement()) == "claim"
     assert kind(outbox._settle_statement()) == "settle"
     assert kind(outbox._settle_statement().returning(outbox.deliveries.c.id)) == "settle"
     assert kind(outbox._settle_batch_statement()) == "settle"

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from noclash.config import Settings
 from noclash.db.dialects import dialect_for
 from noclash.db.engine import create_engine
+from noclash.dispatch import Dispatcher
+from noclash.dispatch.dispatcher import MAX_AHEAD
 from tests.support.outbound import outbound_stack
 
 HOLD_SECONDS = 1.5
@@ -109,3 +112,23 @@ def test_the_sqlite_connection_that_never_waits(tmp_path: Path):
     finally:
         quick.dispose()
         engine.dispose()
+
+
+def test_a_dispatcher_claims_further_ahead_while_its_claims_are_slow(engine):
+    """A claim waits for turns of the loop that runs the sends: the busier the loop, the
+    more the senders finish while a claim is on its way, and the further ahead the
+    dispatcher claims (within bounds), so they never wait with nothing to send; once
+    claims are quick again it holds no more than its concurrency ahead."""
+    dispatcher = Dispatcher(engine, Settings(dispatcher_concurrency=8))
+    assert dispatcher._claim_wanted() == 16  # the sends in flight and as many ahead
+    dispatcher._pace(finished=2)  # a quick claim: 4 x 2 is within the concurrency
+    assert dispatcher._claim_wanted() == 16
+    for _ in range(8):  # slow claims: 40 sends finished during each one
+        dispatcher._pace(finished=40)
+    assert dispatcher._claim_wanted() == 8 + MAX_AHEAD * 8
+    dispatcher._ready.extend([None] * 20)  # claimed ahead, not yet sent
+    assert dispatcher._claim_wanted() == 8 + MAX_AHEAD * 8 - 20
+    dispatcher._ready.clear()
+    for _ in range(8):
+        dispatcher._pace(finished=0)
+    assert dispatcher._claim_wanted() == 16

@@ -8,22 +8,27 @@ came back after the take-over).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
+from noclash.chat import outbox
 from noclash.chat.connections import create_connection
 from noclash.chat.inbound import receive_message
 from noclash.chat.messages import send_reply
 from noclash.chat.outbox import Settlement, claim_due, settle
+from noclash.db.dialects import dialect_for
 from noclash.db.tables import DeliveryStatus, deliveries, events
 from noclash.db.types import utcnow
+from noclash.unique import uuid7
 from tests.support.factories import make_chatbot, make_user
 
 
-def _queued_reply(engine, bot_id: str = "4242") -> None:
+def _queued_reply(engine, bot_id: str = "4242", webhook_url: str | None = None) -> None:
     owner = make_user(engine)
-    bot = make_chatbot(engine, owner.id)
+    bot = make_chatbot(engine, owner.id, webhook_url=webhook_url)
     with engine.begin() as conn:
         connection = create_connection(
             conn, chatbot_id=bot.id, owner_id=owner.id, channel="telegram",
@@ -117,3 +122,51 @@ def test_one_batch_of_every_outcome_writes_only_what_its_claims_hold(engine):
     assert rows[retried.id].next_attempt_at == retry_at
     # Announced once, by the claim that wrote the failure, not by the stalled one.
     assert announced == [f"{failed.id}:{failed.claim_token}"]
+
+
+def test_the_one_statement_claim_returns_what_the_claim_and_its_read_return(engine):
+    """Where the database takes an UPDATE in a common table expression (PostgreSQL) the
+    claim reads its replies' texts and its events' envelopes in the same statement; it
+    must hand the senders exactly what the claim and the read of its events do (the
+    SQLite way), for a batch of both kinds, a reply whose connection was deleted too."""
+    if not dialect_for(engine).supports_dml_in_cte:
+        pytest.skip("the claim reads its events apart where an UPDATE cannot be a CTE")
+    for n in range(3):
+        _queued_reply(engine, bot_id=f"424{n}", webhook_url="https://bot.example.com/hook")
+    with engine.begin() as conn:
+        conn.execute(sa.update(deliveries).where(deliveries.c.id == _first_reply(conn)).values(
+            connection_id=None))  # fmt: skip
+    now = utcnow()
+
+    def claimed(statement_per_kind: bool) -> list:
+        with engine.connect() as conn, conn.begin() as tx:
+            if statement_per_kind:  # the claim, then the read of its events
+                rows = outbox._CLAIM.on(conn).execute(conn, params := _params(now))
+                token = params["b_token"]
+                replies = [outbox.Claimed(
+                    id=r[0], claim_token=token, attempts=r[1], destination=r[2], recipient=r[3],
+                    text=r[6], access_token=r[7], connection_gone=bool(r[5]),
+                ) for r in rows if r[4] is None]  # fmt: skip
+                got = replies + outbox._events(conn, token, params)
+            else:
+                got = claim_due(conn, limit=100, lease_seconds=30, now=now)
+            tx.rollback()
+        return sorted((dataclasses.replace(c, claim_token=None) for c in got), key=lambda c: c.id)
+
+    one, two = claimed(statement_per_kind=False), claimed(statement_per_kind=True)
+    assert len(one) == 6 and sum(c.to_webhook for c in one) == 3
+    assert sum(c.connection_gone for c in one) == 1
+    assert all(c.event["data"] and c.webhook_url for c in one if c.to_webhook)
+    assert one == two
+
+
+def _first_reply(conn) -> object:
+    return conn.execute(
+        sa.select(deliveries.c.id).where(deliveries.c.message_id.is_not(None))
+        .order_by(deliveries.c.id).limit(1)
+    ).scalar_one()  # fmt: skip
+
+
+def _params(now) -> dict:
+    return {"b_now": now, "b_limit": 100, "b_lease_end": now + timedelta(seconds=30),
+            "b_token": uuid7()}  # fmt: skip

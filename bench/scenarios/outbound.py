@@ -98,6 +98,7 @@ from noclash.db.tables import (
     messages,
 )
 from noclash.db.types import utcnow
+from noclash.dispatch.dispatcher import MAX_AHEAD
 from noclash.unique import uuid7
 
 CONTENDERS = ("noclash", "limit")
@@ -387,7 +388,8 @@ def _build(
     concurrency = Settings().dispatcher_concurrency
     warmup, seconds = config.outbound_warmup, config.outbound_seconds
     ceiling = count * concurrency / PLATFORM_LATENCY  # sends per second the platform allows
-    claim_ahead = count * 2 * concurrency
+    # What the dispatchers can hold claimed, in flight and ahead, when the window ends.
+    claim_ahead = count * (1 + MAX_AHEAD) * concurrency
     # The fastest round of either contender (the limit's is an upper bound for noclash's)
     # and the longest round, warm-up and stop included.
     state: dict[str, Any] = {"fastest": 0.0, "longest": warmup + seconds, "starved": 0}

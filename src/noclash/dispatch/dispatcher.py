@@ -10,8 +10,10 @@ What each one does, in a loop:
 
 1. **Claim** a batch of due deliveries (:func:`noclash.chat.outbox.claim_due`: one
    statement, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so dispatchers take disjoint
-   rows). It claims ahead, up to twice its concurrency, so a send that finishes is
-   replaced at once without a claim statement per delivery.
+   rows). It claims ahead of the sends in flight, so a send that finishes is replaced at
+   once without a claim statement per delivery: at least its concurrency, and more when
+   the senders would use that up while the next claim is on its way
+   (:meth:`Dispatcher._pace`).
 2. **Send** each one through its destination's adapter (:mod:`noclash.channels`), up to
    ``NOCLASH_DISPATCHER_CONCURRENCY`` at a time, over pooled HTTP clients: the
    platforms', and apart from them the webhooks', whose every connection is checked to
@@ -94,6 +96,9 @@ CONNECTIONS_PER_CLIENT = 4
 # Transactions a dispatcher runs at once: the claim (or the snooze wake-up) and the
 # settlement, and the give-back when it stops. Its asyncio engine's pool holds that many.
 DATABASE_WORK = 4
+# Deliveries claimed ahead of the sends in flight, at most this many times the concurrency
+# (see Dispatcher._pace).
+MAX_AHEAD = 3
 
 
 class SendClients:
@@ -192,6 +197,8 @@ class Dispatcher:
         self.concurrency = settings.dispatcher_concurrency
         self._ready: deque[Claimed] = deque()
         self._busy = 0  # senders in the middle of a delivery
+        self._finished = 0  # deliveries the senders have finished (sent or not)
+        self._ahead = float(self.concurrency)  # how many to keep claimed ahead (_pace)
         self._settlements: list[Settlement] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -204,9 +211,19 @@ class Dispatcher:
         # Where the database has an asyncio driver, the dispatcher's transactions run on
         # the event loop through an engine of its own (see _db); disposed when run ends.
         dialect = dialect_for(engine)
+        # No ping before each transaction: it is one more round trip, and every
+        # transaction here is tried again when it fails (a connection found dead is
+        # dropped from the pool by that failure).
         self.async_engine = (
-            dialect.async_engine(engine, pool_size=DATABASE_WORK, max_overflow=0)
+            dialect.async_engine(engine, pool_size=DATABASE_WORK, max_overflow=0, pre_ping=False)
             if dialect.supports_async_driver
+            else None
+        )
+        # The same engine's connections in autocommit, for work whose every statement
+        # stands alone (see _db).
+        self._autocommit_engine = (
+            self.async_engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.async_engine is not None
             else None
         )
         # Elsewhere, where the database offers transactions that never wait (SQLite: a
@@ -283,7 +300,9 @@ class Dispatcher:
                 next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
             want = self._claim_wanted()
             if want:
+                finished = self._finished
                 claimed = await self._claim(want)
+                self._pace(self._finished - finished)
                 if claimed:
                     self._ready.extend(claimed)
                     self._has_ready.set()
@@ -297,10 +316,28 @@ class Dispatcher:
                 self._idle = False  # the poll interval passed: look again
 
     def _claim_wanted(self) -> int:
-        """How many to claim now: none while the claimed-ahead deliveries and the sends in
-        flight are more than one and a half times the concurrency, or nothing is due."""
-        want = 2 * self.concurrency - len(self._ready) - self._busy
+        """How many to claim now: what is missing from the sends in flight plus the
+        deliveries to keep claimed ahead (:meth:`_pace`), once that is at least half the
+        concurrency (fewer, larger claims); none when nothing is due."""
+        want = self.concurrency + round(self._ahead) - len(self._ready) - self._busy
         return want if not self._idle and want >= max(1, self.concurrency // 2) else 0
+
+    def _pace(self, finished: int) -> None:
+        """Learn from a claim during which the senders finished ``finished`` deliveries
+        how many to keep claimed ahead: four times what they finish in the time of a
+        claim (its time varies, and a slow one can take twice the last one's while the
+        senders finish more than that), at least the concurrency and at most
+        :data:`MAX_AHEAD` times it, averaged with what it was.
+
+        Why it moves: a claim is a round trip to the database, and on a busy event loop
+        each round trip waits for turns of the loop, tens of milliseconds each when it
+        runs dozens of sends. A fixed margin that covers an idle loop's claim runs dry on
+        a busy one, and senders then wait with nothing to send. A margin fixed for the
+        busy case would hold that many claims on a quiet dispatcher, where a crash leaves
+        them to their leases.
+        """
+        target = min(MAX_AHEAD * self.concurrency, max(self.concurrency, 4 * finished))
+        self._ahead = (self._ahead + target) / 2
 
     async def _send_loop(self, clients: SendClients, hooks: SendClients) -> None:
         """One of ``concurrency`` senders: it takes the oldest claimed delivery, sends it
@@ -326,6 +363,7 @@ class Dispatcher:
                     await self._deliver(hook if claim.to_webhook else client, claim)
                 finally:
                     self._busy -= 1
+                    self._finished += 1
                 if self._claim_wanted():
                     self._wakeup.set()  # the claim loop has a batch to claim
         finally:
@@ -333,8 +371,13 @@ class Dispatcher:
             hooks.release(hook_slot)
 
     # -- the database ----------------------------------------------------------------------
-    async def _db(self, work: Callable[..., T], *args: Any) -> T:
+    async def _db(self, work: Callable[..., T], *args: Any, autocommit: bool = False) -> T:
         """``work(conn, *args)`` in one transaction, without blocking the event loop.
+
+        ``autocommit``: each of the work's statements stands alone (a claim, a settlement
+        that announces no failure), so where that saves round trips (the asyncio engine)
+        each commits by itself: one round trip per statement, where a transaction adds
+        its ``BEGIN`` and ``COMMIT``, and each round trip waits for turns of a busy loop.
 
         Through the driver's asyncio interface where the database has one (PostgreSQL:
         psycopg's, SQLAlchemy's async engine): the statements' Python runs on the event
@@ -345,6 +388,9 @@ class Dispatcher:
         process that sends all the time that doubled the CPU of the database work
         (docs/performance.md, Outbound).
         """
+        if autocommit and self._autocommit_engine is not None:
+            async with self._autocommit_engine.connect() as conn:
+                return await conn.run_sync(work, *args)
         if self.async_engine is not None:
             async with self.async_engine.begin() as conn:
                 return await conn.run_sync(work, *args)
@@ -387,7 +433,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         try:
-            return await self._db(self._claim_in, limit)
+            return await self._db(self._claim_in, limit, autocommit=True)
         except DATABASE_ERRORS as exc:
             log.warning("%s could not claim deliveries: %s", self.name, _short(exc))
             await asyncio.sleep(self.settings.dispatcher_poll_seconds)
@@ -424,7 +470,9 @@ class Dispatcher:
             while self._settlements:
                 batch, self._settlements = self._settlements, []
                 try:
-                    settled, recorded = await self._db(_settle_in, batch)
+                    settled, recorded = await self._db(
+                        _settle_in, batch, autocommit=not outbox.announces(batch)
+                    )
                     self.settled += settled
                     self._committed(recorded)
                     failures = 0

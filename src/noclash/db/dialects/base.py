@@ -135,9 +135,12 @@ class Dialect:
         than one a reader has already passed. Nothing to do by default: SQLite's writers
         already hold the one write lock from ``BEGIN IMMEDIATE``."""
 
-    def async_engine(self, engine: Engine, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    def async_engine(
+        self, engine: Engine, *, pool_size: int, max_overflow: int, pre_ping: bool = True
+    ) -> AsyncEngine:
         """A new engine on ``engine``'s database through the driver's asyncio interface,
-        with a pool of its own. Only where :attr:`supports_async_driver`."""
+        with a pool of its own (``pre_ping``: test each connection as it leaves the pool).
+        Only where :attr:`supports_async_driver`."""
         raise NotImplementedError(f"{self.name} has no asyncio driver")
 
     def nonblocking_engine(self, engine: Engine) -> Engine | None:

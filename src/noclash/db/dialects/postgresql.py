@@ -89,10 +89,13 @@ class PostgreSQLDialect(Dialect):
     def lock_for_sequencing(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.SEQUENCE_LOCK_KEY})
 
-    def async_engine(self, engine: Engine, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    def async_engine(
+        self, engine: Engine, *, pool_size: int, max_overflow: int, pre_ping: bool = True
+    ) -> AsyncEngine:
         options = self.engine_options(
             pool_size=pool_size, max_overflow=max_overflow, busy_timeout_ms=0
         )
+        options["pool_pre_ping"] = pre_ping
         return create_async_engine(engine.url.set(drivername="postgresql+psycopg_async"), **options)
 
     def notification_session(self, engine: Engine) -> NotificationSession:
