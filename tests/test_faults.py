@@ -40,6 +40,7 @@ from noclash.db.migrate import upgrade
 from tests.support import postgres
 from tests.support.factories import make_chatbot
 from tests.support.faulty_server import serving as faulty_serving
+from tests.support.outbound import outbound_stack
 from tests.support.serve import serving
 from tests.support.server import free_port, start_live_server
 
@@ -353,3 +354,31 @@ def test_two_serve_processes_on_one_sqlite_file_never_answer_5xx(tmp_path: Path)
     assert len(answers) == CLIENTS * 8
     assert [a for a in answers if a[0] != 201] == []
     assert not any("Traceback" in err for err in served_by_both)
+
+
+@pytest.mark.timeout(180)
+def test_a_dispatcher_sends_again_once_postgresql_is_back() -> None:
+    """The dispatcher's connections skip the pool's ping (one more round trip per
+    transaction): a connection the restart killed fails one claim or settlement, which is
+    tried again on a new one. A reply stored once the database is back is sent, once, and
+    recorded as sent."""
+    with postgres.throwaway_postgres() as pg:
+        url = pg.get_uri()
+        upgrade(url)
+        with outbound_stack(url) as stack:
+            bot = stack.chatbot()
+            connection, _token = stack.telegram_connection(bot["id"])
+            conversation = stack.telegram_customer(connection, 5550001, "hello", update_id=1)
+            before = stack.reply(conversation["id"], "before").json()
+            stack.wait_delivery(conversation["id"], before["id"], "sent")
+
+            postgres.stop(pg)
+            time.sleep(1.0)
+            pg.ensure_postgres_running()
+            deadline = time.monotonic() + 10
+            while (after := stack.reply(conversation["id"], "after")).status_code != 201:
+                assert after.status_code == 503, after.text
+                assert time.monotonic() < deadline, "the API did not come back"
+                time.sleep(0.2)
+            stack.wait_delivery(conversation["id"], after.json()["id"], "sent", timeout=20)
+            assert [m["text"] for m in stack.telegram.delivered()] == ["before", "after"]
