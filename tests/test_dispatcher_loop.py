@@ -22,7 +22,8 @@ from noclash.db.dialects import dialect_for
 from noclash.db.engine import create_engine
 from noclash.dispatch import Dispatcher
 from noclash.dispatch.dispatcher import MAX_AHEAD
-from tests.support.outbound import outbound_stack
+from tests.support.outbound import RunningDispatcher, outbound_stack
+from tests.support.platforms import wait_for
 
 HOLD_SECONDS = 1.5
 
@@ -132,3 +133,39 @@ def test_a_dispatcher_claims_further_ahead_while_its_claims_are_slow(engine):
     for _ in range(8):
         dispatcher._pace(finished=0)
     assert dispatcher._claim_wanted() == 16
+
+
+def test_a_claim_waiting_past_its_lease_is_left_to_the_next_claim_not_sent(database_url):
+    """Two dispatchers that claimed far ahead (their claims had been slow), then a
+    platform that slows down: the deliveries claimed ahead wait longer than their lease
+    allows a send to start. Each dispatcher leaves those unsent until the lease ends, then
+    one of them takes them over; none is sent twice, where a send started past the lease
+    would race the dispatcher that took the delivery over."""
+    settings = {
+        "dispatcher_concurrency": 1,
+        "delivery_lease_seconds": 1.2,  # a send may start up to 0.7 s after its claim
+        "platform_timeout_seconds": 0.5,
+    }
+    with outbound_stack(database_url, dispatcher=False, **settings) as stack:
+        bot = stack.chatbot()
+        connection, _token = stack.telegram_connection(bot["id"])
+        for n in range(8):
+            conversation = stack.telegram_customer(connection, 5550100 + n, "hi", update_id=n)
+            assert stack.reply(conversation["id"], f"reply {n}").status_code == 201
+        stack.telegram.latency = 0.4  # two sends take 0.8 s: a third claimed would start late
+        pair = [
+            RunningDispatcher(stack.server.engine, stack.server.settings, name=f"d{i}")
+            for i in range(2)
+        ]
+        for running in pair:
+            running.dispatcher._ahead = MAX_AHEAD  # as after slow claims: 1 + 3 per claim
+            running.start()
+        try:
+            assert wait_for(lambda: len(stack.telegram.delivered()) >= 8, timeout=30)
+            time.sleep(1.5)  # a second send of any of them would arrive by now
+        finally:
+            for running in pair:
+                running.stop()
+        texts = [m["text"] for m in stack.telegram.delivered()]
+        assert sorted(texts) == sorted(f"reply {n}" for n in range(8))  # each once
+        assert sum(running.dispatcher.outlived for running in pair) > 0

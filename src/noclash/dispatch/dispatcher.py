@@ -50,12 +50,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import anyio
 import httpx
@@ -236,6 +238,9 @@ class Dispatcher:
         # Counters, for logs, tests and the benchmark.
         self.sent = 0
         self.settled = 0
+        self.outlived = 0  # claimed deliveries left unsent: their lease was running out
+        # The last moment (time.monotonic()) a send may start under each recent claim.
+        self._start_by: dict[UUID, float] = {}
 
     # -- control (any thread) --------------------------------------------------------------
     def wake(self) -> None:
@@ -300,10 +305,11 @@ class Dispatcher:
                 next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
             want = self._claim_wanted()
             if want:
-                finished = self._finished
+                finished, started = self._finished, time.monotonic()
                 claimed = await self._claim(want)
                 self._pace(self._finished - finished)
                 if claimed:
+                    self._note_lease(claimed[0].claim_token, started)
                     self._ready.extend(claimed)
                     self._has_ready.set()
                     continue
@@ -321,6 +327,32 @@ class Dispatcher:
         concurrency (fewer, larger claims); none when nothing is due."""
         want = self.concurrency + round(self._ahead) - len(self._ready) - self._busy
         return want if not self._idle and want >= max(1, self.concurrency // 2) else 0
+
+    def _note_lease(self, token: UUID, claimed_at: float) -> None:
+        """Remember until when a send may start under the claim ``token`` (taken at or
+        after ``claimed_at``): while one that starts then can end, timeout included,
+        before the lease does (or, for a lease shorter than two timeouts, before its
+        second half).
+
+        Why: past its lease another dispatcher may take the delivery over and send it;
+        a send this one started then would be a second. Claims ahead of the sends make
+        that possible when the sends slow down after a fast claim.
+        """
+        lease = self.settings.delivery_lease_seconds
+        margin = min(self.settings.platform_timeout_seconds, lease / 2)
+        self._start_by = {t: at for t, at in self._start_by.items() if at > claimed_at - lease}
+        self._start_by[token] = claimed_at + lease - margin
+
+    def _outlived(self, claim: Claimed) -> None:
+        """A claimed delivery whose lease would run out during its send is not sent: it
+        stays ``sending`` under this claim until the lease ends, then any dispatcher
+        takes it over (this one included)."""
+        self.outlived += 1
+        log.warning(
+            "%s: delivery %s waited too long for a sender; left to be claimed again when "
+            "its lease ends",
+            self.name, claim.id,
+        )  # fmt: skip
 
     def _pace(self, finished: int) -> None:
         """Learn from a claim during which the senders finished ``finished`` deliveries
@@ -358,6 +390,10 @@ class Dispatcher:
                     await self._has_ready.wait()
                     continue
                 claim = self._ready.popleft()
+                # (A claim no longer remembered is older than a lease ago.)
+                if time.monotonic() > self._start_by.get(claim.claim_token, -math.inf):
+                    self._outlived(claim)
+                    continue
                 self._busy += 1
                 try:
                     await self._deliver(hook if claim.to_webhook else client, claim)
