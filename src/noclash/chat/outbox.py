@@ -201,6 +201,17 @@ def _claim_statement() -> sa.Update:
     )
 
 
+def _envelope_columns() -> list[sa.ColumnElement[Any]]:
+    """What an event's webhook delivery needs besides its own row, named as
+    :func:`events.envelope` reads them (after the event's ``id``): the event and its
+    chatbot's current URL and secret."""
+    e = events_table.c
+    return [
+        e.type, e.chatbot_id, e.conversation_id, e.created_at, e.payload,
+        chatbots.c.webhook_url, chatbots.c.webhook_secret,
+    ]  # fmt: skip
+
+
 def _claimed_events_statement() -> sa.Select[Any]:
     """The events of a claim's webhook deliveries, with their chatbots' current URL and
     secret: found as the claim left them (``sending`` under its token until its lease's
@@ -214,13 +225,7 @@ def _claimed_events_statement() -> sa.Select[Any]:
             deliveries.c.attempts,
             deliveries.c.destination,
             e.id,
-            e.type,
-            e.chatbot_id,
-            e.conversation_id,
-            e.created_at,
-            e.payload,
-            chatbots.c.webhook_url,
-            chatbots.c.webhook_secret,
+            *_envelope_columns(),
         )
         .select_from(
             deliveries.join(events_table, e.id == deliveries.c.event_id).join(
@@ -271,13 +276,7 @@ def _claim_with_events_statement() -> sa.Select[Any]:
             c.connection_id.is_(None).label("connection_gone"),
             messages.c.text,
             connections.c.access_token,
-            e.type,
-            e.chatbot_id,
-            e.conversation_id,
-            e.created_at,
-            e.payload,
-            chatbots.c.webhook_url,
-            chatbots.c.webhook_secret,
+            *_envelope_columns(),
         )
         .select_from(
             claimed.outerjoin(messages, messages.c.id == c.message_id)
@@ -301,7 +300,7 @@ class _ClaimedRow(NamedTuple):
     connection_gone: bool
     text: str | None
     access_token: str | None
-    type: str | None
+    type: str | None  # from here on, _envelope_columns()
     chatbot_id: UUID | None
     conversation_id: UUID | None
     created_at: datetime | None
@@ -348,8 +347,8 @@ def claim_due(
     Due: ``queued`` or ``sending`` (a lease that ran out) with ``next_attempt_at`` passed,
     and no older pending delivery in the same conversation to the same destination. The
     claim is one statement (built once: a dispatcher claims many times a second) that also
-    returns the replies' texts and tokens; events need one more read, of their envelopes
-    and webhooks.
+    returns the replies' texts and tokens; on PostgreSQL it returns the events' envelopes
+    and webhooks too (an UPDATE in a CTE), elsewhere they take one more read.
     """
     now = now or utcnow()
     token = uuid7()
@@ -368,36 +367,38 @@ def claim_due(
             has_events = True
             continue
         replies.append(
-            Claimed(
-                id=id_,
-                claim_token=token,
-                attempts=attempts,
-                destination=destination,
-                recipient=recipient,
-                text=text,
-                access_token=access_token,
-                connection_gone=bool(gone),
-            )
+            _reply_claim(token, id_, attempts, destination, recipient, gone, text, access_token)
         )
     if not has_events:
         return replies
     return [*replies, *_events(conn, token, params)]
 
 
-def _claimed(values: tuple[Any, ...], token: UUID) -> Claimed:
-    """A row of the one-statement claim as what its send needs."""
-    row = _ClaimedRow(*values)
-    if row.id is None:
-        return Claimed(
-            id=row.delivery_id,
-            claim_token=token,
-            attempts=row.attempts,
-            destination=row.destination,
-            recipient=row.recipient,
-            text=row.text,
-            access_token=row.access_token,
-            connection_gone=bool(row.connection_gone),
-        )
+def _reply_claim(
+    token: UUID,
+    id_: UUID,
+    attempts: int,
+    destination: str,
+    recipient: str | None,
+    gone: Any,
+    text: str | None,
+    access_token: str | None,
+) -> Claimed:
+    """A claimed reply to a platform, with its text and its connection's token."""
+    return Claimed(
+        id=id_,
+        claim_token=token,
+        attempts=attempts,
+        destination=destination,
+        recipient=recipient,
+        text=text,
+        access_token=access_token,
+        connection_gone=bool(gone),
+    )
+
+
+def _event_claim(row: _ClaimedRow | _ClaimedEvent, token: UUID) -> Claimed:
+    """A claimed event to its chatbot's webhook, with its envelope, URL and secret."""
     return Claimed(
         id=row.delivery_id,
         claim_token=token,
@@ -409,22 +410,22 @@ def _claimed(values: tuple[Any, ...], token: UUID) -> Claimed:
     )
 
 
+def _claimed(values: tuple[Any, ...], token: UUID) -> Claimed:
+    """A row of the one-statement claim as what its send needs."""
+    row = _ClaimedRow(*values)
+    if row.id is not None:
+        return _event_claim(row, token)
+    return _reply_claim(
+        token, row.delivery_id, row.attempts, row.destination, row.recipient,
+        row.connection_gone, row.text, row.access_token,
+    )  # fmt: skip
+
+
 def _events(conn: Connection, token: UUID, params: dict[str, Any]) -> list[Claimed]:
     """The claim's webhook deliveries with their events and the chatbots' current URL and
     secret: one read for the batch, of one shape whatever its size."""
-    rows = [_ClaimedEvent(*row) for row in _CLAIMED_EVENTS.on(conn).execute(conn, params)]
-    return [
-        Claimed(
-            id=row.delivery_id,
-            claim_token=token,
-            attempts=row.attempts,
-            destination=row.destination,
-            event=events.envelope(row),
-            webhook_url=row.webhook_url,
-            webhook_secret=row.webhook_secret,
-        )
-        for row in rows
-    ]
+    rows = _CLAIMED_EVENTS.on(conn).execute(conn, params)
+    return [_event_claim(_ClaimedEvent(*row), token) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
