@@ -9,6 +9,8 @@ came back after the take-over).
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -170,3 +172,36 @@ def _first_reply(conn) -> object:
 def _params(now) -> dict:
     return {"b_now": now, "b_limit": 100, "b_lease_end": now + timedelta(seconds=30),
             "b_token": uuid7()}  # fmt: skip
+
+
+def test_concurrent_claims_take_disjoint_deliveries_each_once(engine):
+    """Sixteen claims at once (threads held at a barrier), each as a dispatcher runs it
+    (on PostgreSQL one statement in autocommit, ``FOR UPDATE SKIP LOCKED``; on SQLite a
+    transaction behind the write lock), over replies and webhook events: no delivery is
+    claimed twice, and together they take every one that is due."""
+    for n in range(20):
+        _queued_reply(engine, bot_id=f"77{n:02d}", webhook_url="https://bot.example.com/hook")
+    with engine.connect() as conn:
+        pending = conn.execute(
+            sa.select(sa.func.count()).select_from(deliveries)
+            .where(deliveries.c.status == DeliveryStatus.QUEUED)
+        ).scalar_one()  # fmt: skip
+    # Per customer: the reply, and three events for the bot (conversation.created and the
+    # two messages' message.created), of which only the oldest is due (events go in order).
+    assert pending == 80
+    autocommit = dialect_for(engine).supports_async_driver  # as the dispatcher claims
+    barrier = threading.Barrier(16)
+
+    def claim() -> list:
+        barrier.wait()
+        if autocommit:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return claim_due(conn, limit=8, lease_seconds=30)
+        with engine.begin() as conn:
+            return claim_due(conn, limit=8, lease_seconds=30)
+
+    with ThreadPoolExecutor(16) as pool:
+        claims = [c for batch in pool.map(lambda _: claim(), range(16)) for c in batch]
+    ids = [c.id for c in claims]
+    assert len(ids) == len(set(ids)) == 40
+    assert sum(c.to_webhook for c in claims) == 20
