@@ -245,6 +245,10 @@ class _Tally:
         self.ok = 0
         self.errors = 0
         self.late = 0
+        # The end of a success that came after the deadline while the round had none
+        # yet: the window stretches to hold it (see run_threads).
+        self.stretched_to_ns: int | None = None
+        self.any_ok = False  # some thread's op succeeded in the window
 
     def worker(self) -> _WorkerTally:
         return _WorkerTally(self)
@@ -267,7 +271,8 @@ class _WorkerTally:
         self.late = 0
 
     def timed(self, op: Op, w: int, seq: int, deadline_ns: int | None = None) -> None:
-        """Run one op; a success that ends after ``deadline_ns`` is counted as late."""
+        """Run one op; a success that ends after ``deadline_ns`` is counted as late, unless
+        it is the round's first."""
         t = time.perf_counter_ns()
         try:
             op(w, seq)
@@ -276,11 +281,25 @@ class _WorkerTally:
             _record_error(self.kinds, exc)
             return
         end = time.perf_counter_ns()
-        if deadline_ns is not None and end > deadline_ns:
+        if deadline_ns is not None and end > deadline_ns and not self._first_of_round(end):
             self.late += 1
             return
+        if not self.ok:  # once per thread: under the lock, so _first_of_round is exact
+            with self.into.lock:
+                self.into.any_ok = True
         self.ok += 1
         self.latencies.append(end - t)
+
+    def _first_of_round(self, end_ns: int) -> bool:
+        """Whether this late success is the round's first: no thread's op ended within
+        the window, so the window stretches to this one's end instead of measuring
+        nothing (a loaded machine and a short window; a real run's window holds many)."""
+        into = self.into
+        with into.lock:
+            if into.any_ok or into.stretched_to_ns is not None:
+                return False
+            into.stretched_to_ns = end_ns
+            return True
 
     def merge(self) -> None:
         with self.into.lock:
@@ -304,7 +323,9 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
 
     All threads start together from a barrier, so thread start-up is not measured. The
     round is a fixed window: throughput counts the ops that ended within ``seconds`` of the
-    release, and ops still running at the deadline finish but count as late. A thread
+    release, and ops still running at the deadline finish but count as late (unless none
+    ended in time: then the window stretches to the first success, so a round always
+    measures something, even a short one on a loaded machine). A thread
     stuck behind a lock at the end (SQLite's busy handler sleeps up to 100 ms at a time)
     would otherwise stretch the round and drag its figure down by chance. When the op
     budget ends the round first, the window ends with the last op.
@@ -330,8 +351,10 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
         mine.merge()
 
     _run(worker, writers)
-    elapsed_ns = min(time.perf_counter_ns(), state["deadline"]) - state["t0"]
-    return tally.result(elapsed_ns / 1e9)
+    end = min(time.perf_counter_ns(), state["deadline"])
+    if tally.stretched_to_ns is not None:
+        end = max(end, tally.stretched_to_ns)
+    return tally.result((end - state["t0"]) / 1e9)
 
 
 def run_bursts(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResult:
