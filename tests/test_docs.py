@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -46,11 +47,34 @@ def test_readme_starts_with_the_two_commands():
     assert "make run" in head and "make test" in head
 
 
+def _anchors(page: pathlib.Path) -> set[str]:
+    """The fragments GitHub gives a page's headings (lowercase, punctuation dropped, spaces
+    as hyphens, a repeated heading suffixed ``-1``, ``-2``...), code blocks skipped."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.+)", line)):
+            base = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            anchor, n = base, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{base}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
 def test_docs_links_resolve():
+    """Every relative link names a file that exists, and its #fragment a heading there."""
     for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
         for line in page.read_text().splitlines():
             for part in line.split("](")[1:]:
-                target = part.split(")")[0].split("#")[0]
-                if not target or "://" in target or target.startswith("mailto:"):
+                link = part.split(")")[0]
+                target, _, fragment = link.partition("#")
+                if "://" in target or target.startswith("mailto:") or not (target or fragment):
                     continue
-                assert (page.parent / target).exists(), f"{page.name}: {target}"
+                path = page.parent / target if target else page
+                assert path.exists(), f"{page.name}: {target}"
+                if fragment and path.suffix == ".md":
+                    assert fragment in _anchors(path), f"{page.name}: {link}"
