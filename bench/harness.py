@@ -245,10 +245,9 @@ class _Tally:
         self.ok = 0
         self.errors = 0
         self.late = 0
-        # The end of a success that came after the deadline while the round had none
-        # yet: the window stretches to hold it (see run_threads).
-        self.stretched_to_ns: int | None = None
-        self.any_ok = False  # some thread's op succeeded in the window
+        # The earliest late success, (end, latency) in ns: the one a round with no
+        # success in its window measures (see run_threads).
+        self.first_late: tuple[int, int] | None = None
 
     def worker(self) -> _WorkerTally:
         return _WorkerTally(self)
@@ -269,10 +268,11 @@ class _WorkerTally:
         self.ok = 0
         self.errors = 0
         self.late = 0
+        self.first_late: tuple[int, int] | None = None
 
     def timed(self, op: Op, w: int, seq: int, deadline_ns: int | None = None) -> None:
-        """Run one op; a success that ends after ``deadline_ns`` is counted as late, unless
-        it is the round's first."""
+        """Run one op; a success that ends after ``deadline_ns`` is counted as late (the
+        first one kept aside, see :func:`run_threads`)."""
         t = time.perf_counter_ns()
         try:
             op(w, seq)
@@ -281,25 +281,13 @@ class _WorkerTally:
             _record_error(self.kinds, exc)
             return
         end = time.perf_counter_ns()
-        if deadline_ns is not None and end > deadline_ns and not self._first_of_round(end):
+        if deadline_ns is not None and end > deadline_ns:
             self.late += 1
+            if self.first_late is None:  # a thread's ops are sequential: its earliest
+                self.first_late = (end, end - t)
             return
-        if not self.ok:  # once per thread: under the lock, so _first_of_round is exact
-            with self.into.lock:
-                self.into.any_ok = True
         self.ok += 1
         self.latencies.append(end - t)
-
-    def _first_of_round(self, end_ns: int) -> bool:
-        """Whether this late success is the round's first: no thread's op ended within
-        the window, so the window stretches to this one's end instead of measuring
-        nothing (a loaded machine and a short window; a real run's window holds many)."""
-        into = self.into
-        with into.lock:
-            if into.any_ok or into.stretched_to_ns is not None:
-                return False
-            into.stretched_to_ns = end_ns
-            return True
 
     def merge(self) -> None:
         with self.into.lock:
@@ -308,6 +296,10 @@ class _WorkerTally:
             self.into.late += self.late
             self.into.errors += self.errors
             self.into.kinds.update(self.kinds)
+            if self.first_late is not None and (
+                self.into.first_late is None or self.first_late < self.into.first_late
+            ):
+                self.into.first_late = self.first_late
 
 
 def _run(worker: Callable[[int], None], writers: int) -> None:
@@ -352,8 +344,11 @@ def run_threads(op: Op, writers: int, seconds: float, max_ops: int) -> RoundResu
 
     _run(worker, writers)
     end = min(time.perf_counter_ns(), state["deadline"])
-    if tally.stretched_to_ns is not None:
-        end = max(end, tally.stretched_to_ns)
+    if tally.ok == 0 and tally.first_late is not None:
+        # No success in the window: it stretches to the earliest one, which is measured.
+        end, latency = tally.first_late
+        tally.ok, tally.late = 1, tally.late - 1
+        tally.latencies.append(latency)
     return tally.result((end - state["t0"]) / 1e9)
 
 

@@ -13,16 +13,22 @@ swings hit them alike; the figures are means in microseconds:
 - the per-request extras of the HTTP route: bearer authentication (its own pool checkout
   and SELECT) and one hop to the thread pool per synchronous dependency;
 - the inbound message (:func:`measure_inbound`): the limit, the limit plus its touch of
-  ``last_message_at``, and each path of ``receive_message``, measured interleaved.
+  ``last_message_at``, and each path of ``receive_message``, measured interleaved;
+- what an event row costs SQLite itself (:func:`measure_sqlite_event_writes`): a message
+  alone, with its event as a second statement, and with its event written by a trigger.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,11 +41,12 @@ from bench.databases import DIALECTS, Databases, noclash_engine
 from bench.scenarios import make_owner
 from noclash.chat.chatbots import create_chatbot
 from noclash.chat.conversations import insert_conversation
+from noclash.chat.events import MESSAGE_FIELDS
 from noclash.chat.inbound import receive_message
 from noclash.chat.sql import sql_for
 from noclash.chat.users import authenticate, create_user
 from noclash.db.dialects import dialect_for
-from noclash.db.tables import chatbots, conversation_slugs, conversations, messages
+from noclash.db.tables import chatbots, conversation_slugs, conversations, events, messages
 from noclash.db.types import utcnow
 from noclash.unique import uuid4, uuid7
 from noclash.unique.slugs import slugify
@@ -313,6 +320,83 @@ def measure_inbound(databases: Databases, dialect: str) -> dict[str, float]:
             databases.drop(url)
 
 
+# The trigger a SQLite-only design would need to write a message's event without a
+# second statement: the JSON built by SQLite, no Python (not what noclash does; see
+# measure_sqlite_event_writes).
+_EVENT_TRIGGER = f"""
+CREATE TRIGGER probe_message_created AFTER INSERT ON messages BEGIN
+  INSERT INTO events (id, chatbot_id, conversation_id, type, subject, payload, created_at)
+  VALUES (lower(hex(randomblob(16))), 'c0ffee', NEW.conversation_id, 'message.created',
+          NEW.id, json_object({", ".join(f"'{f}', NEW.{f}" for f in MESSAGE_FIELDS)}),
+          NEW.created_at)
+  ON CONFLICT (type, subject) DO NOTHING;
+END"""
+
+
+def measure_sqlite_event_writes(workdir: Path, ops: int = 8000) -> dict[str, float]:
+    """What an event costs SQLite itself, Python's part as small as it gets.
+
+    Bare ``sqlite3``, noclash's ``messages`` and ``events`` tables and indexes (compiled
+    from its metadata; foreign keys off, as their parents are not there), noclash's
+    pragmas, a ``BEGIN IMMEDIATE`` transaction per message on its own database per piece:
+    the message alone; the message and its ``message.created`` as a second statement
+    (JSON by ``json.dumps``), which is noclash's way; the message and its event written
+    by an ``AFTER INSERT`` trigger (JSON by ``json_object``), the way noclash does not
+    take (it binds every writer of ``messages`` to the event format)."""
+    ddl = [
+        str(statement.compile(dialect=sa.dialects.sqlite.dialect()))
+        for table in (messages, events)
+        for statement in (
+            sa.schema.CreateTable(table),
+            *(sa.schema.CreateIndex(index) for index in table.indexes),
+        )
+    ]
+    columns = ", ".join(c.name for c in messages.columns)
+    marks = ", ".join("?" * len(messages.columns))
+    insert_message = f"INSERT INTO messages ({columns}) VALUES ({marks})"
+    insert_event = (
+        "INSERT INTO events (id, chatbot_id, conversation_id, type, subject, payload, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (type, subject) DO NOTHING"
+    )
+    count = itertools.count()
+
+    def database(name: str, trigger: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(workdir / f"events_{name}.db", isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+            conn.execute(f"PRAGMA {pragma}")
+        for statement in ddl + ([_EVENT_TRIGGER] if trigger else []):
+            conn.execute(statement)
+        return conn
+
+    def piece(conn: sqlite3.Connection, event: bool) -> Callable[[], None]:
+        def write() -> None:
+            message_id, conversation_id, now = uuid7(), uuid7(), utcnow()
+            row = {"id": message_id.hex, "conversation_id": conversation_id.hex,
+                   "connection_id": None, "platform_message_id": f"m{next(count)}",
+                   "direction": "in", "text": "hello, is my order on its way?",
+                   "sent_at": None, "created_at": now.strftime("%Y-%m-%d %H:%M:%S.%f")}  # fmt: skip
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(insert_message, tuple(row[c.name] for c in messages.columns))
+            if event:
+                data = {**row, "id": str(message_id), "conversation_id": str(conversation_id),
+                        "created_at": now.isoformat().replace("+00:00", "Z")}  # fmt: skip
+                conn.execute(insert_event, (uuid7().hex, "c0ffee", conversation_id.hex,
+                                            "message.created", str(message_id),
+                                            json.dumps(data), row["created_at"]))  # fmt: skip
+            conn.execute("COMMIT")
+
+        return write
+
+    return interleaved_us(
+        {
+            "SQLite: a message alone": piece(database("alone", False), False),
+            "SQLite: message + event, second statement": piece(database("second", False), True),
+            "SQLite: message + event, trigger": piece(database("trigger", True), False),
+        },
+        ops,
+    )
+
+
 def _table(results: dict[str, dict[str, float]]) -> None:
     names = list(dict.fromkeys(n for d in DIALECTS for n in results[d]))
     print("| piece (one thread, interleaved) | " + " | ".join(f"{d} us" for d in DIALECTS) + " |")
@@ -329,6 +413,13 @@ def main() -> int:
     _table(results)
     print()
     _table(inbound)
+    print()
+    with tempfile.TemporaryDirectory(prefix="noclash-events-") as workdir:
+        event_writes = measure_sqlite_event_writes(Path(workdir))
+    print("| piece (one thread, interleaved) | sqlite us |")
+    print("|---|--:|")
+    for name, us in event_writes.items():
+        print(f"| {name} | {us:.0f} |")
     return 0
 
 

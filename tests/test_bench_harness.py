@@ -6,6 +6,7 @@ fixed measuring window of a round, and the op-by-op interleaving of one-writer c
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.harness import (  # noqa: E402
     run_interleaved,
     run_threads,
 )
+from bench.overhead import measure_sqlite_event_writes  # noqa: E402
 
 
 def test_ratios_pair_rounds_instead_of_dividing_medians():
@@ -131,3 +133,17 @@ def test_each_dispatcher_statement_is_counted_as_what_it_does(dialect: str) -> N
     assert kind(outbox._settle_statement()) == "settle"
     assert kind(outbox._settle_statement().returning(outbox.deliveries.c.id)) == "settle"
     assert kind(outbox._settle_batch_statement()) == "settle"
+
+
+def test_the_sqlite_event_probe_writes_what_it_times(tmp_path):
+    """bench.overhead's event probe: each piece wrote its messages, and the two event
+    pieces one message.created per message (the second statement's and the trigger's)."""
+    timings = measure_sqlite_event_writes(tmp_path, ops=20)
+    assert len(timings) == 3 and all(us > 0 for us in timings.values())
+    expected = {"alone": 0, "second": 70, "trigger": 70}  # 50 warm-up calls, 20 timed
+    for name, event_rows in expected.items():
+        with sqlite3.connect(tmp_path / f"events_{name}.db") as conn:
+            assert conn.execute("SELECT count(*) FROM messages").fetchone() == (70,)
+            assert conn.execute(
+                "SELECT count(*) FROM events WHERE type = 'message.created'"
+            ).fetchone() == (event_rows,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 import subprocess
@@ -47,6 +48,7 @@ def test_readme_starts_with_the_two_commands():
     assert "make run" in head and "make test" in head
 
 
+@functools.cache
 def _anchors(page: pathlib.Path) -> set[str]:
     """The fragments GitHub gives a page's headings (lowercase, punctuation dropped, spaces
     as hyphens, a repeated heading suffixed ``-1``, ``-2``...), code blocks skipped."""
