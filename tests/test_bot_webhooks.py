@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -22,20 +20,14 @@ import sqlalchemy as sa
 
 from noclash.channels import webhooks
 from noclash.chat.outbox import WEBHOOK_REMOVED
-from noclash.db.tables import WEBHOOK_DESTINATION, deliveries
-from tests.support.bots import LoopbackBot
-from tests.support.outbound import Stack, outbound_stack, telegram_update
-from tests.support.platforms import TELEGRAM_BAD_GATEWAY, running, wait_for
+from noclash.db.tables import deliveries
+from tests.support.bots import LoopbackBot, bot_stack, pulled_events, webhook_deliveries
+from tests.support.outbound import Stack, telegram_update
+from tests.support.platforms import TELEGRAM_BAD_GATEWAY, wait_for
 
 CHAT = 5550101
 # Retries a test can act between: the first one 2.5 to 5 s after a refusal.
 SLOW_RETRIES = {"delivery_backoff_seconds": 5.0, "delivery_backoff_max_seconds": 10.0}
-
-
-@contextmanager
-def bot_stack(database_url: str, **overrides: Any) -> Iterator[tuple[Stack, LoopbackBot]]:
-    with running(LoopbackBot()) as bot, outbound_stack(database_url, **overrides) as stack:
-        yield stack, bot
 
 
 @pytest.fixture
@@ -57,21 +49,6 @@ def _chatbot(stack: Stack, bot: LoopbackBot, *, secret: bool = True) -> tuple[di
     assert changed.status_code == 200, changed.text
     connection, _token = stack.telegram_connection(chatbot["id"])
     return changed.json(), connection, made
-
-
-def _events(stack: Stack, chatbot_id: str) -> list[dict]:
-    answer = stack.api.get("/api/events", params={"chatbot_id": chatbot_id, "limit": 200})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["items"]
-
-
-def _webhook_deliveries(stack: Stack) -> list[Any]:
-    with stack.server.engine.connect() as conn:
-        return conn.execute(
-            sa.select(deliveries)
-            .where(deliveries.c.destination == WEBHOOK_DESTINATION)
-            .order_by(deliveries.c.id)
-        ).all()
 
 
 def _delivery_of(stack: Stack, event_id: str) -> Any:
@@ -124,7 +101,7 @@ def test_an_event_reaches_the_bot_signed_as_documented(both):
     timestamp = int(request.headers["noclash-signature"].split(",")[0].removeprefix("t="))
     assert abs(timestamp - request.at) < 5
     # The same envelope the pull API answers.
-    pulled = {e["id"]: e for e in _events(stack, chatbot["id"])}
+    pulled = {e["id"]: e for e in pulled_events(stack, chatbot["id"])}
     assert json.loads(request.body) == pulled[event["id"]]
     assert event["data"]["message"]["direction"] == "in"
     assert event["conversation_id"] == event["data"]["message"]["conversation_id"]
@@ -160,13 +137,13 @@ def test_64_concurrent_redeliveries_make_one_event_and_one_bot_call(both):
 
     with ThreadPoolExecutor(64) as pool:
         assert set(pool.map(redeliver, range(64))) == {200}
-    events = _events(stack, chatbot["id"])
+    events = pulled_events(stack, chatbot["id"])
     assert [e["type"] for e in events] == ["conversation.created", "message.created"]
     for event in events:
         _wait_sent(stack, event["id"])
     time.sleep(0.5)  # time for a second call, if there were one
     assert [e["id"] for e in bot.events()] == [e["id"] for e in events]
-    assert len(_webhook_deliveries(stack)) == 2
+    assert len(webhook_deliveries(stack)) == 2
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -211,15 +188,17 @@ def test_after_the_last_attempt_the_event_fails_and_the_failure_is_not_sent_to_t
         chatbot, connection, _secret = _chatbot(stack, bot)
         stack.telegram_customer(connection, CHAT, "anyone there?", 5001)
         assert wait_for(
-            lambda: [d.status for d in _webhook_deliveries(stack)] == ["failed", "failed"],
+            lambda: [d.status for d in webhook_deliveries(stack)] == ["failed", "failed"],
             timeout=20,
-        ), _webhook_deliveries(stack)
-        for delivery in _webhook_deliveries(stack):
+        ), webhook_deliveries(stack)
+        for delivery in webhook_deliveries(stack):
             assert delivery.attempts == 3
             assert delivery.last_error == (
                 'gave up after 3 attempts: the webhook answered 503: {"error":"maintenance"}'
             )
-        failures = [e for e in _events(stack, chatbot["id"]) if e["type"] == "delivery.failed"]
+        failures = [
+            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
+        ]
         assert len(failures) == 2
         assert {f["data"]["delivery"]["destination"] for f in failures} == {"webhook"}
         time.sleep(0.5)
@@ -235,7 +214,7 @@ def test_events_reach_the_bot_in_order_per_conversation(both):
     bot.fail_next(2, 500, {})
     for n in range(5):
         stack.telegram_customer(connection, CHAT, f"part {n}", 6000 + n)
-    stored = [e["id"] for e in _events(stack, chatbot["id"])]
+    stored = [e["id"] for e in pulled_events(stack, chatbot["id"])]
     assert len(stored) == 6
     assert wait_for(lambda: len({e["id"] for e in bot.events()}) == 6, timeout=20)
     first_receipts = list(dict.fromkeys(e["id"] for e in bot.events()))
@@ -282,9 +261,11 @@ def test_removing_the_webhook_url_fails_the_events_on_their_way(database_url):
         assert wait_for(lambda: len(bot.requests) == 1, timeout=10)
         removed = stack.api.patch(f"/api/chatbots/{chatbot['id']}", json={"webhook_url": None})
         assert removed.status_code == 200 and removed.json()["webhook_url"] is None
-        pending = _webhook_deliveries(stack)
+        pending = webhook_deliveries(stack)
         assert [(d.status, d.last_error) for d in pending] == [("failed", WEBHOOK_REMOVED)] * 2
-        failures = [e for e in _events(stack, chatbot["id"]) if e["type"] == "delivery.failed"]
+        failures = [
+            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
+        ]
         assert sorted(f["data"]["delivery"]["id"] for f in failures) == sorted(
             str(d.id) for d in pending
         )
@@ -292,7 +273,7 @@ def test_removing_the_webhook_url_fails_the_events_on_their_way(database_url):
         stack.telegram_customer(connection, CHAT, "hello?", 8002)
         time.sleep(1.0)
         assert len(bot.requests) == 1
-        assert len(_webhook_deliveries(stack)) == 2
+        assert len(webhook_deliveries(stack)) == 2
 
 
 # -- two destinations, one conversation -------------------------------------------------------
@@ -307,7 +288,7 @@ def test_a_bot_refusing_for_hours_never_holds_up_a_reply(database_url):
         reply = stack.reply(conversation["id"], "right away").json()
         stack.wait_delivery(conversation["id"], reply["id"], "sent", timeout=5)
         assert [m["text"] for m in stack.telegram.delivered()] == ["right away"]
-        assert {d.status for d in _webhook_deliveries(stack)} <= {"queued", "sending"}
+        assert {d.status for d in webhook_deliveries(stack)} <= {"queued", "sending"}
 
 
 def test_a_platform_outage_never_holds_up_the_bots_events(database_url):

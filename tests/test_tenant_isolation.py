@@ -45,6 +45,7 @@ class Tenant:
     secret_text: str
     keyed_bot: dict = field(default_factory=dict)
     webhook_secret: str = ""
+    event_ids: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, str]:
         """The values a route's path parameters take for this tenant's records."""
@@ -57,6 +58,7 @@ class Tenant:
             "session_id": self.session["session_id"],
             "user_id": self.user_id,
             "message_id": self.message_ids[-1],
+            "event_id": self.event_ids[-1],
         }
 
     def private(self) -> set[str]:
@@ -71,6 +73,7 @@ class Tenant:
             self.keyed_bot["id"],
             self.psid,
             *self.message_ids,
+            *self.event_ids,
             self.secret_text,
             self.bot["webhook_url"],
             self.webhook_secret,
@@ -115,6 +118,9 @@ def _tenant(live, email: str) -> Tenant:
     assert keyed.status_code == 201
     tenant.keyed_bot = keyed.json()
     tenant.webhook_secret = webhook_secret["webhook_secret"]
+    pulled = client.get("/api/events", params={"chatbot_id": bot["id"], "limit": 200})
+    tenant.event_ids = [e["id"] for e in pulled.json()["items"]]
+    assert tenant.event_ids
     return tenant
 
 
@@ -184,6 +190,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/api/messages/{message_id}/retry"): Probe(404, 401),
     # B's own events only (the answer is checked for anything of A's); A's chatbot: 404.
     ("GET", "/api/events"): Probe(200, 401),
+    # A's event, its webhook delivery, and sending it or A's failed ones again.
+    ("GET", "/api/events/{event_id}"): Probe(404, 401),
+    ("POST", "/api/events/{event_id}/retry"): Probe(404, 401),
+    ("POST", "/api/chatbots/{chatbot_id}/events/retry-failed"): Probe(404, 401),
     # A's chatbot's live stream: 404 like its pull API (B's own: tests/test_stream.py).
     ("GET", "/api/stream"): Probe(
         404, 401, params={"chatbot_id": "{chatbot_id}"}, stream=True

@@ -11,13 +11,18 @@ for every answer.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.platforms import LoopbackPlatform, Received
+from noclash.db.tables import WEBHOOK_DESTINATION, deliveries
+from tests.support.outbound import Stack, outbound_stack
+from tests.support.platforms import LoopbackPlatform, Received, running
 
 
 class LoopbackBot(LoopbackPlatform):
@@ -63,4 +68,28 @@ class LoopbackBot(LoopbackPlatform):
         return [r for r in self.requests if r.headers.get("noclash-event-id") == event_id]
 
 
-__all__ = ["LoopbackBot"]
+@contextmanager
+def bot_stack(database_url: str, **overrides: Any) -> Iterator[tuple[Stack, LoopbackBot]]:
+    """The outbound stack (app, dispatcher, loopback Telegram) and a loopback bot."""
+    with running(LoopbackBot()) as bot, outbound_stack(database_url, **overrides) as stack:
+        yield stack, bot
+
+
+def pulled_events(stack: Stack, chatbot_id: str) -> list[dict]:
+    """The chatbot's events as the pull API answers them (one page of up to 200)."""
+    answer = stack.api.get("/api/events", params={"chatbot_id": chatbot_id, "limit": 200})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
+
+
+def webhook_deliveries(stack: Stack) -> list[Any]:
+    """Every webhook delivery row, oldest first."""
+    with stack.server.engine.connect() as conn:
+        return conn.execute(
+            sa.select(deliveries)
+            .where(deliveries.c.destination == WEBHOOK_DESTINATION)
+            .order_by(deliveries.c.id)
+        ).all()
+
+
+__all__ = ["LoopbackBot", "bot_stack", "pulled_events", "webhook_deliveries"]

@@ -49,6 +49,7 @@ ROUTERS = [
     messages.router,
     messages.items,
     events.router,
+    events.nested,
     stream.router,
     widget.router,
     stream.widget,

@@ -122,6 +122,15 @@ def reading(bind: Engine | Connection) -> AbstractContextManager[Connection]:
     return read_only(bind).connect()
 
 
+def writing(bind: Engine | Connection) -> AbstractContextManager[Connection]:
+    """A transaction on ``bind``: the caller's own connection (already in one, left
+    open), or a new one committed at the end. For :func:`deliver` work that does
+    something before it writes (numbering events, which commits on its own)."""
+    if isinstance(bind, Connection):
+        return nullcontext(bind)
+    return bind.begin()
+
+
 # -- the thread side ----------------------------------------------------------------------
 def _finish(value: Any, render: Render | None) -> Any:
     return value if render is None else render(value)
@@ -165,4 +174,5 @@ __all__ = [
     "reading",
     "request_transaction",
     "write",
+    "writing",
 ]

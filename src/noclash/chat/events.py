@@ -498,8 +498,24 @@ def deliveries_failed(conn: Connection, failed: Sequence[tuple[UUID, str]]) -> N
             chatbot_id=row.chatbot_id,
             conversation_id=row.conversation_id,
             data={"delivery": data},
-            to_webhook=row.destination != WEBHOOK_DESTINATION,
+            to_webhook=not _about_a_webhook_delivery(data),
         )
+
+
+def _about_a_webhook_delivery(delivery: dict[str, Any]) -> bool:
+    """Whether a ``delivery.failed``'s delivery is a webhook's: that event is never sent
+    to the webhook (it would announce its own failure, to the bot that is not answering)."""
+    return delivery.get("destination") == WEBHOOK_DESTINATION
+
+
+def goes_to_webhook(event: Any) -> bool:
+    """Whether the chatbot's webhook gets this event (a row of ``events``): every event of
+    a conversation (a webhook delivery belongs to one) but a ``delivery.failed`` about a
+    webhook delivery."""
+    if event.conversation_id is None:
+        return False
+    data = event.payload.get("delivery") if event.type == EventType.DELIVERY_FAILED else None
+    return not (isinstance(data, dict) and _about_a_webhook_delivery(data))
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -615,6 +631,7 @@ __all__ = [
     "conversation_event",
     "deliveries_failed",
     "envelope",
+    "goes_to_webhook",
     "latest",
     "message_created",
     "message_created_cte",

@@ -1,4 +1,7 @@
-"""``GET /api/events``: the pull API of a chatbot's events (and how a bot catches up).
+"""``GET /api/events``: the pull API of a chatbot's events (and how a bot catches up);
+``GET /api/events/{id}`` and ``POST /api/events/{id}/retry``: one event with its webhook
+delivery, and sending it again; ``POST /api/chatbots/{id}/events/retry-failed``: every
+failed webhook delivery of a chatbot sent again (:mod:`noclash.chat.event_deliveries`).
 
 Events come in their one order (``seq``, given after commit: see
 :mod:`noclash.chat.events`), after the event named by ``after``; ``next_cursor`` is the
@@ -14,7 +17,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection, Engine
 from starlette.responses import Response
 
@@ -22,13 +25,16 @@ from noclash.api.deps import CurrentUser
 from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
-from noclash.api.work import deliver, reading
-from noclash.chat import events
+from noclash.api.routes.messages import wake_dispatcher
+from noclash.api.schemas import StrictModel
+from noclash.api.work import deliver, read, reading, write, writing
+from noclash.chat import event_deliveries, events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import NotFound
-from noclash.db.tables import chatbots
+from noclash.db.tables import DeliveryStatus, chatbots
 
 router = APIRouter(prefix="/api/events", tags=["events"])
+nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/events", tags=["events"])
 
 
 class EventOut(BaseModel):
@@ -43,7 +49,38 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
+class EventDeliveryOut(BaseModel):
+    """Where an event stands with its chatbot's webhook (docs/events.md)."""
+
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="When the next attempt is due (null unless queued)."
+    )
+
+
+class EventWithDeliveryOut(EventOut):
+    """An event and its webhook delivery (null: the webhook does not get it, or the
+    chatbot had none when it happened)."""
+
+    delivery: EventDeliveryOut | None
+
+
+class RetryFailedIn(StrictModel):
+    after: UUID | None = Field(
+        None, description="An event id: only the failed events after it (default: all)."
+    )
+
+
+class RetriedOut(BaseModel):
+    requeued: int = Field(description="Webhook deliveries queued again.")
+
+
 EVENT_PAGE = Rendered(Page[EventOut], 200)
+EVENT = Rendered(EventWithDeliveryOut, 200)
+RETRIED = Rendered(RetriedOut, 200)
 
 
 @router.get(
@@ -99,3 +136,81 @@ def _list(
         "items": [events.envelope(r) for r in shown],
         "next_cursor": str(shown[-1].id) if len(rows) > limit else None,
     }
+
+
+def event_view(row: Any) -> dict[str, Any]:
+    """A row of :func:`noclash.chat.event_deliveries.with_delivery` as
+    :class:`EventWithDeliveryOut` reads it."""
+    m = row._mapping
+    delivery = None
+    if m["delivery_status"] is not None:
+        delivery = {f: m[f"delivery_{f}"] for f in event_deliveries.DELIVERY_FIELDS}
+        if delivery["status"] != DeliveryStatus.QUEUED:
+            delivery["next_attempt_at"] = None  # a claim's lease end, or nothing to come
+    return {**events.envelope(row), "delivery": delivery}
+
+
+@router.get("/{event_id}", response_model=EventWithDeliveryOut, responses=problems(401, 404))
+async def get_event(request: Request, event_id: str, user: CurrentUser) -> Response:
+    """One of your events, as every reader gets it, with its webhook delivery."""
+    return await read(request, _get, event_id, user.id, render=EVENT)
+
+
+def _get(conn: Connection, event_id: str, owner_id: UUID) -> dict[str, Any]:
+    return event_view(event_deliveries.get_event(conn, event_id, owner_id=owner_id))
+
+
+@router.post(
+    "/{event_id}/retry",
+    response_model=EventWithDeliveryOut,
+    responses=problems(
+        401, 404, ProblemType.CONFLICT,
+        s409="The chatbot has no webhook_url, the webhook never gets this event, or its "
+        "delivery is being sent or was sent",
+    ),
+)  # fmt: skip
+async def retry_event(request: Request, event_id: str, user: CurrentUser) -> Response:
+    """Send the event to its chatbot's webhook again, now, with a fresh count of attempts:
+    a failed delivery, or one waiting for its next attempt, is queued due now; an event
+    the webhook never got (it was set later) gets a delivery. It goes with the same
+    ``Noclash-Event-Id``, signed with the current secret, to the current ``webhook_url``."""
+    response = await write(request, _retry, event_id, user.id, render=EVENT)
+    wake_dispatcher(request)
+    return response
+
+
+def _retry(conn: Connection, event_id: str, owner_id: UUID) -> dict[str, Any]:
+    return event_view(event_deliveries.retry_event(conn, event_id, owner_id=owner_id))
+
+
+@nested.post(
+    "/retry-failed",
+    response_model=RetriedOut,
+    responses=problems(
+        401, 404, ProblemType.CONFLICT,
+        s404="chatbot_id is not yours, or after names no event of it",
+        s409="The chatbot has no webhook_url",
+    ),
+)  # fmt: skip
+async def retry_failed(
+    request: Request, chatbot_id: str, user: CurrentUser, body: RetryFailedIn | None = None
+) -> Response:
+    """Send every failed event of the chatbot to its webhook again (only those after the
+    event ``after``, when given): for a bot back from an outage longer than its retries.
+    Each is queued due now with a fresh count of attempts, and the dispatcher sends them
+    in order per conversation. Safe to repeat: what is already queued again is not
+    counted twice."""
+    after = body.after if body is not None else None
+    response = await deliver(request, _retry_failed, chatbot_id, user.id, after, render=RETRIED)
+    wake_dispatcher(request)
+    return response
+
+
+def _retry_failed(
+    bind: Engine | Connection, chatbot_id: str, owner_id: UUID, after: UUID | None
+) -> dict[str, int]:
+    if after is not None and isinstance(bind, Engine):
+        events.sequence_all(bind)  # so that ``after`` has its place
+    with writing(bind) as conn:
+        count = event_deliveries.retry_failed(conn, chatbot_id, owner_id=owner_id, after=after)
+    return {"requeued": count}

@@ -1,0 +1,217 @@
+"""An event's webhook delivery: where it stands, and sending the event to the bot again.
+
+A bot that was down longer than its webhook's retries (``NOCLASH_WEBHOOK_MAX_ATTEMPTS``,
+seven to fourteen hours) finds its events ``failed``; a bot whose webhook was set after an
+event never got that event. It can read what it missed from the pull API
+(``GET /api/events``), or, once it is fixed, have noclash send the events again:
+
+- :func:`retry_event`: one event, now, with a fresh count of attempts: its failed (or
+  still backing off) delivery is queued again, or, if it never had one, one is made;
+- :func:`retry_failed`: every failed webhook delivery of a chatbot at once (after an
+  event, optionally), in one statement.
+
+Both only queue: the dispatcher sends, as it sends any event (:mod:`noclash.dispatch`),
+with the chatbot's current URL and secret, the same ``Noclash-Event-Id`` (a bot that did
+handle it drops the repeat), and in order per conversation: a delivery waits while an
+older delivery of its conversation is pending, so a conversation's newer events wait for
+its failed ones queued again (those sent meanwhile reached the bot before them), and a
+delivery made now for an event from before the webhook, the newest, waits for the rest.
+A delivery being sent right now (``sending``), or sent, is not queued again: the first is
+on its way, and the second was acknowledged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from noclash.chat import events
+from noclash.chat.chatbots import get_chatbot
+from noclash.chat.errors import Conflict, NotFound
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import (
+    WEBHOOK_DESTINATION,
+    DeliveryStatus,
+    chatbots,
+    conversations,
+    deliveries,
+)
+from noclash.db.tables import events as events_table
+from noclash.db.types import utcnow
+from noclash.unique import uuid7
+from noclash.unique.ids import parse_uuid
+
+# What an event shows of its webhook delivery, as ``delivery_<field>`` columns.
+DELIVERY_FIELDS = ("status", "attempts", "last_error", "sent_at", "next_attempt_at")
+# A delivery in these states is queued again by a retry: it failed, or it waits for its
+# next attempt (a retry brings that forward). ``unknown`` is a reply's state, never a
+# webhook's (a bot drops a repeat, so an event is simply sent again), but it is retried
+# like a failure should one be found.
+RETRIED = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.QUEUED)
+FAILED = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+
+_OF_WEBHOOK = sa.and_(
+    deliveries.c.event_id == events_table.c.id,
+    deliveries.c.destination == WEBHOOK_DESTINATION,
+)
+
+
+def with_delivery() -> sa.Select[Any]:
+    """Events with their webhook delivery's state as ``delivery_<field>`` columns (NULL
+    when the event has none)."""
+    return sa.select(
+        events_table, *(deliveries.c[f].label(f"delivery_{f}") for f in DELIVERY_FIELDS)
+    ).outerjoin(deliveries, _OF_WEBHOOK)
+
+
+def get_event(conn: Connection, event_id: UUID | str, *, owner_id: UUID) -> Row:
+    """One of the caller's events with its webhook delivery; another user's, or a
+    malformed id, is NotFound."""
+    ident = event_id if isinstance(event_id, UUID) else parse_uuid(event_id)
+    row = None
+    if ident is not None:
+        row = conn.execute(
+            with_delivery().where(
+                events_table.c.id == ident,
+                events_table.c.chatbot_id.in_(events.owned_chatbots(owner_id)),
+            )
+        ).first()
+    if row is None:
+        raise NotFound("event not found")
+    return row
+
+
+def retry_event(
+    conn: Connection, event_id: UUID | str, *, owner_id: UUID, now: datetime | None = None
+) -> Row:
+    """Send one of the caller's events to its chatbot's webhook again, due now, with a
+    fresh count of attempts; returns the event with its delivery.
+
+    409 (:class:`Conflict`, naming the field) when it cannot be: the event is one the
+    webhook never gets (``type``), the chatbot has no webhook (``webhook_url``), or its
+    delivery is being sent or was sent (``status``).
+    """
+    now = now or utcnow()
+    event = get_event(conn, event_id, owner_id=owner_id)
+    if not events.goes_to_webhook(event):
+        raise Conflict(
+            "this event is never sent to the webhook (a failure of a webhook delivery "
+            "is announced in the pull API only)",
+            fields=("type",),
+        )
+    webhook_url = conn.execute(
+        sa.select(chatbots.c.webhook_url).where(chatbots.c.id == event.chatbot_id)
+    ).scalar()
+    if webhook_url is None:
+        raise Conflict("the chatbot has no webhook_url to send it to", fields=("webhook_url",))
+    if not _made(conn, event, now) and not _queued_again(conn, event.id, now):
+        status = conn.execute(
+            sa.select(deliveries.c.status).where(
+                deliveries.c.event_id == event.id,
+                deliveries.c.destination == WEBHOOK_DESTINATION,
+            )
+        ).scalar_one()
+        raise Conflict(
+            f"the delivery is {status}; only a failed or queued one is sent again",
+            fields=("status",),
+            current_status=status,
+        )
+    return get_event(conn, event.id, owner_id=owner_id)
+
+
+def _made(conn: Connection, event: Row, now: datetime) -> bool:
+    """A webhook delivery for an event that has none (the webhook came after it); False
+    when it has one (``uq_deliveries_event_id_destination``: a concurrent retry's, too)."""
+    values = {
+        "id": uuid7(), "event_id": event.id, "destination": WEBHOOK_DESTINATION,
+        "conversation_id": event.conversation_id, "status": DeliveryStatus.QUEUED,
+        "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    insert = (
+        dialect_for(conn)
+        .insert(deliveries)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["event_id", "destination"])
+        .returning(deliveries.c.id)
+    )
+    return conn.execute(insert).first() is not None
+
+
+def _requeue(now: datetime) -> dict[str, Any]:
+    """The values that queue a delivery again: due now, a fresh count of attempts, no
+    claim (the last error stays, until an attempt replaces it)."""
+    return {
+        "status": DeliveryStatus.QUEUED,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "claimed_by": None,
+        "updated_at": now,
+    }
+
+
+def _queued_again(conn: Connection, event_id: UUID, now: datetime) -> bool:
+    """The event's webhook delivery queued again if it is in a state that may be (one
+    guarded statement: a dispatcher claiming it meanwhile wins, and this says False)."""
+    row = conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.event_id == event_id,
+            deliveries.c.destination == WEBHOOK_DESTINATION,
+            deliveries.c.status.in_(RETRIED),
+        )
+        .values(**_requeue(now))
+        .returning(deliveries.c.id)
+    ).first()
+    return row is not None
+
+
+def retry_failed(
+    conn: Connection,
+    chatbot_id: UUID | str,
+    *,
+    owner_id: UUID,
+    after: UUID | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Queue again every failed webhook delivery of the caller's chatbot (only of the
+    events after the event ``after``, in the pull API's order, when given); how many.
+
+    One statement, so it is all or nothing, and safe to repeat: a second call finds them
+    queued and queues nothing more. The events must be numbered (``seq``) for ``after``
+    to be placed: the caller numbers them first (:func:`noclash.chat.events.sequence_all`).
+    """
+    now = now or utcnow()
+    chatbot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
+    if chatbot.webhook_url is None:
+        raise Conflict("the chatbot has no webhook_url to send them to", fields=("webhook_url",))
+    of_chatbot = sa.select(conversations.c.id).where(conversations.c.chatbot_id == chatbot.id)
+    where = [
+        deliveries.c.destination == WEBHOOK_DESTINATION,
+        deliveries.c.status.in_(FAILED),
+        deliveries.c.conversation_id.in_(of_chatbot),
+    ]
+    if after is not None:
+        position = events.position(conn, after, events.of_chatbots([chatbot.id]))
+        if position is None:
+            raise NotFound("after names no event of this chatbot")
+        later = sa.select(events_table.c.id).where(
+            events_table.c.chatbot_id == chatbot.id, events_table.c.seq > position
+        )
+        where.append(deliveries.c.event_id.in_(later))
+    queued = conn.execute(
+        sa.update(deliveries).where(*where).values(**_requeue(now)).returning(deliveries.c.id)
+    ).all()
+    return len(queued)
+
+
+__all__ = [
+    "DELIVERY_FIELDS",
+    "get_event",
+    "retry_event",
+    "retry_failed",
+    "with_delivery",
+]
