@@ -178,6 +178,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("DELETE", "/api/chatbots/{chatbot_id}"): Probe(404, 401),
     # Another's secret is neither rotated nor shown (A's stored secret is checked below).
     ("POST", "/api/chatbots/{chatbot_id}/webhook-secret"): Probe(404, 401),
+    # Nothing is sent to another's webhook (A's is a name nobody answers at anyway).
+    ("POST", "/api/chatbots/{chatbot_id}/webhook-ping"): Probe(404, 401),
     # Public by design: what a widget shows (name, token, require_auth), nothing else.
     ("GET", "/api/public/chatbots/{public_token}"): Probe(200, 200),
     ("GET", "/api/chatbots/{chatbot_id}/connections"): Probe(404, 401),

@@ -45,6 +45,9 @@ class SendResult:
     # Seconds the platform asked us to wait (Telegram's parameters.retry_after), or a floor
     # for its rate limits (Meta names none).
     retry_after: float | None = None
+    # The HTTP status the other side answered (None: no answer), where a caller shows it
+    # (a webhook's ping).
+    status_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -396,10 +396,13 @@ class WebhookSender:
         except httpx.InvalidURL as exc:
             # Checked when it was set; a URL written around the API cannot be sent to.
             return SendResult(Outcome.FAILED, error=f"webhook_url cannot be sent to: {exc}")
+        status = answer.status_code
         if answer.is_success:
-            return SendResult(Outcome.SENT)
-        error = f"the webhook answered {answer.status_code}"
-        return SendResult(Outcome.RETRY, error=f"{error}: {excerpt}" if excerpt else error)
+            return SendResult(Outcome.SENT, status_code=status)
+        error = f"the webhook answered {status}"
+        return SendResult(
+            Outcome.RETRY, error=f"{error}: {excerpt}" if excerpt else error, status_code=status
+        )
 
 
 async def _excerpt(answer: httpx.Response) -> str:

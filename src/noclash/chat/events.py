@@ -605,6 +605,24 @@ def of_owner(owner_id: UUID) -> Any:
     return events.c.chatbot_id.in_(owned_chatbots(owner_id).scalar_subquery())
 
 
+# A webhook test (``POST /api/chatbots/{id}/webhook-ping``): an envelope of this type is
+# sent to the webhook at once, and is not an event (not stored, not in the pull API).
+PING = "ping"
+
+
+def ping_envelope(chatbot_id: UUID, now: datetime | None = None) -> dict[str, Any]:
+    """A ``ping`` in an event's envelope, with an id of its own (a bot that drops repeats
+    by id never takes a second ping for a repeat)."""
+    return {
+        "id": str(uuid7()),
+        "type": PING,
+        "chatbot_id": str(chatbot_id),
+        "conversation_id": None,
+        "created_at": _json(now or utcnow()),
+        "data": {},
+    }
+
+
 def envelope(row: Row) -> dict[str, Any]:
     """An event as every reader gets it: webhooks, streams and the pull API."""
     return {
@@ -620,6 +638,7 @@ def envelope(row: Row) -> dict[str, Any]:
 __all__ = [
     "EVENTS_OPTION",
     "EVENT_TYPES",
+    "PING",
     "Event",
     "EventType",
     "announced",
@@ -639,6 +658,7 @@ __all__ = [
     "of_chatbots",
     "of_owner",
     "owned_chatbots",
+    "ping_envelope",
     "position",
     "read",
     "record",

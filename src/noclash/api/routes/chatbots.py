@@ -13,6 +13,7 @@ answer says ``has_webhook_secret``.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -29,8 +30,10 @@ from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import read, write
 from noclash.channels import webhooks
+from noclash.channels.sending import Outcome
 from noclash.chat import chatbots as chat
-from noclash.chat.errors import InvalidInput, Unauthenticated
+from noclash.chat import events
+from noclash.chat.errors import Conflict, InvalidInput, Unauthenticated
 from noclash.chat.users import User
 from noclash.db.tables import chatbots, max_length
 
@@ -104,6 +107,17 @@ class WebhookSecretOut(BaseModel):
     )
 
 
+class PingOut(BaseModel):
+    """How the webhook answered a ``ping``: sent now, once, and not stored."""
+
+    delivered: bool = Field(description="The webhook answered 2xx.")
+    event_id: UUID = Field(description="The ping's Noclash-Event-Id.")
+    signed: bool = Field(description="Sent with a Noclash-Signature (the chatbot has a secret).")
+    status_code: int | None = Field(description="The webhook's HTTP status (null: no answer).")
+    error: str | None = Field(description="Why it was not delivered, as last_error says it.")
+    duration_ms: float = Field(description="From the request's start to the answer's end.")
+
+
 class PublicChatbotOut(BaseModel):
     name: str
     public_token: UUID
@@ -135,6 +149,7 @@ CHATBOT = Rendered(ChatbotOut, 200)
 CHATBOT_PAGE = Rendered(Page[ChatbotOut], 200)
 PUBLIC_CHATBOT = Rendered(PublicChatbotOut, 200)
 WEBHOOK_SECRET = Rendered(WebhookSecretOut, 200)
+PING = Rendered(PingOut, 200)
 
 
 async def check_webhook_url(request: Request, url: str | None) -> None:
@@ -233,6 +248,47 @@ async def rotate_webhook_secret(request: Request, chatbot_id: str, user: Current
 
 def _set_secret(conn: Connection, chatbot_id: str, owner_id: UUID, secret: str) -> None:
     chat.set_webhook_secret(conn, chatbot_id, owner_id=owner_id, secret=secret)
+
+
+@router.post(
+    "/{chatbot_id}/webhook-ping",
+    response_model=PingOut,
+    responses=problems(401, 404, ProblemType.CONFLICT, s409="The chatbot has no webhook_url"),
+)
+async def ping_webhook(request: Request, chatbot_id: str, user: CurrentUser) -> Response:
+    """Send a ``ping`` to the chatbot's webhook now, as every event is sent (signed with
+    its secret, over a connection checked to lead outside noclash's network, within
+    ``NOCLASH_PLATFORM_TIMEOUT_SECONDS``), and answer how the webhook answered: a bot's
+    set-up check. The ping is not an event: it is not stored, not retried and not in
+    ``GET /api/events``; a refusal is a 200 with ``delivered`` false and the reason."""
+    bot = await read(request, _get_row, chatbot_id, user.id)
+    if bot.webhook_url is None:
+        raise Conflict("the chatbot has no webhook_url to ping", fields=("webhook_url",))
+    settings = request.app.state.settings
+    ping = events.ping_envelope(bot.id)
+    post = webhooks.EventPost(bot.webhook_url, bot.webhook_secret, ping)
+    sender = webhooks.WebhookSender(settings.platform_timeout_seconds)
+    started = time.perf_counter()
+    async with webhooks.client(
+        timeout=settings.platform_timeout_seconds,
+        max_connections=1,
+        allow_private=settings.allow_private_webhooks,
+    ) as client:
+        result = await sender.send(client, post)
+    return PING(
+        {
+            "delivered": result.outcome == Outcome.SENT,
+            "event_id": ping["id"],
+            "signed": bool(bot.webhook_secret),
+            "status_code": result.status_code,
+            "error": result.error,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+    )
+
+
+def _get_row(conn: Connection, chatbot_id: str, owner_id: UUID) -> Any:
+    return chat.get_chatbot(conn, chatbot_id, owner_id=owner_id)
 
 
 @router.delete(
