@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # connection of its own, and LISTEN, so streams in other processes wake at once. Off:
     # they see this process's events at their next periodic re-read.
     events_notify: bool = True
+    # Events older than this many days are deleted by the dispatchers, except one still on
+    # its way to a webhook (unset: every event is kept).
+    event_retention_days: float | None = Field(default=None, gt=0)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -68,18 +68,23 @@ def with_delivery() -> sa.Select[Any]:
     ).outerjoin(deliveries, _OF_WEBHOOK)
 
 
-def get_event(conn: Connection, event_id: UUID | str, *, owner_id: UUID) -> Row:
+def get_event(
+    conn: Connection, event_id: UUID | str, *, owner_id: UUID, hold: bool = False
+) -> Row:
     """One of the caller's events with its webhook delivery; another user's, or a
-    malformed id, is NotFound."""
+    malformed id, is NotFound. ``hold``: the event is kept from being pruned until the
+    transaction ends (``FOR KEY SHARE`` where the database locks rows; see
+    :func:`noclash.chat.events.prune`)."""
     ident = event_id if isinstance(event_id, UUID) else parse_uuid(event_id)
     row = None
     if ident is not None:
-        row = conn.execute(
-            with_delivery().where(
-                events_table.c.id == ident,
-                events_table.c.chatbot_id.in_(events.owned_chatbots(owner_id)),
-            )
-        ).first()
+        query = with_delivery().where(
+            events_table.c.id == ident,
+            events_table.c.chatbot_id.in_(events.owned_chatbots(owner_id)),
+        )
+        if hold:
+            query = query.with_for_update(of=events_table, read=True, key_share=True)
+        row = conn.execute(query).first()
     if row is None:
         raise NotFound("event not found")
     return row
@@ -96,7 +101,7 @@ def retry_event(
     delivery is being sent or was sent (``status``).
     """
     now = now or utcnow()
-    event = get_event(conn, event_id, owner_id=owner_id)
+    event = get_event(conn, event_id, owner_id=owner_id, hold=True)
     if not events.goes_to_webhook(event):
         raise Conflict(
             "this event is never sent to the webhook (a failure of a webhook delivery "
@@ -114,7 +119,9 @@ def retry_event(
                 deliveries.c.event_id == event.id,
                 deliveries.c.destination == WEBHOOK_DESTINATION,
             )
-        ).scalar_one()
+        ).scalar()
+        if status is None:  # pruned with the event by a transaction that ran before
+            raise NotFound("event not found")
         raise Conflict(
             f"the delivery is {status}; only a failed or queued one is sent again",
             fields=("status",),
@@ -189,19 +196,33 @@ def retry_failed(
     if chatbot.webhook_url is None:
         raise Conflict("the chatbot has no webhook_url to send them to", fields=("webhook_url",))
     of_chatbot = sa.select(conversations.c.id).where(conversations.c.chatbot_id == chatbot.id)
-    where = [
-        deliveries.c.destination == WEBHOOK_DESTINATION,
-        deliveries.c.status.in_(FAILED),
-        deliveries.c.conversation_id.in_(of_chatbot),
-    ]
+    # The events of failed deliveries are held (FOR KEY SHARE) so that none is pruned
+    # under its delivery queued again; one being pruned right now is waited for, and is
+    # then not there to queue.
+    failed = deliveries.alias("failed")
+    of_failed = sa.and_(
+        failed.c.event_id == events_table.c.id,
+        failed.c.destination == WEBHOOK_DESTINATION,
+        failed.c.status.in_(FAILED),
+    )
+    held = (
+        sa.select(events_table.c.id)
+        .join(failed, of_failed)
+        .where(events_table.c.chatbot_id == chatbot.id)
+    )
     if after is not None:
         position = events.position(conn, after, events.of_chatbots([chatbot.id]))
         if position is None:
             raise NotFound("after names no event of this chatbot")
-        later = sa.select(events_table.c.id).where(
-            events_table.c.chatbot_id == chatbot.id, events_table.c.seq > position
-        )
-        where.append(deliveries.c.event_id.in_(later))
+        held = held.where(events_table.c.seq > position)
+    where = [
+        deliveries.c.destination == WEBHOOK_DESTINATION,
+        deliveries.c.status.in_(FAILED),
+        deliveries.c.conversation_id.in_(of_chatbot),
+        deliveries.c.event_id.in_(
+            held.with_for_update(of=events_table, read=True, key_share=True)
+        ),
+    ]
     queued = conn.execute(
         sa.update(deliveries).where(*where).values(**_requeue(now)).returning(deliveries.c.id)
     ).all()

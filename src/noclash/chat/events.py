@@ -47,6 +47,7 @@ from noclash.db.dialects import Dialect, dialect_for
 from noclash.db.engine import read_only
 from noclash.db.prepared import Prepared
 from noclash.db.tables import (
+    PENDING_DELIVERY,
     WEBHOOK_DESTINATION,
     DeliveryStatus,
     chatbots,
@@ -57,6 +58,7 @@ from noclash.db.tables import (
 )
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
+from noclash.unique.ids import uuid7_floor
 
 Row = sa.Row[Any]
 
@@ -65,6 +67,8 @@ Row = sa.Row[Any]
 EVENTS_OPTION = "noclash_events"
 # Rows one sequencing transaction numbers at most.
 SEQUENCE_BATCH = 1000
+# Events one pruning transaction deletes at most (see prune).
+PRUNE_BATCH = 1000
 
 
 class EventType(StrEnum):
@@ -567,6 +571,46 @@ def sequence_all(engine: Engine) -> int:
             return total
 
 
+def prune(conn: Connection, *, before: datetime, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` events made before ``before``, oldest first; how many.
+
+    Kept whatever their age: an event not numbered yet (a reader may be about to number
+    it), and an event still on its way to a webhook (a ``queued`` or ``sending``
+    delivery): nothing acknowledged is lost to a retention rule. Its webhook deliveries,
+    settled, go with it (``ON DELETE CASCADE``).
+
+    "Made before" is read from the id (UUIDv7: ``id < uuid7_floor(before)``), so the scan
+    walks the primary key from the oldest event and stops at the first one too new,
+    instead of reading a table that holds only newer events on every call.
+
+    Two statements, on purpose. The first takes the batch ``FOR UPDATE SKIP LOCKED``
+    where the database locks rows (PostgreSQL): dispatchers pruning at once take disjoint
+    batches, and an event a retry holds (``FOR KEY SHARE``,
+    :mod:`noclash.chat.event_deliveries`) is left for later. The second deletes the
+    batch, checking again that none is on its way: a statement of its own reads a
+    snapshot taken after the locks. In one statement, a retry that queued an event and
+    committed between that statement's snapshot and its lock would go unseen (only the
+    event's own row is read again after a lock wait, not its deliveries), and the
+    delivery just queued would be deleted with its event.
+    """
+    on_its_way = sa.exists().where(
+        deliveries.c.event_id == events.c.id,
+        deliveries.c.status.in_(PENDING_DELIVERY),
+    )
+    batch = (
+        sa.select(events.c.id)
+        .where(events.c.id < uuid7_floor(before), events.c.seq.is_not(None), ~on_its_way)
+        .order_by(events.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    taken = list(conn.scalars(batch))
+    if not taken:
+        return 0
+    result = conn.execute(sa.delete(events).where(events.c.id.in_(taken), ~on_its_way))
+    return result.rowcount or 0
+
+
 def position(conn: Connection, event_id: UUID, scope: Any = None) -> int | None:
     """The ``seq`` of ``event_id`` (None: no such event, not yet numbered, or outside
     ``scope``, a WHERE clause on events)."""
@@ -660,6 +704,7 @@ __all__ = [
     "owned_chatbots",
     "ping_envelope",
     "position",
+    "prune",
     "read",
     "record",
     "record_all",

@@ -27,6 +27,9 @@ What each one does, in a loop:
    (:mod:`noclash.channels.sending`). An event is retried whatever went wrong, up to
    ``NOCLASH_WEBHOOK_MAX_ATTEMPTS``: the bot drops a repeat by its event id.
 4. **Wake** due snoozes, once a second (:func:`noclash.chat.lifecycle.wake_due_snoozes`).
+5. **Prune** events older than ``NOCLASH_EVENT_RETENTION_DAYS``, when set, once a minute
+   (:func:`noclash.chat.events.prune`: batches, oldest first, never an event still on its
+   way to a webhook).
 
 Where the database work runs: on PostgreSQL on the event loop itself, through psycopg's
 asyncio interface and an engine of the dispatcher's own (a few connections); on SQLite in
@@ -55,7 +58,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -83,6 +86,10 @@ T = TypeVar("T")
 
 # How often due snoozes are woken (the promise: within 5 s of snoozed_until).
 SNOOZE_INTERVAL_SECONDS = 1.0
+# How often events past their retention are pruned, and at most how many batches each
+# time (the rest waits for the next time: a backlog of old events never holds up sends).
+PRUNE_INTERVAL_SECONDS = 60.0
+PRUNE_BATCHES = 10
 DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 # A stopping dispatcher tries this many times to write its last outcomes, then leaves them
 # to the leases.
@@ -239,6 +246,7 @@ class Dispatcher:
         self.sent = 0
         self.settled = 0
         self.outlived = 0  # claimed deliveries left unsent: their lease was running out
+        self.pruned = 0  # events deleted past their retention
         # The last moment (time.monotonic()) a send may start under each recent claim.
         self._start_by: dict[UUID, float] = {}
 
@@ -298,11 +306,14 @@ class Dispatcher:
     async def _dispatch_loop(self) -> None:
         assert self._wakeup is not None and self._has_ready is not None
         poll = self.settings.dispatcher_poll_seconds
-        next_snooze = 0.0
+        next_snooze = next_prune = 0.0
         while not self._stopping:
             if time.monotonic() >= next_snooze:
                 await self._wake_snoozes()
                 next_snooze = time.monotonic() + SNOOZE_INTERVAL_SECONDS
+            if self.settings.event_retention_days and time.monotonic() >= next_prune:
+                await self._prune_events()
+                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             want = self._claim_wanted()
             if want:
                 finished, started = self._finished, time.monotonic()
@@ -490,6 +501,25 @@ class Dispatcher:
         if woken:
             log.info("%s woke %d snoozed conversations", self.name, len(woken))
 
+    async def _prune_events(self) -> None:
+        """Delete events past their retention, a batch per transaction, at most
+        :data:`PRUNE_BATCHES` batches now."""
+        assert self.settings.event_retention_days is not None
+        before = utcnow() - timedelta(days=self.settings.event_retention_days)
+        pruned = 0
+        for _ in range(PRUNE_BATCHES):
+            try:
+                done = await self._db(_prune_in, before)
+            except DATABASE_ERRORS as exc:
+                log.warning("%s could not prune events: %s", self.name, _short(exc))
+                break
+            pruned += done
+            if done < events.PRUNE_BATCH or self._stopping:
+                break
+        if pruned:
+            log.info("%s pruned %d events made before %s", self.name, pruned, before)
+        self.pruned += pruned
+
     def _committed(self, recorded: set[Any]) -> None:
         """After a commit that recorded events: wake their readers."""
         if recorded and self.hub is not None:
@@ -636,6 +666,10 @@ def _wake_in(conn: Connection) -> tuple[list[Any], set[Any]]:
     """Wake due snoozes; what was woken and the chatbots whose events were recorded."""
     with events.collecting() as recorded:
         return wake_due_snoozes(conn), recorded
+
+
+def _prune_in(conn: Connection, before: datetime) -> int:
+    return events.prune(conn, before=before)
 
 
 def _settle_in(conn: Connection, batch: list[Settlement]) -> tuple[int, set[Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import uuid
+from datetime import datetime
 from uuid import UUID
 
 if sys.version_info >= (3, 14):  # pragma: no cover - depends on the interpreter
@@ -25,6 +26,16 @@ else:
 def uuid7() -> UUID:
     """A new UUIDv7 as a plain :class:`uuid.UUID`."""
     return UUID(int=_uuid7().int)
+
+
+def uuid7_floor(at: datetime) -> UUID:
+    """The smallest UUIDv7 of the millisecond ``at`` falls in (``at`` with a time zone):
+    every UUIDv7 made before that millisecond sorts below it, so ``id < uuid7_floor(t)``
+    is "made before ``t``", read from the primary key's index alone."""
+    millis = int(at.timestamp() * 1000)
+    if not 0 <= millis < 1 << 48:
+        raise ValueError(f"{at} is outside what a UUIDv7 can name")
+    return UUID(int=(millis << 80) | (0x7 << 76) | (0b10 << 62))
 
 
 def uuid4() -> UUID:
