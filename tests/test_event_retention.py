@@ -11,6 +11,7 @@ event once; a retry racing the prune either queues the event or finds it gone, n
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -21,9 +22,11 @@ from noclash.chat import events as chat_events
 from noclash.chat.event_deliveries import retry_failed
 from noclash.db.tables import chatbots, deliveries, events
 from noclash.db.types import utcnow
+from noclash.unique import uuid7
 from tests.support.bots import bot_stack, pulled_events, webhook_deliveries
 from tests.support.outbound import Stack, dispatching
 from tests.support.platforms import wait_for
+from tests.support.sse import stream
 
 # Every event made so far is older than this (UUIDv7 ids carry their time).
 LATER = timedelta(seconds=5)
@@ -204,3 +207,35 @@ def test_a_dispatcher_with_a_retention_prunes_on_its_own(database_url):
             _inbound(stack, chatbot, ["fresh"], "f")
             fresh = {UUID(e["id"]) for e in pulled_events(stack, chatbot["id"])}
             assert len(fresh) == 2 and fresh <= _event_ids(stack)  # a new conversation
+
+
+def test_a_stream_resuming_after_a_pruned_event_gets_every_event_kept(database_url):
+    """Last-Event-ID names an event the retention rule deleted: the client missed
+    everything that is still kept, so it gets all of it, in order. An unknown id made
+    after the horizon still starts live."""
+    retention = {"event_retention_days": 1.0 / 86400}
+    with bot_stack(database_url, dispatcher=False, **retention) as (stack, _bot):
+        chatbot = stack.chatbot()
+        _inbound(stack, chatbot, ["old"], "a")
+        gone = pulled_events(stack, chatbot["id"])[-1]["id"]
+        wait_for(lambda: False, timeout=1.5)  # now older than the retention
+        assert _prune_all(stack, utcnow() - timedelta(days=1.0 / 86400)) == 2
+        _inbound(stack, chatbot, ["kept one", "kept two"], "b")
+        kept = pulled_events(stack, chatbot["id"])
+        assert len(kept) == 3
+        path = "/api/stream"
+        params = {"chatbot_id": chatbot["id"]}
+        resumed = stream(stack.server.base_url, path, token=stack.token, last_event_id=gone,
+                         params=params)  # fmt: skip
+        with resumed:
+            assert resumed.wait_for(3)
+            time.sleep(0.3)
+        assert [e.data for e in resumed.events] == kept
+        unknown = str(uuid7())
+        live = stream(stack.server.base_url, path, token=stack.token, last_event_id=unknown,
+                      params=params)  # fmt: skip
+        with live:
+            _inbound(stack, chatbot, ["live"], "c")  # a new customer: two events
+            assert live.wait_for(2)
+            time.sleep(0.3)
+        assert [e.data for e in live.events] == pulled_events(stack, chatbot["id"])[3:]

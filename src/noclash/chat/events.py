@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any, NamedTuple
@@ -611,6 +611,18 @@ def prune(conn: Connection, *, before: datetime, limit: int = PRUNE_BATCH) -> in
     return result.rowcount or 0
 
 
+def retention_horizon(days: float | None, now: datetime | None = None) -> datetime | None:
+    """Before when events may have been pruned (``NOCLASH_EVENT_RETENTION_DAYS``), or None
+    when every event is kept."""
+    return None if days is None else (now or utcnow()) - timedelta(days=days)
+
+
+def may_be_pruned(event_id: UUID, horizon: datetime | None) -> bool:
+    """Whether ``event_id`` can name an event a retention rule deleted: an event id (a
+    UUIDv7) made before the ``horizon`` of :func:`retention_horizon`."""
+    return horizon is not None and event_id.version == 7 and event_id < uuid7_floor(horizon)
+
+
 def position(conn: Connection, event_id: UUID, scope: Any = None) -> int | None:
     """The ``seq`` of ``event_id`` (None: no such event, not yet numbered, or outside
     ``scope``, a WHERE clause on events)."""
@@ -696,6 +708,7 @@ __all__ = [
     "envelope",
     "goes_to_webhook",
     "latest",
+    "may_be_pruned",
     "message_created",
     "message_created_cte",
     "message_event",
@@ -708,6 +721,7 @@ __all__ = [
     "read",
     "record",
     "record_all",
+    "retention_horizon",
     "sequence",
     "sequence_all",
     "status_changed",

@@ -504,8 +504,8 @@ class Dispatcher:
     async def _prune_events(self) -> None:
         """Delete events past their retention, a batch per transaction, at most
         :data:`PRUNE_BATCHES` batches now."""
-        assert self.settings.event_retention_days is not None
-        before = utcnow() - timedelta(days=self.settings.event_retention_days)
+        before = events.retention_horizon(self.settings.event_retention_days)
+        assert before is not None
         pruned = 0
         for _ in range(PRUNE_BATCHES):
             try:

@@ -13,7 +13,9 @@ after each batch it remembers the last ``seq`` it sent and reads what comes afte
 client that reconnects with ``Last-Event-ID`` (the header, or the ``last_event_id``
 parameter for clients that cannot set headers) starts after that event's ``seq``: every
 event it missed, in order, once. An id that is not an event of this stream (unknown,
-malformed, another scope) starts live, like no id: from the latest ``seq`` at connect.
+malformed, another scope) starts live, like no id: from the latest ``seq`` at connect;
+but an event id older than the retention's horizon (``NOCLASH_EVENT_RETENTION_DAYS``) that
+is gone starts at the first event kept, since all of those came after it.
 
 **When it reads.** When the process's hub wakes it (:mod:`noclash.chat.wakeups`: a commit
 here, or a NOTIFY from another process on PostgreSQL), and at least every
@@ -46,6 +48,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -123,12 +126,24 @@ LastEventIdQuery = Annotated[
 ]
 
 
-def _start(conn: Connection, scope: Any, last_event_id: str | None) -> int:
-    """Where a stream starts: after ``last_event_id`` if it is an event of ``scope``, else
-    at the latest ``seq`` (live)."""
+def _start(
+    conn: Connection, scope: Any, last_event_id: str | None, horizon: datetime | None
+) -> int:
+    """Where a stream starts: after ``last_event_id`` if it is an event of ``scope``; from
+    the first event kept if it names one the retention rule may have deleted (made before
+    ``horizon``: every event the client missed that still exists is after it); else at
+    the latest ``seq`` (live)."""
     event_id = parse_uuid(last_event_id.strip()) if last_event_id else None
-    found = events.position(conn, event_id, scope) if event_id is not None else None
-    return found if found is not None else events.latest(conn)
+    if event_id is None:
+        return events.latest(conn)
+    found = events.position(conn, event_id, scope)
+    if found is not None:
+        return found
+    return 0 if events.may_be_pruned(event_id, horizon) else events.latest(conn)
+
+
+def _horizon(request: Request) -> datetime | None:
+    return events.retention_horizon(request.app.state.settings.event_retention_days)
 
 
 # -- opening (the dependencies: every refusal before the first byte) ----------------------
@@ -137,7 +152,12 @@ def _hub(request: Request) -> Hub:
 
 
 def _agent_feed(
-    bind: Engine | Connection, hub: Hub, owner_id: UUID, chatbot_id: str | None, last: str | None
+    bind: Engine | Connection,
+    hub: Hub,
+    owner_id: UUID,
+    chatbot_id: str | None,
+    last: str | None,
+    horizon: datetime | None,
 ) -> Feed:
     with reading(bind) as conn:
         if chatbot_id is not None:
@@ -150,7 +170,7 @@ def _agent_feed(
     # either before the start or read after it, never lost between the two.
     hub.sequence()
     with reading(bind) as conn:
-        start = _start(conn, scope, last)
+        start = _start(conn, scope, last, horizon)
     return Feed(scope, start, events.envelope, ids, owner)
 
 
@@ -162,7 +182,8 @@ async def agent_feed(
     last_event_id_header: LastEventIdHeader = None,
 ) -> Feed:
     last = last_event_id_header or last_event_id
-    return await deliver(request, _agent_feed, _hub(request), user.id, chatbot_id, last)
+    work = (_hub(request), user.id, chatbot_id, last, _horizon(request))
+    return await deliver(request, _agent_feed, *work)
 
 
 def _visitor_feed(
@@ -172,6 +193,7 @@ def _visitor_feed(
     session_id: str,
     user: User | None,
     last: str | None,
+    horizon: datetime | None,
 ) -> Feed:
     with reading(bind) as conn:
         session = chat.get_session(conn, public_token, session_id)
@@ -180,7 +202,7 @@ def _visitor_feed(
     scope = chat.session_events(session)
     hub.sequence()
     with reading(bind) as conn:
-        start = _start(conn, scope, last)
+        start = _start(conn, scope, last, horizon)
     return Feed(scope, start, chat.visitor_event, frozenset({session.chatbot_id}))
 
 
@@ -193,7 +215,7 @@ async def visitor_feed(
     last_event_id_header: LastEventIdHeader = None,
 ) -> Feed:
     last = last_event_id_header or last_event_id
-    work = (_hub(request), public_token, session_id, user, last)
+    work = (_hub(request), public_token, session_id, user, last, _horizon(request))
     return await deliver(request, _visitor_feed, *work)
 
 
