@@ -209,10 +209,10 @@ def test_a_dispatcher_with_a_retention_prunes_on_its_own(database_url):
             assert len(fresh) == 2 and fresh <= _event_ids(stack)  # a new conversation
 
 
-def test_a_stream_resuming_after_a_pruned_event_gets_every_event_kept(database_url):
-    """Last-Event-ID names an event the retention rule deleted: the client missed
-    everything that is still kept, so it gets all of it, in order. An unknown id made
-    after the horizon still starts live."""
+def test_resuming_after_a_pruned_event_gets_every_event_kept(database_url):
+    """Last-Event-ID (or the pull API's ``after``) names an event the retention rule
+    deleted: the client missed everything that is still kept, so it gets all of it, in
+    order. An unknown id made after the horizon still starts live (a 404 for ``after``)."""
     retention = {"event_retention_days": 1.0 / 86400}
     with bot_stack(database_url, dispatcher=False, **retention) as (stack, _bot):
         chatbot = stack.chatbot()
@@ -223,6 +223,11 @@ def test_a_stream_resuming_after_a_pruned_event_gets_every_event_kept(database_u
         _inbound(stack, chatbot, ["kept one", "kept two"], "b")
         kept = pulled_events(stack, chatbot["id"])
         assert len(kept) == 3
+        # The pull API, likewise: after the deleted event comes every event kept.
+        paged = stack.api.get("/api/events", params={"chatbot_id": chatbot["id"], "after": gone})
+        assert paged.status_code == 200 and paged.json()["items"] == kept, paged.text
+        unknown_recent = stack.api.get("/api/events", params={"after": str(uuid7())})
+        assert unknown_recent.status_code == 404
         path = "/api/stream"
         params = {"chatbot_id": chatbot["id"]}
         resumed = stream(stack.server.base_url, path, token=stack.token, last_event_id=gone,

@@ -104,7 +104,9 @@ async def list_events(
     """Your chatbots' events in order, after the event ``after``."""
     bot = optional_id(chatbot_id, "chatbot_id", "a chatbot id")
     event = optional_id(after, "after", "an event id")
-    return await deliver(request, _list, user.id, bot, event, limit, render=EVENT_PAGE)
+    horizon = events.retention_horizon(request.app.state.settings.event_retention_days)
+    work = (user.id, bot, event, limit, horizon)
+    return await deliver(request, _list, *work, render=EVENT_PAGE)
 
 
 def _list(
@@ -113,6 +115,7 @@ def _list(
     chatbot_id: UUID | None,
     after: UUID | None,
     limit: int,
+    horizon: datetime | None = None,
 ) -> dict:
     if isinstance(bind, Engine):
         events.sequence_all(bind)
@@ -127,9 +130,10 @@ def _list(
         position = 0
         if after is not None:
             found = events.position(conn, after, scope)
-            if found is None:
+            if found is None and not events.may_be_pruned(after, horizon):
                 raise NotFound("after names no event of these chatbots")
-            position = found
+            # An event the retention rule deleted: every event kept came after it.
+            position = found if found is not None else 0
         rows = events.read(conn, scope, after=position, limit=limit + 1)
     shown = rows[:limit]
     return {
