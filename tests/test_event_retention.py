@@ -16,13 +16,16 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 import sqlalchemy as sa
 
 from noclash.chat import events as chat_events
+from noclash.chat.errors import NotFound
 from noclash.chat.event_deliveries import retry_failed
 from noclash.db.tables import chatbots, deliveries, events
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
+from noclash.unique.ids import uuid7_floor
 from tests.support.bots import bot_stack, pulled_events, webhook_deliveries
 from tests.support.outbound import Stack, dispatching
 from tests.support.platforms import wait_for
@@ -244,3 +247,26 @@ def test_resuming_after_a_pruned_event_gets_every_event_kept(database_url):
             assert live.wait_for(2)
             time.sleep(0.3)
         assert [e.data for e in live.events] == pulled_events(stack, chatbot["id"])[3:]
+
+
+def test_retry_failed_after_a_pruned_event_takes_every_failed_one(database_url):
+    """``after`` naming an event made before the retention's horizon that is gone: every
+    failed event kept came after it, so all are queued again. Without a horizon (no
+    retention) such an id names nothing: 404."""
+    with bot_stack(database_url, dispatcher=False) as (stack, bot):
+        chatbot = stack.chatbot(webhook_url=bot.url)
+        _inbound(stack, chatbot, ["hello"], "h")
+        pulled_events(stack, chatbot["id"])  # numbered
+        with stack.server.engine.begin() as conn:
+            conn.execute(sa.update(deliveries).values(status="failed"))
+        owner = _owner(stack, chatbot["id"])
+        gone = uuid7_floor(utcnow() - timedelta(hours=2))
+        with pytest.raises(NotFound), stack.server.engine.begin() as conn:
+            retry_failed(conn, chatbot["id"], owner_id=owner, after=gone)
+        with stack.server.engine.begin() as conn:
+            count = retry_failed(
+                conn, chatbot["id"], owner_id=owner, after=gone,
+                horizon=utcnow() - timedelta(hours=1),
+            )  # fmt: skip
+        assert count == 2
+        assert {d.status for d in webhook_deliveries(stack)} == {"queued"}

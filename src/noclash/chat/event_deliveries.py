@@ -182,6 +182,7 @@ def retry_failed(
     *,
     owner_id: UUID,
     after: UUID | None = None,
+    horizon: datetime | None = None,
     now: datetime | None = None,
 ) -> int:
     """Queue again every failed webhook delivery of the caller's chatbot (only of the
@@ -190,6 +191,8 @@ def retry_failed(
     One statement, so it is all or nothing, and safe to repeat: a second call finds them
     queued and queues nothing more. The events must be numbered (``seq``) for ``after``
     to be placed: the caller numbers them first (:func:`noclash.chat.events.sequence_all`).
+    An ``after`` the retention rule deleted (made before ``horizon``, gone) places nothing:
+    every event kept came after it.
     """
     now = now or utcnow()
     chatbot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
@@ -212,9 +215,10 @@ def retry_failed(
     )
     if after is not None:
         position = events.position(conn, after, events.of_chatbots([chatbot.id]))
-        if position is None:
+        if position is not None:
+            held = held.where(events_table.c.seq > position)
+        elif not events.may_be_pruned(after, horizon):
             raise NotFound("after names no event of this chatbot")
-        held = held.where(events_table.c.seq > position)
     where = [
         deliveries.c.destination == WEBHOOK_DESTINATION,
         deliveries.c.status.in_(FAILED),

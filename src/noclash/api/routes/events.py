@@ -205,16 +205,24 @@ async def retry_failed(
     in order per conversation. Safe to repeat: what is already queued again is not
     counted twice."""
     after = body.after if body is not None else None
-    response = await deliver(request, _retry_failed, chatbot_id, user.id, after, render=RETRIED)
+    horizon = events.retention_horizon(request.app.state.settings.event_retention_days)
+    work = (chatbot_id, user.id, after, horizon)
+    response = await deliver(request, _retry_failed, *work, render=RETRIED)
     wake_dispatcher(request)
     return response
 
 
 def _retry_failed(
-    bind: Engine | Connection, chatbot_id: str, owner_id: UUID, after: UUID | None
+    bind: Engine | Connection,
+    chatbot_id: str,
+    owner_id: UUID,
+    after: UUID | None,
+    horizon: datetime | None,
 ) -> dict[str, int]:
     if after is not None and isinstance(bind, Engine):
         events.sequence_all(bind)  # so that ``after`` has its place
     with writing(bind) as conn:
-        count = event_deliveries.retry_failed(conn, chatbot_id, owner_id=owner_id, after=after)
+        count = event_deliveries.retry_failed(
+            conn, chatbot_id, owner_id=owner_id, after=after, horizon=horizon
+        )
     return {"requeued": count}
