@@ -11,7 +11,9 @@ second delivery row for one event.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -56,13 +58,34 @@ def _of_type(stack: Stack, chatbot_id: str, type: str) -> list[dict]:
 
 
 def _retry_at_once(stack: Stack, event_id: str, count: int = 16) -> list[int]:
-    """``count`` retries of one event at once; their statuses."""
+    """``count`` retries of one event, held at a barrier and released together; their
+    statuses. Each 200 is the event queued again (or kept queued); each 409 must be the
+    state's (it was claimed or sent meanwhile), never a unique key's: a retry that makes
+    the event's first delivery meets the others on ``ON CONFLICT DO NOTHING``, not on a
+    refused INSERT."""
+    barrier = threading.Barrier(count)
+    clients = [stack.server.client(stack.token) for _ in range(count)]
+
+    def retry(client: Any) -> Any:
+        barrier.wait()
+        return client.post(f"/api/events/{event_id}/retry")
+
     with ThreadPoolExecutor(count) as pool:
-        return list(
-            pool.map(
-                lambda _: stack.api.post(f"/api/events/{event_id}/retry").status_code, range(count)
-            )
-        )
+        answers = list(pool.map(retry, clients))
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["type"].endswith("/conflict"), answer.text
+            assert answer.json()["current_status"] in ("sending", "sent"), answer.text
+    return [answer.status_code for answer in answers]
+
+
+def _failed_message_event(stack: Stack, bot: LoopbackBot, update_id: int) -> dict:
+    """A customer's message whose events the (refusing) bot never acknowledged: both
+    failed; the ``message.created`` event."""
+    chatbot, connection, _secret = _chatbot(stack, bot)
+    stack.telegram_customer(connection, CHAT, f"message {update_id}", update_id)
+    _all_failed(stack, 2)
+    return _of_type(stack, chatbot["id"], "message.created")[0]
 
 
 def _all_failed(stack: Stack, count: int) -> None:
@@ -78,10 +101,7 @@ def _status(stack: Stack, event_id: str) -> str | None:
 
 def test_a_failed_event_is_sent_again_with_its_id_and_the_current_secret(failing):
     stack, bot = failing
-    chatbot, connection, _old = _chatbot(stack, bot)
-    stack.telegram_customer(connection, CHAT, "anyone?", 1)
-    _all_failed(stack, 2)
-    created = _of_type(stack, chatbot["id"], "message.created")[0]
+    created = _failed_message_event(stack, bot, 1)
     shown = _event(stack, created["id"])
     # The envelope every reader gets, and where it stands with the webhook.
     assert {k: v for k, v in shown.items() if k != "delivery"} == created
@@ -91,7 +111,8 @@ def test_a_failed_event_is_sent_again_with_its_id_and_the_current_secret(failing
                       '{"error":"maintenance"}',
     }  # fmt: skip
     before = len(bot.of_event(created["id"]))
-    new = stack.api.post(f"/api/chatbots/{chatbot['id']}/webhook-secret").json()["webhook_secret"]
+    rotate = f"/api/chatbots/{created['chatbot_id']}/webhook-secret"
+    new = stack.api.post(rotate).json()["webhook_secret"]
     bot.answer = None  # the bot is back
     retried = stack.api.post(f"/api/events/{created['id']}/retry")
     assert retried.status_code == 200, retried.text
@@ -115,10 +136,7 @@ def test_a_failed_event_is_sent_again_with_its_id_and_the_current_secret(failing
 
 def test_sixteen_retries_at_once_send_the_event_once_more(failing):
     stack, bot = failing
-    chatbot, connection, _secret = _chatbot(stack, bot)
-    stack.telegram_customer(connection, CHAT, "hello", 2)
-    _all_failed(stack, 2)
-    event = _of_type(stack, chatbot["id"], "message.created")[0]
+    event = _failed_message_event(stack, bot, 2)
     before = len(bot.of_event(event["id"]))
     bot.answer = None
     codes = _retry_at_once(stack, event['id'])

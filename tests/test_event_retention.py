@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from noclash.chat import events as chat_events
 from noclash.chat.errors import NotFound
 from noclash.chat.event_deliveries import retry_failed
+from noclash.config import Settings
 from noclash.db.tables import chatbots, deliveries, events
 from noclash.db.types import utcnow
 from noclash.unique import uuid7
@@ -203,7 +205,7 @@ def test_a_dispatcher_with_a_retention_prunes_on_its_own(database_url):
         assert len(old) == 2
         # A retention of 1.5 s: wait until these are older, then start a dispatcher.
         settings = stack.server.settings.model_copy(update={"event_retention_days": 1.5 / 86400})
-        wait_for(lambda: False, timeout=2.0)
+        time.sleep(2.0)
         with dispatching(stack.server.engine, settings) as dispatcher:
             assert wait_for(lambda: not (old & _event_ids(stack)), 10), _event_ids(stack)
             assert dispatcher.pruned == 2
@@ -221,7 +223,7 @@ def test_resuming_after_a_pruned_event_gets_every_event_kept(database_url):
         chatbot = stack.chatbot()
         _inbound(stack, chatbot, ["old"], "a")
         gone = pulled_events(stack, chatbot["id"])[-1]["id"]
-        wait_for(lambda: False, timeout=1.5)  # now older than the retention
+        time.sleep(1.5)  # now older than the retention
         assert _prune_all(stack, utcnow() - timedelta(days=1.0 / 86400)) == 2
         _inbound(stack, chatbot, ["kept one", "kept two"], "b")
         kept = pulled_events(stack, chatbot["id"])
@@ -270,3 +272,27 @@ def test_retry_failed_after_a_pruned_event_takes_every_failed_one(database_url):
             )  # fmt: skip
         assert count == 2
         assert {d.status for d in webhook_deliveries(stack)} == {"queued"}
+
+
+def test_a_century_is_the_longest_retention_and_before_1970_is_no_error():
+    """The horizon is a time a datetime holds, and a UUIDv7 floor before 1970 is the
+    first one: neither a setting nor an old id can turn into an error answered 500."""
+    with pytest.raises(ValidationError):
+        Settings(event_retention_days=36501)
+    horizon = chat_events.retention_horizon(36500)
+    assert horizon is not None and horizon.year < 1970
+    assert uuid7_floor(horizon) == uuid7_floor(datetime(1970, 1, 1, tzinfo=UTC))
+    assert not chat_events.may_be_pruned(uuid7(), horizon)
+
+
+def test_the_pull_api_and_a_stream_under_the_longest_retention(database_url):
+    with bot_stack(database_url, dispatcher=False, event_retention_days=36500) as (stack, _b):
+        chatbot = stack.chatbot()
+        _inbound(stack, chatbot, ["hello"], "l")
+        old_id = "00000000-0000-7000-8000-000000000000"
+        for after in (old_id, str(uuid7())):
+            answer = stack.api.get("/api/events", params={"after": after})
+            assert answer.status_code == 404, answer.text  # before 1970: nothing was pruned
+        with stream(stack.server.base_url, "/api/stream", token=stack.token,
+                    last_event_id=old_id) as reader:  # fmt: skip
+            assert reader.status == 200

@@ -12,6 +12,7 @@ import json
 import socket
 from uuid import UUID
 
+import pytest
 import sqlalchemy as sa
 
 from noclash.channels import webhooks
@@ -115,3 +116,22 @@ def test_a_ping_keeps_the_address_rule(database_url):
         assert answer["delivered"] is False and answer["status_code"] is None
         assert "loopback" in answer["error"] and answer["error"].startswith("not sent")
         assert bot.requests == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/hook", "http://xn--/hook", "http://[::1/hook", "not a url"]
+)
+def test_a_url_no_sender_can_use_is_said_and_not_sent(database_url, url):
+    """A webhook_url written around the API's check (another tool, an older version):
+    the ping says why it was not sent, a 200 like any refusal, never a 500."""
+    with bot_stack(database_url, dispatcher=False) as (stack, _bot):
+        chatbot = stack.chatbot()
+        with stack.server.engine.begin() as conn:
+            conn.execute(
+                sa.update(chatbots)
+                .where(chatbots.c.id == UUID(chatbot["id"]))
+                .values(webhook_url=url)
+            )
+        answer = _ping(stack, chatbot["id"])
+        assert answer["delivered"] is False and answer["status_code"] is None
+        assert answer["error"].startswith("not sent: webhook_url"), answer["error"]

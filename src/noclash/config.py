@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     # they see this process's events at their next periodic re-read.
     events_notify: bool = True
     # Events older than this many days are deleted by the dispatchers, except one still on
-    # its way to a webhook (unset: every event is kept).
-    event_retention_days: float | None = Field(default=None, gt=0)
+    # its way to a webhook (unset: every event is kept). At most a century: the horizon
+    # (now minus this) must be a time a datetime holds.
+    event_retention_days: float | None = Field(default=None, gt=0, le=36500)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -29,7 +29,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from noclash.chat import events
+from noclash.chat import events, outbox
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import Conflict, NotFound
 from noclash.db.dialects import dialect_for
@@ -51,8 +51,7 @@ DELIVERY_FIELDS = ("status", "attempts", "last_error", "sent_at", "next_attempt_
 # next attempt (a retry brings that forward). ``unknown`` is a reply's state, never a
 # webhook's (a bot drops a repeat, so an event is simply sent again), but it is retried
 # like a failure should one be found.
-RETRIED = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.QUEUED)
-FAILED = (DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+RETRIED = (*outbox.RETRYABLE, DeliveryStatus.QUEUED)
 
 _OF_WEBHOOK = sa.and_(
     deliveries.c.event_id == events_table.c.id,
@@ -148,18 +147,6 @@ def _made(conn: Connection, event: Row, now: datetime) -> bool:
     return conn.execute(insert).first() is not None
 
 
-def _requeue(now: datetime) -> dict[str, Any]:
-    """The values that queue a delivery again: due now, a fresh count of attempts, no
-    claim (the last error stays, until an attempt replaces it)."""
-    return {
-        "status": DeliveryStatus.QUEUED,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "claimed_by": None,
-        "updated_at": now,
-    }
-
-
 def _queued_again(conn: Connection, event_id: UUID, now: datetime) -> bool:
     """The event's webhook delivery queued again if it is in a state that may be (one
     guarded statement: a dispatcher claiming it meanwhile wins, and this says False)."""
@@ -170,7 +157,7 @@ def _queued_again(conn: Connection, event_id: UUID, now: datetime) -> bool:
             deliveries.c.destination == WEBHOOK_DESTINATION,
             deliveries.c.status.in_(RETRIED),
         )
-        .values(**_requeue(now))
+        .values(**outbox.requeued(now))
         .returning(deliveries.c.id)
     ).first()
     return row is not None
@@ -206,7 +193,7 @@ def retry_failed(
     of_failed = sa.and_(
         failed.c.event_id == events_table.c.id,
         failed.c.destination == WEBHOOK_DESTINATION,
-        failed.c.status.in_(FAILED),
+        failed.c.status.in_(outbox.RETRYABLE),
     )
     held = (
         sa.select(events_table.c.id)
@@ -221,14 +208,14 @@ def retry_failed(
             raise NotFound("after names no event of this chatbot")
     where = [
         deliveries.c.destination == WEBHOOK_DESTINATION,
-        deliveries.c.status.in_(FAILED),
+        deliveries.c.status.in_(outbox.RETRYABLE),
         deliveries.c.conversation_id.in_(of_chatbot),
         deliveries.c.event_id.in_(
             held.with_for_update(of=events_table, read=True, key_share=True)
         ),
     ]
     queued = conn.execute(
-        sa.update(deliveries).where(*where).values(**_requeue(now)).returning(deliveries.c.id)
+        sa.update(deliveries).where(*where).values(**outbox.requeued(now)).returning(deliveries.c.id)
     ).all()
     return len(queued)
 

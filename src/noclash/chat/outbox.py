@@ -703,15 +703,22 @@ def retry(
     return conn.execute(
         sa.update(deliveries)
         .where(deliveries.c.id == delivery.id, deliveries.c.status.in_(RETRYABLE))
-        .values(
-            status=DeliveryStatus.QUEUED,
-            attempts=0,
-            next_attempt_at=now,
-            claimed_by=None,
-            updated_at=now,
-        )
+        .values(**requeued(now))
         .returning(*deliveries.c)
     ).one()
+
+
+def requeued(now: datetime) -> dict[str, Any]:
+    """The values that queue a delivery again when someone asks (a retry): due now, a
+    fresh count of attempts, no claim. The last error stays until an attempt replaces
+    it, so the answer to the retry still says what went wrong before."""
+    return {
+        "status": DeliveryStatus.QUEUED,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "claimed_by": None,
+        "updated_at": now,
+    }
 
 
 __all__ = [
@@ -725,6 +732,7 @@ __all__ = [
     "is_own_delivery",
     "queue_delivery",
     "release",
+    "requeued",
     "retry",
     "settle",
     "settle_by_echo",

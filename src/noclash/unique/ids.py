@@ -31,10 +31,12 @@ def uuid7() -> UUID:
 def uuid7_floor(at: datetime) -> UUID:
     """The smallest UUIDv7 of the millisecond ``at`` falls in (``at`` with a time zone):
     every UUIDv7 made before that millisecond sorts below it, so ``id < uuid7_floor(t)``
-    is "made before ``t``", read from the primary key's index alone."""
-    millis = int(at.timestamp() * 1000)
-    if not 0 <= millis < 1 << 48:
-        raise ValueError(f"{at} is outside what a UUIDv7 can name")
+    is "made before ``t``", read from the primary key's index alone. A time before 1970
+    gives the floor of 1970's first millisecond (no UUIDv7 was made before it); one after
+    what 48 bits of milliseconds hold (the year 10889) is a ValueError."""
+    millis = max(0, int(at.timestamp() * 1000))
+    if millis >= 1 << 48:
+        raise ValueError(f"{at} is after what a UUIDv7 can name")
     return UUID(int=(millis << 80) | (0x7 << 76) | (0b10 << 62))
 
 
