@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from noclash.channels import webhooks
 from noclash.chat.outbox import WEBHOOK_REMOVED
-from noclash.db.tables import deliveries
+from noclash.db.tables import chatbots, deliveries
 from tests.support.bots import LoopbackBot, bot_stack, pulled_events, webhook_deliveries
 from tests.support.outbound import Stack, telegram_update
 from tests.support.platforms import TELEGRAM_BAD_GATEWAY, wait_for
@@ -274,6 +274,42 @@ def test_removing_the_webhook_url_fails_the_events_on_their_way(database_url):
         time.sleep(1.0)
         assert len(bot.requests) == 1
         assert len(webhook_deliveries(stack)) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:99999/hook", "webhook_url's port must be 1 to 65535"),
+        ("http://xn--/hook", "webhook_url's host is not a valid host name"),
+        ("ftp://example.com/hook", "webhook_url must be an http:// or https:// URL"),
+    ],
+)
+def test_a_stored_url_no_sender_can_use_fails_its_events_at_once(database_url, caplog, url,
+                                                                 reason):  # fmt: skip
+    """A webhook_url written around the API's check (another tool, an older version):
+    every retry would fail the same way, so the first attempt fails the delivery, saying
+    why in the API's words; no traceback, no 25 attempts over hours."""
+    with bot_stack(database_url) as (stack, bot):
+        chatbot, connection, _secret = _chatbot(stack, bot)
+        with stack.server.engine.begin() as conn:
+            conn.execute(
+                sa.update(chatbots)
+                .where(chatbots.c.id == UUID(chatbot["id"]))
+                .values(webhook_url=url)
+            )
+        stack.telegram_customer(connection, CHAT, "hello?", 8101)
+        assert wait_for(
+            lambda: [d.status for d in webhook_deliveries(stack)] == ["failed", "failed"],
+            timeout=20,
+        ), webhook_deliveries(stack)
+        for delivery in webhook_deliveries(stack):
+            assert (delivery.attempts, delivery.last_error) == (1, f"not sent: {reason}")
+        failures = [
+            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
+        ]
+        assert len(failures) == 2
+        assert bot.requests == []
+    assert not [r for r in caplog.records if r.name == "noclash.dispatch" and r.exc_info]
 
 
 # -- two destinations, one conversation -------------------------------------------------------

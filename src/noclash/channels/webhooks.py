@@ -105,6 +105,16 @@ def parse_url(url: str) -> httpx.URL:
     return parsed
 
 
+def unusable_url(url: str) -> str | None:
+    """Why no sender can use ``url`` (:func:`parse_url`'s reason), or None: for a URL
+    stored around the API's check (another tool, an older version)."""
+    try:
+        parse_url(url)
+    except UnsafeWebhookUrl as exc:
+        return str(exc)
+    return None
+
+
 # What each kind of address is called in a refusal, most specific first.
 _KINDS = (
     ("unspecified", "an unspecified address"),
@@ -383,6 +393,9 @@ class WebhookSender:
                     excerpt = await _excerpt(answer)
                 finally:
                     await answer.aclose()
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            # Checked when it was set; a URL written around the API cannot be sent to.
+            return _unusable(post.url, exc)
         except httpx.ConnectTimeout:
             return SendResult(Outcome.RETRY, error=f"could not connect within {self.timeout:g} s")
         except (TimeoutError, httpx.TimeoutException):
@@ -393,9 +406,13 @@ class WebhookSender:
             return SendResult(Outcome.RETRY, error=f"could not connect: {_say(exc)}")
         except httpx.TransportError as exc:
             return SendResult(Outcome.RETRY, error=f"no answer: {_say(exc)}")
-        except httpx.InvalidURL as exc:
-            # Checked when it was set; a URL written around the API cannot be sent to.
-            return SendResult(Outcome.FAILED, error=f"webhook_url cannot be sent to: {exc}")
+        except Exception as exc:
+            # Not httpx's: a host name IDNA refuses, a port out of range, each raised from
+            # deep in the connection. Such a URL fails for good (every retry would fail
+            # the same way); anything else is a bug, for the dispatcher to log.
+            if unusable_url(post.url) is None:
+                raise
+            return _unusable(post.url, exc)
         status = answer.status_code
         if answer.is_success:
             return SendResult(Outcome.SENT, status_code=status)
@@ -403,6 +420,12 @@ class WebhookSender:
         return SendResult(
             Outcome.RETRY, error=f"{error}: {excerpt}" if excerpt else error, status_code=status
         )
+
+
+def _unusable(url: str, exc: Exception) -> SendResult:
+    """A send that failed for good because of its URL: ``not sent:`` and why, in
+    :func:`parse_url`'s words where it has some."""
+    return SendResult(Outcome.FAILED, error=f"not sent: {unusable_url(url) or _say(exc)}")
 
 
 async def _excerpt(answer: httpx.Response) -> str:
@@ -437,5 +460,6 @@ __all__ = [
     "parse_url",
     "refusal",
     "sign",
+    "unusable_url",
     "verify",
 ]
