@@ -26,6 +26,7 @@ from tests.support.outbound import Stack, telegram_update
 from tests.support.platforms import TELEGRAM_BAD_GATEWAY, wait_for
 
 CHAT = 5550101
+CHANGED = "conversation.status_changed"
 # Retries a test can act between: the first one 2.5 to 5 s after a refusal.
 SLOW_RETRIES = {"delivery_backoff_seconds": 5.0, "delivery_backoff_max_seconds": 10.0}
 
@@ -63,6 +64,11 @@ def _wait_sent(stack: Stack, event_id: str, timeout: float = 20) -> Any:
         _delivery_of(stack, event_id)
     )
     return _delivery_of(stack, event_id)
+
+
+def _received(bot: LoopbackBot, text: str) -> bool:
+    """Whether the bot has received the ``message.created`` of a message saying ``text``."""
+    return any(e["data"]["message"]["text"] == text for e in bot.events("message.created"))
 
 
 def _customer_says(stack: Stack, bot: LoopbackBot, connection: dict, update_id: int,
@@ -117,6 +123,40 @@ def test_without_a_secret_events_are_sent_unsigned(both):
     request = bot.of_event(event["id"])[0]
     assert "noclash-signature" not in request.headers
     _wait_sent(stack, event["id"])
+
+
+@pytest.mark.parametrize("source", ["telegram", "widget", "agent"])
+def test_an_event_reaches_the_bot_without_waiting_for_a_poll(database_url, source):
+    """The commit that queues an event for a webhook wakes the dispatcher of its process,
+    as a reply does: the bot hears at once, not at the next poll (30 s here; the
+    dispatcher's own once-a-second snooze pass would otherwise be the wait). Each way an
+    event is written: with its message's statement (a platform's webhook; the widget on
+    PostgreSQL), after it (the widget on SQLite), on its own (an agent's close or reopen)."""
+    with bot_stack(database_url, dispatcher_poll_seconds=30.0) as (stack, bot):
+        chatbot, connection, _secret = _chatbot(stack, bot)
+        public = f"/api/widget/{chatbot['public_token']}/sessions"
+        session = stack.server.client().post(public).json()["session_id"]
+        conversation = _customer_says(stack, bot, connection, 9099, "hello")["conversation_id"]
+        waits = []
+        for n in range(10):
+            started = time.monotonic()
+            if source == "telegram":
+                _customer_says(stack, bot, connection, 9100 + n, f"quick {n}")
+            elif source == "widget":
+                said = stack.server.client().post(
+                    f"{public}/{session}/messages", json={"text": f"quick {n}"}
+                )
+                assert said.status_code == 201, said.text
+                assert wait_for(lambda n=n: _received(bot, f"quick {n}"), timeout=20)
+            else:
+                action = "reopen" if n % 2 else "close"
+                moved = stack.api.post(f"/api/conversations/{conversation}/{action}")
+                assert moved.status_code == 200, moved.text
+                assert wait_for(lambda n=n: len(bot.events(CHANGED)) == n + 1, timeout=20)
+            waits.append(time.monotonic() - started)
+        # Woken: tens of ms each. At the poll's mercy: about a second each (a message
+        # sent right after the last one arrived waits for the next snooze pass).
+        assert sum(wait < 0.3 for wait in waits) >= 8, waits
 
 
 def test_64_concurrent_redeliveries_make_one_event_and_one_bot_call(both):

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from noclash.channels.meta import sign
+from noclash.chat.wakeups import Hub
 from noclash.config import Settings
 from noclash.db.engine import create_engine
 from noclash.db.tables import deliveries
@@ -73,8 +74,10 @@ def delivery_statuses(url: str, destination: str | None = None) -> Counter:
 class RunningDispatcher:
     """A dispatcher on its own event loop in a daemon thread."""
 
-    def __init__(self, engine: Engine, settings: Settings, name: str = "test") -> None:
-        self.dispatcher = Dispatcher(engine, settings, name=name)
+    def __init__(
+        self, engine: Engine, settings: Settings, name: str = "test", hub: Hub | None = None
+    ) -> None:
+        self.dispatcher = Dispatcher(engine, settings, name=name, hub=hub)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
 
@@ -98,8 +101,10 @@ class RunningDispatcher:
 
 
 @contextmanager
-def dispatching(engine: Engine, settings: Settings, name: str = "test") -> Iterator[Dispatcher]:
-    running_one = RunningDispatcher(engine, settings, name).start()
+def dispatching(
+    engine: Engine, settings: Settings, name: str = "test", hub: Hub | None = None
+) -> Iterator[Dispatcher]:
+    running_one = RunningDispatcher(engine, settings, name, hub).start()
     try:
         yield running_one.dispatcher
     finally:
@@ -216,7 +221,9 @@ def outbound_stack(
             if not dispatcher:
                 yield Stack(server, meta, telegram, None, token)
                 return
-            with dispatching(server.engine, server.settings) as running_dispatcher:
+            # Wired as noclash serve wires it: the app's hub, the app able to wake it.
+            hub = server.app.state.hub
+            with dispatching(server.engine, server.settings, hub=hub) as running_dispatcher:
                 server_app_wake(server, running_dispatcher)
                 yield Stack(server, meta, telegram, running_dispatcher, token)
 

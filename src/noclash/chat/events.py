@@ -106,12 +106,20 @@ CONVERSATION_FIELDS = tuple(
 )
 
 
-# The chatbots whose events the work under way recorded (see collecting()).
-_recorded: ContextVar[set[UUID] | None] = ContextVar("noclash_recorded_events", default=None)
+class Recorded(set[UUID]):
+    """The chatbots whose events the work under way recorded (see :func:`collecting`),
+    and whether it queued one for a webhook (``to_webhook``): then a dispatcher has work
+    due now, and the process's own is woken after the commit instead of finding it at
+    its next poll (:meth:`noclash.chat.wakeups.Hub.committed`)."""
+
+    to_webhook: bool = False
+
+
+_recorded: ContextVar[Recorded | None] = ContextVar("noclash_recorded_events", default=None)
 
 
 @contextmanager
-def collecting() -> Iterator[set[UUID]]:
+def collecting() -> Iterator[Recorded]:
     """The ids of the chatbots whose events are recorded inside this block, so that whoever
     commits can wake readers after the commit, and only when there is something to read.
 
@@ -119,7 +127,7 @@ def collecting() -> Iterator[set[UUID]]:
     a copy of the caller's context, and the set is shared). A hint, never a record: an
     event rolled back leaves its chatbot here, which costs readers one needless look.
     """
-    recorded: set[UUID] = set()
+    recorded = Recorded()
     token = _recorded.set(recorded)
     try:
         yield recorded
@@ -203,11 +211,20 @@ def _with_delivery(conn: Connection, dialect: Dialect, event: Event, now: dateti
     if event.conversation_id is None:  # a webhook delivery belongs to a conversation
         return _events_insert(dialect, 1).on(conn).count(conn, params)
     if dialect.supports_dml_in_cte:
-        return len(conn.execute(_event_and_delivery(dialect), params).all())
+        stored = conn.execute(_event_and_delivery(dialect), params).all()
+        if stored and stored[0].delivery_id is not None:
+            _queued_to_webhook()
+        return len(stored)
     if not _events_insert(dialect, 1).on(conn).count(conn, params):
         return 0
-    conn.execute(_webhook_delivery(), params)
+    if conn.execute(_webhook_delivery(), params).rowcount:
+        _queued_to_webhook()
     return 1
+
+
+def _queued_to_webhook() -> None:
+    if (recorded := _recorded.get()) is not None:
+        recorded.to_webhook = True
 
 
 def _event_params(event: Event, n: int) -> dict[str, Any]:
@@ -305,8 +322,9 @@ def _webhook_delivery() -> sa.Insert:
 @cache
 def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
     """Both in one statement: ``WITH e AS (INSERT INTO events ... RETURNING id), d AS
-    (INSERT INTO deliveries ... SELECT ... FROM e JOIN chatbots ...) SELECT id FROM e``.
-    A conflict stores no event, so ``e`` is empty and no delivery is written either."""
+    (INSERT INTO deliveries ... SELECT ... FROM e JOIN chatbots ... RETURNING id) SELECT
+    e.id, (SELECT id FROM d) AS delivery_id FROM e``. A conflict stores no event, so ``e``
+    is empty and no delivery is written either."""
     stored = _events_insert_statement(dialect, 1).returning(events.c.id).cte("e")
     source = stored.join(chatbots, sa.true())
     delivery = (
@@ -315,9 +333,11 @@ def _event_and_delivery(dialect: Dialect) -> sa.Select[Any]:
             _DELIVERY_COLUMNS,
             sa.select(*_delivery_values(stored.c.id)).select_from(source).where(_HAS_WEBHOOK),
         )
+        .returning(deliveries.c.id)
         .cte("d")
     )
-    return sa.select(stored.c.id).add_cte(delivery)
+    delivered = sa.select(delivery.c.id).scalar_subquery().label("delivery_id")
+    return sa.select(stored.c.id, delivered)
 
 
 # Statements that store a message or start a conversation can write its event in a CTE
@@ -428,6 +448,7 @@ def announced(
         conn.execute(_webhook_delivery(), params)
     if (recorded := _recorded.get()) is not None:
         recorded.add(chatbot_id)
+        recorded.to_webhook = recorded.to_webhook or webhook
 
 
 # -- what the domain records --------------------------------------------------------------------
@@ -697,6 +718,7 @@ __all__ = [
     "PING",
     "Event",
     "EventType",
+    "Recorded",
     "announced",
     "announced_params",
     "as_data",

@@ -24,6 +24,10 @@ dispatcher of ``noclash worker`` has its own) does three things:
    reconnects with backoff and then wakes everyone, since what was notified meanwhile is
    lost.
 
+The same call wakes this process's dispatcher when the commit queued an event for a
+chatbot's webhook (:meth:`Hub.when_queued`): the bot hears of a customer's message at once,
+not at the dispatcher's next poll. Dispatchers of other processes find it at theirs.
+
 Readers also re-read every ``NOCLASH_STREAM_REREAD_SECONDS`` without being woken, so a
 notification lost in a reconnect costs at most that much latency, and several processes
 on one SQLite file (which has no notifications) see each other's events that late.
@@ -39,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
@@ -163,6 +167,8 @@ class Hub:
         self._across = notify and self._dialect.supports_listen_notify
         self._lock = threading.Lock()
         self._subscribers: set[Subscription] = set()
+        # Called after a commit that queued an event for a webhook (the dispatchers).
+        self._on_queued: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         # The sender's queue: chatbot ids not yet notified (None in it: everything).
         self._wanted = threading.Condition(threading.Lock())
@@ -189,12 +195,28 @@ class Hub:
         """Events of ``chatbot_ids`` (None: of any chatbot) were just committed: wake the
         readers. Call it after the commit, never before (a reader woken early reads the
         table before the events are in it, and sleeps)."""
+        if isinstance(chatbot_ids, events.Recorded) and chatbot_ids.to_webhook:
+            for callback in tuple(self._on_queued):
+                callback()
         ids = None if chatbot_ids is None else frozenset(chatbot_ids)
         if ids is not None and not ids:
             return
         self._wake_local(ids)
         if self._across and not self._stopping.is_set():
             self._queue(ids)
+
+    @contextmanager
+    def when_queued(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Within the block, ``callback()`` follows every commit reported here that queued
+        an event for a chatbot's webhook: this process's dispatcher then sends it at once
+        rather than at its next poll. Dispatchers of other processes still poll."""
+        with self._lock:
+            self._on_queued.append(callback)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._on_queued.remove(callback)
 
     def _queue(self, ids: ChatbotIds) -> None:
         with self._wanted:

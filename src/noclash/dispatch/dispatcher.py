@@ -277,6 +277,8 @@ class Dispatcher:
         self._has_ready = asyncio.Event()
         # Webhooks go over clients of their own (see SendClients.for_webhooks).
         hooks = SendClients.for_webhooks(self.settings, self.concurrency)
+        # Events queued for a webhook by this process wake it at once (not at its poll).
+        queued = self.hub.when_queued(self.wake) if self.hub else contextlib.nullcontext()
         async with SendClients(self.settings, self.concurrency) as clients, hooks:
             settler = asyncio.create_task(self._settle_loop())
             self._dispatching = True
@@ -285,7 +287,8 @@ class Dispatcher:
                 for _ in range(self.concurrency)
             ]
             try:
-                await self._dispatch_loop()
+                with queued:
+                    await self._dispatch_loop()
             finally:
                 # Idle senders leave; a sender in the middle of a delivery finishes it.
                 self._dispatching = False
