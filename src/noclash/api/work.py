@@ -132,6 +132,14 @@ def writing(bind: Engine | Connection) -> AbstractContextManager[Connection]:
 
 
 # -- the thread side ----------------------------------------------------------------------
+def wake_dispatcher(request: Request) -> None:
+    """After a commit that queued a delivery (a reply, a retry): tell this process's
+    dispatcher that work is due now (those of other processes find it at their poll)."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()
+
+
 def _finish(value: Any, render: Render | None) -> Any:
     return value if render is None else render(value)
 

@@ -25,9 +25,8 @@ from noclash.api.deps import CurrentUser
 from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
-from noclash.api.routes.messages import wake_dispatcher
 from noclash.api.schemas import StrictModel
-from noclash.api.work import deliver, read, reading, write, writing
+from noclash.api.work import deliver, read, reading, wake_dispatcher, write, writing
 from noclash.chat import event_deliveries, events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import NotFound

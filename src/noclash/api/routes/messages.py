@@ -24,7 +24,7 @@ from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, problems
 from noclash.api.schemas import StrictModel, check_text
-from noclash.api.work import read, write
+from noclash.api.work import read, wake_dispatcher, write
 from noclash.chat import messages, outbox
 from noclash.db.tables import DeliveryStatus, Direction
 
@@ -75,13 +75,6 @@ def message_view(row: Any) -> dict:
 MESSAGE_OUT = Rendered(MessageOut)
 MESSAGE = Rendered(MessageOut, 200)
 MESSAGE_PAGE = Rendered(Page[MessageOut], 200)
-
-
-def wake_dispatcher(request: Request) -> None:
-    """Tell this process's dispatcher that work may be due (others find it by polling)."""
-    dispatcher = getattr(request.app.state, "dispatcher", None)
-    if dispatcher is not None:
-        dispatcher.wake()
 
 
 @router.get("", response_model=Page[MessageOut])
