@@ -668,8 +668,53 @@ def read(conn: Connection, scope: Any, *, after: int, limit: int) -> list[Row]:
     )
 
 
+# A read narrowed by type looks through at most this many events of its scope per call:
+# with no index on the type (which every event's numbering would pay for), a rare type
+# never makes one request scan a chatbot's whole history.
+TYPE_WINDOW = 1000
+
+
+class Window(NamedTuple):
+    """What :func:`read_types` found: the events of the asked types, and the id of the
+    last event it looked through when the window was full (None: it reached the end)."""
+
+    rows: list[Row]
+    edge: UUID | None
+
+
+def read_types(
+    conn: Connection,
+    scope: Any,
+    types: Sequence[str],
+    *,
+    after: int,
+    limit: int,
+    window: int = TYPE_WINDOW,
+) -> Window:
+    """Up to ``limit`` numbered events of ``types`` matching ``scope`` after ``seq =
+    after``, in order, among the next ``window`` events of ``scope``. Two statements:
+    the window's last event, found on the scope's own ``(…, seq)`` index, then the
+    events of those types up to it."""
+    edge = conn.execute(
+        sa.select(events.c.seq, events.c.id)
+        .where(scope, events.c.seq > after)
+        .order_by(events.c.seq)
+        .offset(window - 1)
+        .limit(1)
+    ).first()
+    query = sa.select(events).where(scope, events.c.seq > after, events.c.type.in_(types))
+    if edge is not None:
+        query = query.where(events.c.seq <= edge.seq)
+    rows = list(conn.execute(query.order_by(events.c.seq).limit(limit)))
+    return Window(rows, None if edge is None else edge.id)
+
+
 def of_chatbots(chatbot_ids: Sequence[UUID]) -> Any:
     return events.c.chatbot_id.in_(list(chatbot_ids))
+
+
+def of_conversation(conversation_id: UUID) -> Any:
+    return events.c.conversation_id == conversation_id
 
 
 def owned_chatbots(owner_id: UUID) -> sa.Select[Any]:
@@ -716,9 +761,11 @@ __all__ = [
     "EVENTS_OPTION",
     "EVENT_TYPES",
     "PING",
+    "TYPE_WINDOW",
     "Event",
     "EventType",
     "Recorded",
+    "Window",
     "announced",
     "announced_params",
     "as_data",
@@ -735,12 +782,14 @@ __all__ = [
     "message_created_cte",
     "message_event",
     "of_chatbots",
+    "of_conversation",
     "of_owner",
     "owned_chatbots",
     "ping_envelope",
     "position",
     "prune",
     "read",
+    "read_types",
     "record",
     "record_all",
     "retention_horizon",

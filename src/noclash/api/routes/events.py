@@ -11,6 +11,7 @@ without a number yet, so the answer never waits for a background process.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -30,7 +31,7 @@ from noclash.api.work import deliver, read, reading, wake_dispatcher, write, wri
 from noclash.chat import event_deliveries, events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import NotFound
-from noclash.db.tables import DeliveryStatus, chatbots
+from noclash.db.tables import DeliveryStatus, chatbots, conversations
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/events", tags=["events"])
@@ -86,7 +87,8 @@ RETRIED = Rendered(RetriedOut, 200)
     "",
     response_model=Page[EventOut],
     responses=problems(
-        ProblemType.NOT_FOUND, s404="chatbot_id is not yours, or after names no event of it"
+            ProblemType.NOT_FOUND,
+        s404="chatbot_id or conversation_id is not yours, or after names no event of them",
     ),
 )
 async def list_events(
@@ -99,46 +101,88 @@ async def list_events(
         None, description="An event id: only the events after it.", json_schema_extra=ID_OR_EMPTY
     ),
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
+    conversation_id: str | None = Query(
+        None,
+        description="One conversation of your chatbots (default: all).",
+        json_schema_extra=ID_OR_EMPTY,
+    ),
+    types: list[events.EventType] | None = Query(
+        None,
+        alias="type",
+        description="Only events of this type (repeat for several). A page then holds "
+        f"the matches among the next {events.TYPE_WINDOW:,} events, possibly none: "
+        "follow next_cursor until it is null.",
+    ),
 ) -> Response:
     """Your chatbots' events in order, after the event ``after``."""
-    bot = optional_id(chatbot_id, "chatbot_id", "a chatbot id")
-    event = optional_id(after, "after", "an event id")
-    horizon = events.retention_horizon(request.app.state.settings.event_retention_days)
-    work = (user.id, bot, event, limit, horizon)
-    return await deliver(request, _list, *work, render=EVENT_PAGE)
+    query = EventQuery(
+        chatbot_id=optional_id(chatbot_id, "chatbot_id", "a chatbot id"),
+        conversation_id=optional_id(conversation_id, "conversation_id", "a conversation id"),
+        types=tuple(dict.fromkeys(types or ())),
+        after=optional_id(after, "after", "an event id"),
+        limit=limit,
+        horizon=events.retention_horizon(request.app.state.settings.event_retention_days),
+    )
+    return await deliver(request, _list, user.id, query, render=EVENT_PAGE)
 
 
-def _list(
-    bind: Engine | Connection,
-    owner_id: UUID,
-    chatbot_id: UUID | None,
-    after: UUID | None,
-    limit: int,
-    horizon: datetime | None = None,
-) -> dict:
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A page of the pull API, as asked."""
+
+    chatbot_id: UUID | None = None
+    conversation_id: UUID | None = None
+    types: tuple[str, ...] = ()
+    after: UUID | None = None
+    limit: int = 50
+    horizon: datetime | None = None
+
+
+def _list(bind: Engine | Connection, owner_id: UUID, query: EventQuery) -> dict:
     if isinstance(bind, Engine):
         events.sequence_all(bind)
     with reading(bind) as conn:
-        if chatbot_id is not None:
-            ids = [get_chatbot(conn, chatbot_id, owner_id=owner_id).id]
-        else:
-            ids = list(
-                conn.scalars(sa.select(chatbots.c.id).where(chatbots.c.owner_id == owner_id))
-            )
-        scope = events.of_chatbots(ids)
+        scope = _scope(conn, owner_id, query)
         position = 0
-        if after is not None:
-            found = events.position(conn, after, scope)
-            if found is None and not events.may_be_pruned(after, horizon):
+        if query.after is not None:
+            found = events.position(conn, query.after, scope)
+            if found is None and not events.may_be_pruned(query.after, query.horizon):
                 raise NotFound("after names no event of these chatbots")
             # An event the retention rule deleted: every event kept came after it.
             position = found if found is not None else 0
-        rows = events.read(conn, scope, after=position, limit=limit + 1)
-    shown = rows[:limit]
+        if not query.types:
+            rows, edge = events.read(conn, scope, after=position, limit=query.limit + 1), None
+        else:
+            rows, edge = events.read_types(
+                conn, scope, query.types, after=position, limit=query.limit + 1
+            )
+    shown = rows[: query.limit]
+    if len(rows) > query.limit:
+        cursor: UUID | None = shown[-1].id
+    else:
+        # Fewer matches than asked among a full window: the next page starts after it.
+        cursor = edge
     return {
         "items": [events.envelope(r) for r in shown],
-        "next_cursor": str(shown[-1].id) if len(rows) > limit else None,
+        "next_cursor": None if cursor is None else str(cursor),
     }
+
+
+def _scope(conn: Connection, owner_id: UUID, query: EventQuery) -> Any:
+    """The WHERE clause of the events asked for; NotFound for a chatbot or conversation
+    that is not the caller's (or a conversation of another chatbot than the one named)."""
+    if query.chatbot_id is not None:
+        ids = [get_chatbot(conn, query.chatbot_id, owner_id=owner_id).id]
+    else:
+        ids = list(conn.scalars(sa.select(chatbots.c.id).where(chatbots.c.owner_id == owner_id)))
+    if query.conversation_id is None:
+        return events.of_chatbots(ids)
+    found = conn.execute(
+        sa.select(conversations.c.chatbot_id).where(conversations.c.id == query.conversation_id)
+    ).scalar()
+    if found is None or found not in ids:
+        raise NotFound("conversation_id is not a conversation of these chatbots")
+    return events.of_conversation(query.conversation_id)
 
 
 def event_view(row: Any) -> dict[str, Any]:
