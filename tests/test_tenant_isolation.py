@@ -190,6 +190,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("DELETE", "/api/connections/{connection_id}"): Probe(404, 401),
     ("PATCH", "/api/connections/{connection_id}"): Probe(404, 401, body={"secret": "pwned"}),
     ("POST", "/api/messages/{message_id}/retry"): Probe(404, 401),
+    # A's failed replies are not sent again (A's Telegram connection: one that sends).
+    ("POST", "/api/connections/{connection_id}/retry-failed"): Probe(
+        404, 401, ids=lambda a, b: {"connection_id": a.telegram["id"]}
+    ),
     # B's own events only (the answer is checked for anything of A's); A's chatbot: 404.
     ("GET", "/api/events"): Probe(200, 401),
     # A's event, its webhook delivery, and sending it or A's failed ones again.

@@ -27,19 +27,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from noclash.chat import events
+from noclash.chat import events, outbox
 from noclash.chat.chatbots import get_chatbot
-from noclash.chat.errors import InvalidInput, NotFound
+from noclash.chat.errors import Conflict, InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import (
     ACTIVE_STATUSES,
     CHANNELS,
     SENDING_CHANNELS,
     Channel,
+    DeliveryStatus,
     Status,
     chatbots,
     connections,
     conversations,
+    deliveries,
     messages,
 )
 from noclash.db.types import utcnow
@@ -144,17 +146,71 @@ def _owned() -> sa.Select[Any]:
     return sa.select(connections).join(chatbots, chatbots.c.id == connections.c.chatbot_id)
 
 
-def get_connection(conn: Connection, connection_id: UUID | str, *, owner_id: UUID) -> Row:
-    """The caller's connection; another user's or a malformed id is NotFound."""
+def get_connection(
+    conn: Connection, connection_id: UUID | str, *, owner_id: UUID, hold: bool = False
+) -> Row:
+    """The caller's connection; another user's or a malformed id is NotFound. ``hold``:
+    locked ``FOR KEY SHARE`` (PostgreSQL) until the caller's transaction ends, so that it
+    is not deleted under work that relies on it."""
     ident = connection_id if isinstance(connection_id, UUID) else parse_uuid(connection_id)
     if ident is None:
         raise NotFound("connection not found")
-    row = conn.execute(
-        _owned().where(connections.c.id == ident, chatbots.c.owner_id == owner_id)
-    ).first()
+    query = _owned().where(connections.c.id == ident, chatbots.c.owner_id == owner_id)
+    if hold:
+        query = query.with_for_update(of=connections, read=True, key_share=True)
+    row = conn.execute(query).first()
     if row is None:
         raise NotFound("connection not found")
     return row
+
+
+def retry_failed_sends(
+    conn: Connection,
+    connection_id: UUID | str,
+    *,
+    owner_id: UUID,
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Queue again, due now with a fresh count of attempts, every ``failed`` delivery of
+    the caller's connection (that failed at or after ``since``, when given): after a
+    platform outage outlasted the retries, or once a revoked token was replaced. One
+    UPDATE, fenced by the status, so concurrent calls (and single retries) queue each
+    delivery once. ``unknown`` ones stay: the customer may have them, and only a person
+    who checked should send them again (``POST /api/messages/{id}/retry``). How many were
+    queued.
+
+    A connection that sends nothing (the widget, a custom integration) or has no access
+    token is a 409 naming ``channel`` or ``access_token``: everything would fail again.
+    The connection is held ``FOR KEY SHARE`` so that a concurrent delete waits; the
+    deliveries queued then fail as the connection's deliveries do when it is deleted.
+    """
+    now = now or utcnow()
+    connection = get_connection(conn, connection_id, owner_id=owner_id, hold=True)
+    if connection.channel not in SENDING_CHANNELS:
+        raise Conflict(
+            f"a {connection.channel} connection sends nothing to a platform", fields=("channel",)
+        )
+    if not connection.access_token:
+        raise Conflict(
+            "the connection has no access_token: set one (PATCH) before sending again",
+            fields=("access_token",),
+        )
+    where = [
+        deliveries.c.connection_id == connection.id,
+        deliveries.c.destination == connection.channel,
+        deliveries.c.status == DeliveryStatus.FAILED,
+    ]
+    if since is not None:
+        where.append(deliveries.c.updated_at >= since)
+    return len(
+        conn.execute(
+            sa.update(deliveries)
+            .where(*where)
+            .values(**outbox.requeued(now))
+            .returning(deliveries.c.id)
+        ).all()
+    )
 
 
 def list_connections(

@@ -23,7 +23,7 @@ from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel, check_text, publish_text_rules
-from noclash.api.work import deliver, read, reading, write
+from noclash.api.work import deliver, read, reading, wake_dispatcher, write
 from noclash.channels.senders import senders
 from noclash.channels.sending import CredentialRejected
 from noclash.chat import connections as chat
@@ -287,6 +287,49 @@ def _inbound(
 
 def _inbound_out(result: InboundResult) -> Response:
     return INBOUND_OUT.response(result, 200 if result.duplicate else 201)
+
+
+class RetryFailedSendsIn(StrictModel):
+    since: AwareDatetime | None = Field(
+        None, description="Only deliveries that failed at or after this time (default: all)."
+    )
+
+
+class RequeuedOut(BaseModel):
+    requeued: int = Field(description="Failed deliveries queued again.")
+
+
+REQUEUED = Rendered(RequeuedOut, 200)
+
+
+@router.post(
+    "/{connection_id}/retry-failed",
+    response_model=RequeuedOut,
+    responses=problems(
+        ProblemType.CONFLICT,
+        s409="The connection sends nothing to a platform (channel), or has no access_token",
+    ),
+)
+async def retry_failed_sends(
+    request: Request, connection_id: str, user: CurrentUser, body: RetryFailedSendsIn | None = None
+) -> Response:
+    """Send every failed reply of this connection again, now, each with a fresh count of
+    attempts (``since``: only those that failed from then on): after a platform outage
+    that outlasted the retries, or once a revoked token is replaced. ``unknown``
+    deliveries are left alone (the customer may have them; retry each one that should go
+    again). Safe to repeat: a delivery is queued once however many calls race."""
+    since = body.since if body else None
+    response = await write(request, _retry_failed, connection_id, user.id, since, render=REQUEUED)
+    wake_dispatcher(request)
+    return response
+
+
+def _retry_failed(
+    conn: Connection, connection_id: str, owner_id: UUID, since: datetime | None
+) -> dict[str, int]:
+    return {
+        "requeued": chat.retry_failed_sends(conn, connection_id, owner_id=owner_id, since=since)
+    }
 
 
 @router.delete(
