@@ -69,6 +69,22 @@ def test_a_telegram_token_is_checked_against_the_bot_id(stack):
     assert wrong.status_code == 422 and _field(wrong) == ["access_token"]
 
 
+@pytest.mark.parametrize(
+    "token",
+    ["424242:abc/../../bot111:other", "424242:abc?x=1", "424242:abc#", "424242", "x:abc"],
+)
+def test_a_string_not_shaped_like_a_telegram_token_is_refused_unasked(stack, token):
+    """A bot token travels in the Bot API's path: a "/", "?", "#" or ".." would make
+    getMe (and every send) another call. Refused with a 422 before anything is asked."""
+    bot = stack.chatbot()
+    stack.telegram.add_bot(111, token="111:other")
+    answer = _connect(stack, bot["id"], channel="telegram", external_id="111", secret="s",
+                      access_token=token)  # fmt: skip
+    assert answer.status_code == 422 and _field(answer) == ["access_token"], answer.text
+    assert "not a Telegram bot token" in answer.json()["detail"]
+    assert stack.telegram.received == []
+
+
 def test_widget_and_custom_connections_take_no_access_token(stack):
     bot = stack.chatbot()
     for channel, external_id in (("custom", "sms"), ("widget", bot["public_token"])):

@@ -28,6 +28,7 @@ only on request.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,9 @@ from noclash.channels.sending import (
 from noclash.db.tables import Channel
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# A bot token as BotFather issues it: the bot's id, a colon, a secret. It travels in the
+# URL's path, so anything else (a "/", "?", "#" or "..") could turn a call into another.
+TOKEN_SHAPE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,200}")
 
 
 def verify_secret(header: str | None, secret: str | None) -> bool:
@@ -167,7 +171,10 @@ class TelegramSender:
         return send_result(response)
 
     async def owned_id(self, client: httpx.AsyncClient, *, access_token: str) -> str:
-        """The id of the bot whose token this is (``getMe``)."""
+        """The id of the bot whose token this is (``getMe``); a string that is not shaped
+        like a bot token is refused without asking."""
+        if not TOKEN_SHAPE.fullmatch(access_token):
+            raise CredentialRejected("not a Telegram bot token (<bot id>:<secret>)")
         try:
             response = await client.get(f"{self.api_url}/bot{access_token}/getMe")
         except httpx.TransportError as exc:
