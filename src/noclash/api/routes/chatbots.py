@@ -179,6 +179,11 @@ async def check_webhook_url(request: Request, url: str | None) -> None:
                                "What its widget shows", public_token=PUBLIC_TOKEN),
                 "session": link("POST", "/api/widget/{public_token}/sessions",
                                 "A visitor starts a session", public_token=PUBLIC_TOKEN),
+                "ping": link("POST", "/api/chatbots/{chatbot_id}/webhook-ping",
+                             "Check its webhook", chatbot_id="$response.body#/id"),
+                "retry-failed": link("POST", "/api/chatbots/{chatbot_id}/events/retry-failed",
+                                     "Send its failed events again",
+                                     chatbot_id="$response.body#/id"),
             }
         },
         # The public token's unique index: 122 random bits, so in practice never.

@@ -145,6 +145,12 @@ INBOUND_OUT = Rendered(InboundOut)
                     "A relay delivers a message (a custom connection)",
                     connection_id="$response.body#/id",
                 ),
+                "retry-failed": link(
+                    "POST",
+                    "/api/connections/{connection_id}/retry-failed",
+                    "Send its failed replies again",
+                    connection_id="$response.body#/id",
+                ),
             }
         },
         **problems(

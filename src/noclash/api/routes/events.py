@@ -25,7 +25,7 @@ from starlette.responses import Response
 from noclash.api.deps import CurrentUser
 from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
 from noclash.api.problems import ProblemType
-from noclash.api.responses import Rendered, problems
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
 from noclash.api.work import deliver, read, reading, wake_dispatcher, write, writing
 from noclash.chat import event_deliveries, events
@@ -86,11 +86,22 @@ RETRIED = Rendered(RetriedOut, 200)
 @router.get(
     "",
     response_model=Page[EventOut],
-    responses=problems(
+    responses={
+        200: {
+            "links": {
+                "event": link("GET", "/api/events/{event_id}", "The first event and its delivery",
+                              event_id="$response.body#/items/0/id"),
+                "retry": link("POST", "/api/events/{event_id}/retry",
+                              "Send the first event to the webhook again",
+                              event_id="$response.body#/items/0/id"),
+            }
+        },
+        **problems(
             ProblemType.NOT_FOUND,
-        s404="chatbot_id or conversation_id is not yours, or after names no event of them",
-    ),
-)
+            s404="chatbot_id or conversation_id is not yours, or after names no event of them",
+        ),
+    },
+)  # fmt: skip
 async def list_events(
     request: Request,
     user: CurrentUser,

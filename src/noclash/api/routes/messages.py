@@ -22,7 +22,7 @@ from starlette.responses import Response
 from noclash.api.deps import CurrentUser, SettingsDep
 from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
-from noclash.api.responses import Rendered, problems
+from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, wake_dispatcher, write
 from noclash.chat import messages, outbox
@@ -95,7 +95,19 @@ def _list(conn: Connection, conversation_id: str, owner_id: UUID, params: PagePa
     "",
     status_code=201,
     response_model=MessageOut,
-    responses=problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+    responses={
+        201: {
+            "links": {
+                "retry": link(
+                    "POST",
+                    "/api/messages/{message_id}/retry",
+                    "Send it again once its delivery failed",
+                    message_id="$response.body#/id",
+                )
+            }
+        },
+        **problems(ProblemType.CONFLICT, s409="The conversation is closed"),
+    },
 )
 async def reply(
     request: Request,

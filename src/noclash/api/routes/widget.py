@@ -86,7 +86,14 @@ def _require(require_auth: bool, user: User | None) -> None:
                     "The visitor writes",
                     public_token="$request.path.public_token",
                     session_id="$response.body#/session_id",
-                )
+                ),
+                "read": link(
+                    "GET",
+                    "/api/widget/{public_token}/sessions/{session_id}/messages",
+                    "The visitor reads the conversation",
+                    public_token="$request.path.public_token",
+                    session_id="$response.body#/session_id",
+                ),
             }
         }
     },
