@@ -9,6 +9,9 @@ arrived and answers as scripted: 500s, answers slower than noclash waits, 503 fo
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +27,7 @@ from noclash.db.tables import chatbots, deliveries
 from tests.support.bots import LoopbackBot, bot_stack, pulled_events, webhook_deliveries
 from tests.support.outbound import Stack, telegram_update
 from tests.support.platforms import TELEGRAM_BAD_GATEWAY, wait_for
+from tests.support.serve import NOCLASH
 
 CHAT = 5550101
 CHANGED = "conversation.status_changed"
@@ -154,9 +158,71 @@ def test_an_event_reaches_the_bot_without_waiting_for_a_poll(database_url, sourc
                 assert moved.status_code == 200, moved.text
                 assert wait_for(lambda n=n: len(bot.events(CHANGED)) == n + 1, timeout=20)
             waits.append(time.monotonic() - started)
-        # Woken: tens of ms each. At the poll's mercy: about a second each (a message
-        # sent right after the last one arrived waits for the next snooze pass).
-        assert sum(wait < 0.3 for wait in waits) >= 8, waits
+        assert _quick(waits), waits
+
+
+def _quick(waits: list[float]) -> bool:
+    """Woken: tens of ms each. At the poll's mercy: about a second each (work made right
+    after the last arrived waits for the next snooze pass)."""
+    return sum(wait < 0.3 for wait in waits) >= 8
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency-key"])
+def test_a_reply_reaches_the_customer_without_waiting_for_a_poll(database_url, keyed):
+    """A reply's commit wakes the dispatcher, also a keyed one (the echo bot's), which
+    the idempotency middleware commits after the route has returned. (A chatbot without a
+    webhook: the reply's own delivery is what wakes it.)"""
+    with bot_stack(database_url, dispatcher_poll_seconds=30.0) as (stack, _bot):
+        connection, _token = stack.telegram_connection(stack.chatbot()["id"])
+        conversation = stack.telegram_customer(connection, CHAT, "hi", 9200)["id"]
+        waits = []
+        for n in range(10):
+            started = time.monotonic()
+            answer = stack.reply(conversation, f"reply {n}", key=f"k-{n}" if keyed else None)
+            assert answer.status_code == 201, answer.text
+            sent = lambda n=n: f"reply {n}" in [m["text"] for m in stack.telegram.delivered()]  # noqa: E731
+            assert wait_for(sent, timeout=20)
+            waits.append(time.monotonic() - started)
+        assert _quick(waits), waits
+
+
+def test_a_worker_in_another_process_is_woken_through_notify(database_url, tmp_path):
+    """serve without a dispatcher, and one noclash worker polling every 30 s: the commit's
+    NOTIFY (marked: a delivery was queued) wakes the worker, so the bot hears of each
+    customer message, and the customer gets each reply, at once."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no notifications: a worker in another process polls")
+    with bot_stack(database_url, dispatcher=False) as (stack, bot):
+        _row, connection, _secret = _chatbot(stack, bot)
+        env = os.environ | {
+            "NOCLASH_DATABASE_URL": database_url,
+            "NOCLASH_TELEGRAM_API_URL": stack.telegram.api_url,
+            "NOCLASH_DISPATCHER_POLL_SECONDS": "30",
+            "NOCLASH_ALLOW_PRIVATE_WEBHOOKS": "1",
+        }
+        log = tmp_path / "worker.log"
+        with log.open("w") as out:
+            worker = subprocess.Popen([*NOCLASH, "worker"], env=env, stdout=out, stderr=out)
+        try:
+            # The first one may wait for the worker to start and listen.
+            conversation = _customer_says(stack, bot, connection, 9300, "hello")
+            hears, answers = [], []
+            for n in range(10):
+                started = time.monotonic()
+                _customer_says(stack, bot, connection, 9301 + n, f"message {n}")
+                hears.append(time.monotonic() - started)
+            for n in range(10):
+                started = time.monotonic()
+                answer = stack.reply(conversation["conversation_id"], f"answer {n}")
+                assert answer.status_code == 201, answer.text
+                sent = lambda n=n: f"answer {n}" in [m["text"] for m in stack.telegram.delivered()]  # noqa: E731
+                assert wait_for(sent, timeout=40)
+                answers.append(time.monotonic() - started)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+        assert _quick(hears), (hears, log.read_text()[-2000:])
+        assert _quick(answers), (answers, log.read_text()[-2000:])
 
 
 def test_64_concurrent_redeliveries_make_one_event_and_one_bot_call(both):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.outbound import Stack, outbound_stack
-from tests.support.platforms import Bot
+from tests.support.platforms import Bot, wait_for
 
 BOT_ID = 7001
 FIRST, SECOND = 5550001, 5550002
@@ -66,8 +66,11 @@ def test_after_a_revoked_token_is_replaced_every_failed_reply_goes_once(stack):
     stack.telegram.fail_next(1, 200, {}, delay=1.5, deliver=True)
     (maybe,) = _replies(stack, second, "did this arrive?")
     stack.wait_delivery(second["id"], maybe["id"], "unknown")
+    revoked = stack.telegram.bots[token]
+    # (The platform records it once its late answer goes out.)
+    assert wait_for(lambda: _texts(SECOND, revoked) == ["did this arrive?"], timeout=10)
     # The token is revoked: every reply fails for good.
-    revoked = stack.telegram.bots.pop(token)
+    stack.telegram.bots.pop(token)
     failed = _replies(stack, first, "one", "two") + _replies(stack, second, "three")
     for reply in failed:
         shown = stack.wait_delivery(reply["conversation_id"], reply["id"], "failed")

@@ -72,8 +72,8 @@ def worker_app() -> object:
 
 def with_dispatcher(app: Any, settings: Settings) -> Any:
     """Run a dispatcher beside ``app`` while it serves (its lifespan), unless
-    ``NOCLASH_DISPATCHER=off``. The app finds it as ``app.state.dispatcher`` to wake it
-    when a reply is stored; the API itself knows nothing of dispatchers."""
+    ``NOCLASH_DISPATCHER=off``. It listens on the app's hub, which wakes it after every
+    commit that queued a delivery; the API itself knows nothing of dispatchers."""
     if not settings.dispatcher:
         return app
     import asyncio
@@ -84,7 +84,6 @@ def with_dispatcher(app: Any, settings: Settings) -> Any:
     # The app's hub: what the dispatcher records wakes this process's streams at once,
     # and (PostgreSQL) the others' through the hub's coalesced NOTIFY.
     dispatcher = Dispatcher(app.state.engine, settings, hub=app.state.hub)
-    app.state.dispatcher = dispatcher
     inner = app.router.lifespan_context
 
     @asynccontextmanager

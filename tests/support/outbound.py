@@ -221,16 +221,10 @@ def outbound_stack(
             if not dispatcher:
                 yield Stack(server, meta, telegram, None, token)
                 return
-            # Wired as noclash serve wires it: the app's hub, the app able to wake it.
+            # Wired as noclash serve wires it: to the app's hub, which wakes it.
             hub = server.app.state.hub
             with dispatching(server.engine, server.settings, hub=hub) as running_dispatcher:
-                server_app_wake(server, running_dispatcher)
                 yield Stack(server, meta, telegram, running_dispatcher, token)
-
-
-def server_app_wake(server: LiveServer, dispatcher: Dispatcher) -> None:
-    """Let the app wake the dispatcher after a reply, as ``noclash serve`` wires it."""
-    server.app.state.dispatcher = dispatcher
 
 
 __all__ = [

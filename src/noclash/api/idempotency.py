@@ -310,7 +310,7 @@ class IdempotencyMiddleware:
                 # what committed or by running anew. Never send an uncommitted answer.
                 await _database_error(exc, scope, receive, send)
                 return
-        if recorded and status < 500:
+        if (recorded or recorded.queued) and status < 500:
             scope["app"].state.hub.committed(recorded)
         await send(start)
         await send({"type": "http.response.body", "body": stored.body, "more_body": False})

@@ -110,7 +110,7 @@ async def _run(
         finally:
             # Also after an error: work that owns its transactions may have committed
             # some (a needless wake-up costs a reader one look; a missed one, seconds).
-            if recorded:
+            if recorded or recorded.queued:
                 request.app.state.hub.committed(recorded)
 
 
@@ -132,14 +132,6 @@ def writing(bind: Engine | Connection) -> AbstractContextManager[Connection]:
 
 
 # -- the thread side ----------------------------------------------------------------------
-def wake_dispatcher(request: Request) -> None:
-    """After a commit that queued a delivery (a reply, a retry): tell this process's
-    dispatcher that work is due now (those of other processes find it at their poll)."""
-    dispatcher = getattr(request.app.state, "dispatcher", None)
-    if dispatcher is not None:
-        dispatcher.wake()
-
-
 def _finish(value: Any, render: Render | None) -> Any:
     return value if render is None else render(value)
 

@@ -203,7 +203,7 @@ def retry_failed_sends(
     ]
     if since is not None:
         where.append(deliveries.c.updated_at >= since)
-    return len(
+    requeued = len(
         conn.execute(
             sa.update(deliveries)
             .where(*where)
@@ -211,6 +211,9 @@ def retry_failed_sends(
             .returning(deliveries.c.id)
         ).all()
     )
+    if requeued:
+        events.queued_delivery()
+    return requeued
 
 
 def list_connections(

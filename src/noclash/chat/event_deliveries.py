@@ -126,6 +126,7 @@ def retry_event(
             fields=("status",),
             current_status=status,
         )
+    events.queued_delivery()
     return get_event(conn, event.id, owner_id=owner_id)
 
 
@@ -217,6 +218,8 @@ def retry_failed(
     queued = conn.execute(
         sa.update(deliveries).where(*where).values(**outbox.requeued(now)).returning(deliveries.c.id)
     ).all()
+    if queued:
+        events.queued_delivery()
     return len(queued)
 
 

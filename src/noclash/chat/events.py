@@ -108,11 +108,12 @@ CONVERSATION_FIELDS = tuple(
 
 class Recorded(set[UUID]):
     """The chatbots whose events the work under way recorded (see :func:`collecting`),
-    and whether it queued one for a webhook (``to_webhook``): then a dispatcher has work
-    due now, and the process's own is woken after the commit instead of finding it at
-    its next poll (:meth:`noclash.chat.wakeups.Hub.committed`)."""
+    and whether it queued a delivery (``queued``: a reply to a platform, an event for a
+    webhook, one queued again): then dispatchers have work due now and are woken after
+    the commit, instead of finding it at their next poll
+    (:meth:`noclash.chat.wakeups.Hub.committed`)."""
 
-    to_webhook: bool = False
+    queued: bool = False
 
 
 _recorded: ContextVar[Recorded | None] = ContextVar("noclash_recorded_events", default=None)
@@ -213,18 +214,19 @@ def _with_delivery(conn: Connection, dialect: Dialect, event: Event, now: dateti
     if dialect.supports_dml_in_cte:
         stored = conn.execute(_event_and_delivery(dialect), params).all()
         if stored and stored[0].delivery_id is not None:
-            _queued_to_webhook()
+            queued_delivery()
         return len(stored)
     if not _events_insert(dialect, 1).on(conn).count(conn, params):
         return 0
     if conn.execute(_webhook_delivery(), params).rowcount:
-        _queued_to_webhook()
+        queued_delivery()
     return 1
 
 
-def _queued_to_webhook() -> None:
+def queued_delivery() -> None:
+    """The work under way queued a delivery, due now (see :class:`Recorded`)."""
     if (recorded := _recorded.get()) is not None:
-        recorded.to_webhook = True
+        recorded.queued = True
 
 
 def _event_params(event: Event, n: int) -> dict[str, Any]:
@@ -448,7 +450,7 @@ def announced(
         conn.execute(_webhook_delivery(), params)
     if (recorded := _recorded.get()) is not None:
         recorded.add(chatbot_id)
-        recorded.to_webhook = recorded.to_webhook or webhook
+        recorded.queued = recorded.queued or webhook
 
 
 # -- what the domain records --------------------------------------------------------------------
@@ -788,6 +790,7 @@ __all__ = [
     "ping_envelope",
     "position",
     "prune",
+    "queued_delivery",
     "read",
     "read_types",
     "record",

@@ -100,6 +100,8 @@ def queue_delivery(
         "created_at": now,
         "updated_at": now,
     }
+    if has_token:
+        events.queued_delivery()
     return conn.execute(sa.insert(deliveries).values(values).returning(*deliveries.c)).one()
 
 
@@ -700,6 +702,7 @@ def retry(
             fields=("status",),
             current_status=delivery.status,
         )
+    events.queued_delivery()
     return conn.execute(
         sa.update(deliveries)
         .where(deliveries.c.id == delivery.id, deliveries.c.status.in_(RETRYABLE))

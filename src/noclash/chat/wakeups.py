@@ -24,9 +24,12 @@ dispatcher of ``noclash worker`` has its own) does three things:
    reconnects with backoff and then wakes everyone, since what was notified meanwhile is
    lost.
 
-The same call wakes this process's dispatcher when the commit queued an event for a
-chatbot's webhook (:meth:`Hub.when_queued`): the bot hears of a customer's message at once,
-not at the dispatcher's next poll. Dispatchers of other processes find it at theirs.
+4. **Dispatchers.** A commit that queued a delivery (a reply, an event for a bot's
+   webhook, one queued again: :attr:`~noclash.chat.events.Recorded.queued`) also wakes the
+   dispatchers (:meth:`Hub.when_queued`): this process's at once, and on PostgreSQL those
+   of the other processes, ``noclash worker`` included, through the same NOTIFY, whose
+   payload then starts with ``+``. A customer's message reaches a bot, and a reply the
+   customer, without waiting for a dispatcher's poll.
 
 Readers also re-read every ``NOCLASH_STREAM_REREAD_SECONDS`` without being woken, so a
 notification lost in a reconnect costs at most that much latency, and several processes
@@ -63,6 +66,8 @@ NOTIFY_INTERVAL = 0.005
 # half PostgreSQL's 8,000-byte payload limit).
 MAX_PAYLOAD_IDS = 100
 EVERYTHING = "*"
+# A payload's first character when a commit it covers queued a delivery.
+QUEUED = "+"
 # How long the listener waits for a notification before it looks whether it must stop,
 # and how often it proves its session alive (a LISTEN again: a round trip).
 LISTEN_POLL_SECONDS = 0.5
@@ -73,21 +78,27 @@ BACKOFF_SECONDS = (0.1, 5.0)
 ChatbotIds = frozenset[UUID] | None  # None: any chatbot
 
 
-def payload(ids: ChatbotIds) -> str:
-    """A NOTIFY payload: the chatbot ids, comma-separated, or ``*``."""
+def payload(ids: ChatbotIds, queued: bool = False) -> str:
+    """A NOTIFY payload: ``+`` if a delivery was queued, then the chatbot ids,
+    comma-separated, or ``*`` (none: only a delivery queued)."""
+    head = QUEUED if queued else ""
     if ids is None or len(ids) > MAX_PAYLOAD_IDS:
-        return EVERYTHING
-    return ",".join(sorted(str(i) for i in ids))
+        return head + EVERYTHING
+    return head + ",".join(sorted(str(i) for i in ids))
 
 
-def parse(text: str) -> ChatbotIds:
-    """The chatbots of a payload; None (everyone) for ``*`` or anything not understood."""
+def parse(text: str) -> tuple[ChatbotIds, bool]:
+    """The chatbots of a payload (None, everyone, for ``*`` or anything not understood)
+    and whether a delivery was queued."""
+    queued = text.startswith(QUEUED)
+    text = text.removeprefix(QUEUED)
     if text == EVERYTHING:
-        return None
+        return None, queued
     try:
-        return frozenset(UUID(part) for part in text.split(",") if part) or None
+        ids = frozenset(UUID(part) for part in text.split(",") if part)
     except ValueError:
-        return None
+        return None, queued
+    return (ids if ids or queued else None), queued
 
 
 class _Outage:
@@ -167,13 +178,14 @@ class Hub:
         self._across = notify and self._dialect.supports_listen_notify
         self._lock = threading.Lock()
         self._subscribers: set[Subscription] = set()
-        # Called after a commit that queued an event for a webhook (the dispatchers).
+        # Called after a commit that queued a delivery, here or elsewhere (dispatchers).
         self._on_queued: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         # The sender's queue: chatbot ids not yet notified (None in it: everything).
         self._wanted = threading.Condition(threading.Lock())
         self._pending: set[UUID] = set()
         self._pending_all = False
+        self._pending_queued = False
         self._has_pending = False
         self._sender: threading.Thread | None = None
         self._listener: threading.Thread | None = None
@@ -195,31 +207,41 @@ class Hub:
         """Events of ``chatbot_ids`` (None: of any chatbot) were just committed: wake the
         readers. Call it after the commit, never before (a reader woken early reads the
         table before the events are in it, and sleeps)."""
-        if isinstance(chatbot_ids, events.Recorded) and chatbot_ids.to_webhook:
-            for callback in tuple(self._on_queued):
-                callback()
+        queued = isinstance(chatbot_ids, events.Recorded) and chatbot_ids.queued
+        if queued:
+            self._wake_dispatchers()
         ids = None if chatbot_ids is None else frozenset(chatbot_ids)
-        if ids is not None and not ids:
+        if ids is not None and not ids and not queued:
             return
-        self._wake_local(ids)
+        if ids is None or ids:
+            self._wake_local(ids)
         if self._across and not self._stopping.is_set():
-            self._queue(ids)
+            self._queue(ids, queued)
 
     @contextmanager
     def when_queued(self, callback: Callable[[], None]) -> Iterator[None]:
-        """Within the block, ``callback()`` follows every commit reported here that queued
-        an event for a chatbot's webhook: this process's dispatcher then sends it at once
-        rather than at its next poll. Dispatchers of other processes still poll."""
+        """Within the block, ``callback()`` (thread-safe, cheap: a dispatcher's ``wake``)
+        follows every commit that queued a delivery: reported here, or on PostgreSQL by
+        another process (a listening session is kept for that). It also follows a
+        reconnection of that session, since what was notified meanwhile is lost."""
         with self._lock:
             self._on_queued.append(callback)
+            self._listen()
         try:
             yield
         finally:
             with self._lock:
                 self._on_queued.remove(callback)
 
-    def _queue(self, ids: ChatbotIds) -> None:
+    def _wake_dispatchers(self) -> None:
+        with self._lock:
+            callbacks = tuple(self._on_queued)
+        for callback in callbacks:
+            callback()
+
+    def _queue(self, ids: ChatbotIds, queued: bool = False) -> None:
         with self._wanted:
+            self._pending_queued = self._pending_queued or queued
             if ids is None or len(self._pending) + len(ids) > MAX_PAYLOAD_IDS:
                 self._pending_all = True
                 self._pending.clear()
@@ -233,8 +255,10 @@ class Hub:
     def _take(self) -> str:
         """The payload of everything pending, which is then no longer pending (the caller
         holds ``_wanted``)."""
-        text = payload(None if self._pending_all else frozenset(self._pending))
+        ids = None if self._pending_all else frozenset(self._pending)
+        text = payload(ids, self._pending_queued)
         self._pending.clear()
+        self._pending_queued = False
         self._pending_all = False
         self._has_pending = False
         return text
@@ -264,6 +288,7 @@ class Hub:
                     session = _close(session)
                     with self._wanted:  # everything again, once a session is back
                         self._pending_all = True
+                        self._pending_queued = True
                         self._has_pending = True
                     if self._stopping.wait(pause):
                         return
@@ -286,8 +311,7 @@ class Hub:
         )
         with self._lock:
             self._subscribers.add(subscription)
-            if self._across and self._listener is None and not self._stopping.is_set():
-                self._listener = self._start(self._listen_loop, "noclash-listen")
+            self._listen()
         try:
             yield subscription
         finally:
@@ -314,6 +338,12 @@ class Hub:
             self._sequence_runs += 1
             events.sequence_all(self.engine)
 
+    def _listen(self) -> None:
+        """Start the listener, if there is none yet and one is of use (the caller holds
+        ``_lock``)."""
+        if self._across and self._listener is None and not self._stopping.is_set():
+            self._listener = self._start(self._listen_loop, "noclash-listen")
+
     def _wake_local(self, ids: ChatbotIds) -> None:
         with self._lock:
             subscribers = tuple(self._subscribers)
@@ -335,6 +365,7 @@ class Hub:
                 outage.ended()
                 # Notifications sent while nobody listened are lost: everyone looks now.
                 self._wake_local(None)
+                self._wake_dispatchers()
                 self._receive(session)
             except Exception as exc:  # a background thread must outlive any error
                 pause = outage.failed(exc)
@@ -350,7 +381,11 @@ class Hub:
                 if sender == self._sender_session:
                     continue  # this process's own: its readers were woken already
                 self.notifications_received += 1
-                self._wake_local(parse(text))
+                ids, queued = parse(text)
+                if ids is None or ids:
+                    self._wake_local(ids)
+                if queued:
+                    self._wake_dispatchers()
             probed += LISTEN_POLL_SECONDS
             if probed >= LISTEN_PROBE_SECONDS:
                 # A session the network dropped without a word would otherwise wait for

@@ -23,7 +23,7 @@ from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel, check_text, publish_text_rules
-from noclash.api.work import deliver, read, reading, wake_dispatcher, write
+from noclash.api.work import deliver, read, reading, write
 from noclash.channels.senders import senders
 from noclash.channels.sending import CredentialRejected
 from noclash.chat import connections as chat
@@ -325,9 +325,7 @@ async def retry_failed_sends(
     deliveries are left alone (the customer may have them; retry each one that should go
     again). Safe to repeat: a delivery is queued once however many calls race."""
     since = body.since if body else None
-    response = await write(request, _retry_failed, connection_id, user.id, since, render=REQUEUED)
-    wake_dispatcher(request)
-    return response
+    return await write(request, _retry_failed, connection_id, user.id, since, render=REQUEUED)
 
 
 def _retry_failed(

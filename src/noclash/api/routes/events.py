@@ -27,7 +27,7 @@ from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
-from noclash.api.work import deliver, read, reading, wake_dispatcher, write, writing
+from noclash.api.work import deliver, read, reading, write, writing
 from noclash.chat import event_deliveries, events
 from noclash.chat.chatbots import get_chatbot
 from noclash.chat.errors import NotFound
@@ -232,9 +232,7 @@ async def retry_event(request: Request, event_id: str, user: CurrentUser) -> Res
     a failed delivery, or one waiting for its next attempt, is queued due now; an event
     the webhook never got (it was set later) gets a delivery. It goes with the same
     ``Noclash-Event-Id``, signed with the current secret, to the current ``webhook_url``."""
-    response = await write(request, _retry, event_id, user.id, render=EVENT)
-    wake_dispatcher(request)
-    return response
+    return await write(request, _retry, event_id, user.id, render=EVENT)
 
 
 def _retry(conn: Connection, event_id: str, owner_id: UUID) -> dict[str, Any]:
@@ -261,9 +259,7 @@ async def retry_failed(
     after = body.after if body is not None else None
     horizon = events.retention_horizon(request.app.state.settings.event_retention_days)
     work = (chatbot_id, user.id, after, horizon)
-    response = await deliver(request, _retry_failed, *work, render=RETRIED)
-    wake_dispatcher(request)
-    return response
+    return await deliver(request, _retry_failed, *work, render=RETRIED)
 
 
 def _retry_failed(

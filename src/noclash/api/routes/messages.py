@@ -24,7 +24,7 @@ from noclash.api.pagination import Page, PageDep, PageParams, page
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel, check_text
-from noclash.api.work import read, wake_dispatcher, write
+from noclash.api.work import read, write
 from noclash.chat import messages, outbox
 from noclash.db.tables import DeliveryStatus, Direction
 
@@ -120,11 +120,7 @@ async def reply(
     its delivery (``delivery.status`` ``queued``) and sent by the dispatcher, once: a retry
     of this request with the same ``Idempotency-Key`` is the same message and delivery."""
     check_text(body.text, settings)
-    response = await write(
-        request, _reply, conversation_id, user.id, body.text, render=_message_out
-    )
-    wake_dispatcher(request)
-    return response
+    return await write(request, _reply, conversation_id, user.id, body.text, render=_message_out)
 
 
 def _reply(conn: Connection, conversation_id: str, owner_id: UUID, text: str) -> Any:
@@ -147,9 +143,7 @@ async def retry(request: Request, message_id: str, user: CurrentUser) -> Respons
     """Send a ``failed`` or ``unknown`` reply again: its delivery is queued, due now, with a
     fresh count of attempts, and the dispatcher really sends it (nothing is marked sent
     that the platform did not accept)."""
-    response = await write(request, _retry, message_id, user.id, render=_retried)
-    wake_dispatcher(request)
-    return response
+    return await write(request, _retry, message_id, user.id, render=_retried)
 
 
 def _retry(conn: Connection, message_id: str, owner_id: UUID) -> Any:
