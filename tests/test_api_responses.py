@@ -42,6 +42,7 @@ def _row(**overrides: object) -> SimpleNamespace:
         "allowed_origins": None,
         "created_at": datetime(2026, 11, 25, 9, 25, 42, 31350, tzinfo=UTC),
         "webhook_url": None,
+        "webhook_events": None,
         "has_webhook_secret": False,
     }
     values.update(overrides)
@@ -69,7 +70,8 @@ def test_rendered_bytes_are_fastapis_serialisation_of_the_model():
     assert response.body == expected
     assert expected.startswith(b'{"id":"')
     assert expected.endswith(
-        b'"created_at":"2026-11-25T09:25:42.031350Z","webhook_url":null,"has_webhook_secret":false}'
+        b'"created_at":"2026-11-25T09:25:42.031350Z","webhook_url":null,"webhook_events":null,'
+        b'"has_webhook_secret":false}'
     )
 
 

@@ -38,6 +38,7 @@ def test_create_returns_the_record(live_server):
         "allowed_origins",
         "created_at",
         "webhook_url",
+        "webhook_events",
         "has_webhook_secret",
     }
     assert uuid.UUID(body["public_token"]).version == 4

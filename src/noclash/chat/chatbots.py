@@ -18,7 +18,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from noclash.chat import outbox
+from noclash.chat import events, outbox
 from noclash.chat.errors import InvalidInput, NotFound
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import chatbots
@@ -33,7 +33,9 @@ Row = sa.Row[Any]
 # and reading back the whole row cost more than the uniqueness work (docs/performance.md).
 _INSERT_RETURNING_TOKEN = sa.insert(chatbots).returning(chatbots.c.public_token)
 _INSERT = sa.insert(chatbots)
-_OPTIONAL = frozenset({"slack_channel_id", "asana_project_id", "allowed_origins", "webhook_url"})
+_OPTIONAL = frozenset(
+    {"slack_channel_id", "asana_project_id", "allowed_origins", "webhook_url", "webhook_events"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class Chatbot:
     allowed_origins: list[str] | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # The types its webhook is sent, a mask (events.webhook_mask); None: every type.
+    webhook_events: int | None = None
 
 
 def create_chatbot(
@@ -63,6 +67,7 @@ def create_chatbot(
     require_auth: bool = False,
     allowed_origins: list[str] | None = None,
     webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> Chatbot:
     """Insert a chatbot in one statement and return it as stored.
 
@@ -81,6 +86,7 @@ def create_chatbot(
         "created_at": utcnow(),
         "allowed_origins": normalise_origins(allowed_origins),
         "webhook_url": webhook_url,
+        "webhook_events": events.webhook_mask(webhook_events),
     }
     # Optional settings left out are NULL by the column: no parameter, no JSON encoding.
     given = {k: v for k, v in values.items() if v is not None or k not in _OPTIONAL}
@@ -185,6 +191,7 @@ EDITABLE = frozenset(
         "asana_project_id",
         "require_auth",
         "webhook_url",
+        "webhook_events",
         "allowed_origins",
     }
 )
@@ -207,6 +214,8 @@ def update_chatbot(
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     if "allowed_origins" in changes:
         changes = {**changes, "allowed_origins": normalise_origins(changes["allowed_origins"])}
+    if "webhook_events" in changes:
+        changes = {**changes, "webhook_events": events.webhook_mask(changes["webhook_events"])}
     if not changes:
         return get_chatbot(conn, chatbot_id, owner_id=owner_id)
     ident = chatbot_ident(chatbot_id)

@@ -107,18 +107,28 @@ def retry_event(
             "is announced in the pull API only)",
             fields=("type",),
         )
-    webhook_url = conn.execute(
-        sa.select(chatbots.c.webhook_url).where(chatbots.c.id == event.chatbot_id)
-    ).scalar()
-    if webhook_url is None:
+    hook = conn.execute(
+        sa.select(chatbots.c.webhook_url, chatbots.c.webhook_events).where(
+            chatbots.c.id == event.chatbot_id
+        )
+    ).one()
+    if hook.webhook_url is None:
         raise Conflict("the chatbot has no webhook_url to send it to", fields=("webhook_url",))
-    if not _made(conn, event, now) and not _queued_again(conn, event.id, now):
+    # A delivery is made only for a type the webhook is sent; one it has is sent again.
+    sent_this_type = events.webhook_gets(hook.webhook_events, event.type)
+    made = sent_this_type and _made(conn, event, now)
+    if not made and not _queued_again(conn, event.id, now):
         status = conn.execute(
             sa.select(deliveries.c.status).where(
                 deliveries.c.event_id == event.id,
                 deliveries.c.destination == WEBHOOK_DESTINATION,
             )
         ).scalar()
+        if status is None and not sent_this_type:
+            raise Conflict(
+                f"the webhook is not sent {event.type} events (webhook_events)",
+                fields=("webhook_events",),
+            )
         if status is None:  # pruned with the event by a transaction that ran before
             raise NotFound("event not found")
         raise Conflict(

@@ -31,7 +31,7 @@ That is latency only: readers re-read the table, and find everything there witho
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -79,6 +79,34 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
+# Each type's bit in ``chatbots.webhook_events``, the types its webhook is sent (NULL:
+# every type). Stored values: never renumber.
+TYPE_BITS: dict[EventType, int] = {
+    EventType.MESSAGE_CREATED: 1,
+    EventType.CONVERSATION_CREATED: 2,
+    EventType.CONVERSATION_STATUS_CHANGED: 4,
+    EventType.DELIVERY_FAILED: 8,
+}
+
+
+def webhook_mask(types: Iterable[str] | None) -> int | None:
+    """``chatbots.webhook_events`` for a list of types (None: every type)."""
+    if types is None:
+        return None
+    return sum({TYPE_BITS[EventType(t)] for t in types})
+
+
+def webhook_types(mask: int | None) -> list[EventType] | None:
+    """The types a ``chatbots.webhook_events`` mask names, in :data:`EVENT_TYPES` order
+    (None: every type)."""
+    if mask is None:
+        return None
+    return [t for t in EVENT_TYPES if mask & TYPE_BITS[t]]
+
+
+def webhook_gets(mask: int | None, type: str) -> bool:
+    """Whether a webhook with the mask ``mask`` is sent events of ``type``."""
+    return mask is None or bool(mask & TYPE_BITS[EventType(type)])
 
 
 def _json(value: Any) -> Any:
@@ -208,7 +236,8 @@ def record_all(
 
 def _with_delivery(conn: Connection, dialect: Dialect, event: Event, now: datetime) -> int:
     """One event and, if its chatbot has a webhook, its webhook delivery; 1 if stored."""
-    params = {"e_now": now, "d_id": uuid7(), **_event_params(event, 0)}
+    params = {"e_now": now, "d_id": uuid7(), "e_bit_0": TYPE_BITS[event.type],
+              **_event_params(event, 0)}  # fmt: skip
     if event.conversation_id is None:  # a webhook delivery belongs to a conversation
         return _events_insert(dialect, 1).on(conn).count(conn, params)
     if dialect.supports_dml_in_cte:
@@ -307,15 +336,22 @@ def _delivery_values(event_id: Any) -> list[Any]:
     ]
 
 
+# The chatbot has a webhook, and it is sent events of this type (``e_bit_0``, its bit).
 _HAS_WEBHOOK = sa.and_(
-    chatbots.c.id == _p("e_chatbot_0", chatbots.c.id), chatbots.c.webhook_url.is_not(None)
+    chatbots.c.id == _p("e_chatbot_0", chatbots.c.id),
+    chatbots.c.webhook_url.is_not(None),
+    sa.or_(
+        chatbots.c.webhook_events.is_(None),
+        chatbots.c.webhook_events.op("&")(sa.bindparam("e_bit_0", type_=sa.Integer)) != 0,
+    ),
 )
 
 
 @cache
 def _webhook_delivery() -> sa.Insert:
     """``INSERT INTO deliveries ... SELECT ... FROM chatbots WHERE id = :chatbot AND
-    webhook_url IS NOT NULL``: the webhook's delivery, only if the chatbot has one, with no
+    webhook_url IS NOT NULL AND (webhook_events IS NULL OR webhook_events & :bit <> 0)``:
+    the webhook's delivery, only if the chatbot has one that is sent this type, with no
     read before the write."""
     select = sa.select(*_delivery_values(_p("e_id_0", deliveries.c.event_id))).where(_HAS_WEBHOOK)
     return sa.insert(deliveries).from_select(_DELIVERY_COLUMNS, select)
@@ -438,19 +474,22 @@ def announced(
     chatbot_id: UUID,
     conversation_id: UUID,
     *,
+    type: EventType,
     webhook: bool,
     now: datetime,
 ) -> None:
-    """A statement of the caller's wrote the event ``event_id`` (:func:`message_created_cte`):
-    write its webhook delivery when the chatbot has a webhook (``webhook``, which that
-    statement read), and wake its readers after the commit, as :func:`record_all` does."""
+    """A statement of the caller's wrote the event ``event_id`` of ``type``
+    (:func:`message_created_cte`, :func:`conversation_created_cte`): write its webhook
+    delivery when the chatbot has a webhook (``webhook``, which that statement read) that
+    is sent this type, and wake its readers after the commit, as :func:`record_all` does."""
     if webhook:
         params = {"e_id_0": event_id, "e_chatbot_0": chatbot_id,
-                  "e_conversation_0": conversation_id, "e_now": now, "d_id": uuid7()}  # fmt: skip
-        conn.execute(_webhook_delivery(), params)
+                  "e_conversation_0": conversation_id, "e_now": now, "d_id": uuid7(),
+                  "e_bit_0": TYPE_BITS[type]}  # fmt: skip
+        if conn.execute(_webhook_delivery(), params).rowcount:
+            queued_delivery()
     if (recorded := _recorded.get()) is not None:
         recorded.add(chatbot_id)
-        recorded.queued = recorded.queued or webhook
 
 
 # -- what the domain records --------------------------------------------------------------------
@@ -763,6 +802,7 @@ __all__ = [
     "EVENTS_OPTION",
     "EVENT_TYPES",
     "PING",
+    "TYPE_BITS",
     "TYPE_WINDOW",
     "Event",
     "EventType",
@@ -800,4 +840,7 @@ __all__ = [
     "sequence_all",
     "status_changed",
     "statuses_changed",
+    "webhook_gets",
+    "webhook_mask",
+    "webhook_types",
 ]

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.chat import events
 from noclash.chat.conversations import MAX_SLUG_ATTEMPTS, assign_slug, slug_base
 from noclash.chat.errors import InvalidInput, NotFound
+from noclash.chat.events import EventType
 from noclash.chat.sql import sql_for
 from noclash.chat.sql.base import Started, inbound_message
 from noclash.chat.sql.touch import catch_up, touch
@@ -67,6 +68,8 @@ CLAIM_ATTEMPTS = 5
 _PSID_LENGTH = max_length(conversations.c.psid)
 _PLATFORM_ID_LENGTH = max_length(messages.c.platform_message_id)
 _TITLE_LENGTH = max_length(conversations.c.title)
+
+MESSAGE = EventType.MESSAGE_CREATED
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,10 @@ def _announce(conn: Connection, delivered: _Delivered) -> None:
         return
     chatbot_id = delivered.chatbot_id
     if delivered.announced and chatbot_id is not None:
-        for event_id in delivered.announced:
+        for event_id, type in delivered.announced:
             events.announced(
                 conn, event_id, chatbot_id, result.conversation_id,
-                webhook=bool(delivered.webhook), now=message["created_at"],
+                type=type, webhook=bool(delivered.webhook), now=message["created_at"],
             )  # fmt: skip
         return
     conversation = delivered.conversation
@@ -205,8 +208,9 @@ class _Delivered(NamedTuple):
     chatbot_id: UUID | None = None
     conversation: Row | None = None
     webhook: bool | None = None
-    # The events the delivery's statements wrote, in order (the rest are written after).
-    announced: tuple[UUID, ...] = ()
+    # The events the delivery's statements wrote, in order, with their types (the rest
+    # are written after).
+    announced: tuple[tuple[UUID, EventType], ...] = ()
     # The message this delivery stored, its columns (None: it stored none).
     message: dict[str, Any] | None = None
 
@@ -257,7 +261,7 @@ def _receive(
         if seen.message_id is not None:
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             said = {"chatbot_id": seen.chatbot_id, "webhook": seen.has_webhook,
-                    "announced": (seen.event_id,) if seen.event_id else (),
+                    "announced": ((seen.event_id, MESSAGE),) if seen.event_id else (),
                     "message": inbound_message(params, seen.conversation_id)}  # fmt: skip
             if not seen.needs_touch or seen.touched_id is not None:
                 return _Delivered(result, **said)

@@ -182,6 +182,9 @@ chatbots = Table(
     # signed with: made by the server, shown once (noclash.chat.events).
     Column("webhook_url", String(2000)),
     Column("webhook_secret", String(100)),
+    # The event types the webhook is sent, a bit mask (noclash.chat.events.TYPE_BITS);
+    # NULL: every type.
+    Column("webhook_events", Integer),
     # The web origins whose pages may use the chatbot's widget API (a JSON list of
     # "scheme://host[:port]"); NULL: any origin (noclash.api.cors).
     Column("allowed_origins", JSON),

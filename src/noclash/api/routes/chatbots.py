@@ -62,6 +62,12 @@ _WEBHOOK_URL = Field(
 _SLACK_CHANNEL_ID = Field(default=None, max_length=max_length(chatbots.c.slack_channel_id))
 _ASANA_PROJECT_ID = Field(default=None, max_length=max_length(chatbots.c.asana_project_id))
 _ALLOWED_ORIGINS = Field(default=None, max_length=chat.MAX_ORIGINS, description=ORIGINS_HELP)
+_WEBHOOK_EVENTS = Field(
+    default=None,
+    min_length=1,
+    description="The event types the webhook is sent (others stay in the pull API and the "
+    "streams); null or absent: every type.",
+)
 
 
 class ChatbotIn(StrictModel):
@@ -71,6 +77,7 @@ class ChatbotIn(StrictModel):
     require_auth: bool = False
     allowed_origins: list[Origin] | None = _ALLOWED_ORIGINS
     webhook_url: str | None = _WEBHOOK_URL
+    webhook_events: list[events.EventType] | None = _WEBHOOK_EVENTS
 
 
 class ChatbotPatch(StrictModel):
@@ -85,6 +92,7 @@ class ChatbotPatch(StrictModel):
     require_auth: bool = Field(default=None)
     allowed_origins: list[Origin] | None = _ALLOWED_ORIGINS
     webhook_url: str | None = _WEBHOOK_URL
+    webhook_events: list[events.EventType] | None = _WEBHOOK_EVENTS
 
 
 class ChatbotOut(BaseModel):
@@ -97,6 +105,9 @@ class ChatbotOut(BaseModel):
     allowed_origins: list[str] | None
     created_at: datetime
     webhook_url: str | None
+    webhook_events: list[events.EventType] | None = Field(
+        description="The event types the webhook is sent; null: every type."
+    )
     # The secret itself is shown once, by POST /api/chatbots/{id}/webhook-secret.
     has_webhook_secret: bool
 
@@ -140,6 +151,7 @@ def shown(row: Any) -> dict[str, Any]:
         "allowed_origins": row.allowed_origins,
         "created_at": row.created_at,
         "webhook_url": row.webhook_url,
+        "webhook_events": events.webhook_types(row.webhook_events),
         "has_webhook_secret": row.webhook_secret is not None,
     }
 

@@ -14,7 +14,7 @@ keys decide, and a step reports what they said.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -23,6 +23,9 @@ from sqlalchemy.engine import Connection
 from noclash.db.dialects import Dialect
 from noclash.db.tables import ACTIVE_STATUSES, Direction, chatbots, conversations, messages
 
+if TYPE_CHECKING:
+    from noclash.chat.events import EventType
+
 Row = sa.Row[Any]
 
 # The partial unique index's predicate, rendered with literals: bound parameters would hide
@@ -30,7 +33,6 @@ Row = sa.Row[Any]
 ACTIVE_KEY_WHERE = conversations.c.status.in_(
     [sa.literal_column(f"'{status}'") for status in ACTIVE_STATUSES]
 )
-
 
 def active_conversation_query(connection_id: UUID | Any, psid: str | Any) -> sa.Select[Any]:
     """The active conversation of (connection, psid): the lookup the partial index serves.
@@ -189,7 +191,7 @@ class Started(NamedTuple):
     row: Row
     slug_registered: bool
     message_id: UUID | None
-    announced: tuple[UUID, ...] = ()
+    announced: tuple[tuple[UUID, EventType], ...] = ()
 
 
 class ChatSQL:

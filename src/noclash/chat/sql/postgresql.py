@@ -74,6 +74,9 @@ from noclash.chat.sql.touch import needs_touch, touch_values
 from noclash.db.tables import connections, conversation_slugs, conversations, messages
 from noclash.unique import translating
 
+CONVERSATION = events.EventType.CONVERSATION_CREATED
+MESSAGE = events.EventType.MESSAGE_CREATED
+
 
 @cache
 def claim_ctes(insert: Any) -> tuple[Any, Any]:
@@ -316,7 +319,11 @@ class PostgreSQLChatSQL(ChatSQL):
             row = conn.execute(_start_statement(self.insert, announce), params).first()
         if row is None:
             return None
-        announced = (row.conversation_event_id, row.event_id) if row.event_id else ()
+        announced = (
+            ((row.conversation_event_id, CONVERSATION), (row.event_id, MESSAGE))
+            if row.event_id
+            else ()
+        )
         return Started(row, row.slug_registered, row.message_id, announced)
 
 
