@@ -10,7 +10,9 @@ answers customer messages through noclash's API::
     python examples/echo_bot.py --port 8080
 
 then point the chatbot at it: ``PATCH /api/chatbots/{id}`` with
-``{"webhook_url": "https://bot.example.com/"}``.
+``{"webhook_url": "https://bot.example.com/", "webhook_events": ["message.created"]}``
+(it answers customer messages only, so the other types need not be sent to it; it
+answers 2xx to any it gets anyway).
 
 noclash sends an event until the bot answers 2xx, so the bot will see some events more
 than once (its answer was lost, it was slower than noclash waits, it failed). What keeps

@@ -162,9 +162,10 @@ def test_an_event_reaches_the_bot_without_waiting_for_a_poll(database_url, sourc
 
 
 def _quick(waits: list[float]) -> bool:
-    """Woken: tens of ms each. At the poll's mercy: about a second each (work made right
-    after the last arrived waits for the next snooze pass)."""
-    return sum(wait < 0.3 for wait in waits) >= 8
+    """Woken: tens of ms each (50 to 150 measured, beside the rest of the suite). At the
+    poll's mercy: about a second each, since work made right after the last arrived
+    waits for the next snooze pass. The bound sits between, with room for a slow CI."""
+    return sum(wait < 0.5 for wait in waits) >= 8
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency-key"])
