@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection, Dialect
 from noclash.db.dialects import dialect_for
 
 Processor = Callable[[Any], Any] | None
+# The attribute of a dialect that holds what was compiled for it (Prepared.on).
+_ON_DIALECT = "_noclash_prepared"
 _CONSTANT = object()  # a slot whose value is written in the statement (a literal bound once)
 
 
@@ -111,18 +113,24 @@ class Prepared:
     def __init__(self, statement: sa.Executable, *, binary: bool = False) -> None:
         self.statement = statement
         self.binary = binary
-        self._compiled: dict[int, tuple[Dialect, Compiled]] = {}
 
     def on(self, conn: Connection) -> Compiled:
+        """The statement compiled for ``conn``'s dialect, kept on the dialect itself.
+
+        There, the compiled form lives exactly as long as the engine's dialect. Kept here
+        instead (by dialect), it would keep every dialect alive, since the type processors
+        it holds refer to their dialect: a process that makes engines over and over, as
+        the tests and the benchmark do, would keep every engine's dialect it ever made.
+        """
         dialect = conn.dialect
-        entry = self._compiled.get(id(dialect))
-        if entry is None or entry[0] is not dialect:
+        cache: dict[Prepared, Compiled] = dialect.__dict__.setdefault(_ON_DIALECT, {})
+        compiled = cache.get(self)
+        if compiled is None:
             compiled = Compiled(self.statement, dialect)
             if self.binary:
                 compiled.sql = dialect_for(conn).binary_parameters(compiled.sql)
-            entry = (dialect, compiled)
-            self._compiled[id(dialect)] = entry
-        return entry[1]
+            cache[self] = compiled
+        return compiled
 
 
 def _bind_processor(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> Processor:
