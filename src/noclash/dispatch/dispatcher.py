@@ -39,7 +39,10 @@ worker threads, since a transaction there can wait seconds for the file's write 
 Events it records (a snooze woken, a delivery failed) wake live readers once committed,
 through the process's :class:`~noclash.chat.wakeups.Hub` (``hub``): the app's own in
 ``noclash serve``, one of its own in ``noclash worker``, which on PostgreSQL sends the
-coalesced NOTIFY that wakes streams in the serving processes.
+coalesced NOTIFY that wakes streams in the serving processes. The hub wakes the
+dispatcher in turn (:meth:`~noclash.chat.wakeups.Hub.when_queued`) after every commit
+that queued a delivery: in this process at once, in others on PostgreSQL through that
+NOTIFY. The poll (``NOCLASH_DISPATCHER_POLL_SECONDS``) is the fallback, not the path.
 
 Crashes: a dispatcher killed at any instant leaves its claims ``sending`` until their
 lease ends; then any dispatcher takes them over. A send whose platform answer had arrived
@@ -252,7 +255,8 @@ class Dispatcher:
 
     # -- control (any thread) --------------------------------------------------------------
     def wake(self) -> None:
-        """Work may be due (a reply was just stored): look now instead of at the next poll."""
+        """Work may be due (a delivery was just queued): look now, not at the next poll.
+        Thread-safe; the hub calls it after such a commit."""
         loop, event = self._loop, self._wakeup
         if loop is not None and event is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
