@@ -23,8 +23,14 @@ import sqlalchemy as sa
 
 from noclash.channels import webhooks
 from noclash.chat.outbox import WEBHOOK_REMOVED
-from noclash.db.tables import chatbots, deliveries
-from tests.support.bots import LoopbackBot, bot_stack, pulled_events, webhook_deliveries
+from noclash.db.tables import deliveries
+from tests.support.bots import (
+    LoopbackBot,
+    bot_stack,
+    pulled_events,
+    store_webhook_url,
+    webhook_deliveries,
+)
 from tests.support.outbound import Stack, telegram_update
 from tests.support.platforms import TELEGRAM_BAD_GATEWAY, wait_for
 from tests.support.serve import NOCLASH
@@ -303,9 +309,7 @@ def test_after_the_last_attempt_the_event_fails_and_the_failure_is_not_sent_to_t
             assert delivery.last_error == (
                 'gave up after 3 attempts: the webhook answered 503: {"error":"maintenance"}'
             )
-        failures = [
-            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
-        ]
+        failures = pulled_events(stack, chatbot["id"], "delivery.failed")
         assert len(failures) == 2
         assert {f["data"]["delivery"]["destination"] for f in failures} == {"webhook"}
         time.sleep(0.5)
@@ -370,9 +374,7 @@ def test_removing_the_webhook_url_fails_the_events_on_their_way(database_url):
         assert removed.status_code == 200 and removed.json()["webhook_url"] is None
         pending = webhook_deliveries(stack)
         assert [(d.status, d.last_error) for d in pending] == [("failed", WEBHOOK_REMOVED)] * 2
-        failures = [
-            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
-        ]
+        failures = pulled_events(stack, chatbot["id"], "delivery.failed")
         assert sorted(f["data"]["delivery"]["id"] for f in failures) == sorted(
             str(d.id) for d in pending
         )
@@ -398,12 +400,7 @@ def test_a_stored_url_no_sender_can_use_fails_its_events_at_once(database_url, c
     why in the API's words; no traceback, no 25 attempts over hours."""
     with bot_stack(database_url) as (stack, bot):
         chatbot, connection, _secret = _chatbot(stack, bot)
-        with stack.server.engine.begin() as conn:
-            conn.execute(
-                sa.update(chatbots)
-                .where(chatbots.c.id == UUID(chatbot["id"]))
-                .values(webhook_url=url)
-            )
+        store_webhook_url(stack, chatbot["id"], url)
         stack.telegram_customer(connection, CHAT, "hello?", 8101)
         assert wait_for(
             lambda: [d.status for d in webhook_deliveries(stack)] == ["failed", "failed"],
@@ -411,9 +408,7 @@ def test_a_stored_url_no_sender_can_use_fails_its_events_at_once(database_url, c
         ), webhook_deliveries(stack)
         for delivery in webhook_deliveries(stack):
             assert (delivery.attempts, delivery.last_error) == (1, f"not sent: {reason}")
-        failures = [
-            e for e in pulled_events(stack, chatbot["id"]) if e["type"] == "delivery.failed"
-        ]
+        failures = pulled_events(stack, chatbot["id"], "delivery.failed")
         assert len(failures) == 2
         assert bot.requests == []
     assert not [r for r in caplog.records if r.name == "noclash.dispatch" and r.exc_info]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
-from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
 
 from noclash.channels import webhooks
-from noclash.db.tables import chatbots, deliveries, events
-from tests.support.bots import LoopbackBot, bot_stack, pulled_events
+from noclash.db.tables import deliveries, events
+from tests.support.bots import LoopbackBot, bot_stack, pulled_events, store_webhook_url
 from tests.support.outbound import Stack
 
 
@@ -106,12 +105,7 @@ def test_a_ping_keeps_the_address_rule(database_url):
     a name whose address changed) is not connected to by a ping either."""
     with bot_stack(database_url, dispatcher=False, allow_private_webhooks=False) as (stack, bot):
         chatbot = stack.chatbot()
-        with stack.server.engine.begin() as conn:
-            conn.execute(
-                sa.update(chatbots)
-                .where(chatbots.c.id == UUID(chatbot["id"]))
-                .values(webhook_url=bot.url)
-            )
+        store_webhook_url(stack, chatbot["id"], bot.url)
         answer = _ping(stack, chatbot["id"])
         assert answer["delivered"] is False and answer["status_code"] is None
         assert "loopback" in answer["error"] and answer["error"].startswith("not sent")
@@ -126,12 +120,7 @@ def test_a_url_no_sender_can_use_is_said_and_not_sent(database_url, url):
     the ping says why it was not sent, a 200 like any refusal, never a 500."""
     with bot_stack(database_url, dispatcher=False) as (stack, _bot):
         chatbot = stack.chatbot()
-        with stack.server.engine.begin() as conn:
-            conn.execute(
-                sa.update(chatbots)
-                .where(chatbots.c.id == UUID(chatbot["id"]))
-                .values(webhook_url=url)
-            )
+        store_webhook_url(stack, chatbot["id"], url)
         answer = _ping(stack, chatbot["id"])
         assert answer["delivered"] is False and answer["status_code"] is None
         assert answer["error"].startswith("not sent: webhook_url"), answer["error"]

@@ -14,13 +14,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from noclash.db.tables import WEBHOOK_DESTINATION, deliveries
+from noclash.db.tables import WEBHOOK_DESTINATION, chatbots, deliveries
 from tests.support.outbound import Stack, outbound_stack
 from tests.support.platforms import LoopbackPlatform, Received, running
 
@@ -75,11 +76,22 @@ def bot_stack(database_url: str, **overrides: Any) -> Iterator[tuple[Stack, Loop
         yield stack, bot
 
 
-def pulled_events(stack: Stack, chatbot_id: str) -> list[dict]:
-    """The chatbot's events as the pull API answers them (one page of up to 200)."""
-    answer = stack.api.get("/api/events", params={"chatbot_id": chatbot_id, "limit": 200})
+def pulled_events(stack: Stack, chatbot_id: str, type: str | None = None) -> list[dict]:
+    """The chatbot's events (of ``type``, or all) as the pull API answers them (one page
+    of up to 200)."""
+    params = {"chatbot_id": chatbot_id, "limit": 200} | ({"type": type} if type else {})
+    answer = stack.api.get("/api/events", params=params)
     assert answer.status_code == 200, answer.text
     return answer.json()["items"]
+
+
+def store_webhook_url(stack: Stack, chatbot_id: str, url: str) -> None:
+    """Set a chatbot's webhook_url around the API's check, as another tool or an older
+    version could have written it."""
+    with stack.server.engine.begin() as conn:
+        conn.execute(
+            sa.update(chatbots).where(chatbots.c.id == UUID(chatbot_id)).values(webhook_url=url)
+        )
 
 
 def webhook_deliveries(stack: Stack) -> list[Any]:
@@ -92,4 +104,10 @@ def webhook_deliveries(stack: Stack) -> list[Any]:
         ).all()
 
 
-__all__ = ["LoopbackBot", "bot_stack", "pulled_events", "webhook_deliveries"]
+__all__ = [
+    "LoopbackBot",
+    "bot_stack",
+    "pulled_events",
+    "store_webhook_url",
+    "webhook_deliveries",
+]

@@ -111,7 +111,9 @@ def retry_event(
         sa.select(chatbots.c.webhook_url, chatbots.c.webhook_events).where(
             chatbots.c.id == event.chatbot_id
         )
-    ).one()
+    ).first()
+    if hook is None:  # the chatbot is being deleted, and the event with it
+        raise NotFound("event not found")
     if hook.webhook_url is None:
         raise Conflict("the chatbot has no webhook_url to send it to", fields=("webhook_url",))
     # A delivery is made only for a type the webhook is sent; one it has is sent again.
