@@ -167,6 +167,36 @@ def test_an_event_reaches_the_bot_without_waiting_for_a_poll(database_url, sourc
         assert _quick(waits), waits
 
 
+@pytest.mark.parametrize("burst", ["new customer", "two replies"])
+def test_a_delivery_held_back_by_an_earlier_one_goes_once_that_one_is_sent(database_url, burst):
+    """Deliveries to one customer (or of one conversation's events to the bot) keep their
+    order, so a later one is not claimed while an earlier one is pending. Once the
+    earlier one is settled the dispatcher claims the later one at once, not at its next
+    poll or snooze pass. The everyday case: a new customer's first message queues
+    ``conversation.created`` and ``message.created`` together, and the bot must hear the
+    message now; as must a customer sent two replies in a row."""
+    with bot_stack(database_url, dispatcher_poll_seconds=30.0) as (stack, bot):
+        _chatbot_out, connection, _secret = _chatbot(stack, bot)
+        conversation = stack.telegram_customer(connection, CHAT, "hi", 9300)["id"]
+        # Telegram answers as over the internet: the second reply is committed (and its
+        # claim finds it held back) while the first is still on its way.
+        stack.telegram.latency = 0.05
+        waits = []
+        for n in range(10):
+            started = time.monotonic()
+            if burst == "new customer":
+                stack.telegram_customer(connection, CHAT + 1 + n, f"first {n}", 9301 + n)
+                assert wait_for(lambda n=n: _received(bot, f"first {n}"), timeout=20)
+            else:
+                for part in "ab":
+                    answer = stack.reply(conversation, f"reply {n}{part}")
+                    assert answer.status_code == 201, answer.text
+                sent = lambda n=n: f"reply {n}b" in [m["text"] for m in stack.telegram.delivered()]  # noqa: E731
+                assert wait_for(sent, timeout=20)
+            waits.append(time.monotonic() - started)
+        assert _quick(waits), waits
+
+
 def _quick(waits: list[float]) -> bool:
     """Woken: tens of ms each (50 to 150 measured, beside the rest of the suite). At the
     poll's mercy: about a second each, since work made right after the last arrived

@@ -7,8 +7,13 @@ PostgreSQL, through the real app.
 
 from __future__ import annotations
 
-import pytest
+from uuid import UUID
 
+import pytest
+import sqlalchemy as sa
+
+from noclash.channels.telegram import NOT_A_BOT_TOKEN
+from noclash.db.tables import connections
 from tests.support.outbound import outbound_stack
 from tests.support.server import free_port
 
@@ -83,6 +88,28 @@ def test_a_string_not_shaped_like_a_telegram_token_is_refused_unasked(stack, tok
     assert answer.status_code == 422 and _field(answer) == ["access_token"], answer.text
     assert "not a Telegram bot token" in answer.json()["detail"]
     assert stack.telegram.received == []
+
+
+def test_a_stored_token_not_shaped_like_one_fails_its_sends_unasked(database_url):
+    """A token written around the API's check (or before it existed) is never put in a
+    Bot API path: the reply's delivery fails at once, saying why, and Telegram is not
+    asked anything."""
+    with outbound_stack(database_url) as stack:
+        bot = stack.chatbot()
+        connection, _token = stack.telegram_connection(bot["id"])
+        conversation = stack.telegram_customer(connection, 5550123, "hi", 9400)["id"]
+        with stack.server.engine.begin() as conn:
+            conn.execute(
+                sa.update(connections)
+                .where(connections.c.id == UUID(connection["id"]))
+                .values(access_token="7001:x/../../bot111:other")
+            )
+        answer = stack.reply(conversation, "hello")
+        assert answer.status_code == 201, answer.text
+        message = stack.wait_delivery(conversation, answer.json()["id"], "failed", "sent")
+        assert message["delivery"]["status"] == "failed"
+        assert message["delivery"]["last_error"] == NOT_A_BOT_TOKEN
+        assert stack.telegram.sent == []
 
 
 def test_widget_and_custom_connections_take_no_access_token(stack):

@@ -51,6 +51,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # A bot token as BotFather issues it: the bot's id, a colon, a secret. It travels in the
 # URL's path, so anything else (a "/", "?", "#" or "..") could turn a call into another.
 TOKEN_SHAPE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,200}")
+NOT_A_BOT_TOKEN = (
+    "not sent: the connection's access_token is not a Telegram bot token "
+    "(<bot id>:<secret>); replace it with PATCH /api/connections/{id}"
+)
 
 
 def verify_secret(header: str | None, secret: str | None) -> bool:
@@ -161,6 +165,11 @@ class TelegramSender:
     confirms_by_echo: bool = False
 
     async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult:
+        """``sendMessage``; a stored token not shaped like a bot token (one written around
+        the API's check, or before it existed) fails the delivery without a request: in
+        the URL's path it could make the call another one."""
+        if not TOKEN_SHAPE.fullmatch(message.access_token):
+            return SendResult(Outcome.FAILED, error=NOT_A_BOT_TOKEN)
         try:
             response = await client.post(
                 f"{self.api_url}/bot{message.access_token}/sendMessage",

@@ -551,6 +551,13 @@ def announces(settlements: Sequence[Settlement]) -> bool:
     return any(s.status == DeliveryStatus.FAILED for s in settlements)
 
 
+def frees_followers(settlements: Sequence[Settlement]) -> bool:
+    """Whether settling these may make a later delivery claimable: one that waited for an
+    earlier delivery of its conversation and destination (sends keep their order, see
+    :func:`claim_due`) waits no longer once that one is no longer pending."""
+    return any(s.status not in PENDING_DELIVERY for s in settlements)
+
+
 def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime | None = None) -> int:
     """Write outcomes, each only if its claim still holds; returns how many did.
 

@@ -219,6 +219,7 @@ class Dispatcher:
         self._stopping = False
         self._dispatching = False  # the claim loop runs: senders may take deliveries
         self._idle = False
+        self._wakes = 0  # wake-ups so far (see _poke and _dispatch_loop)
         self._limiter = anyio.CapacityLimiter(DATABASE_WORK)
         # Where the database has an asyncio driver, the dispatcher's transactions run on
         # the event loop through an engine of its own (see _db); disposed when run ends.
@@ -263,6 +264,7 @@ class Dispatcher:
                 loop.call_soon_threadsafe(self._poke)
 
     def _poke(self) -> None:
+        self._wakes += 1
         self._idle = False
         if self._wakeup is not None:
             self._wakeup.set()
@@ -323,13 +325,17 @@ class Dispatcher:
                 next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             want = self._claim_wanted()
             if want:
-                finished, started = self._finished, time.monotonic()
+                finished, started, wakes = self._finished, time.monotonic(), self._wakes
                 claimed = await self._claim(want)
                 self._pace(self._finished - finished)
                 if claimed:
                     self._note_lease(claimed[0].claim_token, started)
                     self._ready.extend(claimed)
                     self._has_ready.set()
+                    continue
+                if self._wakes != wakes:
+                    # Woken during the claim: what was queued may have committed after the
+                    # claim's snapshot was taken, so look again rather than go idle.
                     continue
                 self._idle = True  # nothing due: wait for a wake-up or the next poll
             self._wakeup.clear()
@@ -548,6 +554,11 @@ class Dispatcher:
                     )
                     self.settled += settled
                     self._committed(recorded)
+                    if outbox.frees_followers(batch):
+                        # A delivery of the same conversation, held back by the order of
+                        # sends (outbox.claim_due), may be claimable now: look at once,
+                        # not at the next poll.
+                        self._poke()
                     failures = 0
                 except DATABASE_ERRORS as exc:
                     # Keep them: written when the database is back (their claims hold
