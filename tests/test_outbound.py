@@ -27,6 +27,7 @@ from tests.support.platforms import (
     TELEGRAM_BLOCKED,
     TELEGRAM_TOO_MANY,
     meta_error,
+    telegram_error,
     wait_for,
 )
 
@@ -109,10 +110,16 @@ def test_a_retried_reply_is_one_message_and_one_send(stack):
         ("meta", META_BAD_GATEWAY),
         ("meta", META_RATE_LIMITED),
         ("meta", (400, meta_error(4, "Application request limit reached"))),
+        ("meta", (400, meta_error(80006, "There have been too many messages to this user"))),
+        ("meta", (408, meta_error(2, "Request timed out"))),
+        ("meta", (403, "<html>Forbidden by a proxy</html>")),
         ("telegram", TELEGRAM_TOO_MANY),
         ("telegram", TELEGRAM_BAD_GATEWAY),
+        ("telegram", (408, telegram_error(408, "Request Timeout"))),
+        ("telegram", (403, "<html>Forbidden by a proxy</html>")),
     ],
-    ids=["meta-500", "meta-502", "meta-613", "meta-4", "telegram-429", "telegram-502"],
+    ids=["meta-500", "meta-502", "meta-613", "meta-4", "meta-80006", "meta-408", "meta-proxy",
+         "telegram-429", "telegram-502", "telegram-408", "telegram-proxy"],
 )
 def test_transient_errors_are_retried_and_sent_once(stack, platform, error):
     conversation, loopback = _conversation_on(stack, platform)
@@ -259,6 +266,67 @@ def test_a_telegram_send_whose_answer_is_lost_is_unknown_until_retried(stack):
     assert stack.api.post(f"/api/messages/{message['id']}/retry").status_code == 200
     stack.wait_delivery(conversation["id"], message["id"], "sent")
     assert [m["text"] for m in stack.telegram.delivered()] == ["did it arrive"] * 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 504, "body": "<html>504 Gateway Time-out</html>"},
+        {"status": 200, "body": "<html>not the Bot API</html>"},
+        {"status": 200, "body": {"ok": True, "result": {"message_id": 1}}, "trickle": 0.4},
+    ],
+    ids=["gateway-timeout", "2xx-not-ok", "answer-longer-than-the-timeout"],
+)
+def test_a_telegram_answer_that_may_hide_a_delivery_is_unknown_not_sent_again(stack, answer):
+    """A gateway that gave up waiting, a success that is not the Bot API's, and an answer
+    whose bytes trickle in for longer than the timeout in all (no single read waits a
+    timeout, so httpx alone would wait it out, past the claim's lease): the message may
+    have reached the customer, so it is `unknown` until someone retries it."""
+    _connection, conversation = _telegram_conversation(stack)
+    stack.telegram.fail_next(1, answer["status"], answer["body"], deliver=True,
+                             trickle=answer.get("trickle", 0.0))  # fmt: skip
+    message = stack.reply(conversation["id"], "did it arrive").json()
+    unknown = stack.wait_delivery(conversation["id"], message["id"], "unknown", "sent")
+    assert unknown["delivery"]["status"] == "unknown", unknown
+    time.sleep(0.5)
+    assert len(stack.telegram.sent) == 1
+
+
+def test_a_meta_gateway_timeout_waits_for_the_echo_not_a_resend(stack):
+    """Meta's 504 with the message delivered: the echo settles it, nothing is sent twice."""
+    conversation, loopback = _conversation_on(stack, "meta")
+    loopback.fail_next(1, 504, "<html>504 Gateway Time-out</html>", deliver=True)
+    message = stack.reply(conversation["id"], "through the gateway").json()
+    sent = stack.wait_delivery(conversation["id"], message["id"], "sent")
+    assert sent["delivery"]["attempts"] == 1
+    assert [m["text"] for m in loopback.delivered()] == ["through the gateway"]
+    assert len(loopback.sent) == 1
+
+
+def test_an_echo_naming_a_delivery_to_another_customer_settles_nothing(stack):
+    """Another app of the Page sends customer B a message whose metadata is the id of a
+    failed reply to customer A (ids appear in delivery.failed events). Its echo is not
+    ours: A's reply stays failed (not marked sent, never sent), and B's conversation gets
+    the message as one sent from the Page outside noclash."""
+    first = _meta_conversation(stack, psid="111")
+    other = stack.meta_customer(PAGE, "222", "me too", mid="m_in_222")
+    stack.meta.fail_next(1, *META_UNAVAILABLE)
+    message = stack.reply(first["id"], "for A only").json()
+    failed = stack.wait_delivery(first["id"], message["id"], "failed")
+    with stack.server.engine.connect() as conn:
+        delivery_id = conn.execute(
+            sa.select(deliveries.c.id).where(deliveries.c.message_id == UUID(message["id"]))
+        ).scalar_one()
+    page = next(iter(stack.meta.pages.values()))
+    stack.meta.other_app_send(page, "222", "from another app", str(delivery_id))
+    assert wait_for(lambda: len(stack.meta.echoes_sent) == 1)
+    assert wait_for(lambda: len(stack.api.get(
+        f"/api/conversations/{other['id']}/messages").json()["items"]) == 2)  # fmt: skip
+    assert stack.message(first["id"], message["id"])["delivery"] == failed["delivery"]
+    items = stack.api.get(f"/api/conversations/{other['id']}/messages").json()["items"]
+    assert [(m["direction"], m["text"]) for m in items] == [
+        ("in", "me too"), ("out", "from another app")
+    ]
 
 
 def test_a_page_inbox_message_is_stored_once_as_outbound(stack):

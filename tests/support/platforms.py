@@ -29,7 +29,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +38,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.server import free_port
@@ -66,6 +66,12 @@ class Scripted:
     delay: float = 0.0
     # Also perform the request's effect (the message IS sent, only the answer is bad or late).
     deliver: bool = False
+    # Send the answer's body in TRICKLE_PIECES pieces, this long apart: no single read
+    # waits as long as a client's read timeout, but the whole answer takes longer.
+    trickle: float = 0.0
+
+
+TRICKLE_PIECES = 8
 
 
 class LoopbackPlatform:
@@ -83,10 +89,12 @@ class LoopbackPlatform:
 
     # -- scripting -----------------------------------------------------------------------
     def fail_next(self, count: int, status: int, body: Any, *, delay: float = 0.0,
-                  deliver: bool = False) -> None:  # fmt: skip
+                  deliver: bool = False, trickle: float = 0.0) -> None:  # fmt: skip
         """The next ``count`` sends get ``status`` and ``body`` instead of success."""
         with self._lock:
-            self._script.extend(Scripted(status, body, delay, deliver) for _ in range(count))
+            self._script.extend(
+                Scripted(status, body, delay, deliver, trickle) for _ in range(count)
+            )
 
     def _next_scripted(self) -> Scripted | None:
         with self._lock:
@@ -129,6 +137,23 @@ class LoopbackPlatform:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    @staticmethod
+    def _answer(scripted: Scripted) -> Response:
+        if not scripted.trickle:
+            return JSONResponse(scripted.body, status_code=scripted.status)
+        raw = json.dumps(scripted.body).encode()
+        size = -(-len(raw) // TRICKLE_PIECES)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(raw), size):
+                if start:
+                    await asyncio.sleep(scripted.trickle)
+                yield raw[start : start + size]
+
+        return StreamingResponse(
+            pieces(), status_code=scripted.status, media_type="application/json"
+        )
 
     async def _pause(self, scripted: Scripted | None) -> None:
         delay = self.latency + (scripted.delay if scripted else 0.0)
@@ -268,7 +293,7 @@ class LoopbackMeta(LoopbackPlatform):
             error = meta_error(100, "Invalid parameter", kind="OAuthException")
             return JSONResponse(error, status_code=400)
         if scripted is not None and not scripted.deliver:
-            return JSONResponse(scripted.body, status_code=scripted.status)
+            return self._answer(scripted)
         mid = f"m_loopback{next(self._mids):08d}"
         with self._lock:
             seq = sum(len(v) for p in self.pages.values() for v in p.inbox.values())
@@ -278,7 +303,7 @@ class LoopbackMeta(LoopbackPlatform):
             )  # fmt: skip
         self._queue_echo(page, recipient, mid, text, message.get("metadata"), app=True)
         if scripted is not None:
-            return JSONResponse(scripted.body, status_code=scripted.status)
+            return self._answer(scripted)
         return JSONResponse({"recipient_id": recipient, "message_id": mid})
 
     # -- echoes --------------------------------------------------------------------------
@@ -287,6 +312,13 @@ class LoopbackMeta(LoopbackPlatform):
         no metadata and no app id."""
         mid = f"m_inbox{next(self._mids):08d}"
         self._queue_echo(page, recipient, mid, text, None, app=False)
+        return mid
+
+    def other_app_send(self, page: Page, recipient: str, text: str, metadata: str) -> str:
+        """Another app of the Page sends a message with a ``metadata`` of its own choosing;
+        Meta echoes it to every app subscribed to the Page, noclash included."""
+        mid = f"m_other{next(self._mids):08d}"
+        self._queue_echo(page, recipient, mid, text, metadata, app=True)
         return mid
 
     def _queue_echo(self, page: Page, recipient: str, mid: str, text: str,
@@ -435,7 +467,7 @@ class LoopbackTelegram(LoopbackPlatform):
             body = telegram_error(400, "Bad Request: message text is empty")
             return JSONResponse(body, status_code=400)
         if scripted is not None and not scripted.deliver:
-            return JSONResponse(scripted.body, status_code=scripted.status)
+            return self._answer(scripted)
         chat_id = str(params["chat_id"])
         message_id = next(self._message_ids)
         with self._lock:
@@ -444,7 +476,7 @@ class LoopbackTelegram(LoopbackPlatform):
                  "seq": next(self._seq), "bot_id": bot.bot_id}
             )  # fmt: skip
         if scripted is not None:
-            return JSONResponse(scripted.body, status_code=scripted.status)
+            return self._answer(scripted)
         return JSONResponse({"ok": True, "result": {
             "message_id": message_id,
             "from": {"id": bot.bot_id, "is_bot": True, "first_name": "Loopback",

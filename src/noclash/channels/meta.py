@@ -38,11 +38,14 @@ import httpx
 
 from noclash.channels import InboundEvent, PayloadError, json_integer
 from noclash.channels.sending import (
+    GATEWAY_TIMEOUT,
+    REQUEST_TIMEOUT,
     CredentialRejected,
     Outcome,
     Outgoing,
     PlatformUnreachable,
     SendResult,
+    gateway_timeout,
     json_body,
     transport_result,
 )
@@ -228,7 +231,9 @@ def _echo(channel: str, event: dict, message: dict, mid: str, where: str) -> Ech
 # -- sending ------------------------------------------------------------------------------
 # Graph API error codes (https://developers.facebook.com/docs/messenger-platform/error-codes).
 # Rate limits: application (4), user (17), page (32), and "calls to this api" (613).
-RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
+# Business use case rate limits, answered with HTTP 400: Pages (80001), Instagram
+# (80002), Messenger (80006).
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006})
 # Refused for good: permission (10), invalid parameter (100), invalid token (190),
 # permissions (200), the person is not available (551).
 PERMANENT_CODES = frozenset({10, 100, 190, 200, 551})
@@ -256,13 +261,21 @@ def send_result(response: httpx.Response, *, rate_limit_seconds: float) -> SendR
             return SendResult(Outcome.SENT, platform_message_id=mid)
         return SendResult(Outcome.AMBIGUOUS, error="Meta answered without a message_id")
     code, detail = _error(response)
-    if code in RATE_LIMIT_CODES or response.status_code == 429:
+    status = response.status_code
+    if code in RATE_LIMIT_CODES or status == 429:
         return SendResult(Outcome.RETRY, error=detail, retry_after=rate_limit_seconds)
     if code in PERMANENT_CODES:
         return SendResult(Outcome.FAILED, error=detail)
-    if code in TRANSIENT_CODES or response.status_code >= 500:
+    if status == GATEWAY_TIMEOUT:
+        return gateway_timeout(detail)
+    if code in TRANSIENT_CODES or status >= 500 or status == REQUEST_TIMEOUT:
         return SendResult(Outcome.RETRY, error=detail)
-    transient = (json_body(response).get("error") or {}).get("is_transient") is True
+    error = json_body(response).get("error")
+    if not isinstance(error, dict):
+        # Not the Graph API's answer (it always names its error): a proxy's page. Sent
+        # again, up to the last attempt, rather than given up on at the first.
+        return SendResult(Outcome.RETRY, error=detail)
+    transient = error.get("is_transient") is True
     return SendResult(Outcome.RETRY if transient else Outcome.FAILED, error=detail)
 
 
@@ -287,7 +300,7 @@ class MetaSender:
                 json=body,
                 headers={"Authorization": f"Bearer {message.access_token}"},
             )
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             return transport_result(exc)
         return send_result(response, rate_limit_seconds=self.rate_limit_seconds)
 

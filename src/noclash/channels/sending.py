@@ -16,7 +16,9 @@ this module exists:
 
 Transport errors are classified here once, by when they happened: before the request
 was sent (:class:`httpx.ConnectError`, :class:`httpx.ConnectTimeout`, a pool timeout) is
-a ``RETRY``; after it (a read timeout, a protocol error, a reset) is ``AMBIGUOUS``.
+a ``RETRY``; after it (a read timeout, a protocol error, a reset, an answer whose body
+cannot be decoded) is ``AMBIGUOUS``. So is a gateway's 504 (:func:`gateway_timeout`): the
+gateway gave up waiting for a platform that may have processed the request.
 """
 
 from __future__ import annotations
@@ -85,8 +87,22 @@ class Sender(Protocol):
         ...
 
 
-def transport_result(exc: httpx.TransportError) -> SendResult:
-    """The outcome of a request that got no HTTP answer, by when it failed."""
+# A proxy's or gateway's answer that says nothing of what the platform did.
+GATEWAY_TIMEOUT = 504
+# The server timed the request out before it was processed.
+REQUEST_TIMEOUT = 408
+
+
+def gateway_timeout(detail: str) -> SendResult:
+    """A 504: the gateway stopped waiting, not the platform processing."""
+    return SendResult(
+        Outcome.AMBIGUOUS,
+        error=f"{detail}: a gateway gave up waiting, the platform may have processed it",
+    )
+
+
+def transport_result(exc: httpx.HTTPError) -> SendResult:
+    """The outcome of a request that got no usable HTTP answer, by when it failed."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return SendResult(Outcome.RETRY, error=f"could not connect: {type(exc).__name__}")
     return SendResult(
@@ -105,12 +121,15 @@ def json_body(response: httpx.Response) -> dict:
 
 
 __all__ = [
+    "GATEWAY_TIMEOUT",
+    "REQUEST_TIMEOUT",
     "CredentialRejected",
     "Outcome",
     "Outgoing",
     "PlatformUnreachable",
     "SendResult",
     "Sender",
+    "gateway_timeout",
     "json_body",
     "transport_result",
 ]

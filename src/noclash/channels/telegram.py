@@ -37,11 +37,14 @@ import httpx
 
 from noclash.channels import InboundEvent, PayloadError, json_integer
 from noclash.channels.sending import (
+    GATEWAY_TIMEOUT,
+    REQUEST_TIMEOUT,
     CredentialRejected,
     Outcome,
     Outgoing,
     PlatformUnreachable,
     SendResult,
+    gateway_timeout,
     json_body,
     transport_result,
 )
@@ -136,22 +139,28 @@ def _description(body: dict, status: int) -> str:
 def send_result(response: httpx.Response) -> SendResult:
     """Classify ``sendMessage``'s answer: ``ok`` is sent; 429 waits
     ``parameters.retry_after``; 400 (chat not found, text refused) and 403 (the bot was
-    blocked) are final, as are 401 and 404 (the token is wrong); 5xx is retried."""
+    blocked) are final, as are 401 and 404 (the token is wrong); 5xx and 408 are retried,
+    and so is an answer that is not the Bot API's (a proxy's page); but a 504 (a gateway
+    gave up waiting) and a 2xx that is not ``ok`` may have been delivered."""
     body = json_body(response)
-    if response.is_success and body.get("ok") is True:
-        result = body.get("result")
+    status = response.status_code
+    if response.is_success:
+        result = body.get("result") if body.get("ok") is True else None
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if isinstance(message_id, int) and not isinstance(message_id, bool):
             return SendResult(Outcome.SENT, platform_message_id=str(message_id))
-        return SendResult(Outcome.AMBIGUOUS, error="Telegram answered without a message_id")
-    status = response.status_code
+        return SendResult(
+            Outcome.AMBIGUOUS, error=f"Telegram answered HTTP {status} without a message_id"
+        )
     detail = _description(body, status)
+    if status == GATEWAY_TIMEOUT:
+        return gateway_timeout(detail)
     if status == 429:
         parameters = body.get("parameters")
         wait = parameters.get("retry_after") if isinstance(parameters, dict) else None
         seconds = float(wait) if isinstance(wait, int | float) and wait >= 0 else None
         return SendResult(Outcome.RETRY, error=detail, retry_after=seconds)
-    if status >= 500:
+    if status >= 500 or status == REQUEST_TIMEOUT or body.get("ok") is not False:
         return SendResult(Outcome.RETRY, error=detail)
     return SendResult(Outcome.FAILED, error=detail)
 
@@ -175,7 +184,7 @@ class TelegramSender:
                 f"{self.api_url}/bot{message.access_token}/sendMessage",
                 json={"chat_id": message.recipient, "text": message.text},
             )
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             return transport_result(exc)
         return send_result(response)
 

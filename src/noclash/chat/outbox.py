@@ -647,6 +647,9 @@ def settle_by_echo(
         )
         .returning(deliveries.c.id)
     ).first()
+    if row is not None:
+        # A later delivery to the customer, held back by this one, may go now.
+        events.queued_delivery()
     return row is not None
 
 
@@ -677,9 +680,28 @@ def fail_webhook_deliveries(conn: Connection, chatbot_id: UUID, now: datetime | 
     return len(failed)
 
 
-def is_own_delivery(conn: Connection, delivery_id: UUID) -> bool:
-    """True when ``delivery_id`` names a delivery noclash made (an echo of our own send)."""
-    found = conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id))
+def is_own_delivery(
+    conn: Connection, delivery_id: UUID, *, channel: str, page_id: str, psid: str
+) -> bool:
+    """True when ``delivery_id`` names a delivery noclash made to this customer of this
+    Page on this channel (an echo of our own send).
+
+    Why all four: the id alone is not proof. Another app of the same Page can send a
+    message whose metadata is any delivery id it has seen (one in a ``delivery.failed``
+    event, say), and its echo reaches noclash signed like ours; settling by id alone would
+    mark another conversation's, or another tenant's, delivery sent without sending it.
+    """
+    found = conn.execute(
+        sa.select(deliveries.c.id)
+        .join(connections, connections.c.id == deliveries.c.connection_id)
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.destination == channel,
+            deliveries.c.recipient == psid,
+            connections.c.channel == channel,
+            connections.c.external_id == page_id,
+        )
+    )
     return found.first() is not None
 
 

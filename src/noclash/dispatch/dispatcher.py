@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -103,6 +102,9 @@ CHECKPOINT_EVERY = 200
 # The settlement waits this long for more outcomes to join a batch (an UPDATE of one row
 # costs nearly what one of thirty costs), unless half the concurrency is already waiting.
 SETTLE_GATHER_SECONDS = 0.005
+# A send must end this long before its claim's lease does, at most (a tenth of the lease
+# when that is less): time to write its outcome before another dispatcher may take over.
+SETTLE_SLACK_SECONDS = 2.0
 # Connections per pooled HTTP client (see SendClients).
 CONNECTIONS_PER_CLIENT = 4
 # Transactions a dispatcher runs at once: the claim (or the snooze wake-up) and the
@@ -251,8 +253,8 @@ class Dispatcher:
         self.settled = 0
         self.outlived = 0  # claimed deliveries left unsent: their lease was running out
         self.pruned = 0  # events deleted past their retention
-        # The last moment (time.monotonic()) a send may start under each recent claim.
-        self._start_by: dict[UUID, float] = {}
+        # When (time.monotonic()) each recent claim's lease ends, at the latest.
+        self._lease_end: dict[UUID, float] = {}
 
     # -- control (any thread) --------------------------------------------------------------
     def wake(self) -> None:
@@ -353,19 +355,32 @@ class Dispatcher:
         return want if not self._idle and want >= max(1, self.concurrency // 2) else 0
 
     def _note_lease(self, token: UUID, claimed_at: float) -> None:
-        """Remember until when a send may start under the claim ``token`` (taken at or
-        after ``claimed_at``): while one that starts then can end, timeout included,
-        before the lease does (or, for a lease shorter than two timeouts, before its
-        second half).
-
-        Why: past its lease another dispatcher may take the delivery over and send it;
-        a send this one started then would be a second. Claims ahead of the sends make
-        that possible when the sends slow down after a fast claim.
-        """
+        """Remember when the lease of the claim ``token`` (taken at or after
+        ``claimed_at``) ends, at the latest (see :meth:`_send_bound`)."""
         lease = self.settings.delivery_lease_seconds
-        margin = min(self.settings.platform_timeout_seconds, lease / 2)
-        self._start_by = {t: at for t, at in self._start_by.items() if at > claimed_at - lease}
-        self._start_by[token] = claimed_at + lease - margin
+        self._lease_end = {t: end for t, end in self._lease_end.items() if end > claimed_at}
+        self._lease_end[token] = claimed_at + lease
+
+    def _send_bound(self, token: UUID) -> float | None:
+        """How long a send that starts now under the claim ``token`` may take in all, or
+        None when it must not start.
+
+        Why: past its lease another dispatcher may take the delivery over and send it, so
+        a send must end, and its outcome be written, before the lease does. httpx's
+        timeout bounds each phase of a request (connect, write, every read), not the
+        whole of it, so the dispatcher bounds the whole send itself: the platform's
+        timeout, or less when the lease has less left. A send may start while that
+        leaves it its full timeout (for a lease shorter than two timeouts, half the
+        lease); claims ahead of the sends can wait longer than that when the sends slow
+        down after a fast claim.
+        """
+        end = self._lease_end.get(token)  # (a claim no longer remembered is older than a lease)
+        if end is None:
+            return None
+        timeout = self.settings.platform_timeout_seconds
+        lease = self.settings.delivery_lease_seconds
+        left = end - time.monotonic() - min(SETTLE_SLACK_SECONDS, lease / 10)
+        return min(timeout, left) if left >= min(timeout, lease / 2) else None
 
     def _outlived(self, claim: Claimed) -> None:
         """A claimed delivery whose lease would run out during its send is not sent: it
@@ -414,13 +429,15 @@ class Dispatcher:
                     await self._has_ready.wait()
                     continue
                 claim = self._ready.popleft()
-                # (A claim no longer remembered is older than a lease ago.)
-                if time.monotonic() > self._start_by.get(claim.claim_token, -math.inf):
+                bound = self._send_bound(claim.claim_token)
+                if bound is None:
                     self._outlived(claim)
+                    if self._claim_wanted():
+                        self._wakeup.set()
                     continue
                 self._busy += 1
                 try:
-                    await self._deliver(hook if claim.to_webhook else client, claim)
+                    await self._deliver(hook if claim.to_webhook else client, claim, bound)
                 finally:
                     self._busy -= 1
                     self._finished += 1
@@ -587,17 +604,38 @@ class Dispatcher:
             log.warning("%s could not give back %d claims: %s", self.name, len(unsent), exc)
 
     # -- one delivery ------------------------------------------------------------------------
-    async def _deliver(self, client: httpx.AsyncClient, claim: Claimed) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, claim: Claimed, bound: float) -> None:
+        """Send ``claim`` within ``bound`` seconds in all, and queue its outcome.
+
+        A send that has not ended by then, or that raised, may have reached the platform
+        (the request may have gone out): it is settled as a send without an answer, never
+        as one that can simply be sent again (an event for a webhook is, as every failed
+        one: the bot drops a repeat by its id).
+        """
+        deadline = asyncio.timeout(bound)
         try:
-            settlement = await self._attempt(client, claim)
+            async with deadline:
+                settlement = await self._attempt(client, claim)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            settlement = self._unanswered(claim, f"no answer within {bound:g} s in all")
         except Exception as exc:  # a bug must not stop the loop or lose the delivery
             log.exception("%s: delivery %s raised", self.name, claim.id)
-            settlement = self.decide(claim, None, SendResult(Outcome.RETRY, error=repr(exc)))
+            settlement = self._unanswered(claim, f"the send raised {exc!r}")
         if settlement.status == DeliveryStatus.SENT:
             self.sent += 1
         self._settlements.append(settlement)
         assert self._settle_wakeup is not None
         self._settle_wakeup.set()
+
+    def _unanswered(self, claim: Claimed, error: str) -> Settlement:
+        """The outcome of a send that may or may not have reached the other side."""
+        if claim.to_webhook:
+            return self.decide(claim, self.webhook_sender, SendResult(Outcome.RETRY, error=error))
+        return self.decide(
+            claim, self.senders.get(claim.destination), SendResult(Outcome.AMBIGUOUS, error=error)
+        )
 
     async def _attempt(self, client: httpx.AsyncClient, claim: Claimed) -> Settlement:
         if claim.to_webhook:

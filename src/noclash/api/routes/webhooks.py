@@ -322,7 +322,9 @@ def _echo(engine: Engine, echo: meta.Echo, max_text: int) -> str:
     from the Page inbox, stored once), ``duplicate`` (seen before) or ``unrouted``."""
     delivery_id = parse_uuid(echo.metadata) if echo.metadata else None
     with engine.begin() as conn:
-        if delivery_id is not None and outbox.is_own_delivery(conn, delivery_id):
+        if delivery_id is not None and outbox.is_own_delivery(
+            conn, delivery_id, channel=echo.channel, page_id=echo.page_id, psid=echo.psid
+        ):
             # Our own message coming back: it proves the send, and is not a new message.
             settled = outbox.settle_by_echo(conn, delivery_id, echo.mid)
             return "settled" if settled else "duplicate"
