@@ -333,6 +333,18 @@ events = Table(
     _partial_index("ix_events_conversation_id_seq", "conversation_id", "seq", where=_SEQUENCED),
 )
 
+event_sequence = Table(
+    "event_sequence",
+    metadata,
+    # The last ``seq`` given (noclash.chat.events.sequence), in one row: a counter that
+    # only goes up. Numbering from ``max(events.seq)`` went back when the newest events
+    # were deleted (a chatbot's deletion, the retention rule), and handed out numbers that
+    # live readers had already passed (migration 0011).
+    Column("one", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    CheckConstraint("one = 1", name="one_row"),
+)
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -460,6 +472,7 @@ __all__ = [
     "conversation_slugs",
     "conversations",
     "deliveries",
+    "event_sequence",
     "events",
     "idempotency_keys",
     "max_length",
