@@ -116,6 +116,9 @@ def test_an_event_reaches_the_bot_signed_as_documented(both):
     assert request.body == webhooks.encode(json.loads(request.body))
     timestamp = int(request.headers["noclash-signature"].split(",")[0].removeprefix("t="))
     assert abs(timestamp - request.at) < 5
+    signature = request.headers["noclash-signature"].split(",", 1)[1]
+    for t in ("9" * 400, f"+{timestamp}", f"{timestamp}.0"):  # refused, never raised
+        assert not webhooks.verify(request.body, f"t={t},{signature}", secret)
     # The same envelope the pull API answers.
     pulled = {e["id"]: e for e in pulled_events(stack, chatbot["id"])}
     assert json.loads(request.body) == pulled[event["id"]]

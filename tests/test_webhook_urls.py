@@ -109,6 +109,7 @@ def fake_dns(monkeypatch) -> Iterator[FakeDns]:
         ("::ffff:169.254.169.254", "a link-local address"),
         ("64:ff9b::a00:7", "a private address"),
         ("2002:7f00:1::", "a 6to4 address of a non-public IPv4 address"),
+        ("fec0::1", "a site-local address"),
     ],
 )
 def test_addresses_inside_a_network_are_refused(address, kind):

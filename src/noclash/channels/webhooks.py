@@ -143,6 +143,8 @@ def refusal(address: str) -> str | None:
     for flag, kind in _KINDS:
         if getattr(ip, f"is_{flag}"):
             return kind
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:  # fec0::/10, deprecated
+        return "a site-local address"
     if not ip.is_global:
         return "a non-public address"
     return None
@@ -333,10 +335,12 @@ def verify(
         return False
     try:
         fields = dict(part.split("=", 1) for part in header.split(","))
-        timestamp = int(fields["t"])
-        signature = fields["v1"]
+        signature, t = fields["v1"], fields["t"]
     except (KeyError, ValueError):
         return False
+    if not (t.isascii() and t.isdigit() and len(t) <= 12):  # unix seconds, nothing else
+        return False
+    timestamp = int(t)
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
     expected = _mac(secret, timestamp, body)
