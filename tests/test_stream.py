@@ -342,7 +342,12 @@ def test_the_notify_session_does_not_wait_for_the_disk(engine):
     session = dialect.notification_session(engine)
     try:
         setting = session._conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[attr-defined]
+        libpq = session._conn.info.get_parameters()  # type: ignore[attr-defined]
         session.send("noclash_test", "*")  # and it still notifies
     finally:
         session.close()
     assert setting == "off"
+    # Held for hours: a connection that died silently is found by TCP keepalives.
+    assert {k: libpq.get(k) for k in ("keepalives", "keepalives_idle", "connect_timeout")} == {
+        "keepalives": "1", "keepalives_idle": "30", "connect_timeout": "10"
+    }

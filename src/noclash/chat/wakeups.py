@@ -286,6 +286,8 @@ class Hub:
                 except Exception as exc:  # a background thread must outlive any error
                     pause = outage.failed(exc)
                     session = _close(session)
+                    # Its id may be another process's once the server has restarted.
+                    self._sender_session = None
                     with self._wanted:  # everything again, once a session is back
                         self._pending_all = True
                         self._pending_queued = True

@@ -27,6 +27,17 @@ _DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
 _PYFORMAT = re.compile(r"%%|%\((\w+)\)s")
 
 
+# libpq settings of the session that sends and listens for notifications (see
+# notification_session).
+NOTIFICATION_SESSION_TCP = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 class PostgreSQLDialect(Dialect):
     name: ClassVar[str] = "postgresql"
     # gen_random_uuid() is built in since PostgreSQL 13.
@@ -102,6 +113,12 @@ class PostgreSQLDialect(Dialect):
         # The engine's own connect arguments (host, credentials, options), without its pool:
         # this session is held for the life of the process and must not take a pool slot.
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        # Held for hours and mostly idle: a connection that died without a reset (a host
+        # gone, a NAT that forgot it) is found by TCP keepalives in about a minute, not
+        # by the kernel's retries in a quarter of an hour, and a connect that hangs gives
+        # up. The URL's own settings win.
+        for name, value in NOTIFICATION_SESSION_TCP.items():
+            cparams.setdefault(name, value)
         raw = engine.dialect.connect(*cargs, **cparams)
         try:
             raw.autocommit = True
