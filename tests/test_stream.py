@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from noclash.api.routes.stream import STREAMS_PER_SESSION
 from noclash.chat.wakeups import Hub
 from noclash.db.dialects import dialect_for
 from noclash.dispatch import Dispatcher
@@ -226,6 +227,41 @@ def test_the_widget_stream_is_the_visitors_own(server):
     anonymous.close()
     with stream(server.base_url, path, token=token) as authorised:
         assert authorised.status == 200
+
+
+def test_one_widget_session_holds_a_few_streams_not_the_server(server):
+    """An anonymous visitor's session may hold STREAMS_PER_SESSION streams in a process (its
+    tabs); the next is a 429 problem with Retry-After, until one closes. Another session
+    is not counted against it, and the API still answers while the streams are open."""
+    token = server.user()
+    bot = server.client(token).post("/api/chatbots", json={"name": "tabs"}).json()
+    visitor = server.client()
+    base = f"/api/widget/{bot['public_token']}/sessions"
+    mine, other = visitor.post(base).json(), visitor.post(base).json()
+    path = f"{base}/{mine['session_id']}/stream"
+    tabs = [stream(server.base_url, path).open() for _ in range(STREAMS_PER_SESSION)]
+    try:
+        assert [tab.status for tab in tabs] == [200] * STREAMS_PER_SESSION
+        refused = stream(server.base_url, path).open()
+        assert refused.status == 429 and refused.content_type == "application/problem+json"
+        refused.close()
+        with stream(server.base_url, f"{base}/{other['session_id']}/stream") as elsewhere:
+            assert elsewhere.status == 200
+        said = visitor.post(f"{base}/{mine['session_id']}/messages", json={"text": "hi"})
+        assert said.status_code == 201
+        for tab in tabs:
+            assert tab.wait_for(1, timeout=5)[0].data["data"]["message"]["text"] == "hi"
+    finally:
+        tabs.pop().close()
+    assert _eventually(lambda: _open(server.base_url, path) == 200)
+    for tab in tabs:
+        tab.close()
+
+
+def _open(base_url: str, path: str) -> int:
+    reader = stream(base_url, path).open()
+    reader.close()
+    return reader.status
 
 
 def test_keep_alive_comments(database_url):

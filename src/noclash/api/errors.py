@@ -154,8 +154,26 @@ def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+class Throttled(Exception):
+    """Too many of something held at once (a route's own limit, apart from the rate
+    limits of :mod:`noclash.api.ratelimit`): 429 ``rate-limited`` with ``Retry-After``."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
+
+    @app.exception_handler(Throttled)
+    async def _throttled(_req: Request, exc: Throttled) -> JSONResponse:
+        return problem(
+            429,
+            str(exc),
+            kind=ProblemType.RATE_LIMITED,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(UniqueViolation)
     async def _unique(_req: Request, exc: UniqueViolation) -> JSONResponse:

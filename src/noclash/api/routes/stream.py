@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noclash.api.deps import CurrentUser, OptionalUser
+from noclash.api.errors import Throttled
+from noclash.api.problems import ProblemType
 from noclash.api.responses import problems
 from noclash.api.work import deliver, reading
 from noclash.chat import events
@@ -81,6 +84,12 @@ widget = APIRouter(prefix="/api/widget/{public_token}/sessions", tags=["widget"]
 BATCH = 200
 DATABASE_ERRORS = (DBAPIError, PoolTimeout)
 PING = ServerSentEvent(comment="ping")
+# Streams one widget session may hold open in one process: a visitor's tabs, not every
+# connection the server takes (NOCLASH_MAX_CONNECTIONS) held by one anonymous client.
+STREAMS_PER_SESSION = 4
+# Worker threads the streams' reads take at most at once, apart from the requests' (anyio's
+# default limiter, 40): a thousand streams re-reading never queue the API behind them.
+STREAM_READ_THREADS = 8
 
 Shape = Callable[[Any], dict[str, Any]]
 
@@ -227,10 +236,39 @@ async def agent_stream(
 
 
 async def visitor_stream(
-    request: Request, feed: Annotated[Feed, Depends(visitor_feed)]
+    request: Request, session_id: str, feed: Annotated[Feed, Depends(visitor_feed)]
 ) -> AsyncIterator[Following]:
-    with _hub(request).subscribe(feed.chatbots) as subscription:
-        yield Following(feed, subscription)
+    opened = _visitor_streams(request)
+    if opened[session_id] >= STREAMS_PER_SESSION:
+        raise Throttled(
+            f"this session already has {STREAMS_PER_SESSION} streams open here; "
+            "close one (a tab) or retry later",
+            retry_after=5,
+        )
+    opened[session_id] += 1
+    try:
+        with _hub(request).subscribe(feed.chatbots) as subscription:
+            yield Following(feed, subscription)
+    finally:
+        opened[session_id] -= 1
+        if not opened[session_id]:
+            del opened[session_id]
+
+
+def _visitor_streams(request: Request) -> Counter[str]:
+    """The widget streams open in this process, by session (kept on the app)."""
+    state = request.app.state
+    if not hasattr(state, "visitor_streams"):
+        state.visitor_streams = Counter()
+    return state.visitor_streams
+
+
+def _stream_reads(request: Request) -> anyio.CapacityLimiter:
+    """The threads the streams of this process read with (see STREAM_READ_THREADS)."""
+    state = request.app.state
+    if not hasattr(state, "stream_reads"):
+        state.stream_reads = anyio.CapacityLimiter(STREAM_READ_THREADS)
+    return state.stream_reads
 
 
 # -- the routes ---------------------------------------------------------------------------
@@ -247,7 +285,9 @@ async def stream_events(
 
 
 @widget.get(
-    "/{session_id}/stream", response_class=EventSourceResponse, responses=problems(401, 404)
+    "/{session_id}/stream",
+    response_class=EventSourceResponse,
+    responses=problems(401, 404, ProblemType.RATE_LIMITED),
 )
 async def stream_session(
     request: Request, following: Annotated[Following, Depends(visitor_stream)]
@@ -283,6 +323,7 @@ async def follow(request: Request, following: Following) -> AsyncIterator[Server
     settings: Settings = request.app.state.settings
     ping, reread = settings.stream_ping_seconds, settings.stream_reread_seconds
     feed, subscription = following.feed, following.subscription
+    reads = _stream_reads(request)
     position = feed.start
     quiet_since = anyio.current_time()
     refresh, failing = False, False
@@ -290,7 +331,9 @@ async def follow(request: Request, following: Following) -> AsyncIterator[Server
         subscription.clear()  # a wake-up during the read makes the next wait short
         look: _Look | None = None
         try:
-            look = await anyio.to_thread.run_sync(_look, engine, hub, feed, position, refresh)
+            look = await anyio.to_thread.run_sync(
+                _look, engine, hub, feed, position, refresh, limiter=reads
+            )
         except DATABASE_ERRORS as exc:
             if not failing:
                 log.warning("a stream cannot read events (%s); retrying", _short(exc))
