@@ -217,6 +217,28 @@ def test_sends_to_one_customer_keep_their_order(stack):
     assert [m["text"] for m in stack.telegram.delivered()] == [f"part {i}" for i in range(5)]
 
 
+def test_a_retried_older_reply_goes_after_a_newer_one_in_flight_not_beside_it(stack):
+    """Sends to one customer keep their order, also when an older failed reply is
+    retried while a newer one is on its way: the older one is sent once the newer one
+    has been answered, never at the same time (the customer could get them crossed)."""
+    _connection, conversation = _telegram_conversation(stack)
+    stack.telegram.fail_next(1, *TELEGRAM_BLOCKED)
+    older = stack.reply(conversation["id"], "older").json()
+    stack.wait_delivery(conversation["id"], older["id"], "failed")
+    stack.telegram.latency = 0.6  # under the suite's 1 s timeout
+    newer = stack.reply(conversation["id"], "newer").json()
+    assert wait_for(lambda: len(stack.telegram.sent) == 2, timeout=10, every=0.01)
+    retried = stack.api.post(f"/api/messages/{older['id']}/retry")
+    assert retried.status_code == 200, retried.text
+    stack.wait_delivery(conversation["id"], older["id"], "sent")
+    stack.wait_delivery(conversation["id"], newer["id"], "sent")
+    first_try, newer_sent, older_sent = stack.telegram.sent
+    assert [r.body["text"] for r in (first_try, newer_sent, older_sent)] == [
+        "older", "newer", "older"
+    ]
+    assert older_sent.at - newer_sent.at >= 0.55, "the older one was sent beside the newer one"
+
+
 def test_an_echo_of_our_own_send_settles_it_and_stores_nothing(stack):
     conversation = _meta_conversation(stack)
     message = stack.reply(conversation["id"], "echo me").json()

@@ -154,12 +154,29 @@ def _claim_update() -> sa.Update:
         )
         .correlate(deliveries)
     )
+    # A newer one being sent right now (its lease, or its wait for an echo, still running):
+    # an older delivery queued again by a retry goes after it, not beside it. (Once that
+    # lease has run out, the newer one waits for the older one instead.) Read on the
+    # conversation's index from this delivery's id up: nothing, for the newest.
+    later = deliveries.alias("later")
+    newer_in_flight = (
+        sa.exists()
+        .where(
+            later.c.conversation_id == deliveries.c.conversation_id,
+            later.c.id > deliveries.c.id,
+            later.c.destination == deliveries.c.destination,
+            later.c.status == sa.literal_column(f"'{DeliveryStatus.SENDING.value}'"),
+            later.c.next_attempt_at > now,
+        )
+        .correlate(deliveries)
+    )
     due = (
         sa.select(deliveries.c.id)
         .where(
             deliveries.c.status.in_(pending),
             deliveries.c.next_attempt_at <= now,
             ~waits_for_older,
+            ~newer_in_flight,
         )
         .order_by(deliveries.c.next_attempt_at)
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
