@@ -106,6 +106,24 @@ def test_keys_are_scoped_per_caller(live_server):
     assert "idempotent-replayed" not in rb.headers
 
 
+def test_an_id_has_one_spelling_so_a_padded_path_cannot_dodge_its_key(live_server):
+    """A chatbot's id padded with hyphens (or in braces, or as a URN) named the same
+    chatbot, in a path too long for the middleware to scope a key to: two keyed creates
+    made two conversations. Only the canonical spelling (or its bare 32 digits) names it:
+    anything else is a 404, and nothing is stored."""
+    client = live_server.client(live_server.user())
+    bot = client.post("/api/chatbots", json={"name": "padded"}).json()["id"]
+    for n, spelling in enumerate(("-" * 480 + bot, "{" + bot + "}", "urn:uuid:" + bot)):
+        headers = {"Idempotency-Key": f"padded-{n}"}
+        for _ in range(2):
+            answer = client.post(f"/api/chatbots/{spelling}/conversations", json={},
+                                 headers=headers)  # fmt: skip
+            assert answer.status_code == 404, (spelling[:20], answer.text)
+    assert client.get("/api/conversations").json()["items"] == []
+    bare = client.post(f"/api/chatbots/{bot.replace('-', '')}/conversations", json={})
+    assert bare.status_code == 201, bare.text
+
+
 def test_invalid_key_is_400(live_server):
     client = live_server.client(live_server.user())
     r = client.post("/api/chatbots", json={"name": "a"}, headers={"Idempotency-Key": "x" * 300})

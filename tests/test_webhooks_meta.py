@@ -217,6 +217,28 @@ def test_64_concurrent_deliveries_for_one_customer(server):
     assert convs[0].last_message_at.timestamp() == pytest.approx(1_700_000_000.063)
 
 
+@pytest.mark.parametrize("bad", ["NUL in mid", "long customer id", "NUL in page id"])
+def test_an_echo_that_can_never_be_stored_is_acknowledged_as_invalid(server, bad, caplog):
+    """An echo's ids are checked as an event's are: one PostgreSQL cannot store (a NUL, an
+    id over its column) is acknowledged and logged, not a 4xx that Meta would redeliver
+    forever; and both databases answer alike."""
+    _connect(server, "messenger", "PAGE_ID")
+    body = json.loads(raw("messenger_echo"))
+    event = body["entry"][0]["messaging"][0]
+    if bad == "NUL in mid":
+        event["message"]["mid"] = "m_\u0000echo"
+    elif bad == "long customer id":
+        event["recipient"]["id"] = "9" * 201
+    else:
+        event["sender"]["id"] = body["entry"][0]["id"] = "PAGE\u0000ID"
+    with caplog.at_level("WARNING", logger="noclash.webhooks"):
+        answer = _post(server.client(), json.dumps(body).encode())
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["stored"], answer.json()["invalid"]) == (0, 1)
+    assert "refused" in caplog.text
+    assert _counts(server) == (0, 0)
+
+
 @pytest.mark.parametrize("bad", ["long sender", "NUL in mid"])
 def test_a_batch_is_checked_whole_before_anything_is_stored(server, bad, caplog):
     """A valid event and one that can never be stored (a 201-character sender id, a NUL in

@@ -54,6 +54,25 @@ def test_documented_update_becomes_one_message(live_server, telegram):
     assert msg["platform_message_id"] == "10000" and msg["text"] == "/start"
 
 
+def test_a_lone_surrogate_is_stored_as_a_replacement_not_a_500(live_server, telegram):
+    """JSON can escape half of a UTF-16 pair ("\\ud83d" alone), which no database can
+    store: the update is stored with U+FFFD in its place (the username and the text),
+    and its redelivery is recognised, so Telegram never gets an error to retry."""
+    client, conn_id = telegram
+    body = raw("telegram_message").replace(b'"/start"', b'"hi \\ud83d"').replace(
+        b'"Test"', b'"T\\udc00"'
+    )
+    assert b"\\ud83d" in body and b"\\udc00" in body
+    first = _post(live_server, conn_id, body)
+    assert first.status_code == 200, first.text
+    assert first.json()["stored"] == 1
+    assert _post(live_server, conn_id, body).json()["duplicates"] == 1
+    (conv,) = client.get("/api/conversations").json()["items"]
+    assert conv["title"] == "T\ufffd"
+    (msg,) = client.get(f"/api/conversations/{conv['id']}/messages").json()["items"]
+    assert msg["text"] == "hi \ufffd"
+
+
 def test_other_updates_are_acknowledged(live_server, telegram):
     _client, conn_id = telegram
     response = _post(live_server, conn_id, raw("telegram_edited_message"))

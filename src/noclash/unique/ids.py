@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import uuid
 from datetime import datetime
@@ -45,16 +46,25 @@ def uuid4() -> UUID:
     return uuid.uuid4()
 
 
+# A UUID as text: 32 hex digits, with or without the four hyphens of the canonical form.
+# ``UUID()`` itself also takes braces, a ``urn:uuid:`` prefix and any number of hyphens
+# anywhere, so one id had endless spellings (a path padded with 480 hyphens still named
+# the chatbot, and a request's idempotency scope is its path).
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}"
+)
+
+
 def parse_uuid(value: str) -> UUID | None:
-    """``value`` as a UUID, or ``None`` if it is not one.
+    """``value`` as a UUID, or ``None`` if it is not one (only its canonical spelling, or
+    its 32 hex digits alone).
 
     Lookups by a client-supplied token go through here first, so a malformed token is a
     miss (404) instead of a failed cast in the database (which would be a 500).
     """
-    try:
-        return UUID(value)
-    except (ValueError, AttributeError, TypeError):
+    if not isinstance(value, str) or not _UUID_TEXT.fullmatch(value):
         return None
+    return UUID(value)
 
 
 def new_api_token(prefix: str = "nc_") -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -187,9 +188,27 @@ class TelegramReceipt(BaseModel):
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("the request body is not valid JSON") from exc
+    # JSON may escape a lone UTF-16 surrogate ("\ud83d" without its pair), which no
+    # database can store as UTF-8: every string gets U+FFFD in its place, ids included
+    # (a redelivery maps to the same id), so the platform never gets an error to retry.
+    return _storable(parsed) if _SURROGATE_ESCAPE.search(body) else parsed
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
 
 
 def _bad_payload(exc: PayloadError) -> JSONResponse:
@@ -290,6 +309,8 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
             stored += 1
         elif outcome == "duplicate":
             duplicates += 1
+        elif outcome == "invalid":
+            invalid += 1
         else:
             unrouted += 1
     return JSONResponse(
@@ -319,7 +340,17 @@ def _valid(batch: list[InboundEvent]) -> tuple[list[InboundEvent], int]:
 
 def _echo(engine: Engine, echo: meta.Echo, max_text: int) -> str:
     """Handle one echo: ``settled`` (a noclash send confirmed), ``stored`` (a message sent
-    from the Page inbox, stored once), ``duplicate`` (seen before) or ``unrouted``."""
+    from the Page inbox, stored once), ``duplicate`` (seen before), ``invalid`` (ids that
+    can never be stored) or ``unrouted``."""
+    try:
+        # As for the events: what can never be stored is logged and acknowledged, never a
+        # 4xx that would make Meta send the whole body again, forever.
+        check_ids(echo.psid, echo.mid)
+        if not 0 < len(echo.page_id) <= 200 or "\x00" in echo.page_id:
+            raise InvalidInput("the page id must be 1 to 200 characters, no NUL", field="page_id")
+    except InvalidInput as exc:
+        log.warning("meta webhook: echo %r refused, %s; acknowledged", echo.mid[:80], exc)
+        return "invalid"
     delivery_id = parse_uuid(echo.metadata) if echo.metadata else None
     with engine.begin() as conn:
         if delivery_id is not None and outbox.is_own_delivery(
