@@ -112,6 +112,26 @@ def test_a_stored_token_not_shaped_like_one_fails_its_sends_unasked(database_url
         assert stack.telegram.sent == []
 
 
+def test_a_server_may_require_proof_of_every_platform_account(database_url):
+    """NOCLASH_REQUIRE_ACCESS_TOKEN=1 (tenants who do not trust each other): a Messenger,
+    Instagram or Telegram connection without a token is a 422 naming access_token, so
+    nobody can connect another's page id first and receive its messages; with a proven
+    token it is made, and the widget and custom channels need none."""
+    with outbound_stack(database_url, dispatcher=False, require_access_token=True) as stack:
+        bot = stack.chatbot()
+        for channel, external_id in (("messenger", PAGE), ("instagram", IG), ("telegram", "7")):
+            refused = _connect(stack, bot["id"], channel=channel, external_id=external_id)
+            assert refused.status_code == 422 and _field(refused) == ["access_token"], (
+                refused.text
+            )
+        stack.meta_connection(bot["id"], PAGE)  # with the Page's token: made
+        for channel, external_id in (("custom", "sms"), ("widget", bot["public_token"])):
+            assert _connect(stack, bot["id"], channel=channel,
+                            external_id=external_id).status_code == 201  # fmt: skip
+        listed = stack.api.get(f"/api/chatbots/{bot['id']}/connections").json()["items"]
+        assert sorted(c["channel"] for c in listed) == ["custom", "messenger", "widget"]
+
+
 def test_widget_and_custom_connections_take_no_access_token(stack):
     bot = stack.chatbot()
     for channel, external_id in (("custom", "sms"), ("widget", bot["public_token"])):

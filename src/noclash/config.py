@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # Let a webhook_url point into noclash's own network (loopback, private, link-local,
     # ...): off, as anyone who can create a chatbot could otherwise make noclash call it.
     allow_private_webhooks: bool = False
+    # Refuse a Messenger, Instagram or Telegram connection made without an access_token
+    # (whose ownership noclash proves with the platform). Off: an inbound-only connection
+    # needs none, as on a server one team runs. On, for tenants who do not trust each
+    # other: Meta's webhooks are routed by page id, so whoever connects a page id first,
+    # unproven, would receive that page's messages.
+    require_access_token: bool = False
 
     # Live event streams (noclash.api.routes.stream, docs/events.md). A stream with nothing
     # to send for this long sends a ``: ping`` comment (FastAPI's own keep-alive, every

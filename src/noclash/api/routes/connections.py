@@ -29,7 +29,14 @@ from noclash.channels.sending import CredentialRejected
 from noclash.chat import connections as chat
 from noclash.chat.errors import InvalidInput
 from noclash.chat.inbound import InboundResult, receive_message
-from noclash.db.tables import Channel, connections, conversations, max_length, messages
+from noclash.db.tables import (
+    SENDING_CHANNELS,
+    Channel,
+    connections,
+    conversations,
+    max_length,
+    messages,
+)
 
 router = APIRouter(prefix="/api/connections", tags=["connections"])
 nested = APIRouter(prefix="/api/chatbots/{chatbot_id}/connections", tags=["connections"])
@@ -171,6 +178,12 @@ async def create_connection(
     ``getMe``: the bot) and stores the connection only when that is ``external_id``."""
     if body.access_token is not None:
         await prove_ownership(request, body.channel, body.external_id, body.access_token)
+    elif request.app.state.settings.require_access_token and body.channel in SENDING_CHANNELS:
+        raise InvalidInput(
+            f"a {body.channel} connection needs an access_token on this server, to prove "
+            f"that {body.channel} id {body.external_id} is yours",
+            field="access_token",
+        )
     return await write(request, _create, user.id, chatbot_id, body, render=CONNECTION_OUT)
 
 
