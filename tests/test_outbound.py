@@ -17,7 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from noclash.db.tables import deliveries, messages
+from noclash.db.dialects import dialect_for
+from noclash.db.tables import conversations, deliveries, messages
 from tests.support.outbound import outbound_stack
 from tests.support.platforms import (
     META_RATE_LIMITED,
@@ -349,6 +350,41 @@ def test_an_echo_naming_a_delivery_to_another_customer_settles_nothing(stack):
     assert [(m["direction"], m["text"]) for m in items] == [
         ("in", "me too"), ("out", "from another app")
     ]
+
+
+def test_a_page_inbox_message_racing_a_close_starts_the_next_conversation(stack):
+    """An agent closes the customer's conversation while a Page inbox echo is being
+    stored: the echo waits for the conversation's lock, then finds it closed and starts
+    the customer's next conversation, never adding to the closed one. (PostgreSQL: the
+    close holds the row while the echo reads it; SQLite's one writer has no such gap.)"""
+    if dialect_for(stack.server.engine).name != "postgresql":
+        pytest.skip("SQLite's writers take turns: no read-then-lock gap")
+    conversation = _meta_conversation(stack, psid="888")
+    page = next(iter(stack.meta.pages.values()))
+    closing = stack.server.engine.connect()
+    transaction = closing.begin()
+    closing.execute(
+        sa.select(conversations.c.id)
+        .where(conversations.c.id == UUID(conversation["id"]))
+        .with_for_update()
+    )
+    stack.meta.page_inbox_send(page, "888", "typed while closing")
+    time.sleep(0.8)  # the echo has read the open conversation and waits for its lock
+    closing.execute(
+        sa.update(conversations)
+        .where(conversations.c.id == UUID(conversation["id"]))
+        .values(status="CLOSED", closed_at=sa.func.now())
+    )
+    transaction.commit()
+    closing.close()
+    assert wait_for(lambda: len(stack.meta.echoes_sent) == 1)
+    assert wait_for(lambda: len(stack.api.get("/api/conversations").json()["items"]) == 2)
+    closed = stack.api.get(f"/api/conversations/{conversation['id']}/messages").json()["items"]
+    assert [m["text"] for m in closed] == ["hi there"]
+    items = stack.api.get("/api/conversations").json()["items"]
+    (following,) = [c for c in items if c["id"] != conversation["id"]]
+    texts = stack.api.get(f"/api/conversations/{following['id']}/messages").json()["items"]
+    assert [m["text"] for m in texts] == ["typed while closing"]
 
 
 def test_a_page_inbox_message_is_stored_once_as_outbound(stack):

@@ -24,6 +24,7 @@ from noclash.chat.sql import sql_for
 from noclash.chat.sql.touch import touch
 from noclash.db.dialects import dialect_for
 from noclash.db.tables import (
+    ACTIVE_STATUSES,
     DeliveryStatus,
     Direction,
     Status,
@@ -33,7 +34,7 @@ from noclash.db.tables import (
     messages,
 )
 from noclash.db.types import utcnow
-from noclash.unique import translating, uuid7
+from noclash.unique import ClaimNotSettled, translating, uuid7
 
 Row = sa.Row[Any]
 
@@ -129,6 +130,11 @@ def send_reply(
     return get_message(conn, row.id)
 
 
+# Looks for the customer's active conversation under its lock before giving up (each
+# failed look means an agent closed it meanwhile).
+PAGE_MESSAGE_ATTEMPTS = 5
+
+
 def record_page_message(
     conn: Connection,
     connection: Row,
@@ -153,18 +159,28 @@ def record_page_message(
     )
     if conn.execute(known).first() is not None:
         return None
-    conversation, created = insert_conversation(
-        conn,
-        chatbot_id=connection.chatbot_id,
-        connection_id=connection.id,
-        psid=psid,
-        slug_source=text,
-        now=now,
-    )
-    # The conversation's lock first, as every reply takes it (see send_reply).
-    conn.execute(
-        sa.select(conversations.c.id).where(conversations.c.id == conversation.id).with_for_update()
-    )
+    for _ in range(PAGE_MESSAGE_ATTEMPTS):
+        conversation, created = insert_conversation(
+            conn,
+            chatbot_id=connection.chatbot_id,
+            connection_id=connection.id,
+            psid=psid,
+            slug_source=text,
+            now=now,
+        )
+        # The conversation's lock first, as every reply takes it (see send_reply); then
+        # its status again, under the lock: an agent's close may have landed between the
+        # read and the lock, and a closed conversation takes no new message (the next
+        # look starts the customer's next conversation).
+        status = conn.execute(
+            sa.select(conversations.c.status)
+            .where(conversations.c.id == conversation.id)
+            .with_for_update()
+        ).scalar()
+        if status in ACTIVE_STATUSES:
+            break
+    else:
+        raise ClaimNotSettled(f"the conversation of {psid} kept closing under its echo")
     at = sent_at or now
     inserted = conn.execute(
         dialect_for(conn)
