@@ -13,6 +13,7 @@ from noclash.doctor.errors import (
     DoctorError,
     RepairFailed,
     UnsupportedDatabase,
+    UnsupportedSchema,
 )
 from noclash.doctor.intent import KeySpec
 from noclash.doctor.lint import lint_files, lint_sql
@@ -33,6 +34,7 @@ __all__ = [
     "Report",
     "Severity",
     "UnsupportedDatabase",
+    "UnsupportedSchema",
     "diagnose",
     "lint_files",
     "lint_sql",

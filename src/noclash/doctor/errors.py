@@ -6,9 +6,10 @@
     ├── CannotConnect      the URL is malformed, the server is down, or the login is refused
     ├── CannotRead         the catalog or a table cannot be read (permissions, missing tables)
     ├── UnsupportedDatabase  neither SQLite nor PostgreSQL
+    ├── UnsupportedSchema  the schema holds what the doctor cannot parse or safely change
     └── RepairFailed       a repair's post-condition did not hold; its transaction was undone
 
-The first three mean "the doctor could not do its job" and become exit code 2 at the CLI
+The first four mean "the doctor could not do its job" and become exit code 2 at the CLI
 edge; findings are never exceptions. Context is keyword-only so messages stay uniform.
 """
 
@@ -35,6 +36,11 @@ class CannotRead(DoctorError):
 
 class UnsupportedDatabase(DoctorError):
     """The URL names a database other than SQLite or PostgreSQL."""
+
+
+class UnsupportedSchema(DoctorError):
+    """The schema has something the doctor cannot parse or change safely (a CREATE TABLE it
+    cannot edit, a foreign key SQLite cannot check); nothing was changed."""
 
 
 class RepairFailed(DoctorError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from noclash.doctor.catalog import Index, Sequence
 from noclash.doctor.context import Context
 from noclash.doctor.dialects import literal
-from noclash.doctor.lifecycle import Lifecycle, active_predicate, partial_name
+from noclash.doctor.lifecycle import Lifecycle, active_predicate
 from noclash.doctor.names import identifier
 
 
@@ -37,7 +37,47 @@ def statements(steps: list[Step]) -> tuple[str, ...]:
 
 
 def unique_index_name(table: str, columns: tuple[str, ...]) -> str:
+    """The usual name of a unique index on ``table(columns)`` (see :func:`index_name`)."""
     return identifier(table, *columns, suffix="_key")
+
+
+def index_name(
+    ctx: Context,
+    table: str,
+    columns: tuple[str, ...],
+    *,
+    suffix: str = "_key",
+    unique: bool = True,
+    partial: bool = False,
+) -> str:
+    """A name for the index a fix builds on ``table(columns)`` that no other object has.
+
+    ``CREATE ... INDEX IF NOT EXISTS`` does nothing when *any* index already has the name,
+    whatever it indexes: a plain index called ``chat_threads_slug_key`` would leave the key
+    unenforced. The usual name (``<table>_<columns><suffix>``) is kept when it is free, or
+    when the index holding it already is the one wanted (same columns, same uniqueness,
+    partial or not); otherwise ``_2``, ``_3``, ... is added before the suffix. The answer
+    depends only on the schema, so a plan and its re-plan inside the transaction agree.
+    """
+    tab = ctx.catalog.tables[table]
+    taken = ctx.memo(("taken-names", table), lambda: ctx.dialect.taken_names(ctx.conn, tab))
+    fold = ctx.dialect.fold_name
+    n = 1
+    while True:
+        name = identifier(table, *columns, *([str(n)] if n > 1 else []), suffix=suffix)
+        if fold(name) not in taken:
+            return name
+        same = next((ix for ix in tab.indexes if fold(ix.name) == fold(name)), None)
+        if (
+            same is not None
+            and same.unique == unique
+            and same.valid
+            and not same.has_expressions
+            and same.column_names == columns
+            and (same.predicate is not None) == partial
+        ):
+            return name
+        n += 1
 
 
 def row_key(ctx: Context, table: str) -> str | None:
@@ -53,7 +93,7 @@ def row_key(ctx: Context, table: str) -> str | None:
 def add_unique_index(ctx: Context, table: str, columns: tuple[str, ...]) -> list[Step]:
     """A unique index (built without blocking writes where the engine can), attached as a
     constraint where the engine can (what ORMs and ``ON CONFLICT ON CONSTRAINT`` expect)."""
-    name = ctx.q(unique_index_name(table, columns))
+    name = ctx.q(index_name(ctx, table, columns))
     cols = ", ".join(ctx.q(c) for c in columns)
     t = ctx.t(table)
     steps = [
@@ -64,6 +104,11 @@ def add_unique_index(ctx: Context, table: str, columns: tuple[str, ...]) -> list
     if ctx.dialect.supports_constraint_using_index:
         steps.append(Step(f"ALTER TABLE {t} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}"))
     return steps
+
+
+def active_index_name(ctx: Context, table: str, columns: tuple[str, ...]) -> str:
+    """A free name for the partial unique index over active rows (:func:`index_name`)."""
+    return index_name(ctx, table, columns, suffix="_active_key", partial=True)
 
 
 def close_active_duplicates(
@@ -116,7 +161,8 @@ def partial_unique(
     cols = ", ".join(ctx.q(c) for c in columns)
     create = Step(
         f"CREATE UNIQUE INDEX{ctx.dialect.concurrently()} IF NOT EXISTS "
-        f"{ctx.q(partial_name(table, columns))} ON {t} ({cols}) WHERE {active_predicate(ctx, life)}"
+        f"{ctx.q(active_index_name(ctx, table, columns))} ON {t} ({cols}) "
+        f"WHERE {active_predicate(ctx, life)}"
     )
     steps: list[Step] = []
     if close_duplicates:
@@ -221,7 +267,7 @@ def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
     steps.append(
         Step(
             f"CREATE {kind}{ctx.dialect.concurrently()} IF NOT EXISTS "
-            f"{ctx.q(unique_index_name(table, (legacy,)))} ON {t} ({ql})"
+            f"{ctx.q(index_name(ctx, table, (legacy,), unique=was_unique))} ON {t} ({ql})"
         )
     )
     if not was_unique:
@@ -244,11 +290,13 @@ def reset_sequence(ctx: Context, seq: Sequence) -> list[Step]:
 
 __all__ = [
     "Step",
+    "active_index_name",
     "activity_column",
     "add_unique_index",
     "backfill",
     "duplicate_groups_sql",
     "duplicates_left_sql",
+    "index_name",
     "migrate_weak_tokens",
     "missing_values",
     "partial_unique",

@@ -118,7 +118,9 @@ def names_uuid(column: Column) -> bool:
 
 
 def is_own_identifier(column: str) -> bool:
-    name = snake(column)
+    """Whether ``column`` identifies the row itself; ``token_legacy`` (the old values
+    ``migrate-weak-tokens`` keeps resolving) is as much the row's own as ``token``."""
+    name = _LEGACY.sub("", snake(column))
     return name == "id" or (bool(_OWN_IDENTIFIER.search(name)) and not name.endswith("_id"))
 
 

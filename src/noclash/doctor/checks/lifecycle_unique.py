@@ -5,7 +5,10 @@ Once a customer's conversation is closed, their next message cannot open a new o
 seed's fix (drop the unique, check in code) trades the error for races; the right index is
 partial: unique among active rows only.
 
-Precision: the unique index is declared; that it should be partial is inferred. The state
+Precision: the unique index is declared; that it should be partial is inferred. The repair
+never replaces a UNIQUE that carries an ``ON CONFLICT`` clause (SQLite's ``REPLACE`` or
+``IGNORE`` decide what the application's inserts do), and the finding says what an upsert
+on the key must then write (``ON CONFLICT (cols) WHERE <predicate>``). The state
 column is found by name (``status``, ``state``, ``lifecycle``, ``stage``), its closed states
 by word (``closed``, ``archived``, ...) among enum labels, CHECK literals and the data, and
 an index that includes a column identifying the row itself (``id``, ``slug``, ``email``,
@@ -31,7 +34,9 @@ TITLE = "Unique index blocks new rows after old ones are closed"
 HELP = (
     "Replace the index by a partial unique index over active rows "
     "(`WHERE status IN ('OPEN', ...)`); `noclash repair` builds it and drops the old one "
-    "(on SQLite, a UNIQUE written in CREATE TABLE goes with a table rebuild)."
+    "(on SQLite, a UNIQUE written in CREATE TABLE goes with a table rebuild; one with an "
+    "`ON CONFLICT` clause is left to a person). An upsert on the key must then name the "
+    "predicate: `ON CONFLICT (cols) WHERE status IN (...)`."
 )
 LINKS = (
     ("Partial indexes", "https://www.postgresql.org/docs/current/indexes-partial.html"),
@@ -90,18 +95,35 @@ def run(ctx: Context) -> Iterator[Finding]:
             )
         )
         for ix in candidates:
-            steps = fixes.partial_unique(
-                ctx, tname, ix.column_names, life, ix, close_duplicates=False
+            cols = ", ".join(ix.column_names)
+            conflict = ctx.dialect.unique_conflict(table, ix)
+            steps = (
+                None
+                if conflict
+                else fixes.partial_unique(
+                    ctx, tname, ix.column_names, life, ix, close_duplicates=False
+                )
             )
+            if conflict:
+                why = (
+                    f"; it says ON CONFLICT {conflict}, which decides what conflicting inserts "
+                    f"do and no partial index can keep: a person must change it"
+                )
+            else:
+                why = (
+                    f"; once it is partial, an upsert on ({cols}) must name its predicate: "
+                    f"ON CONFLICT ({cols}) WHERE {life.column} IN "
+                    f"({', '.join(repr(s) for s in life.active)})"
+                )
             yield Finding(
                 check=ID,
                 severity=Severity.ERROR if closed_rows else Severity.WARNING,
                 table=tname,
                 columns=ix.column_names,
                 message=(
-                    f"unique index {ix.name} on {tname}({', '.join(ix.column_names)}) ignores "
+                    f"unique index {ix.name} on {tname}({cols}) ignores "
                     f"{life.column}: {closed_rows} {'/'.join(life.closed)} rows keep their key "
-                    f"and block a new active row with the same key"
+                    f"and block a new active row with the same key{why}"
                 ),
                 evidence=LifecycleUniqueEvidence(
                     active_states=life.active,
@@ -114,7 +136,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 ),
                 fix=Fix(
                     statements=fixes.statements(steps or []),
-                    repair="partial-unique",
+                    repair=None if conflict else "partial-unique",
                     idiom=ctx.idiom(),
                 ),
             )

@@ -62,6 +62,9 @@ class DoctorDialect:
     supports_nulls_not_distinct: ClassVar[bool] = False
     # amcheck's bt_index_check(..., checkunique) (PostgreSQL 17+ with the extension).
     supports_amcheck: ClassVar[bool] = False
+    # Identifiers compare without regard to case even when quoted (SQLite); PostgreSQL folds
+    # only unquoted names to lower case and compares quoted ones exactly.
+    case_insensitive_names: ClassVar[bool] = False
     # An expression naming a row for evidence when the table has no primary key.
     evidence_row_id: ClassVar[str] = "rowid"
     # An expression naming a row for the whole repair transaction, or None when none is
@@ -135,6 +138,21 @@ class DoctorDialect:
         return [
             f"DROP INDEX{self.concurrently()} IF EXISTS {self.index_sql(conn, table, index.name)}"
         ]
+
+    def taken_names(self, conn: Connection, table: Table) -> set[str]:
+        """Names an index built on ``table`` may not take: every object sharing the index
+        namespace (and, where a unique index becomes a constraint, the table's constraint
+        names), folded with :meth:`fold_name`."""
+        raise NotImplementedError
+
+    def fold_name(self, name: str) -> str:
+        """``name`` as the engine compares it (lower case where case does not matter)."""
+        return name.lower() if self.case_insensitive_names else name
+
+    def unique_conflict(self, table: Table, index: Index) -> str | None:
+        """How the engine resolves an insert that conflicts with ``index``, when the schema
+        says something other than raising an error (SQLite's ``ON CONFLICT REPLACE``)."""
+        return None
 
     def grant_select_sql(self, sequence_sql: str, role: str | None) -> str:
         return f"GRANT SELECT ON SEQUENCE {sequence_sql} TO {role or 'CURRENT_USER'}"

@@ -147,6 +147,21 @@ class PostgreSQLDoctor(DoctorDialect):
             f"ALTER COLUMN {self.quote(conn, column)} SET DEFAULT {value}"
         ]
 
+    def taken_names(self, conn: Connection, table: Table) -> set[str]:
+        # Indexes share pg_class's namespace with tables, sequences and views of their
+        # schema; ADD CONSTRAINT ... USING INDEX also needs a constraint name the table has
+        # not used.
+        rows = conn.exec_driver_sql(
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = coalesce(%(schema)s, current_schema())
+            UNION
+            SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%(table)s)
+            """,
+            {"schema": table.schema, "table": self.table_sql(conn, table)},
+        ).all()
+        return {r[0] for r in rows}
+
     def read_catalog(self, conn: Connection) -> Catalog:
         raw: Any = conn.connection.driver_connection
         version = raw.info.server_version  # e.g. 180001

@@ -35,17 +35,19 @@ from noclash.doctor.catalog import (
     Table,
 )
 from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text, literal
-from noclash.doctor.errors import CannotConnect
+from noclash.doctor.errors import CannotConnect, UnsupportedSchema
 from noclash.doctor.names import identifier
 
 LOCK = "SQLite: the database write lock (BEGIN IMMEDIATE) for the transaction; readers continue"
 
 _TOKEN = re.compile(
     r"""(?P<ws>\s+)|(?P<comment>--[^\n]*|/\*.*?\*/)|(?P<string>'(?:[^']|'')*')
-    |(?P<qid>"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`)|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+    |(?P<qid>"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`)|(?P<word>(?:[^\W\d]|[^\x00-\x7f])(?:[\w$]|[^\x00-\x7f])*)
     |(?P<number>\d+(?:\.\d*)?)|(?P<op>.)""",
     re.S | re.X,
 )
+# A word is what SQLite's tokenizer takes for an identifier: a letter or ``_`` (any
+# non-ASCII character counts as a letter), then letters, digits, ``_`` and ``$``.
 _CONSTRAINT_WORDS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
 
 
@@ -136,8 +138,37 @@ def index_key_texts(create_index_sql: str) -> list[str]:
 def remove_inline_unique(create_sql: str, columns: tuple[str, ...]) -> str:
     """``create_sql`` without the UNIQUE on exactly ``columns`` (table or column constraint).
 
-    Raises ``ValueError`` when no such UNIQUE is written in it.
+    Raises ``ValueError`` when no such UNIQUE is written in it, or when it carries an
+    ``ON CONFLICT`` clause other than the default ``ABORT``: ``REPLACE`` or ``IGNORE`` decide
+    what the application's inserts do, and must never vanish with the constraint.
     """
+    start, end = _inline_unique_span(create_sql, columns)
+    conflict = _conflict_of(create_sql[start:end])
+    if conflict not in (None, "ABORT"):
+        raise ValueError(
+            f"its UNIQUE ({', '.join(columns)}) says ON CONFLICT {conflict}, which decides what "
+            f"conflicting inserts do; removing it would change the application's writes"
+        )
+    return create_sql[:start] + create_sql[end:]
+
+
+def inline_unique_conflict(create_sql: str, columns: tuple[str, ...]) -> str | None:
+    """The ``ON CONFLICT`` resolution (``REPLACE``, ``IGNORE``, ...) of the UNIQUE on exactly
+    ``columns`` written in ``create_sql``; ``None`` without one (or without such a UNIQUE)."""
+    try:
+        start, end = _inline_unique_span(create_sql, columns)
+    except (ValueError, StopIteration):
+        return None
+    return _conflict_of(create_sql[start:end])
+
+
+def _conflict_of(text: str) -> str | None:
+    m = re.search(r"\bON\s+CONFLICT\s+(\w+)", text, re.I)
+    return m.group(1).upper() if m else None
+
+
+def _inline_unique_span(create_sql: str, columns: tuple[str, ...]) -> tuple[int, int]:
+    """The span of ``create_sql`` to cut to remove the UNIQUE on exactly ``columns``."""
     body_start, _body_end, elements = _elements(create_sql)
     wanted = tuple(c.lower() for c in columns)
     for n, (start, end, toks) in enumerate(elements):
@@ -158,10 +189,9 @@ def remove_inline_unique(create_sql: str, columns: tuple[str, ...]) -> str:
                 if tuple((x or "").lower() for x in names) == wanted:
                     # Remove the element and the comma before it (or after, for the first).
                     if n > 0:
-                        cut_from = elements[n - 1][1]
-                        return create_sql[:cut_from] + create_sql[end:]
+                        return elements[n - 1][1], end
                     nxt = elements[n + 1][0] if n + 1 < len(elements) else end
-                    return create_sql[:start] + create_sql[nxt:]
+                    return start, nxt
             continue
         if len(wanted) == 1 and toks and _unquote(toks[0][1]).lower() == wanted[0]:
             for i, w in enumerate(words):
@@ -171,20 +201,22 @@ def remove_inline_unique(create_sql: str, columns: tuple[str, ...]) -> str:
                 last = i
                 if words[i + 1 : i + 3] == ["ON", "CONFLICT"]:
                     last = i + 3
-                return create_sql[: toks[first][2]].rstrip() + create_sql[toks[last][3] :]
+                cut = len(create_sql[: toks[first][2]].rstrip())
+                return cut, toks[last][3]
     del body_start
     raise ValueError(f"no UNIQUE ({', '.join(columns)}) written in CREATE TABLE")
 
 
 def _rename_created(create_sql: str, new_name: str) -> str:
-    """``CREATE TABLE old (...)`` as ``CREATE TABLE "new" (...)``."""
+    """``CREATE TABLE old (...)`` as ``CREATE TABLE new (...)``; ``new_name`` is quoted
+    already (the dialect's quoting doubles any quote inside it)."""
     toks = _tokens(create_sql)
     i = next(n for n, t in enumerate(toks) if t[1].upper() == "TABLE") + 1
     if [t[1].upper() for t in toks[i : i + 3]] == ["IF", "NOT", "EXISTS"]:
         i += 3
     # A schema-qualified name: main."t"
     end = i + 2 if i + 1 < len(toks) and toks[i + 1][1] == "." else i
-    return create_sql[: toks[i][2]] + f'"{new_name}"' + create_sql[toks[end][3] :]
+    return create_sql[: toks[i][2]] + new_name + create_sql[toks[end][3] :]
 
 
 class SQLiteDoctor(DoctorDialect):
@@ -193,6 +225,7 @@ class SQLiteDoctor(DoctorDialect):
     # primary key, which is used first).
     evidence_row_id: ClassVar[str] = "rowid"
     stable_row_id: ClassVar[str | None] = "rowid"
+    case_insensitive_names: ClassVar[bool] = True
 
     def check_url(self, url: URL) -> None:
         database = url.database or ""
@@ -255,9 +288,84 @@ class SQLiteDoctor(DoctorDialect):
     def locks(self, *kinds: str) -> str:
         return LOCK
 
+    def taken_names(self, conn: Connection, table: Table) -> set[str]:
+        # Tables, indexes and views share one namespace per database (triggers too, here:
+        # a name nobody else has is the point).
+        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master").all()
+        return {self.fold_name(r[0]) for r in rows if r[0]}
+
     def verify_integrity(self, conn: Connection) -> list[str]:
-        rows = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        try:
+            rows = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        except sa.exc.OperationalError as exc:
+            # "foreign key mismatch": a REFERENCES whose parent key no PRIMARY KEY or UNIQUE
+            # index covers. SQLite then cannot check any foreign key, so no repair could
+            # prove it keeps them: refuse before changing anything.
+            said = str(exc.orig or exc).strip().splitlines()[0]
+            bad = "; ".join(self.foreign_key_mismatches(conn)) or said
+            raise UnsupportedSchema(
+                f"SQLite cannot check this database's foreign keys ({said}): {bad}. Make the "
+                f"parent key a PRIMARY KEY or UNIQUE, or correct the REFERENCES clause, then "
+                f"run the repair again; nothing was changed"
+            ) from None
         return [f"{r[0]} row {r[1]} references a missing row of {r[2]}" for r in rows]
+
+    def foreign_key_mismatches(self, conn: Connection) -> list[str]:
+        """Foreign keys whose parent columns no PRIMARY KEY or UNIQUE index covers exactly
+        (what SQLite calls a "foreign key mismatch"), described for a person."""
+        names = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            ).all()
+        ]
+        by_lower = {n.lower(): n for n in names}
+        out = []
+        for child in names:
+            fks: dict[int, tuple[str, list[tuple[int, str, str | None]]]] = {}
+            for fid, seq, parent, frm, to, *_rest in conn.exec_driver_sql(
+                f"PRAGMA foreign_key_list({self.quote(conn, child)})"
+            ).all():
+                fks.setdefault(fid, (parent, []))[1].append((seq, frm, to))
+            for parent, parts in fks.values():
+                parts.sort()
+                frm_cols = [p[1] for p in parts]
+                to_cols = [p[2] for p in parts]
+                real = by_lower.get(parent.lower())
+                if real is None:
+                    continue  # a missing parent table: foreign_key_check reports its rows
+                if self._parent_key_ok(conn, real, to_cols):
+                    continue
+                shown = ", ".join(c for c in to_cols if c) or "its primary key"
+                out.append(
+                    f"{child}({', '.join(frm_cols)}) REFERENCES {parent}({shown}), which no "
+                    f"PRIMARY KEY or UNIQUE index of {parent} covers"
+                )
+        return out
+
+    def _parent_key_ok(self, conn: Connection, parent: str, to_cols: list[str | None]) -> bool:
+        qp = self.quote(conn, parent)
+        info = conn.exec_driver_sql(f"PRAGMA table_info({qp})").all()
+        pk = {r[1].lower() for r in info if r[5]}
+        if all(c is None for c in to_cols):
+            return bool(pk)
+        wanted = {(c or "").lower() for c in to_cols}
+        if wanted == pk:
+            return True
+        for _seq, iname, unique, _origin, partial in conn.exec_driver_sql(
+            f"PRAGMA index_list({qp})"
+        ).all():
+            if not unique or partial:
+                continue
+            cols = conn.exec_driver_sql(f"PRAGMA index_info({self.quote(conn, iname)})").all()
+            if {(r[2] or "").lower() for r in cols} == wanted:
+                return True
+        return False
+
+    def unique_conflict(self, table: Table, index: Index) -> str | None:
+        if not index.inline:
+            return None
+        return inline_unique_conflict(table.create_sql, index.column_names)
 
     def drop_unique_sql(self, conn: Connection, table: Table, index: Index) -> list[str]:
         if index.inline:
@@ -276,7 +384,16 @@ class SQLiteDoctor(DoctorDialect):
         tmp = identifier("noclash_new", table.name)
         qt = self.quote(conn, tmp)
         cols = ", ".join(self.quote(conn, c) for c in table.columns)
-        new_sql = _rename_created(remove_inline_unique(table.create_sql, index.column_names), tmp)
+        try:
+            new_sql = _rename_created(
+                remove_inline_unique(table.create_sql, index.column_names), qt
+            )
+        except (ValueError, StopIteration) as exc:
+            raise UnsupportedSchema(
+                f"cannot rebuild {table.name} without its UNIQUE "
+                f"({', '.join(index.column_names)}): its CREATE TABLE is not understood "
+                f"({exc or 'no table name'}); nothing was changed"
+            ) from None
         out = [new_sql, f"INSERT INTO {qt} ({cols}) SELECT {cols} FROM {q}"]
         if re.search(r"\bAUTOINCREMENT\b", table.create_sql, re.I):
             # Keep AUTOINCREMENT's high-water mark: ids of deleted rows are never reused.

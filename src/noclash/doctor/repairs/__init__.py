@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from noclash.doctor.connect import connection, display_url, first_line, open_engine
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
-from noclash.doctor.errors import DoctorError, RepairFailed
+from noclash.doctor.errors import CannotRead, DoctorError, RepairFailed, UnsupportedSchema
 from noclash.doctor.fixes import Step
 from noclash.doctor.model import Finding, Report, Severity
 from noclash.doctor.repairs.backup import Backup
@@ -222,6 +222,10 @@ def repair(
             result.remaining = run_checks(inspect(ro, options, None), target)
         result.backup_rows = backup.saved
         return result
+    except ValueError as exc:  # a schema the SQL editing cannot parse: say so, no traceback
+        raise UnsupportedSchema(f"cannot plan a repair for this schema: {exc}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise CannotRead(f"cannot read {target}: {first_line(exc)}") from exc
     finally:
         if isinstance(database, str):
             engine.dispose()
@@ -341,20 +345,35 @@ def _qualified(m: re.Match[str], action: Action) -> str:
 
 
 def _verify(engine: Engine, options: Options, action: Action, target: str) -> None:
-    """The post-condition: the finding this action addressed is gone."""
+    """The post-condition: the finding this action addressed is gone, and every unique key
+    the action builds is enforced by a valid unique index (or constraint) on those columns:
+    a ``CREATE UNIQUE INDEX IF NOT EXISTS`` that quietly did nothing is a failure."""
     with read_only_session(engine) as ro:
-        report = run_checks(inspect(ro, options, None), target)
-    left: list[Finding] = [
-        f
-        for f in report.findings
-        if f.check == action.check and f.table == action.table and f.columns == action.columns
-    ]
-    if left:
-        raise RepairFailed(
-            f"{action.repair} on {action.table} did not fix it: {left[0].message}",
-            action=action.repair,
-            table=action.table,
-        )
+        ctx = inspect(ro, options, None)
+        report = run_checks(ctx, target)
+        left: list[Finding] = [
+            f
+            for f in report.findings
+            if f.check == action.check and f.table == action.table and f.columns == action.columns
+        ]
+        if left:
+            raise RepairFailed(
+                f"{action.repair} on {action.table} did not fix it: {left[0].message}",
+                action=action.repair,
+                table=action.table,
+            )
+        for change in action.schema:
+            if change.kind != "add_unique":
+                continue
+            table = ctx.catalog.tables.get(change.table)
+            partial = change.state_column is not None
+            if table is None or not table.has_unique_on(change.columns, whole_table=not partial):
+                raise RepairFailed(
+                    f"{action.repair} on {action.table} did not fix it: no unique index "
+                    f"enforces {change.table}({', '.join(change.columns)}) afterwards",
+                    action=action.repair,
+                    table=action.table,
+                )
 
 
 __all__ = ["Action", "RepairResult", "SchemaChange", "plan_for", "repair", "repair_ids"]

@@ -29,7 +29,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             SchemaChange(
                 "add_unique",
                 table,
-                fixes.unique_index_name(table, columns),
+                fixes.index_name(ctx, table, columns),
                 columns,
                 constraint=ctx.dialect.supports_constraint_using_index,
             )

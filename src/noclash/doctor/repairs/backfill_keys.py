@@ -34,7 +34,5 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         changes=(cname,),
         schema=[]
         if indexed
-        else [
-            SchemaChange("add_unique", tname, fixes.unique_index_name(tname, (cname,)), (cname,))
-        ],
+        else [SchemaChange("add_unique", tname, fixes.index_name(ctx, tname, (cname,)), (cname,))],
     )

@@ -26,7 +26,17 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
     if legacy not in ctx.catalog.tables[tname].columns:
         schema.append(SchemaChange("add_column", tname, legacy, (legacy,)))
     schema.append(
-        SchemaChange("add_index", tname, fixes.unique_index_name(tname, (legacy,)), (legacy,))
+        SchemaChange(
+            "add_index",
+            tname,
+            fixes.index_name(
+                ctx,
+                tname,
+                (legacy,),
+                unique=ctx.catalog.tables[tname].has_unique_on((cname,)),
+            ),
+            (legacy,),
+        )
     )
     return Action(
         repair=ID,

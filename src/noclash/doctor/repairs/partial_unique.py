@@ -18,7 +18,7 @@ from __future__ import annotations
 from noclash.doctor import fixes
 from noclash.doctor.catalog import Index
 from noclash.doctor.context import Context
-from noclash.doctor.lifecycle import Lifecycle, active_predicate, partial_name
+from noclash.doctor.lifecycle import Lifecycle, active_predicate
 from noclash.doctor.model import Finding
 from noclash.doctor.repairs import Action, SchemaChange
 
@@ -40,7 +40,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
         SchemaChange(
             "add_unique",
             tname,
-            partial_name(tname, columns),
+            fixes.active_index_name(ctx, tname, columns),
             columns,
             state_column=life.column,
             states=life.active,

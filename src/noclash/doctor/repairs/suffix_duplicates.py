@@ -39,7 +39,7 @@ def plan(ctx: Context, finding: Finding) -> Action | None:
             SchemaChange(
                 "add_unique",
                 tname,
-                fixes.unique_index_name(tname, (cname,)),
+                fixes.index_name(ctx, tname, (cname,)),
                 (cname,),
                 constraint=ctx.dialect.supports_constraint_using_index,
             )
