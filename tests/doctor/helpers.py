@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import sqlalchemy as sa
@@ -35,3 +36,22 @@ def snapshot(url: str) -> dict[str, dict[str, object]]:
     finally:
         engine.dispose()
     return out
+
+
+def run_sql(url: str, *statements: str, autocommit: bool = False) -> None:
+    """Run ``statements`` on ``url`` in one transaction, or each alone in autocommit (where
+    a failed concurrent index build is the point, its error is swallowed)."""
+    engine = sa.create_engine(normalise_database_url(url))
+    try:
+        if autocommit:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for s in statements:
+                    # The failed concurrent build is the point.
+                    with contextlib.suppress(sa.exc.DBAPIError):
+                        conn.exec_driver_sql(s)
+        else:
+            with engine.begin() as conn:
+                for s in statements:
+                    conn.exec_driver_sql(s)
+    finally:
+        engine.dispose()

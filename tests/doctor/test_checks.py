@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
-import sqlalchemy as sa
 
-from noclash.config import normalise_database_url
 from noclash.doctor.catalog import check_values
 from noclash.doctor.context import Options
 from noclash.doctor.diagnose import diagnose
 from noclash.doctor.intent import KeySpec
 from noclash.doctor.tokens import birthday, estimate
-
-
-def run_sql(url: str, *statements: str, autocommit: bool = False) -> None:
-    engine = sa.create_engine(normalise_database_url(url))
-    try:
-        if autocommit:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for s in statements:
-                    # The failed concurrent build is the point.
-                    with contextlib.suppress(sa.exc.DBAPIError):
-                        conn.exec_driver_sql(s)
-        else:
-            with engine.begin() as conn:
-                for s in statements:
-                    conn.exec_driver_sql(s)
-    finally:
-        engine.dispose()
+from tests.doctor.helpers import run_sql
 
 
 def checks_of(url: str, **options: object) -> dict[str, list]:

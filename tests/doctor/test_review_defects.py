@@ -12,27 +12,16 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from noclash.cli import app
-from noclash.config import normalise_database_url
 from noclash.doctor import DoctorError, RepairFailed, diagnose, fixes, repair
 from noclash.doctor.context import Options
 from noclash.doctor.intent import KeySpec
-from tests.doctor.helpers import snapshot
+from tests.doctor.helpers import run_sql, snapshot
 
 runner = CliRunner()
 
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(normalise_database_url(url))
-    try:
-        with engine.begin() as conn:
-            for stmt in statements:
-                conn.exec_driver_sql(stmt)
-    finally:
-        engine.dispose()
 
 
 def sqlite_db(tmp_path: Path, script: str, name: str = "t.db") -> str:
@@ -54,14 +43,14 @@ TAKEN_NAME = (
 
 # -- 1. a name collision must not pass for a unique index -----------------------------------
 def test_unique_index_name_taken_by_a_plain_index(empty_url: str) -> None:
-    execute(empty_url, *TAKEN_NAME)
+    run_sql(empty_url, *TAKEN_NAME)
     result = repair(empty_url, SLUGS, apply=True)
     assert result.unfixed == []
     # The old plain index is now redundant (a warning, for a person); the key is enforced.
     assert {f.check for f in diagnose(empty_url, SLUGS).findings} == {"redundant-indexes"}
     assert repair(empty_url, SLUGS).actions == []  # a second run has nothing to do
     with pytest.raises(sa.exc.IntegrityError):  # the key is enforced
-        execute(empty_url, "INSERT INTO chat_threads VALUES (9, 'b')")
+        run_sql(empty_url, "INSERT INTO chat_threads VALUES (9, 'b')")
 
 
 def test_unique_index_name_taken_cli(tmp_path: Path) -> None:
@@ -84,7 +73,7 @@ def test_post_condition_requires_an_enforcing_unique_index(
         return fixes.unique_index_name(table, columns)
 
     monkeypatch.setattr(fixes, "index_name", usual_name)
-    execute(empty_url, *TAKEN_NAME)
+    run_sql(empty_url, *TAKEN_NAME)
     with pytest.raises(RepairFailed, match="unique"):
         repair(empty_url, SLUGS, apply=True)
 
@@ -150,7 +139,7 @@ def test_foreign_key_mismatch_is_reported_and_nothing_changes(tmp_path: Path) ->
 
 # -- 4. --key names what exists, spelled as the engine reads names --------------------------
 def test_key_matches_names_as_the_engine_does(empty_url: str) -> None:
-    execute(
+    run_sql(
         empty_url,
         "CREATE TABLE chat_threads (id INTEGER PRIMARY KEY, slug TEXT)",
         "INSERT INTO chat_threads VALUES (1, 'a'), (2, 'a')",
@@ -169,7 +158,7 @@ def test_key_matches_names_as_the_engine_does(empty_url: str) -> None:
 
 
 def test_key_mixed_case_names_on_postgresql(fresh_pg_url: str) -> None:
-    execute(
+    run_sql(
         fresh_pg_url,
         'CREATE TABLE "Pages" (id int PRIMARY KEY, "Slug" text)',
         """INSERT INTO "Pages" VALUES (1, 'a'), (2, 'a')""",
