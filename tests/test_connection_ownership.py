@@ -7,14 +7,17 @@ PostgreSQL, through the real app.
 
 from __future__ import annotations
 
+import threading
 from uuid import UUID
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from noclash.channels.telegram import NOT_A_BOT_TOKEN
 from noclash.db.tables import connections
 from tests.support.outbound import outbound_stack
+from tests.support.platforms import wait_for
 from tests.support.server import free_port
 
 PAGE, IG = "104871234567890", "17841400000000000"
@@ -191,3 +194,42 @@ def test_a_platform_that_cannot_be_reached_is_503_and_stores_nothing(database_ur
         assert answer.headers["retry-after"]
         assert answer.json()["type"].endswith("/platform-unavailable")
         assert stack.api.get(f"/api/chatbots/{bot['id']}/connections").json()["items"] == []
+
+
+def test_a_keyed_create_takes_no_lock_while_the_platform_is_asked(database_url):
+    """A create under an Idempotency-Key claims its key at the route's first database
+    call, after the ownership proof: while noclash waits for the platform to say whose
+    token it was given, other writes go on. (Claimed before the route, the key's
+    transaction held SQLite's one write lock for as long as the platform took, and every
+    other writer of the server waited or failed.) A retry afterwards replays the stored
+    answer without asking the platform again."""
+    with outbound_stack(database_url, dispatcher=False, platform_timeout_seconds=20) as stack:
+        bot = stack.chatbot()
+        telegram_bot = stack.telegram.add_bot(7001)
+        url = f"/api/chatbots/{bot['id']}/connections"
+        body = {"channel": "telegram", "external_id": "7001", "secret": "s3cret",
+                "access_token": telegram_bot.token}  # fmt: skip
+        key = {"Idempotency-Key": "connect-bot-7001"}
+        answers: dict[str, httpx.Response] = {}
+
+        def keyed() -> None:
+            answers["keyed"] = stack.api.post(url, json=body, headers=key)
+
+        def asked() -> int:
+            return sum(r.path.endswith("/getMe") for r in stack.telegram.received)
+
+        worker = threading.Thread(target=keyed)
+        with stack.telegram.held():
+            worker.start()
+            assert wait_for(lambda: asked() == 1)
+            meanwhile = stack.api.post("/api/chatbots", json={"name": "meanwhile"}, timeout=10)
+            assert meanwhile.status_code == 201, meanwhile.text
+            assert worker.is_alive(), "the keyed create ended before the platform answered"
+        worker.join(timeout=30)
+        assert answers["keyed"].status_code == 201, answers["keyed"].text
+
+        again = stack.api.post(url, json=body, headers=key)
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == answers["keyed"].json()
+        assert asked() == 1  # the replay did not ask the platform again

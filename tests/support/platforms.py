@@ -84,6 +84,8 @@ class LoopbackPlatform:
         self.received: list[Received] = []
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
+        self._open = threading.Event()  # cleared: every request waits (see held)
+        self._open.set()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,6 +97,16 @@ class LoopbackPlatform:
             self._script.extend(
                 Scripted(status, body, delay, deliver, trickle) for _ in range(count)
             )
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Every request that arrives inside the block waits for its end before it is
+        answered (a platform slow to answer, for exactly as long as a test needs)."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
 
     def _next_scripted(self) -> Scripted | None:
         with self._lock:
@@ -156,6 +168,8 @@ class LoopbackPlatform:
         )
 
     async def _pause(self, scripted: Scripted | None) -> None:
+        while not self._open.is_set():
+            await asyncio.sleep(0.01)
         delay = self.latency + (scripted.delay if scripted else 0.0)
         if delay:
             await asyncio.sleep(delay)
@@ -261,6 +275,7 @@ class LoopbackMeta(LoopbackPlatform):
 
     async def _me(self, request: Request) -> Response:
         self._record(request, None)
+        await self._pause(None)
         page = self._token(request)
         if page is None:
             return JSONResponse(META_INVALID_TOKEN[1], status_code=META_INVALID_TOKEN[0])

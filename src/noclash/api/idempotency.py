@@ -13,18 +13,26 @@ For a covered request that carries the header:
    never share keys; a request with no usable scope passes through untouched (the route
    answers its 401 or 404);
 2. the body is read (the body limits sit outside this middleware) and hashed;
-3. in a worker thread, ONE connection and transaction is opened and the key claimed in it
-   (:func:`noclash.unique.idempotency.claim`):
+3. a read that takes no lock looks for an answer already stored
+   (:func:`noclash.unique.idempotency.peek`): found, it is replayed (or a 422 when it
+   answered another request) and the route does not run;
+4. the route runs, and at its **first database call**, in a worker thread, ONE connection
+   and transaction is opened and the key claimed in it
+   (:func:`noclash.unique.idempotency.claim`; :class:`~noclash.api.work.RequestTransaction`
+   opens it then, so a route's slow work before it writes, such as asking a platform
+   whose access token it was given, holds no transaction and on SQLite no write lock):
 
    - claimed: the route runs **in that transaction**, which the request carries
-     (:class:`noclash.api.work.RequestTransaction`; the routes' work helpers use it and
-     never commit it). An answer below 500 is stored in the key's row and the transaction
-     committed, and only then is the answer sent. A 5xx or an exception rolls everything
-     back: the key is free again at once;
-   - replay: the stored status, headers and body, plus ``Idempotent-Replayed: true``;
-   - mismatch: 422, the key was used for another request;
-   - in progress (the first holder did not finish within ``idempotency_wait_seconds``):
-     409 with ``Retry-After``.
+     (the routes' work helpers use it and never commit it). An answer below 500 is stored
+     in the key's row and the transaction committed, and only then is the answer sent.
+     A 5xx or an exception rolls everything back: the key is free again at once. A route
+     that answered without a database call claims the key after it answered, and that
+     answer is stored the same way;
+   - otherwise the route stops there (:class:`KeyDecided`) and the answer is the key's:
+     replay (the stored status, headers and body, plus ``Idempotent-Replayed: true``);
+     mismatch (422: the key was used for another request); or in progress (the first
+     holder did not finish within ``idempotency_wait_seconds``: 409 with
+     ``Retry-After``).
 
 Why one transaction: the create and its stored answer commit together or not at all, so a
 crash at any instant leaves either nothing (the retry creates, once) or both (the retry
@@ -34,8 +42,8 @@ first transaction to end (see :mod:`noclash.unique.idempotency`).
 A keyed request holds its pool connection from the claim to the commit, so its work runs
 on limiters of its own, sized to the pool: threads blocked in a claim (waiting for a
 duplicate's commit) cannot take the threads that the holder of the key needs to finish.
-Any database error met here (the caller's lookup, the claim, the commit) is answered like
-one met in a route: 503 problem+json with ``Retry-After``.
+Any database error met here (the caller's lookup, the read, the claim, the commit) is
+answered like one met in a route: 503 problem+json with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from noclash.api.work import TRANSACTION_STATE, RequestTransaction
 from noclash.chat import events
 from noclash.chat.errors import Unauthenticated
 from noclash.config import Settings
+from noclash.db.engine import read_only
 from noclash.db.tables import idempotency_keys, max_length
 from noclash.unique import idempotency as keys
 from noclash.unique.ids import parse_uuid
@@ -226,39 +235,20 @@ class IdempotencyMiddleware:
         )
         claims, work = self._limiters_for(settings)
         try:
-            outcome, conn = await anyio.to_thread.run_sync(
-                _claim, state.engine, request, limiter=claims
-            )
+            known = await anyio.to_thread.run_sync(_peek, state.engine, request, limiter=claims)
         except _DATABASE_ERRORS as exc:
             await _database_error(exc, scope, receive, send)
             return
-        if isinstance(outcome, keys.Claimed) and conn is not None:
-            tx = RequestTransaction(conn, work)
-            await self._execute(tx, outcome, scope, body, receive, send)
-        elif isinstance(outcome, keys.Replay):
-            await _replay(outcome.response, send)
-        elif isinstance(outcome, keys.Mismatch):
-            detail = (
-                "this Idempotency-Key was already used for a different request "
-                f"({outcome.method} {outcome.path} with another body)"
-            )
-            await _reject(scope, receive, send, 422, ProblemType.IDEMPOTENCY_KEY_REUSED, detail)
-        else:
-            detail = "a request with this Idempotency-Key is still in progress; retry later"
-            # A collision, so a 409 naming the field, like every unique conflict.
-            conflict = problem(
-                409,
-                detail,
-                kind=ProblemType.IDEMPOTENCY_KEY_IN_PROGRESS,
-                headers=RETRY_AFTER,
-                fields=["Idempotency-Key"],
-            )
-            await conflict(scope, receive, send)
+        if known is not None:  # answered before: the route does not run again
+            await _decided(known, scope, receive, send)
+            return
+        key = _Key(state.engine, request, claims)
+        await self._execute(RequestTransaction(key.begin, work), key, scope, body, receive, send)
 
     async def _execute(
         self,
         tx: RequestTransaction,
-        claimed: keys.Claimed,
+        key: _Key,
         scope: Scope,
         body: bytes,
         receive: Receive,
@@ -289,20 +279,41 @@ class IdempotencyMiddleware:
             # this context); its readers are woken after the commit below.
             with events.collecting() as recorded:
                 await self.app(inner, replay_receive, capture)
+        except KeyDecided:
+            pass  # the route stopped at its first database call: answered below
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
+                await _close(tx)
             raise
+        if key.decided is not None:
+            await _decided(key.decided, scope, receive, send)
+            return
         if start is None:  # pragma: no cover - every route sends a response
-            await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
+            await _close(tx)
             return
         status = int(start["status"])
+        if status >= 500:  # not stored: the key is free again at once
+            await _close(tx)
+            await send(start)
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+            return
+        try:
+            # A route that answered without reaching the database (its input refused, or
+            # a platform's answer) claims the key now, so its answer is stored as any is.
+            conn = await tx.connection()
+        except KeyDecided:
+            await _decided(key.decided or keys.InProgress(None), scope, receive, send)
+            return
+        except _DATABASE_ERRORS as exc:
+            await _database_error(exc, scope, receive, send)
+            return
+        assert key.claimed is not None
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
         stored = keys.StoredResponse(status, headers, b"".join(chunks))
         with anyio.CancelScope(shield=True):
             try:
                 await anyio.to_thread.run_sync(
-                    _end, tx.conn, claimed, stored if status < 500 else None, limiter=tx.limiter
+                    _end, conn, key.claimed, stored, limiter=tx.limiter
                 )
             except _DATABASE_ERRORS as exc:
                 # Nothing committed, or the commit's outcome is unknown (the connection
@@ -310,13 +321,85 @@ class IdempotencyMiddleware:
                 # what committed or by running anew. Never send an uncommitted answer.
                 await _database_error(exc, scope, receive, send)
                 return
-        if (recorded or recorded.queued) and status < 500:
+        if recorded or recorded.queued:
             scope["app"].state.hub.committed(recorded)
         await send(start)
         await send({"type": "http.response.body", "body": stored.body, "more_body": False})
 
 
+class KeyDecided(Exception):
+    """Raised into a route at its first database call when the request's key is not its
+    to run: answered already, used for another request, or still held by a duplicate.
+    The middleware answers that instead of whatever the route would have."""
+
+
+class _Key:
+    """The request's key, claimed when the route's transaction opens
+    (:class:`~noclash.api.work.RequestTransaction`): the claim takes the key, and on
+    SQLite the write lock, only once the route has done what it does before writing."""
+
+    def __init__(self, engine: Engine, request: _Request, limiter: CapacityLimiter) -> None:
+        self.engine = engine
+        self.request = request
+        self.limiter = limiter
+        self.claimed: keys.Claimed | None = None
+        self.decided: keys.Outcome | None = None
+
+    async def begin(self) -> Connection:
+        """The transaction, with the key claimed in it; else :class:`KeyDecided`."""
+        outcome, conn = await anyio.to_thread.run_sync(
+            _claim, self.engine, self.request, limiter=self.limiter
+        )
+        if conn is None or not isinstance(outcome, keys.Claimed):
+            self.decided = outcome
+            raise KeyDecided(outcome)
+        self.claimed = outcome
+        return conn
+
+
+async def _close(tx: RequestTransaction) -> None:
+    """Roll back and close the request's transaction, if it was opened."""
+    if tx.conn is not None:
+        await anyio.to_thread.run_sync(_end, tx.conn, None, None, limiter=tx.limiter)
+
+
+async def _decided(outcome: keys.Outcome, scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a request whose key was not its to run."""
+    if isinstance(outcome, keys.Replay):
+        await _replay(outcome.response, send)
+    elif isinstance(outcome, keys.Mismatch):
+        detail = (
+            "this Idempotency-Key was already used for a different request "
+            f"({outcome.method} {outcome.path} with another body)"
+        )
+        await _reject(scope, receive, send, 422, ProblemType.IDEMPOTENCY_KEY_REUSED, detail)
+    else:
+        detail = "a request with this Idempotency-Key is still in progress; retry later"
+        # A collision, so a 409 naming the field, like every unique conflict.
+        conflict = problem(
+            409,
+            detail,
+            kind=ProblemType.IDEMPOTENCY_KEY_IN_PROGRESS,
+            headers=RETRY_AFTER,
+            fields=["Idempotency-Key"],
+        )
+        await conflict(scope, receive, send)
+
+
 # -- the database side, in worker threads -------------------------------------------------
+def _peek(engine: Engine, request: _Request) -> keys.Replay | keys.Mismatch | None:
+    """The key's stored answer, if it has one (a read that takes no lock: a retry of an
+    answered request neither runs the route's slow part again nor queues for a writer)."""
+    with read_only(engine).connect() as conn:
+        return keys.peek(
+            conn,
+            idempotency_keys,
+            scope=request.caller,
+            key=request.key,
+            request_hash=request.digest,
+        )
+
+
 def _claim(engine: Engine, request: _Request) -> tuple[keys.Outcome, Connection | None]:
     """Open the request's transaction and claim the key in it; keep it open if claimed."""
     conn = engine.connect()

@@ -15,12 +15,13 @@ serialisation cost no second thread-pool hop, and no answer leaves before its co
 
 **The request's transaction.** A create carrying an ``Idempotency-Key`` must commit the
 key's stored answer in the same transaction as the create (:mod:`noclash.api.idempotency`).
-For such a request the middleware has opened a :class:`RequestTransaction` and put it in
-the request's scope; then all three helpers run the work on *that* connection, never
-commit it, and ``write``/``deliver`` wrap the work in a SAVEPOINT: an error answered 4xx
-undoes the route's writes but leaves the transaction usable, so the middleware can still
-store that 4xx answer and commit. ``deliver`` passes the connection instead of the engine,
-and the domain code then runs its path for a caller-owned transaction.
+For such a request the middleware puts a :class:`RequestTransaction` in the request's
+scope, opened at the route's first database call; then all three helpers run the work on
+*that* connection, never commit it, and ``write``/``deliver`` wrap the work in a
+SAVEPOINT: an error answered 4xx undoes the route's writes but leaves the transaction
+usable, so the middleware can still store that 4xx answer and commit. ``deliver`` passes
+the connection instead of the engine, and the domain code then runs its path for a
+caller-owned transaction.
 
 Work on a request transaction runs on that transaction's own capacity limiter, never the
 shared default one: a request that holds a pool connection must always find a thread to
@@ -35,9 +36,8 @@ create. Never before the commit: a reader woken early would find nothing yet.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -54,12 +54,37 @@ TRANSACTION_STATE = "noclash.transaction"
 Render = Callable[[Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
 class RequestTransaction:
-    """A transaction opened (and committed or rolled back) by someone other than the route."""
+    """A transaction opened (and committed or rolled back) by someone other than the route,
+    when the route first needs it.
 
-    conn: Connection
-    limiter: CapacityLimiter
+    Why not before the route runs: a route may have slow work to do before it touches the
+    database (asking a platform whose access token it was given, resolving a webhook's
+    host), and a transaction opened by then would be held across that work. On SQLite its
+    first write holds the file's one write lock, so every other writer of the process
+    would wait for a platform's answer.
+
+    ``begin`` opens it, in the opener's own way (the idempotency middleware claims the
+    request's key in it, and raises to stop the route when the key is decided otherwise);
+    it runs once, at the route's first database call.
+    """
+
+    __slots__ = ("_begin", "_opening", "conn", "limiter")
+
+    def __init__(
+        self, begin: Callable[[], Awaitable[Connection]], limiter: CapacityLimiter
+    ) -> None:
+        self._begin = begin
+        self._opening = anyio.Lock()
+        self.limiter = limiter
+        self.conn: Connection | None = None
+
+    async def connection(self) -> Connection:
+        """The transaction's connection, opened now if this is the first call."""
+        async with self._opening:
+            if self.conn is None:
+                self.conn = await self._begin()
+        return self.conn
 
 
 def request_transaction(request: Request) -> RequestTransaction | None:
@@ -98,8 +123,9 @@ async def _run(
 ) -> Any:
     tx = request_transaction(request)
     if tx is not None:  # whoever commits it wakes the readers (noclash.api.idempotency)
+        conn = await tx.connection()
         return await anyio.to_thread.run_sync(
-            in_request, tx.conn, work, args, render, limiter=tx.limiter
+            in_request, conn, work, args, render, limiter=tx.limiter
         )
     # The worker thread runs in a copy of this context, so it records into this set.
     with events.collecting() as recorded:

@@ -242,8 +242,7 @@ def _claim(
             return Mismatch(row.method, row.path)
         if row.response_status is None:
             return InProgress(row.created_at)
-        headers = [(str(k), str(v)) for k, v in (row.response_headers or [])]
-        return Replay(StoredResponse(row.response_status, headers, bytes(row.response_body)))
+        return _replay(row)
     # Every attempt lost a race to a replacer or a purge: report it as in progress, the
     # caller's answer (409, retry later) is right for a key that busy.
     return InProgress(now)
@@ -265,6 +264,39 @@ def complete(conn: Connection, table: Table, claim_id: UUID, response: StoredRes
         )
     )
     return done.rowcount == 1
+
+
+def peek(
+    conn: Connection,
+    table: Table,
+    *,
+    scope: str,
+    key: str,
+    request_hash: str,
+    now: datetime | None = None,
+) -> Replay | Mismatch | None:
+    """What :func:`claim` would answer at once for a key already answered, read without
+    writing or locking anything: the stored answer (:class:`Replay`), or
+    :class:`Mismatch` when it answered another request. None: no answer is stored (no
+    row, an expired one, or one in progress), and the caller must claim.
+
+    A shortcut, never the guarantee: only :func:`claim` decides, under the database's
+    lock, and a key answered between this read and the claim is replayed by the claim.
+    Why it exists: a request with slow work to do before it touches the database (asking
+    another service whether a credential is the caller's) must not repeat that work, nor
+    fail when the service is down, when its answer is already stored.
+    """
+    row = lookup(conn, table, scope=scope, key=key)
+    if row is None or row.response_status is None or row.expires_at <= (now or utcnow()):
+        return None
+    if row.request_hash != request_hash:
+        return Mismatch(row.method, row.path)
+    return _replay(row)
+
+
+def _replay(row: Any) -> Replay:
+    headers = [(str(k), str(v)) for k, v in (row.response_headers or [])]
+    return Replay(StoredResponse(row.response_status, headers, bytes(row.response_body)))
 
 
 def lookup(conn: Connection, table: Table, *, scope: str, key: str) -> Any:
@@ -293,6 +325,7 @@ __all__ = [
     "claim",
     "complete",
     "lookup",
+    "peek",
     "purge_expired",
     "request_hash",
 ]
