@@ -18,6 +18,8 @@ IGNORED_TABLES = frozenset({BACKUP_TABLE})
 
 _TEXT_TYPES = re.compile(r"char|text|clob|string|citext", re.I)
 _INT_TYPES = re.compile(r"int|serial", re.I)
+# A length-limited text type: ``character varying(8)``, ``character(6)``, ``VARCHAR(8)``.
+_TEXT_LENGTH = re.compile(r"char[^(]*\(\s*(\d+)\s*\)", re.I)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class Column:
     @property
     def is_integer(self) -> bool:
         return bool(_INT_TYPES.search(self.type))
+
+    @property
+    def max_length(self) -> int | None:
+        """The declared length limit of a ``char``/``varchar`` column, if any (enforced only
+        where the dialect says :attr:`~noclash.doctor.dialects.DoctorDialect.enforces_length`)."""
+        m = _TEXT_LENGTH.search(self.type)
+        return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,12 @@ class Table:
     # SQLite: the CREATE TABLE statement as stored, and the triggers on the table.
     create_sql: str = ""
     triggers: list[SchemaObject] = field(default_factory=list)
+    # PostgreSQL: a partitioned table (PARTITION BY). An index on it cannot be built
+    # CONCURRENTLY, and a unique one must include the partition key.
+    partitioned: bool = False
+    # Columns a foreign key of some table references (``REFERENCES t(col)``): changing
+    # their values fails, or cascades into the referencing rows.
+    referenced: set[str] = field(default_factory=set)
 
     @property
     def primary_key(self) -> tuple[str, ...]:

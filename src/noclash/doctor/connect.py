@@ -65,6 +65,16 @@ def reading(what: str) -> Iterator[None]:
         raise CannotRead(f"cannot read {what}: {first_line(exc)}") from exc
 
 
+def run_sql(conn: Connection, sql: str) -> sa.CursorResult:
+    """Execute ``sql`` exactly as written, with no parameters.
+
+    The doctor's own statements carry names from someone else's schema; passed with an
+    empty parameter list (what ``exec_driver_sql`` does), psycopg reads a ``%`` in a quoted
+    name (``"100% off"``) as a placeholder and refuses the statement.
+    """
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
 def first_line(exc: sa.exc.DBAPIError) -> str:
     """The first line of the driver's own message: a report names the failure, not the
     SQL and parameters SQLAlchemy adds or the driver's DETAIL and HINT lines."""

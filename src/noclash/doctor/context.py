@@ -6,6 +6,7 @@ Checks share expensive answers (row counts, duplicate counts, token analyses) th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +25,17 @@ T = TypeVar("T")
 DEFAULT_TOKEN_THRESHOLD = 1e-6
 DEFAULT_GROWTH = 10
 SAMPLE_LIMIT = 5
+
+# A quoted identifier or string literal, as the SQL the doctor writes spells them.
+_QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*'")
+
+
+def text_sql(sql: str) -> sa.TextClause:
+    """``sql`` as :func:`sqlalchemy.text`, whose ``:name`` parameters are only those outside
+    quotes: a colon inside a quoted name (``"user :id"``) or a literal (a state
+    ``'on :hold'``) is text, escaped for ``text()`` (unescaped, it was taken for a bind
+    parameter and the run ended in a traceback)."""
+    return sa.text(_QUOTED.sub(lambda m: m.group(0).replace(":", "\\:"), sql))
 
 
 @dataclass(frozen=True)
@@ -81,11 +93,11 @@ class Context:
     def rows(self, sql: str, params: dict[str, Any] | None = None, *, what: str) -> list[Any]:
         """Run ``sql`` (``:name`` parameters, as in :func:`sqlalchemy.text`)."""
         with reading(what):
-            return list(self.conn.execute(sa.text(sql), params or {}).all())
+            return list(self.conn.execute(text_sql(sql), params or {}).all())
 
     def scalar(self, sql: str, params: dict[str, Any] | None = None, *, what: str) -> Any:
         with reading(what):
-            return self.conn.execute(sa.text(sql), params or {}).scalar()
+            return self.conn.execute(text_sql(sql), params or {}).scalar()
 
     def step(self, message: str) -> None:
         if self.on_progress is not None:

@@ -247,8 +247,43 @@ def backfill(ctx: Context, table: str, column: str, missing: str, *, hyphens: bo
     return steps
 
 
+UUID_TEXT_LENGTH = 36
+
+
+def too_short_for_uuid(ctx: Context, table: str, column: str) -> int | None:
+    """The length limit of ``column`` when it cannot hold a hyphenated UUID (36 chars), else
+    ``None``. A ``varchar(8)`` token column refuses the new values: the application's model
+    must allow them too, so widening it is a change for a person, not for ``repair``."""
+    limit = ctx.catalog.tables[table].columns[column].max_length
+    if ctx.dialect.enforces_length and limit is not None and limit < UUID_TEXT_LENGTH:
+        return limit
+    return None
+
+
+def token_migration_blocker(ctx: Context, table: str, column: str) -> str | None:
+    """Why ``noclash repair`` must not migrate ``column``'s tokens itself, or ``None``.
+
+    A column too short for a UUID refuses the new values; a column a foreign key references
+    (Django's ``to_field``) either refuses the change (at once, or at COMMIT when deferred)
+    or cascades it into the referencing rows, which the backup does not hold.
+    """
+    limit = too_short_for_uuid(ctx, table, column)
+    if limit is not None:
+        return (
+            f"{column} holds at most {limit} characters, so the application's model must "
+            f"allow a 36-character UUID before the migration (the fix widens the column)"
+        )
+    if column in ctx.catalog.tables[table].referenced:
+        return (
+            f"a foreign key references {table}.{column}, so new values would break or "
+            f"cascade into the referencing rows: migrate them together, by hand"
+        )
+    return None
+
+
 def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
-    """Keep weak tokens resolving in ``<column>_legacy`` and give the rows UUIDv4 tokens."""
+    """Keep weak tokens resolving in ``<column>_legacy`` and give the rows UUIDv4 tokens
+    (after widening the column where its length limit would refuse them)."""
     tab = ctx.catalog.tables[table]
     legacy = f"{column}_legacy"
     t, q, ql = ctx.t(table), ctx.q(column), ctx.q(legacy)
@@ -257,6 +292,8 @@ def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
     was_unique = tab.has_unique_on((column,))
     kind = "UNIQUE INDEX" if was_unique else "INDEX"
     steps = [] if legacy in tab.columns else [Step(f"ALTER TABLE {t} ADD COLUMN {ql} TEXT")]
+    if too_short_for_uuid(ctx, table, column) is not None:
+        steps.append(Step(f"ALTER TABLE {t} ALTER COLUMN {q} TYPE varchar({UUID_TEXT_LENGTH})"))
     steps.append(
         Step(
             f"UPDATE {t} SET {ql} = {q}, {q} = {value} WHERE {weak}",
@@ -304,5 +341,7 @@ __all__ = [
     "row_key",
     "statements",
     "suffix_duplicates",
+    "token_migration_blocker",
+    "too_short_for_uuid",
     "unique_index_name",
 ]

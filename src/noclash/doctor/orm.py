@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from noclash.doctor.catalog import Catalog, Orm
+from noclash.doctor.connect import run_sql
 
 # table -> (tool, query for its history as (key, value) rows: latest last)
 _TOOLS: dict[str, tuple[str, str]] = {
@@ -49,7 +50,7 @@ def detect(conn: Connection, catalog: Catalog) -> Orm | None:
         if table not in catalog.tables:
             continue
         q = conn.dialect.identifier_preparer.quote(table)
-        rows = conn.exec_driver_sql(query.format(t=q)).all()
+        rows = run_sql(conn, query.format(t=q)).all()
         return Orm(name=tool, table=table, history=tuple((str(k), str(v)) for k, v in rows))
     return None
 

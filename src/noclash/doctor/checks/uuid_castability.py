@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from noclash.doctor import fixes
 from noclash.doctor.context import Context
 from noclash.doctor.intent import is_legacy, names_uuid, never_a_key
 from noclash.doctor.model import Evidence, Finding, Fix, Severity
@@ -86,7 +87,11 @@ def run(ctx: Context) -> Iterator[Finding]:
                         f"AND NOT {ctx.dialect.uuid_shaped_sql(q)}",
                     ),
                     repair=(
-                        "migrate-weak-tokens" if weak_col and never_a_key(col) != "secret" else None
+                        "migrate-weak-tokens"
+                        if weak_col
+                        and never_a_key(col) != "secret"
+                        and fixes.token_migration_blocker(ctx, tname, col.name) is None
+                        else None
                     ),
                     idiom=ctx.idiom(),
                 ),

@@ -6,7 +6,8 @@ inserts start failing with "duplicate key value violates unique constraint".
 Precision: the column is declared unique (an index on it alone, or ``--key``); that its
 values are random tokens is estimated from a sample (token characters, one length, no
 dominant character per position), so words, e-mails and slugs are not flagged. A secret
-or credential is reported but not repaired automatically: rotating it is the owner's call.
+or credential is reported but not repaired automatically: rotating it is the owner's call;
+nor is a column too short for a UUID (``varchar(8)``) or one a foreign key references.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def run(ctx: Context) -> Iterator[Finding]:
         p_later = est.collision_probability(rows * growth)
         examples = masked_examples(ctx, tname, cname, f"{ctx.q(cname)} IS NOT NULL")
         secret = never_a_key(ctx.catalog.tables[tname].columns[cname]) == "secret"
+        blocker = fixes.token_migration_blocker(ctx, tname, cname)
         yield Finding(
             check=ID,
             severity=Severity.ERROR,
@@ -70,6 +72,7 @@ def run(ctx: Context) -> Iterator[Finding]:
                 f"({est.length} random chars from {est.alphabet} symbols): by the birthday "
                 f"bound, {rows} tokens collide with probability {p_now:.2g} and "
                 f"{rows * growth} with {p_later:.2g}, and each collision is a failed insert"
+                f"{f'; {blocker}' if blocker else ''}"
             ),
             evidence=WeakTokensEvidence(
                 alphabet=est.alphabet,
@@ -85,7 +88,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             ),
             fix=Fix(
                 statements=fixes.statements(fixes.migrate_weak_tokens(ctx, tname, cname)),
-                repair=None if secret else "migrate-weak-tokens",
+                repair=None if secret or blocker else "migrate-weak-tokens",
                 idiom=ctx.idiom(),
             ),
         )

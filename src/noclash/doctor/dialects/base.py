@@ -65,6 +65,8 @@ class DoctorDialect:
     # Identifiers compare without regard to case even when quoted (SQLite); PostgreSQL folds
     # only unquoted names to lower case and compares quoted ones exactly.
     case_insensitive_names: ClassVar[bool] = False
+    # ``varchar(n)`` refuses longer values (PostgreSQL); SQLite stores any length.
+    enforces_length: ClassVar[bool] = False
     # An expression naming a row for evidence when the table has no primary key.
     evidence_row_id: ClassVar[str] = "rowid"
     # An expression naming a row for the whole repair transaction, or None when none is
@@ -72,7 +74,17 @@ class DoctorDialect:
     stable_row_id: ClassVar[str | None] = None
 
     def quote(self, conn: Connection, name: str) -> str:
-        return conn.dialect.identifier_preparer.quote(name)
+        """``name`` quoted as SQL text to print and run as written.
+
+        SQLAlchemy's quoting doubles a ``%`` for drivers whose parameters are ``%s``
+        (psycopg); the doctor's statements run without parameters (:func:`~noclash.doctor.
+        connect.run_sql`) or through ``text()``, which doubles it again, and are printed for
+        people to copy: ``"100%% off"`` names no table (a run failed to read the catalog).
+        """
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        if conn.dialect.paramstyle in ("format", "pyformat"):
+            quoted = quoted.replace("%%", "%")
+        return quoted
 
     def table_sql(self, conn: Connection, table: Table) -> str:
         """The table's quoted, schema-qualified name for SQL."""

@@ -16,6 +16,7 @@ from noclash.doctor.catalog import (
     Sequence,
     Table,
 )
+from noclash.doctor.connect import run_sql
 from noclash.doctor.dialects.base import UUID_RE, DoctorDialect
 
 
@@ -29,12 +30,13 @@ class PostgreSQLDoctor(DoctorDialect):
     # Since PostgreSQL 15; read_catalog reads it as false on older servers.
     supports_nulls_not_distinct: ClassVar[bool] = True
     supports_amcheck: ClassVar[bool] = True
+    enforces_length: ClassVar[bool] = True
     # ctid names a row version: fine to point at evidence, useless to a repair.
     evidence_row_id: ClassVar[str] = "ctid::text"
     stable_row_id: ClassVar[str | None] = None
 
     _TABLES: ClassVar[str] = """
-        SELECT c.oid, n.nspname, c.relname
+        SELECT c.oid, n.nspname, c.relname, c.relkind = 'p'
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -87,6 +89,12 @@ class PostgreSQLDoctor(DoctorDialect):
     _CONSTRAINTS: ClassVar[str] = """
         SELECT conrelid, conname, contype, pg_get_constraintdef(oid), convalidated
         FROM pg_constraint WHERE conrelid = ANY(%(oids)s) ORDER BY conrelid, conname"""
+    # Columns of the inspected tables that a foreign key references.
+    _REFERENCED: ClassVar[str] = """
+        SELECT DISTINCT c.confrelid, a.attname
+        FROM pg_constraint c CROSS JOIN LATERAL unnest(c.confkey) AS k(attnum)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+        WHERE c.contype = 'f' AND c.confrelid = ANY(%(oids)s)"""
     # Every sequence a column draws from, as (sequence, table, column number, owned): one
     # the column owns (serial: deptype 'a', identity: 'i'; the sequence depends on the
     # column) or one its default names (pg_dump's DEFAULT nextval('t_id_seq'::regclass)
@@ -168,10 +176,12 @@ class PostgreSQLDoctor(DoctorDialect):
         catalog = Catalog(dialect=self.name, server_version=(version // 10000, version % 10000))
         current, catalog.role = conn.exec_driver_sql("SELECT current_schema(), current_user").one()
         tables: dict[int, Table] = {}
-        for oid, schema, name in conn.exec_driver_sql(self._TABLES).all():
+        for oid, schema, name, partitioned in conn.exec_driver_sql(self._TABLES).all():
             if name in IGNORED_TABLES:
                 continue
-            tables[oid] = Table(name=name, schema=None if schema == current else schema)
+            tables[oid] = Table(
+                name=name, schema=None if schema == current else schema, partitioned=partitioned
+            )
         oids = {"oids": list(tables)}
         self._columns(conn, tables, oids)
         nnd = "ix.indnullsnotdistinct" if catalog.server_version >= (15,) else "false"
@@ -223,6 +233,8 @@ class PostgreSQLDoctor(DoctorDialect):
                     validated=validated,
                 )
             )
+        for relid, column in conn.exec_driver_sql(self._REFERENCED, oids).all():
+            tables[relid].referenced.add(column)
         self._sequences(conn, catalog, tables, oids, current)
         for table in tables.values():
             catalog.tables[_key(table)] = table
@@ -295,9 +307,7 @@ class PostgreSQLDoctor(DoctorDialect):
                 for table, col in entry["users"]:
                     catalog.unreadable_sequences.append((entry["name"], table, col))
                 continue
-            last, called = conn.exec_driver_sql(
-                f"SELECT last_value, is_called FROM {entry['name']}"
-            ).one()
+            last, called = run_sql(conn, f"SELECT last_value, is_called FROM {entry['name']}").one()
             catalog.sequences.append(
                 Sequence(
                     name=entry["name"],

@@ -17,6 +17,9 @@ from noclash.doctor.lint.rules import RULES
 from noclash.doctor.lint.statements import State, Statement, table_name
 from noclash.doctor.model import Report
 
+_COPY_STDIN = re.compile(r"^COPY\b.*\bFROM\s+STDIN\b", re.I | re.S)
+_COPY_END = re.compile(r"^\\\.[ \t]*\r?$", re.M)
+
 
 def split(sql: str, file: str = "-") -> list[Statement]:
     """Statements of ``sql`` with the line each starts on."""
@@ -62,6 +65,14 @@ def split(sql: str, file: str = "-") -> list[Statement]:
             if text:
                 out.append(Statement(text, start or line, file))
             buf, start = [], None
+            if _COPY_STDIN.match(text):
+                # pg_dump's data follows, up to a line "\.": rows, not SQL (they were read
+                # as statements, and the statement after them was lost in the last row).
+                end = _COPY_END.search(sql, i + 1)
+                j = n if end is None else end.end()
+                line += sql.count("\n", i, j)
+                i = j
+                continue
         else:
             if start is None and not ch.isspace():
                 start = line
