@@ -226,6 +226,10 @@ def test_heads_too_large_are_431_and_idle_connections_are_closed(tmp_path: Path)
         big = b"X-Big: " + b"a" * 5000 + b"\r\n"
         answer, _ = _raw(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
         assert answer.startswith(b"HTTP/1.1 431 ") and b"exceeds 4096 bytes" in answer
+        # ...or in the query string, which is part of the request line too.
+        query = b"q=" + b"a" * 5000
+        answer, _ = _raw(served, b"GET /healthz?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"exceeds 4096 bytes" in answer
         # ...or still arriving (the head is refused before it is complete).
         answer, _ = _raw(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big)
         assert answer.startswith(b"HTTP/1.1 431 ") and b"exceeds 4096 bytes" in answer

@@ -171,3 +171,32 @@ def test_conversation_bodies_are_strict_too(setup):
     rename = client.patch(f"/api/conversations/{conversation['id']}", json={"title": 7})
     assert _fields(rename) == {"title"}
     assert _count(live.engine, conversations) == before
+
+
+def test_head_is_answered_as_get_without_a_body(setup):
+    """Every GET also answers HEAD (its 405 said "Allow: GET, HEAD" and refused it): the
+    same status and headers, no body; an event stream's HEAD ends at its head."""
+    _live, client, bot, _connection, _conversation = setup
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/chatbots",
+        f"/api/chatbots/{bot['id']}",
+        f"/api/public/chatbots/{bot['public_token']}",
+        "/inbox",
+        "/widget.js",
+        "/static/inbox.css",
+        f"/widget/demo/{bot['public_token']}",
+    ]:
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/api/nothing-here").status_code == 404
+    stream = client.head("/api/stream", params={"chatbot_id": bot["id"]}, timeout=10)
+    assert stream.status_code == 200 and stream.content == b""
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    # The pages, outside the API's description, name their methods in a 405 too.
+    refused = client.delete("/inbox")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert client.post("/static/inbox.css").headers["allow"] == "GET, HEAD"

@@ -203,7 +203,14 @@ class _HeadGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = scope["headers"]
-            size = len(scope.get("raw_path", b"")) + sum(len(n) + len(v) + 4 for n, v in headers)
+            # The request line's target is the path and the query string (ASGI's raw_path
+            # holds the path alone): a query of any length was let through.
+            query = scope.get("query_string", b"")
+            size = (
+                len(scope.get("raw_path", b""))
+                + (len(query) + 1 if query else 0)
+                + sum(len(n) + len(v) + 4 for n, v in headers)
+            )
             if len(headers) > self.max_headers or size > self.max_bytes:
                 if len(headers) > self.max_headers:
                     detail = f"the request head has more than {self.max_headers} fields"

@@ -13,6 +13,7 @@ from noclash import __version__
 from noclash.api import errors, openapi
 from noclash.api.cors import WidgetCORSMiddleware
 from noclash.api.disconnects import StreamDisconnects
+from noclash.api.head import HeadAsGet
 from noclash.api.idempotency import IdempotencyMiddleware
 from noclash.api.limits import BodyLimitMiddleware
 from noclash.api.ratelimit import RateLimitMiddleware
@@ -106,4 +107,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # Outermost: a page of another site is refused (or its preflight answered) before
     # anything counts or runs.
     app.add_middleware(WidgetCORSMiddleware, engine=app.state.engine)
+    # Around everything: a HEAD runs as its GET, through every layer, and loses its body.
+    app.add_middleware(HeadAsGet)
     return app

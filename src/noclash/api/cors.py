@@ -9,9 +9,13 @@ means any page may (the docs say so). For a request carrying ``Origin``:
   with a list, ``Vary: Origin`` always), and a preflight (``OPTIONS`` with
   ``Access-Control-Request-Method``) is answered 204 with the methods and headers the
   widget sends (``Content-Type``, ``Idempotency-Key``, ``Last-Event-ID``, ``Authorization``);
-- not allowed: 403 ``origin-not-allowed`` without CORS headers, before the route runs, so
-  a page of another site neither reads an answer nor causes a write (a form post needs
-  no preflight).
+- not allowed: 403 ``origin-not-allowed``, before the route runs, so a page of another
+  site neither reads a route's answer nor causes a write (a form post needs no
+  preflight). The refusal itself carries ``Access-Control-Allow-Origin``: it says nothing
+  but "not on this site", and without it the browser hides the 403 behind a network
+  error, so the widget could only say it cannot reach the chat (and offer a useless
+  retry) instead of that it is not available here. A refused preflight fails as any
+  non-2xx preflight does: the request it asked about is never sent.
 
 Requests without ``Origin`` (servers, curl, same-origin GETs) are not CORS requests and
 pass untouched. The allowed list is read from the database on every cross-origin request
@@ -80,7 +84,7 @@ class WidgetCORSMiddleware:
                 403,
                 f"the origin {origin} may not use this chatbot's widget",
                 kind=ProblemType.ORIGIN_NOT_ALLOWED,
-                headers={"Vary": "Origin"},
+                headers={"Access-Control-Allow-Origin": origin, "Vary": "Origin"},
             )
             await refused(scope, receive, send)
             return

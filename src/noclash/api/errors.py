@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import compile_path
+from starlette.routing import Match, Mount
 
 from noclash.api.problems import PROBLEM_JSON, ProblemType
 from noclash.channels.sending import PlatformUnreachable
@@ -123,24 +123,25 @@ def allowed_methods(app: Any, path: str) -> list[str]:
 
     The router answers 405 from the first route whose path matches, naming only that
     route's methods; a path served by several routes (``GET`` and ``PATCH`` of
-    ``/api/chatbots/{id}``) must name all of them (RFC 9110, 15.5.6). Read from the app's
-    OpenAPI document, the public description of its routes (as the idempotency middleware
-    does), compiled once per app; a ``GET`` route also answers ``HEAD``.
+    ``/api/chatbots/{id}``) must name all of them (RFC 9110, 15.5.6). Each route is asked
+    whether it serves the path with each method (``matches``, the router's own test), so
+    the pages and static files count too (the OpenAPI document leaves them out, and a 405
+    there named no method at all). A ``GET`` also answers ``HEAD``
+    (:mod:`noclash.api.head`); a mount serves files, by ``GET`` and ``HEAD`` alone.
     """
-    table = getattr(app.state, "allowed_methods", None)
-    if table is None:
-        table = []
-        for template, operations in app.openapi().get("paths", {}).items():
-            methods = {m.upper() for m in operations if m.upper() in _METHODS}
-            if "GET" in methods:
-                methods.add("HEAD")
-            table.append((compile_path(template)[0], methods))
-        app.state.allowed_methods = table
-    found: set[str] = set()
-    for regex, methods in table:
-        if regex.match(path):
-            found |= methods
-    return sorted(found)
+    allowed: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            if route.matches({"type": "http", "path": path, "root_path": ""})[0] != Match.NONE:
+                allowed |= {"GET", "HEAD"}
+            continue
+        for method in _METHODS - allowed:
+            scope = {"type": "http", "path": path, "root_path": "", "method": method}
+            if route.matches(scope)[0] == Match.FULL:
+                allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
