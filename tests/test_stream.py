@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from noclash.api.routes.stream import STREAMS_PER_SESSION
+from noclash.chat.users import create_user
 from noclash.chat.wakeups import Hub
 from noclash.db.dialects import dialect_for
 from noclash.dispatch import Dispatcher
@@ -387,3 +388,27 @@ def test_the_notify_session_does_not_wait_for_the_disk(engine):
     assert {k: libpq.get(k) for k in ("keepalives", "keepalives_idle", "connect_timeout")} == {
         "keepalives": "1", "keepalives_idle": "30", "connect_timeout": "10"
     }
+
+
+def test_a_revoked_token_ends_its_open_stream(database_url):
+    """A revoke ends the agent streams opened with that token, at once in the process that
+    made it: they went on receiving customers' messages, while every new request with the
+    token was a 401. The client's reconnect is then a 401 too."""
+    with start_live_server(database_url, stream_reread_seconds=0.2) as live:
+        admin_token = create_user(live.engine, "root@example.com", is_admin=True)[1]
+        agent, agent_token = create_user(live.engine, "agent@example.com")
+        client, _, connection = _bot(live, agent_token)
+        with stream(live.base_url, "/api/stream", token=agent_token) as reader:
+            _inbound(client, connection, "before")
+            assert reader.wait_for(2, timeout=5)[-1].event == "message.created"
+            time.sleep(0.5)
+            assert not reader.ended
+            revoked = live.client(admin_token).post(f"/api/users/{agent.id}/revoke")
+            assert revoked.status_code == 200, revoked.text
+            deadline = time.monotonic() + 10
+            while not reader.ended and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert reader.ended, "the stream outlived its token"
+        again = stream(live.base_url, "/api/stream", token=agent_token).open()
+        assert again.status == 401
+        again.close()

@@ -56,6 +56,31 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def bearer_digest(scope: Scope) -> str | None:
+    """The hash of the request's bearer token (what the database stores), or None: for a
+    long request (a live stream) that checks now and then that its token still holds
+    (:func:`still_valid`)."""
+    try:
+        token = _bearer(scope)
+    except Unauthenticated:
+        return None
+    return token_hash(token) if token is not None else None
+
+
+async def still_valid(scope: Scope, digest: str) -> bool:
+    """Whether the token hashed ``digest`` still names a user: as a new request would find
+    it (the process's token cache, then the database), so a revoke or rotate is seen at
+    once in the process that made it and within ``NOCLASH_AUTH_CACHE_SECONDS`` in others."""
+    state = scope["app"].state
+    cache: TokenCache = state.token_cache
+    if cache.get(digest) is not None:
+        return True
+    user = await anyio.to_thread.run_sync(lookup_token, state.engine, digest)
+    if user is not None:
+        cache.put(digest, user)
+    return user is not None
+
+
 async def _lookup(scope: Scope) -> User | None:
     token = _bearer(scope)
     if token is None:

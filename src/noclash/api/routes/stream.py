@@ -48,7 +48,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -60,7 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from noclash.api.deps import CurrentUser, OptionalUser
+from noclash.api.deps import CurrentUser, OptionalUser, bearer_digest, still_valid
 from noclash.api.errors import Throttled
 from noclash.api.problems import ProblemType
 from noclash.api.responses import problems
@@ -105,6 +105,10 @@ class Feed:
     shape: Shape
     chatbots: frozenset[UUID] | None
     owner_id: UUID | None = None
+    # The hash of the bearer token the stream was opened with: the stream ends when that
+    # token no longer holds (revoked, rotated, its user deleted), as a new request would
+    # then be a 401. None: a visitor's stream without a token.
+    token_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,8 @@ async def agent_feed(
 ) -> Feed:
     last = last_event_id_header or last_event_id
     work = (_hub(request), user.id, chatbot_id, last, _horizon(request))
-    return await deliver(request, _agent_feed, *work)
+    feed = await deliver(request, _agent_feed, *work)
+    return replace(feed, token_digest=bearer_digest(request.scope))
 
 
 def _visitor_feed(
@@ -225,7 +230,9 @@ async def visitor_feed(
 ) -> Feed:
     last = last_event_id_header or last_event_id
     work = (_hub(request), public_token, session_id, user, last, _horizon(request))
-    return await deliver(request, _visitor_feed, *work)
+    feed = await deliver(request, _visitor_feed, *work)
+    # A signed-in visitor's stream ends with its token too (a require_auth chatbot's).
+    return replace(feed, token_digest=bearer_digest(request.scope) if user else None)
 
 
 async def agent_stream(
@@ -328,6 +335,10 @@ async def follow(request: Request, following: Following) -> AsyncIterator[Server
     quiet_since = anyio.current_time()
     refresh, failing = False, False
     while True:
+        if feed.token_digest is not None and not await _holds(request, feed.token_digest):
+            # Ends here: the client's reconnect is then answered 401, as any request is.
+            log.info("a stream's token no longer holds (revoked or rotated): stream ended")
+            return
         subscription.clear()  # a wake-up during the read makes the next wait short
         look: _Look | None = None
         try:
@@ -358,6 +369,15 @@ async def follow(request: Request, following: Following) -> AsyncIterator[Server
         woken = await subscription.wait(min(reread, until_ping))
         # A look nobody asked for also learns the owner's chatbots made meanwhile.
         refresh = not woken
+
+
+async def _holds(request: Request, digest: str) -> bool:
+    """Whether the stream's token still holds; a database that cannot say ends nothing
+    (the stream's own reads report the outage)."""
+    try:
+        return await still_valid(request.scope, digest)
+    except DATABASE_ERRORS:
+        return True
 
 
 def _short(exc: BaseException) -> str:
