@@ -200,3 +200,33 @@ def test_head_is_answered_as_get_without_a_body(setup):
     refused = client.delete("/inbox")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
     assert client.post("/static/inbox.css").headers["allow"] == "GET, HEAD"
+
+
+def test_the_lists_that_start_after_an_id_take_cursor_too(setup):
+    """GET /api/events and a widget session's messages page by ``after``; ``cursor``, the
+    name every other list takes for next_cursor, was ignored there, so a generic paginator
+    fetched the first page forever. Both, naming different ids, is a 422."""
+    _live, client, bot, connection, _conversation = setup
+    for n in range(3):
+        body = {"psid": "pager", "message_id": f"p-{n}", "text": f"page {n}"}
+        assert client.post(f"/api/connections/{connection['id']}/inbound", json=body).is_success
+    session = client.post(f"/api/widget/{bot['public_token']}/sessions", json={}).json()
+    messages = f"/api/widget/{bot['public_token']}/sessions/{session['session_id']}/messages"
+    for n in range(3):
+        assert client.post(messages, json={"text": f"visitor {n}"}).status_code == 201
+    for path, params in [
+        ("/api/events", {"chatbot_id": bot["id"]}),
+        (messages, {}),
+    ]:
+        seen, cursor = [], None
+        while True:
+            query = {**params, "limit": 1} | ({"cursor": cursor} if cursor else {})
+            page = client.get(path, params=query).json()
+            seen += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None or len(seen) > 20:
+                break
+        everything = client.get(path, params={**params, "limit": 200}).json()["items"]
+        assert seen == [item["id"] for item in everything], path
+        both = client.get(path, params={**params, "after": seen[0], "cursor": seen[1]})
+        assert both.status_code == 422 and _fields(both) == {"cursor"}, path

@@ -60,6 +60,26 @@ def optional_id(
     return parsed
 
 
+# ``cursor`` on the lists that start after an id of the caller's choosing (``after``): the
+# name every list takes for next_cursor, so one paginator serves them all.
+CURSOR_ALIAS = Query(
+    None,
+    description="next_cursor of the previous page: the same as after (one or the other).",
+    json_schema_extra=ID_OR_EMPTY,
+)
+
+
+def after_or_cursor(after: str | None, cursor: str | None, what: str) -> UUID | None:
+    """The id a list starts after, given as ``after`` or as ``cursor`` (the name of every
+    other list's next_cursor; ignored, a generic paginator fetched the first page forever).
+    Both, naming different ids, is a 422 naming ``cursor``."""
+    start = optional_id(after, "after", what)
+    following = optional_id(cursor, "cursor", "one this API returned")
+    if start is not None and following is not None and start != following:
+        raise InvalidInput("give after or cursor, not two different ids", field="cursor")
+    return start or following
+
+
 async def page_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
     cursor: str | None = Query(

@@ -23,7 +23,14 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.responses import Response
 
 from noclash.api.deps import CurrentUser
-from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, optional_id
+from noclash.api.pagination import (
+    CURSOR_ALIAS,
+    ID_OR_EMPTY,
+    MAX_LIMIT,
+    Page,
+    after_or_cursor,
+    optional_id,
+)
 from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel
@@ -112,6 +119,7 @@ async def list_events(
         None, description="An event id: only the events after it.", json_schema_extra=ID_OR_EMPTY
     ),
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Items per page."),
+    cursor: str | None = CURSOR_ALIAS,
     conversation_id: str | None = Query(
         None,
         description="One conversation of your chatbots (default: all).",
@@ -130,7 +138,7 @@ async def list_events(
         chatbot_id=optional_id(chatbot_id, "chatbot_id", "a chatbot id"),
         conversation_id=optional_id(conversation_id, "conversation_id", "a conversation id"),
         types=tuple(dict.fromkeys(types or ())),
-        after=optional_id(after, "after", "an event id"),
+        after=after_or_cursor(after, cursor, "an event id"),
         limit=limit,
         horizon=events.retention_horizon(request.app.state.settings.event_retention_days),
     )

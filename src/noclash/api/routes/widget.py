@@ -17,7 +17,15 @@ from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from noclash.api.deps import OptionalUser, SettingsDep
-from noclash.api.pagination import ID_OR_EMPTY, MAX_LIMIT, Page, PageParams, optional_id, page
+from noclash.api.pagination import (
+    CURSOR_ALIAS,
+    ID_OR_EMPTY,
+    MAX_LIMIT,
+    Page,
+    PageParams,
+    after_or_cursor,
+    page,
+)
 from noclash.api.responses import Rendered, link
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
@@ -151,11 +159,12 @@ async def list_messages(
         description="A message id: only later messages (the last one the visitor has).",
         json_schema_extra=ID_OR_EMPTY,
     ),
+    cursor: str | None = CURSOR_ALIAS,
 ) -> Response:
     """The visitor's conversation, both directions, oldest first: every message of this
     session after ``after`` (a message id), so a visitor polls with the last id it has.
     ``next_cursor`` is the ``after`` of the next page."""
-    params = PageParams(limit=limit, after=optional_id(after, "after", "a message id"))
+    params = PageParams(limit=limit, after=after_or_cursor(after, cursor, "a message id"))
     return await read(
         request, _list, public_token, session_id, user, params, render=WIDGET_MESSAGE_PAGE
     )
