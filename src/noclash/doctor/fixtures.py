@@ -271,9 +271,13 @@ def applicable(dialect: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m noclash.doctor.fixtures PATH_OR_URL [FIXTURE...]``: build a legacy demo DB."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
+    usage = "usage: python -m noclash.doctor.fixtures PATH_OR_URL [FIXTURE...]"
+    if not args or args[0] in ("-h", "--help"):
         print(__doc__)
-        print("usage: python -m noclash.doctor.fixtures PATH_OR_URL [FIXTURE...]")
+        print(usage)
+        return 0 if args else 2
+    if args[0].startswith("-"):  # an option, not a file: --help was built into "./--help"
+        print(f"unknown option {args[0]}\n{usage}", file=sys.stderr)
         return 2
     target, names = args[0], args[1:]
     url = target if "://" in target else f"sqlite:///{target}"
