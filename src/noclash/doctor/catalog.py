@@ -157,12 +157,16 @@ class Constraint:
 
 @dataclass(frozen=True)
 class SchemaObject:
-    """A trigger or view as SQLite stores it (for a table rebuild, which must recreate them)."""
+    """A trigger or view: its definition (SQLite's, for a table rebuild, which must recreate
+    them) and, for a trigger, the row changes that fire it (a plan names the triggers its
+    UPDATEs fire)."""
 
     kind: str
     name: str
     table: str
     sql: str
+    # "INSERT", "UPDATE", "DELETE", "TRUNCATE": what fires the trigger.
+    events: tuple[str, ...] = ()
 
 
 @dataclass
@@ -174,8 +178,9 @@ class Table:
     constraints: list[Constraint] = field(default_factory=list)
     # Enum labels per column (PostgreSQL enum types).
     enum_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # SQLite: the CREATE TABLE statement as stored, and the triggers on the table.
+    # SQLite: the CREATE TABLE statement as stored.
     create_sql: str = ""
+    # User triggers on the table (enabled ones on PostgreSQL; not those behind foreign keys).
     triggers: list[SchemaObject] = field(default_factory=list)
     # PostgreSQL: a partitioned table (PARTITION BY). An index on it cannot be built
     # CONCURRENTLY, and a unique one must include the partition key.
@@ -236,6 +241,20 @@ class Orm:
     history: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class UnreadableTable:
+    """A table the doctor's role may not read: no SELECT on it, or no USAGE on its schema.
+
+    Every check skips it (one such table used to end the whole run with "cannot read") and
+    the doctor reports it as a note; ``grants`` are the statements that let the role read it.
+    """
+
+    name: str
+    # The privileges it lacks, in words ("USAGE on schema vault", "SELECT").
+    missing: tuple[str, ...]
+    grants: tuple[str, ...]
+
+
 @dataclass
 class Catalog:
     dialect: str
@@ -244,6 +263,9 @@ class Catalog:
     sequences: list[Sequence] = field(default_factory=list)
     # (sequence, table, column) the role may not read (no SELECT on the sequence).
     unreadable_sequences: list[tuple[str, str, str]] = field(default_factory=list)
+    # Tables the role may not read: not in ``tables``, so no check reads and no repair
+    # plans on them.
+    unreadable_tables: list[UnreadableTable] = field(default_factory=list)
     views: list[SchemaObject] = field(default_factory=list)
     orm: Orm | None = None
     # The role the doctor connects as (what a GRANT in a fix must name).

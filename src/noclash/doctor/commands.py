@@ -243,6 +243,13 @@ def repair(
         if result.applied:
             out.print(f"   done: {a.changed_rows} rows changed (backed up first)", highlight=False)
         out.print(f"   locks: {a.locks}", highlight=False)
+        if a.triggers:
+            out.print(
+                f"   triggers: {', '.join(a.triggers)} fire on the rows it updates; what they "
+                "write is not in the backup",
+                highlight=False,
+                markup=False,
+            )
         for s in a.statements:
             out.print(f"   {s};", highlight=False, markup=False)
     if result.applied:

@@ -72,7 +72,10 @@ def resolve_keys(
     for spec in keys:
         tname = _lookup(spec.table, catalog.tables, dialect)
         if tname is None:
-            unknown.append(f"table {spec.table}")
+            locked = _lookup(spec.table, [u.name for u in catalog.unreadable_tables], dialect)
+            unknown.append(
+                f"table {spec.table}" + (" (which this role may not read)" if locked else "")
+            )
             continue
         table = catalog.tables[tname]
         columns = []

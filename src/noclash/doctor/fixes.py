@@ -18,7 +18,7 @@ from noclash.doctor.catalog import Index, Sequence
 from noclash.doctor.context import Context
 from noclash.doctor.dialects import literal
 from noclash.doctor.lifecycle import Lifecycle, active_predicate
-from noclash.doctor.names import identifier
+from noclash.doctor.names import fit, identifier
 
 
 @dataclass(frozen=True)
@@ -281,11 +281,18 @@ def token_migration_blocker(ctx: Context, table: str, column: str) -> str | None
     return None
 
 
+def legacy_column(column: str) -> str:
+    """The column ``migrate-weak-tokens`` keeps ``column``'s old tokens in:
+    ``<column>_legacy``, shortened (still ending in ``_legacy``) to fit PostgreSQL's
+    identifier limit, so that the name the next plan looks for is the name it created."""
+    return fit(column, "_legacy")
+
+
 def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
     """Keep weak tokens resolving in ``<column>_legacy`` and give the rows UUIDv4 tokens
     (after widening the column where its length limit would refuse them)."""
     tab = ctx.catalog.tables[table]
-    legacy = f"{column}_legacy"
+    legacy = legacy_column(column)
     t, q, ql = ctx.t(table), ctx.q(column), ctx.q(legacy)
     weak = f"{q} IS NOT NULL AND NOT {ctx.dialect.uuid_shaped_sql(q)}"
     value = ctx.dialect.new_uuid4_sql(uuid_type=False, hyphens=True)
@@ -334,6 +341,7 @@ __all__ = [
     "duplicate_groups_sql",
     "duplicates_left_sql",
     "index_name",
+    "legacy_column",
     "migrate_weak_tokens",
     "missing_values",
     "partial_unique",

@@ -23,7 +23,17 @@ def identifier(*parts: str, suffix: str = "") -> str:
     name is cut on a character boundary and ``_<8 hex digits of its sha256>`` is added
     before ``suffix``, so the suffix (``_key``, ``_active_key``) still says what it is.
     """
-    base = "_".join(p.rsplit(".", 1)[-1] for p in parts if p)
+    return fit("_".join(p.rsplit(".", 1)[-1] for p in parts if p), suffix)
+
+
+def fit(base: str, suffix: str = "") -> str:
+    """``base`` plus ``suffix`` within :data:`MAX_IDENTIFIER_BYTES`, shortened as
+    :func:`identifier` does; ``base`` is taken whole (a column's name may hold a dot).
+
+    A column the doctor adds (``<column>_legacy``) must fit as well: PostgreSQL truncated
+    a long one, so the next plan looked for the whole name, did not find it, and the
+    truncated column (no longer ending in ``_legacy``) was taken for weak tokens again.
+    """
     full = base + suffix
     if len(full.encode()) <= MAX_IDENTIFIER_BYTES:
         return full
@@ -33,4 +43,4 @@ def identifier(*parts: str, suffix: str = "") -> str:
     return f"{head}_{digest}{suffix}"
 
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "identifier"]
+__all__ = ["MAX_IDENTIFIER_BYTES", "fit", "identifier"]

@@ -24,6 +24,7 @@ from noclash.doctor.checks import (
     null_keys,
     redundant_indexes,
     sequence_behind,
+    unreadable_tables,
     uuid_castability,
     weak_tokens,
 )
@@ -52,6 +53,7 @@ CHECKS: tuple[ModuleType, ...] = (
     amcheck_unique,
     missing_unique_index,
     redundant_indexes,
+    unreadable_tables,
 )
 
 BY_ID: dict[str, ModuleType] = {c.ID: c for c in CHECKS}

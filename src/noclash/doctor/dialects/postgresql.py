@@ -13,8 +13,10 @@ from noclash.doctor.catalog import (
     Constraint,
     Index,
     IndexKey,
+    SchemaObject,
     Sequence,
     Table,
+    UnreadableTable,
 )
 from noclash.doctor.connect import run_sql
 from noclash.doctor.dialects.base import UUID_RE, DoctorDialect
@@ -35,8 +37,11 @@ class PostgreSQLDoctor(DoctorDialect):
     evidence_row_id: ClassVar[str] = "ctid::text"
     stable_row_id: ClassVar[str | None] = None
 
+    # has_table_privilege alone is not enough: without USAGE on its schema a table with
+    # SELECT still cannot be read ("permission denied for schema").
     _TABLES: ClassVar[str] = """
-        SELECT c.oid, n.nspname, c.relname, c.relkind = 'p'
+        SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
+               has_schema_privilege(n.oid, 'USAGE'), has_table_privilege(c.oid, 'SELECT')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -89,6 +94,14 @@ class PostgreSQLDoctor(DoctorDialect):
     _CONSTRAINTS: ClassVar[str] = """
         SELECT conrelid, conname, contype, pg_get_constraintdef(oid), convalidated
         FROM pg_constraint WHERE conrelid = ANY(%(oids)s) ORDER BY conrelid, conname"""
+    # User triggers that fire in a normal session (tgenabled 'O'rigin or 'A'lways; not
+    # disabled or replica-only ones), with the events in tgtype's bits.
+    _TRIGGERS: ClassVar[str] = """
+        SELECT tgrelid, tgname, pg_get_triggerdef(oid), (tgtype & 4) <> 0, (tgtype & 16) <> 0,
+               (tgtype & 8) <> 0, (tgtype & 32) <> 0
+        FROM pg_trigger
+        WHERE tgrelid = ANY(%(oids)s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')
+        ORDER BY tgrelid, tgname"""
     # Columns of the inspected tables that a foreign key references.
     _REFERENCED: ClassVar[str] = """
         SELECT DISTINCT c.confrelid, a.attname
@@ -176,12 +189,31 @@ class PostgreSQLDoctor(DoctorDialect):
         catalog = Catalog(dialect=self.name, server_version=(version // 10000, version % 10000))
         current, catalog.role = conn.exec_driver_sql("SELECT current_schema(), current_user").one()
         tables: dict[int, Table] = {}
-        for oid, schema, name, partitioned in conn.exec_driver_sql(self._TABLES).all():
+        for oid, schema, name, partitioned, usage, select in conn.exec_driver_sql(
+            self._TABLES
+        ).all():
             if name in IGNORED_TABLES:
                 continue
-            tables[oid] = Table(
+            table = Table(
                 name=name, schema=None if schema == current else schema, partitioned=partitioned
             )
+            if not (usage and select):
+                # Skipped, not fatal: one table the role may not read ended the whole run
+                # with "cannot read" (exit 2), hiding what the other tables hold.
+                catalog.unreadable_tables.append(
+                    UnreadableTable(
+                        name=_key(table),
+                        missing=(
+                            *(() if usage else (f"USAGE on schema {schema}",)),
+                            *(() if select else ("SELECT",)),
+                        ),
+                        grants=self._grant_read_sql(
+                            conn, table, schema, catalog.role, usage, select
+                        ),
+                    )
+                )
+                continue
+            tables[oid] = table
         oids = {"oids": list(tables)}
         self._columns(conn, tables, oids)
         nnd = "ix.indnullsnotdistinct" if catalog.server_version >= (15,) else "false"
@@ -233,12 +265,40 @@ class PostgreSQLDoctor(DoctorDialect):
                     validated=validated,
                 )
             )
+        for relid, tname, tdef, *fired_by in conn.exec_driver_sql(self._TRIGGERS, oids).all():
+            events = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+            tables[relid].triggers.append(
+                SchemaObject(
+                    "trigger",
+                    tname,
+                    _key(tables[relid]),
+                    tdef,
+                    tuple(e for e, on in zip(events, fired_by, strict=True) if on),
+                )
+            )
         for relid, column in conn.exec_driver_sql(self._REFERENCED, oids).all():
             tables[relid].referenced.add(column)
         self._sequences(conn, catalog, tables, oids, current)
         for table in tables.values():
             catalog.tables[_key(table)] = table
         return catalog
+
+    def _grant_read_sql(
+        self,
+        conn: Connection,
+        table: Table,
+        schema: str,
+        role: str | None,
+        usage: bool,
+        select: bool,
+    ) -> tuple[str, ...]:
+        """What lets ``role`` read ``table``: USAGE on its schema and SELECT on the table,
+        whichever it lacks."""
+        grantee = self.quote(conn, role) if role else "CURRENT_USER"
+        out = [] if usage else [f"GRANT USAGE ON SCHEMA {self.quote(conn, schema)} TO {grantee}"]
+        if not select:
+            out.append(f"GRANT SELECT ON TABLE {self.table_sql(conn, table)} TO {grantee}")
+        return tuple(out)
 
     def _columns(self, conn: Connection, tables: dict[int, Table], oids: dict) -> None:
         enum_types: dict[int, list[tuple[Table, str]]] = {}

@@ -207,6 +207,27 @@ def _inline_unique_span(create_sql: str, columns: tuple[str, ...]) -> tuple[int,
     raise ValueError(f"no UNIQUE ({', '.join(columns)}) written in CREATE TABLE")
 
 
+_EVENTS = ("DELETE", "INSERT", "UPDATE")
+
+
+def trigger_events(create_sql: str) -> tuple[str, ...]:
+    """The row change that fires a ``CREATE TRIGGER`` (``UPDATE`` for ``AFTER UPDATE OF
+    col ON t``); every one when the statement is not understood, so that a plan names a
+    trigger too often rather than never."""
+    words = [t[1].upper() if t[0] == "word" else t[1] for t in _tokens(create_sql)]
+    if "TRIGGER" in words:
+        i = words.index("TRIGGER") + 1
+        if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
+            i += 3
+        i += 3 if words[i + 1 : i + 2] == ["."] else 1  # the (schema-qualified) name
+        for word in words[i:]:
+            if word in _EVENTS:
+                return (word,)
+            if word == "ON":
+                break
+    return _EVENTS
+
+
 def _rename_created(create_sql: str, new_name: str) -> str:
     """``CREATE TABLE old (...)`` as ``CREATE TABLE new (...)``; ``new_name`` is quoted
     already (the dialect's quoting doubles any quote inside it)."""
@@ -425,7 +446,7 @@ class SQLiteDoctor(DoctorDialect):
             if kind == "view"
         ]
         triggers = [
-            SchemaObject("trigger", name, tbl, sql)
+            SchemaObject("trigger", name, tbl, sql, trigger_events(sql or ""))
             for kind, name, tbl, sql in schema
             if kind == "trigger"
         ]
@@ -468,7 +489,31 @@ class SQLiteDoctor(DoctorDialect):
             if create_sql and re.search(r"\bCHECK\b", create_sql, re.I):
                 table.constraints.append(Constraint("check", name, "check", create_sql))
             catalog.tables[name] = table
+        self._referenced(conn, catalog)
         return catalog
+
+    def _referenced(self, conn: Connection, catalog: Catalog) -> None:
+        """Fill :attr:`Table.referenced` from every table's foreign keys.
+
+        Without it, a guard that reads it (a token column a foreign key references is not
+        migrated by ``repair``) held only on PostgreSQL. ``REFERENCES parent`` with no
+        column list references the parent's primary key; the parent's name is matched
+        without regard to case, as SQLite does.
+        """
+        by_lower = {n.lower(): t for n, t in catalog.tables.items()}
+        for child in catalog.tables:
+            for row in conn.exec_driver_sql(
+                f"PRAGMA foreign_key_list({self.quote(conn, child)})"
+            ).all():
+                parent_name, to = row[2], row[4]
+                parent = by_lower.get(parent_name.lower())
+                if parent is None:
+                    continue
+                if to is None:
+                    parent.referenced.update(parent.primary_key)
+                else:
+                    column = next((c for c in parent.columns if c.lower() == to.lower()), to)
+                    parent.referenced.add(column)
 
     def _index(
         self,

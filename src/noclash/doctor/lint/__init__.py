@@ -14,7 +14,7 @@ from pathlib import Path
 
 from noclash.doctor.errors import CannotRead, DoctorError
 from noclash.doctor.lint.rules import RULES
-from noclash.doctor.lint.statements import State, Statement, table_name
+from noclash.doctor.lint.statements import NAME, State, Statement, table_name
 from noclash.doctor.model import Report
 
 _COPY_STDIN = re.compile(r"^COPY\b.*\bFROM\s+STDIN\b", re.I | re.S)
@@ -86,7 +86,9 @@ def split(sql: str, file: str = "-") -> list[Statement]:
     return out
 
 
-_CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED |TEMP(?:ORARY)? )?TABLE (?:IF NOT EXISTS )?(\S+)")
+_CREATE_TABLE = re.compile(
+    rf"^CREATE (?:UNLOGGED |TEMP(?:ORARY)? )?TABLE (?:IF NOT EXISTS )?({NAME})"
+)
 
 
 def lint_sql(sql: str, file: str = "-", exclude: tuple[str, ...] = ()) -> list:

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 
 from noclash.doctor.model import Finding, Fix, Severity
 
+# A quoted identifier, a string literal or a dollar-quoted body: kept as written by
+# :attr:`Statement.normal` (upper-casing them changed names and values).
+_QUOTED = re.compile(r""""(?:[^"]|"")*"|'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$""", re.S)
+# One identifier, quoted (``"Chat Bots"``, ``"we""ird"``) or not, and a dotted name of
+# them (``app."Conversations"``): what the rules' patterns capture a name with.
+IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'
+NAME = rf"(?:{IDENT}(?: ?\. ?{IDENT})*)"
+_PART = re.compile(IDENT)
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -21,18 +30,41 @@ class Statement:
 
     @property
     def normal(self) -> str:
-        """Upper-cased with whitespace collapsed, for matching."""
-        return re.sub(r"\s+", " ", self.sql).strip().upper()
+        """Whitespace collapsed and keywords upper-cased, for matching; quoted names,
+        string literals and dollar-quoted bodies are kept exactly as written, so that
+        :func:`table_name` can read a name as the engine does."""
+        out, pos = [], 0
+        for m in _QUOTED.finditer(self.sql):
+            out.append(re.sub(r"\s+", " ", self.sql[pos : m.start()]).upper())
+            out.append(m.group(0))
+            pos = m.end()
+        out.append(re.sub(r"\s+", " ", self.sql[pos:]).upper())
+        return "".join(out).strip()
 
 
 @dataclass
 class State:
     in_transaction: bool = False
+    # Tables this file creates, as :func:`table_name` spells them.
     created_tables: set[str] = field(default_factory=set)
 
 
 def table_name(raw: str) -> str:
-    return raw.strip('"').split("(")[0].strip('"').lower()
+    """A (dotted) name as PostgreSQL reads it: a quoted part exactly, its ``""`` one ``"``;
+    an unquoted part folded to lower case. ``app."Conversations"`` -> ``app.Conversations``.
+
+    Upper-casing the statement and cutting at the first space had turned ``"Conversations"``
+    into ``conversations`` and ``"Chat Bots"`` into ``chat``: findings named other tables,
+    and a table the file created hid an existing table of the garbled same name.
+    """
+    parts = []
+    for m in _PART.finditer(raw):
+        part = m.group(0)
+        if part.startswith('"'):
+            parts.append(part[1:-1].replace('""', '"'))
+        else:
+            parts.append(part.lower())
+    return ".".join(parts)
 
 
 def existing_table(raw: str, state: State) -> str | None:
@@ -70,4 +102,4 @@ def finding(
     )
 
 
-__all__ = ["State", "Statement", "existing_table", "finding", "table_name"]
+__all__ = ["IDENT", "NAME", "State", "Statement", "existing_table", "finding", "table_name"]

@@ -78,6 +78,9 @@ class Action:
     guard: str | None = field(default=None, repr=False)
     schema: list[SchemaChange] = field(default_factory=list, repr=False)
     changed_rows: int = 0
+    # User triggers its UPDATEs fire (set by :func:`plan_for`): they run in its transaction,
+    # and what they write elsewhere is not in the backup.
+    triggers: tuple[str, ...] = ()
 
     @property
     def check(self) -> str:
@@ -105,6 +108,7 @@ class Action:
             "statements": self.statements,
             "summary": self.summary,
             "table": self.table,
+            "triggers": list(self.triggers),
         }
 
 
@@ -172,8 +176,24 @@ def plan_for(ctx: Context, report: Report) -> list[Action]:
         seen.add(key)
         action = modules[f.fix.repair].plan(ctx, f)
         if action is not None and not _builds_on_partitioned(ctx, action):
+            action.triggers = _firing_triggers(ctx, action)
             actions.append(action)
     return actions
+
+
+def _firing_triggers(ctx: Context, action: Action) -> tuple[str, ...]:
+    """The user triggers that fire on the rows ``action`` updates.
+
+    They run inside the repair's transaction (an audit trigger writes a row per changed
+    row into another table), and nothing they write is in the backup, so the plan names
+    them. Only UPDATE triggers: a repair inserts and deletes no rows (SQLite's rebuild
+    copies into a new table that has no triggers yet, and drops the old one with foreign
+    keys off, which fires none).
+    """
+    table = ctx.catalog.tables.get(action.table)
+    if table is None or not action.changes or not any(s.backup for s in action.steps):
+        return ()
+    return tuple(t.name for t in table.triggers if "UPDATE" in t.events)
 
 
 def _builds_on_partitioned(ctx: Context, action: Action) -> bool:
@@ -251,7 +271,7 @@ def _apply_one(
 ) -> None:
     """Run one action: re-planned on a fresh catalog, in its own transaction."""
     with connection(engine) as conn:
-        with conn.begin():
+        with conn.begin() as tx:
             ctx = inspect(conn, options, None)
             fresh = [
                 a
@@ -284,6 +304,10 @@ def _apply_one(
                         action=action.repair,
                         table=action.table,
                     )
+                # Inside the try: a deferred constraint (or constraint trigger) refuses the
+                # change only now, and the transaction is rolled back like any other
+                # failure (it was reported as "cannot read", exit 2).
+                tx.commit()
             except DoctorError:
                 raise  # the transaction is rolled back on the way out
             except Exception as exc:

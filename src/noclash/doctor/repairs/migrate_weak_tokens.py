@@ -20,7 +20,7 @@ ID = "migrate-weak-tokens"
 
 def plan(ctx: Context, finding: Finding) -> Action | None:
     tname, (cname,) = finding.table or "", finding.columns
-    legacy = f"{cname}_legacy"
+    legacy = fixes.legacy_column(cname)
     rows = getattr(finding.evidence, "rows", None) or ctx.row_count(tname)
     schema = []
     if legacy not in ctx.catalog.tables[tname].columns:

@@ -8,6 +8,7 @@ from noclash.doctor.lint.rules import (
     column_type_rewrite,
     concurrently_in_transaction,
     index_not_concurrent,
+    unchecked_block,
     unique_constraint_without_index,
 )
 
@@ -16,4 +17,5 @@ RULES: tuple[ModuleType, ...] = (
     index_not_concurrent,
     concurrently_in_transaction,
     column_type_rewrite,
+    unchecked_block,
 )

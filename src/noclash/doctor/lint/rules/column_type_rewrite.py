@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.lint.statements import (
+    IDENT,
+    NAME,
+    State,
+    Statement,
+    existing_table,
+    finding,
+    table_name,
+)
 from noclash.doctor.model import Finding, Severity
 
 ID = "column-type-rewrite"
@@ -26,8 +34,8 @@ LINKS = (
     ),
     ("doctor: uuid-castability", "uuid-castability.md"),
 )
-_ALTER = re.compile(r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) ")
-_TYPE = re.compile(r"ALTER (?:COLUMN )?(\S+) (?:SET DATA )?TYPE (\S+)")
+_ALTER = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?({NAME}) ")
+_TYPE = re.compile(rf"ALTER (?:COLUMN )?({IDENT}) (?:SET DATA )?TYPE (\S+)")
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:
@@ -35,7 +43,7 @@ def check(stmt: Statement, state: State) -> Iterator[Finding]:
     if not m or (table := existing_table(m.group(1), state)) is None:
         return
     for col, new_type in _TYPE.findall(stmt.normal):
-        column = col.strip('"').lower()
+        column = table_name(col)
         message = (
             f"changing {table}.{column} to {new_type.lower()} can rewrite the table under "
             f"ACCESS EXCLUSIVE, and a failing cast aborts the migration"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.lint.statements import IDENT, NAME, State, Statement, existing_table, finding
 from noclash.doctor.model import Finding, Severity
 
 ID = "index-not-concurrent"
@@ -21,7 +21,10 @@ LINKS = (
         "https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY",
     ),
 )
-_CREATE = re.compile(r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY\b).*? ON (?:ONLY )?(\S+)")
+_CREATE = re.compile(
+    rf"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY\b)(?:IF NOT EXISTS )?(?:{IDENT} )?"
+    rf"ON (?:ONLY )?({NAME})"
+)
 
 
 def check(stmt: Statement, state: State) -> Iterator[Finding]:

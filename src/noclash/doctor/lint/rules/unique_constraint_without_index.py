@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from noclash.doctor.lint.statements import State, Statement, existing_table, finding
+from noclash.doctor.lint.statements import IDENT, NAME, State, Statement, existing_table, finding
 from noclash.doctor.model import Finding, Severity
 
 ID = "unique-constraint-without-index"
@@ -26,7 +26,7 @@ LINKS = (
     ),
 )
 _ADD = re.compile(
-    r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(\S+) .*\bADD (?:CONSTRAINT \S+ |COLUMN .*?)?"
+    rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?({NAME}) .*\bADD (?:CONSTRAINT {IDENT} |COLUMN .*?)?"
     r"(UNIQUE|PRIMARY KEY)\b"
 )
 
