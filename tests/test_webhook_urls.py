@@ -269,6 +269,14 @@ def test_the_refusal_says_why(strict_server):
     assert "169.254.169.254 is a link-local address" in said["http://169.254.169.254/"]
     assert "NOCLASH_ALLOW_PRIVATE_WEBHOOKS=1" in said["http://10.0.0.7/h"]
     assert "cannot be resolved" in said["http://nowhere.test/h"]
+    # A URL of the wrong form says what is wrong with it too (it was the schema's pattern).
+    for url, says in [
+        ("ftp://bot.public.test/hook", "webhook_url must be an http:// or https:// URL"),
+        ("https:///hook", "webhook_url has no host"),
+        ("https://bot.public.test/a b", "must not contain spaces or control characters"),
+    ]:
+        answer = client.post("/api/chatbots", json={"name": "x", "webhook_url": url})
+        assert answer.status_code == 422 and says in answer.json()["detail"], answer.text
 
 
 def test_public_urls_are_stored_shown_and_cleared(strict_server):

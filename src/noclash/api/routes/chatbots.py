@@ -54,7 +54,10 @@ _WEBHOOK_URL = Field(
     default=None,
     min_length=1,
     max_length=max_length(chatbots.c.webhook_url),
-    pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#][^\s]*)?$",
+    # Described, not enforced here: a URL it refuses would get pydantic's message (the
+    # pattern itself); check_webhook_url refuses it with one that says what is wrong
+    # ("must be an http:// or https:// URL", "has no host", a private address...).
+    json_schema_extra={"pattern": r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#][^\s]*)?$"},
     description="Where the chatbot's events are POSTed (http or https, a public address). "
     "null: none (PATCH: removing it fails the events still on their way).",
 )
