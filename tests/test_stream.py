@@ -412,3 +412,29 @@ def test_a_revoked_token_ends_its_open_stream(database_url):
         again = stream(live.base_url, "/api/stream", token=agent_token).open()
         assert again.status == 401
         again.close()
+
+
+def test_a_stream_ends_when_what_it_follows_is_deleted(database_url):
+    """A widget stream whose chatbot (and so session) is deleted, and an agent stream of
+    one deleted chatbot, end: they stayed open with nothing ever to come, and the widget
+    learned of the end only if its connection broke. The reconnect is then a 404."""
+    with start_live_server(database_url, stream_reread_seconds=0.2) as live:
+        token = live.user()
+        client, bot, _connection = _bot(live, token)
+        session = client.post(f"/api/widget/{bot['public_token']}/sessions", json={}).json()
+        visitor_path = f"/api/widget/{bot['public_token']}/sessions/{session['session_id']}/stream"
+        with (
+            stream(live.base_url, visitor_path) as visitor,
+            stream(live.base_url, "/api/stream", token=token,
+                   params={"chatbot_id": bot["id"]}) as agent,  # fmt: skip
+        ):
+            time.sleep(0.6)
+            assert not visitor.ended and not agent.ended
+            assert client.delete(f"/api/chatbots/{bot['id']}").status_code == 204
+            deadline = time.monotonic() + 10
+            while not (visitor.ended and agent.ended) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert visitor.ended and agent.ended
+        again = stream(live.base_url, visitor_path).open()
+        assert again.status == 404
+        again.close()

@@ -54,6 +54,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.engine import Connection, Engine
@@ -73,6 +74,7 @@ from noclash.chat.users import User
 from noclash.chat.wakeups import Hub, Subscription
 from noclash.config import Settings
 from noclash.db.engine import read_only
+from noclash.db.tables import chatbots, sessions
 from noclash.unique.ids import parse_uuid
 
 log = logging.getLogger("noclash.api")
@@ -109,6 +111,10 @@ class Feed:
     # token no longer holds (revoked, rotated, its user deleted), as a new request would
     # then be a 401. None: a visitor's stream without a token.
     token_digest: str | None = None
+    # What the stream follows, read again now and then: once it is gone (the chatbot or
+    # the session deleted), the stream ends, and the client's reconnect learns why (404)
+    # instead of waiting on a stream nothing will ever reach again.
+    exists: sa.Select[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ class Following:
 class _Look:
     rows: list[Any]
     chatbots: frozenset[UUID] | None
+    gone: bool = False
 
 
 LastEventIdHeader = Annotated[
@@ -173,9 +180,11 @@ def _agent_feed(
     horizon: datetime | None,
 ) -> Feed:
     with reading(bind) as conn:
+        exists = None
         if chatbot_id is not None:
             ids = frozenset({get_chatbot(conn, chatbot_id, owner_id=owner_id).id})
             scope, owner = events.of_chatbots(list(ids)), None
+            exists = sa.select(chatbots.c.id).where(chatbots.c.id.in_(ids))
         else:
             ids = frozenset(conn.scalars(events.owned_chatbots(owner_id)))
             scope, owner = events.of_owner(owner_id), owner_id
@@ -184,7 +193,7 @@ def _agent_feed(
     hub.sequence()
     with reading(bind) as conn:
         start = _start(conn, scope, last, horizon)
-    return Feed(scope, start, events.envelope, ids, owner)
+    return Feed(scope, start, events.envelope, ids, owner, exists=exists)
 
 
 async def agent_feed(
@@ -217,7 +226,8 @@ def _visitor_feed(
     hub.sequence()
     with reading(bind) as conn:
         start = _start(conn, scope, last, horizon)
-    return Feed(scope, start, chat.visitor_event, frozenset({session.chatbot_id}))
+    exists = sa.select(sessions.c.session_id).where(sessions.c.session_id == session.session_id)
+    return Feed(scope, start, chat.visitor_event, frozenset({session.chatbot_id}), exists=exists)
 
 
 async def visitor_feed(
@@ -312,10 +322,11 @@ def _look(engine: Engine, hub: Hub, feed: Feed, after: int, refresh: bool) -> _L
     hub.sequence()
     with read_only(engine).connect() as conn:
         rows = events.read(conn, feed.scope, after=after, limit=BATCH)
-        chatbots = None
+        chatbots_now = None
         if refresh and feed.owner_id is not None:
-            chatbots = frozenset(conn.scalars(events.owned_chatbots(feed.owner_id)))
-    return _Look(rows, chatbots)
+            chatbots_now = frozenset(conn.scalars(events.owned_chatbots(feed.owner_id)))
+        gone = refresh and feed.exists is not None and conn.execute(feed.exists).first() is None
+    return _Look(rows, chatbots_now, gone)
 
 
 def _sse(shape: Shape, row: Any) -> ServerSentEvent:
@@ -356,6 +367,9 @@ async def follow(request: Request, following: Following) -> AsyncIterator[Server
             for row in look.rows:
                 yield _sse(feed.shape, row)
                 position = row.seq
+            if look.gone:
+                log.info("what a stream follows was deleted: stream ended")
+                return
             if look.rows:
                 quiet_since = anyio.current_time()
             if look.chatbots is not None:
