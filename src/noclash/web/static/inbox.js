@@ -2,8 +2,10 @@
  * The noclash operator inbox: one page over the HTTP API, no build step.
  *
  * The API token lives in sessionStorage (this tab only, never in a URL). A reply is sent
- * with one Idempotency-Key per composed message, kept until the server has answered, so a
- * double click or a resend after a network error stores and delivers one reply. Live
+ * with one Idempotency-Key per composed text, kept until the server has answered (any
+ * answer: the server stores a refusal under the key too), so a double click or a resend
+ * after a network error stores and delivers one reply, and an edited text is a new reply.
+ * What is typed while a reply is on its way stays in the box. Live
  * updates come from the agent stream (GET /api/stream, Server-Sent Events read with fetch,
  * because EventSource cannot send the Authorization header); after a reconnection the
  * stream resumes from the last event id, and the thread is re-read from the API.
@@ -25,12 +27,14 @@
     status: "OPEN",
     conversation: null,
     messages: [],
-    replyKey: null,
+    replyKey: null, // {key, text}: the Idempotency-Key made for exactly this text
     sending: false,
     stream: null,
     lastEventId: null,
     refreshTimer: null,
     pollTimer: null,
+    pollDelay: 1000, // deliveries on their way are re-read with a backoff
+    focusDelivery: null, // a message whose Retry had the focus: keep it on its delivery
   };
 
   class ApiError extends Error {
@@ -125,9 +129,20 @@
 
   const loadList = async () => {
     if (!state.chatbot) return;
-    const { data } = await api(
-      `/api/conversations?chatbot_id=${state.chatbot}&status=${state.status}&limit=200`);
-    const items = data.items.slice().sort((a, b) =>
+    const chatbot = state.chatbot;
+    const status = state.status;
+    // The API pages oldest first: read every page, or the newest would never be listed.
+    const all = [];
+    let cursor = null;
+    do {
+      const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const { data } = await api(
+        `/api/conversations?chatbot_id=${chatbot}&status=${status}&limit=200${q}`);
+      all.push(...data.items);
+      cursor = data.next_cursor;
+    } while (cursor);
+    if (state.chatbot !== chatbot || state.status !== status) return; // switched meanwhile
+    const items = all.sort((a, b) =>
       (b.last_message_at || b.created_at).localeCompare(a.last_message_at || a.created_at));
     const list = $("list");
     list.replaceChildren(...items.map((c) => {
@@ -198,6 +213,10 @@
   };
 
   const showConversation = async (conversation) => {
+    if (!state.conversation || state.conversation.id !== conversation.id) {
+      $("messages").replaceChildren();
+      resetPoll();
+    }
     state.conversation = conversation;
     alertBox(null);
     $("thread-empty").hidden = true;
@@ -243,40 +262,104 @@
     if (!d) return null;
     const labels = { queued: "Queued", sending: "Sending…", sent: "Sent",
       failed: "Failed", unknown: "May not have arrived" };
-    const line = el("span", { class: `delivery ${d.status}`, "data-status": d.status },
-      labels[d.status] || d.status);
+    // Focusable from script: the focus lands here when the Retry it had is gone.
+    const line = el("span", { class: `delivery ${d.status}`, "data-status": d.status,
+      tabIndex: -1 }, labels[d.status] || d.status);
     if (d.last_error && (d.status === "failed" || d.status === "unknown")) {
       line.append(`: ${d.last_error}`);
     }
     if (d.status === "failed" || d.status === "unknown") {
       line.append(el("button", { type: "button", class: "retry",
-        onclick: (event) => retry(message, event.target) }, "Retry"));
+        onclick: (event) => retry(message, event.currentTarget) }, "Retry"));
     }
     return line;
   };
 
+  const deliveryKey = (m) => m.delivery
+    ? `${m.delivery.status}\u0000${m.delivery.last_error || ""}` : "";
+
+  // Message nodes are kept by id and changed only where the message changed, so a re-read
+  // neither re-announces the thread (aria-live) nor loses a selection or the focus.
   const renderMessages = () => {
     const list = $("messages");
-    list.replaceChildren(...state.messages.map((m) => el("li",
-      { class: `message ${m.direction}`, "data-id": m.id },
-      el("span", { class: "text" }, m.text), deliveryLine(m))));
-    list.scrollTop = list.scrollHeight;
-    // Deliveries still on their way: look again shortly (the stream announces failures).
-    clearTimeout(state.pollTimer);
-    if (state.messages.some((m) => m.delivery &&
-        ["queued", "sending"].includes(m.delivery.status))) {
-      state.pollTimer = setTimeout(() => loadMessages().catch(() => {}), 1000);
+    const nodes = new Map([...list.children].map((li) => [li.dataset.id, li]));
+    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    let added = false;
+    let previous = null;
+    for (const m of state.messages) {
+      let li = nodes.get(m.id);
+      nodes.delete(m.id);
+      if (!li) {
+        li = el("li", { class: `message ${m.direction}`, "data-id": m.id },
+          el("span", { class: "text" }, m.text));
+        added = true;
+      } else {
+        const text = li.querySelector(".text");
+        if (text.textContent !== m.text) text.textContent = m.text;
+      }
+      const key = deliveryKey(m);
+      if (li.dataset.delivery !== key) {
+        const old = li.querySelector(".delivery");
+        const hadFocus = (old && old.contains(document.activeElement))
+          || state.focusDelivery === m.id;
+        const line = deliveryLine(m);
+        if (old && line) old.replaceWith(line);
+        else if (old) old.remove();
+        else if (line) li.append(line);
+        li.dataset.delivery = key;
+        if (hadFocus && line) {
+          (line.querySelector("button") || line).focus();
+          state.focusDelivery = null;
+        }
+      }
+      const expected = previous ? previous.nextSibling : list.firstChild;
+      if (expected !== li) list.insertBefore(li, expected);
+      previous = li;
     }
+    for (const li of nodes.values()) li.remove();
+    if (added && atEnd) list.scrollTop = list.scrollHeight;
+    schedulePoll();
+  };
+
+  // Deliveries still on their way: look again, less and less often (the stream announces
+  // every change; this is only in case an event was missed).
+  const resetPoll = () => {
+    clearTimeout(state.pollTimer);
+    state.pollTimer = null;
+    state.pollDelay = 1000;
+  };
+  const schedulePoll = () => {
+    const waiting = state.messages.some((m) => m.delivery &&
+      ["queued", "sending"].includes(m.delivery.status));
+    if (!waiting) { resetPoll(); return; }
+    if (state.pollTimer) return;
+    state.pollTimer = setTimeout(() => {
+      state.pollTimer = null;
+      loadMessages().catch(() => {});
+    }, state.pollDelay);
+    state.pollDelay = Math.min(state.pollDelay * 2, 30000);
   };
 
   const retry = async (message, button) => {
+    if (button.contains(document.activeElement) || document.activeElement === button) {
+      state.focusDelivery = message.id;
+    }
     button.disabled = true;
     try {
       await api(`/api/messages/${message.id}/retry`, { method: "POST" });
     } catch (error) {
       if (error.status !== 409) showError(error);
     }
-    await loadMessages();
+    resetPoll();
+    try {
+      await loadMessages();
+    } finally {
+      if (button.isConnected) {
+        button.disabled = false;
+        if (state.focusDelivery === message.id) button.focus();
+      }
+      state.focusDelivery = null;
+    }
   };
 
   const transition = async (action, body) => {
@@ -312,7 +395,6 @@
 
   // -- replying -------------------------------------------------------------------------------
   const reply = $("reply");
-  reply.addEventListener("input", () => { if (!reply.value) state.replyKey = null; });
   reply.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
@@ -324,23 +406,49 @@
     const text = reply.value;
     const c = state.conversation;
     if (!text.trim() || !c) return;
-    // One key per composed message: every send of it, however often clicked, is one reply.
-    state.replyKey = state.replyKey || uuid();
-    const key = state.replyKey;
     if (state.sending) return;
+    // One key per composed text: every send of it, however often clicked, is one reply;
+    // an edited text is another reply, with another key.
+    if (!state.replyKey || state.replyKey.text !== text) state.replyKey = { key: uuid(), text };
+    const key = state.replyKey.key;
     state.sending = true;
     $("send").disabled = true;
     try {
       await api(`/api/conversations/${c.id}/messages`,
         { method: "POST", body: { text }, headers: { "Idempotency-Key": key } });
-      if (state.replyKey === key) { reply.value = ""; state.replyKey = null; }
+      if (state.replyKey && state.replyKey.key === key) state.replyKey = null;
+      // Remove what was sent; what was typed meanwhile stays.
+      if (reply.value === text) reply.value = "";
+      else if (reply.value.startsWith(text)) reply.value = reply.value.slice(text.length).trimStart();
       alertBox(null);
     } catch (error) {
-      alertBox(`The reply was not sent (${error.message}). Send again: it will be sent once.`);
+      // Any answer from the server is stored under the key (a refusal too): the key is
+      // kept only when there was no answer (a network error), for the resend.
+      if (error instanceof ApiError && state.replyKey && state.replyKey.key === key) {
+        state.replyKey = null;
+      }
+      if (error instanceof ApiError && error.status === 409) {
+        // Closed meanwhile (elsewhere): show it as it is now, with its Reopen.
+        const fresh = await api(`/api/conversations/${c.id}`).then((r) => r.data)
+          .catch(() => null);
+        if (fresh && state.conversation && state.conversation.id === c.id) {
+          state.conversation = fresh;
+          renderHead();
+          refreshSoon();
+        }
+        alertBox(fresh && fresh.status === "CLOSED"
+          ? "The reply was not sent: this conversation is closed. Reopen it to reply."
+          : `The reply was not sent (${error.message}).`);
+      } else if (error instanceof ApiError) {
+        alertBox(`The reply was not sent (${error.message}).`);
+      } else {
+        alertBox(`The reply was not sent (${error.message}). Send again: it will be sent once.`);
+      }
     } finally {
       state.sending = false;
       $("send").disabled = false;
     }
+    resetPoll();
     await loadMessages();
     refreshSoon();
   });

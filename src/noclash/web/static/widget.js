@@ -9,11 +9,16 @@
  * - a session is started with an Idempotency-Key made once per page view, so a double
  *   click or a retried request makes one session; its id is kept in localStorage, so a
  *   reload or a second tab continues the same conversation;
- * - each message is sent with a client_message_id made once per composed message, so a
- *   double submit or a resend after a network error stores it once;
+ * - each message is sent with a client_message_id made once per composed text, so a
+ *   double submit or a resend after a network error stores it once (an edited text is a
+ *   new message with a new id); the text leaves the box when it is sent (shown pending)
+ *   and comes back only if the send failed, so what is typed meanwhile is kept;
  * - replies arrive on the session's event stream (Server-Sent Events); after every
  *   (re)connection the widget reads what it missed from the messages API, and a message
- *   is shown once whatever path brought it (by id).
+ *   is shown once whatever path brought it (by id). A refused stream is told apart by
+ *   that read: a session that is gone (404) ends the chat; otherwise (too many tabs
+ *   streaming, 429) the widget polls the messages API with a backoff and tries the
+ *   stream again now and then.
  */
 (() => {
   "use strict";
@@ -114,9 +119,12 @@
     messages: new Map(), // id -> element
     lastId: null,
     stream: null,
-    draftId: null, // client_message_id of the message being composed
+    draft: null, // {id, text}: the client_message_id made for exactly this text
+    outbox: [], // [{text, node}]: sent in order, the first one on its way
     closed: false,
     lastEventId: null, // resumes a stream this widget had to re-create
+    banner: null, // the one "Reconnecting…" notice
+    retryTimer: null, // the next stream attempt (after a refusal) or poll
   };
 
   const notice = (text, { error = false, action = null } = {}) => {
@@ -135,18 +143,33 @@
     return { status: response.status, ok: response.ok, data };
   };
 
-  const show = (message, { pending = false } = {}) => {
+  const show = (message) => {
+    if (!state.lastId || message.id > state.lastId) state.lastId = message.id;
     if (state.messages.has(message.id)) {
       state.messages.get(message.id).classList.remove("pending");
       return;
     }
-    const node = el("div", { class: `msg ${message.direction}${pending ? " pending" : ""}` });
-    node.textContent = message.text;
+    const sending = message.direction === "in"
+      && state.outbox.find((o) => !o.node.dataset.id && o.text === message.text);
+    let node;
+    if (sending) {
+      // The stream brought a message being sent before its answer: its pending node.
+      node = sending.node;
+      node.classList.remove("pending");
+    } else {
+      node = el("div", { class: `msg ${message.direction}` });
+      node.textContent = message.text;
+      body.append(node);
+    }
     node.dataset.id = message.id;
     state.messages.set(message.id, node);
-    body.append(node);
-    if (!state.lastId || message.id > state.lastId) state.lastId = message.id;
     body.scrollTop = body.scrollHeight;
+  };
+
+  // The one "Reconnecting…" notice, whichever attempt made it.
+  const banner = (text) => {
+    if (state.banner) { state.banner.remove(); state.banner = null; }
+    if (text) state.banner = notice(text);
   };
 
   const remember = (session) => {
@@ -207,8 +230,8 @@
     }
   };
 
-  const offerStart = () => {
-    body.replaceChildren();
+  const offerStart = ({ keep = false } = {}) => {
+    if (!keep) body.replaceChildren();
     form.hidden = true;
     const button = el("button", { class: "primary", type: "button" }, "Start a conversation");
     button.addEventListener("click", () => startSession(button));
@@ -216,6 +239,9 @@
   };
 
   const startSession = async (button) => {
+    // Another tab may have started one meanwhile: continue it rather than start a second.
+    const saved = recall();
+    if (saved && saved.session_id) { await openSession(saved); return; }
     button.disabled = true;
     let answer;
     try {
@@ -241,24 +267,49 @@
   const sessionUrl = () => `${api}/${encodeURIComponent(state.session.session_id)}`;
 
   const catchUp = async () => {
-    // Everything after the last message shown, page by page.
+    // Everything after the last message shown, page by page. False: the session is gone.
     for (;;) {
       const after = state.lastId ? `&after=${encodeURIComponent(state.lastId)}` : "";
       const answer = await fetchJSON(`${sessionUrl()}/messages?limit=200${after}`);
-      if (answer.status === 404) { forget(); offerStart(); return false; }
+      if (answer.status === 404) return false;
       if (!answer.ok) throw new Error(`messages: ${answer.status}`);
       for (const m of answer.data.items) show(m);
       if (!answer.data.next_cursor) return true;
     }
   };
 
+  const stopListening = () => {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    if (state.stream) { state.stream.close(); state.stream = null; }
+    banner(null);
+  };
+
+  // The session is gone (its chatbot deleted, or it expired): say so, forget it, and offer
+  // a new one if the chat itself is still there.
+  const ended = async () => {
+    if (!state.session) return; // said already
+    stopListening();
+    forget();
+    form.hidden = true;
+    notice("This chat has ended.", { error: true });
+    let answer = null;
+    try {
+      answer = await fetchJSON(`${base}/api/public/chatbots/${encodeURIComponent(token)}`);
+    } catch { /* offer nothing we cannot check */ }
+    if (state.session) return; // another tab's session was followed meanwhile
+    if (answer && answer.ok && !answer.data.require_auth) offerStart({ keep: true });
+    else if (answer && answer.status === 404) notice("This chat is not available.", { error: true });
+  };
+
   const openSession = async (session) => {
+    stopListening();
     state.session = session;
     state.messages.clear();
     state.lastId = null;
     body.replaceChildren();
     try {
-      if (!(await catchUp())) return;
+      if (!(await catchUp())) { forget(); offerStart(); return; }
     } catch {
       notice("Cannot load the conversation (network error).", { error: true,
         action: { label: "Retry", run: () => openSession(session) } });
@@ -269,23 +320,33 @@
     input.focus();
   };
 
+  const STREAM_RETRY = 30000; // a refused stream is tried again this often (ms)
+
   const listen = () => {
     if (state.stream) state.stream.close();
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    const session = state.session;
+    if (!session) return;
     const resume = state.lastEventId ? `?last_event_id=${encodeURIComponent(state.lastEventId)}` : "";
     const stream = new EventSource(`${sessionUrl()}/stream${resume}`);
     state.stream = stream;
-    let banner = null;
+    const current = () => state.stream === stream && state.session === session;
     stream.addEventListener("open", () => {
-      if (banner) { banner.remove(); banner = null; }
-      catchUp().catch(() => {});
+      banner(null);
+      catchUp().then((alive) => { if (!alive && current()) ended(); }).catch(() => {});
     });
     stream.addEventListener("error", () => {
-      if (!banner && stream.readyState !== EventSource.CLOSED) {
-        banner = notice("Reconnecting…");
+      if (!current()) return;
+      if (stream.readyState !== EventSource.CLOSED) {
+        // The browser reconnects by itself.
+        if (!state.banner) banner("Reconnecting…");
+        return;
       }
-      if (stream.readyState === EventSource.CLOSED) {
-        setTimeout(() => { if (state.stream === stream) listen(); }, 2000);
-      }
+      // Refused (an answer that is not a stream): find out why with a catch-up read.
+      stream.close();
+      state.stream = null;
+      refused(session, 2000);
     });
     stream.addEventListener("message.created", (event) => {
       state.lastEventId = event.lastEventId || state.lastEventId;
@@ -304,52 +365,115 @@
     });
   };
 
-  const submit = async (event) => {
-    event.preventDefault();
-    const text = input.value.trim() ? input.value : "";
-    if (!text || !state.session) return;
-    state.draftId = state.draftId || uuid();
-    send.disabled = true;
-    let answer;
+  // No stream: read the messages (404: the session is gone; a network error: the server
+  // is unreachable, say so once and try again later; otherwise the stream was refused,
+  // e.g. 429 for too many tabs, and the messages read keeps the chat going), then poll
+  // with a backoff, and try the stream again every STREAM_RETRY.
+  const refused = async (session, delay, since = Date.now()) => {
+    if (state.session !== session || state.stream) return;
+    const before = state.lastId;
+    let alive;
     try {
-      answer = await fetchJSON(`${sessionUrl()}/messages`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ text, client_message_id: state.draftId }),
-      });
+      alive = await catchUp();
     } catch {
-      send.disabled = false;
-      notice("Your message was not sent (network error).", { error: true,
-        action: { label: "Retry", run: () => form.requestSubmit() } });
-      return;
+      alive = null;
     }
-    send.disabled = false;
-    if (answer.status === 404) { forget(); offerStart(); return; }
-    if (!answer.ok) {
-      notice(answer.status === 429 ? "You are sending too fast; wait a moment."
-        : "Your message was not sent.", { error: true,
-        action: { label: "Retry", run: () => form.requestSubmit() } });
-      return;
+    if (state.session !== session || state.stream) return;
+    if (alive === false) { ended(); return; }
+    if (alive === null) {
+      if (!state.banner) banner("Reconnecting…");
+    } else {
+      banner(null);
     }
+    if (Date.now() - since >= STREAM_RETRY) { listen(); return; }
+    const next = state.lastId !== before ? 2000 : Math.min(delay * 2, 10000);
+    state.retryTimer = setTimeout(() => refused(session, next, since), delay);
+  };
+
+  // A message leaves the box when it is sent (shown pending): what is typed meanwhile
+  // stays, and an Enter meanwhile queues the next one, sent once this one is answered.
+  const submit = (event) => {
+    event.preventDefault();
+    if (!state.session) return;
+    const text = input.value.trim() ? input.value : "";
+    if (!text) return;
+    const node = el("div", { class: "msg in pending" });
+    node.textContent = text;
+    body.append(node);
+    body.scrollTop = body.scrollHeight;
     input.value = "";
-    state.draftId = null;
-    if (answer.data.conversation_id !== state.session.conversation_id) {
-      remember({ ...state.session, conversation_id: answer.data.conversation_id });
+    state.outbox.push({ text, node });
+    if (state.outbox.length === 1) deliver();
+  };
+
+  const deliver = async () => {
+    const session = state.session;
+    while (state.outbox.length && state.session === session) {
+      const { text, node } = state.outbox[0];
+      // One id per composed text: a resend of the same text is one message, an edited
+      // one is another.
+      if (!state.draft || state.draft.text !== text) state.draft = { id: uuid(), text };
+      const draft = state.draft;
+      let answer;
+      try {
+        answer = await fetchJSON(`${sessionUrl()}/messages`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ text, client_message_id: draft.id }),
+        });
+      } catch {
+        answer = null;
+      }
+      if (state.session !== session) break;
+      if (answer && answer.status === 404) { giveBack(); ended(); return; }
+      if (!answer || !answer.ok) {
+        // A definite refusal stored nothing: a resend may use a new id.
+        if (answer && answer.status !== 429) state.draft = null;
+        giveBack();
+        notice(!answer ? "Your message was not sent (network error)."
+          : answer.status === 429 ? "You are sending too fast; wait a moment."
+            : "Your message was not sent.", { error: true,
+          action: { label: "Retry", run: () => form.requestSubmit() } });
+        return;
+      }
+      state.outbox.shift();
+      if (state.draft === draft) state.draft = null;
+      if (answer.data.conversation_id !== state.session.conversation_id) {
+        remember({ ...state.session, conversation_id: answer.data.conversation_id });
+      }
+      state.closed = false;
+      const id = answer.data.message_id;
+      if (!node.dataset.id) {
+        if (state.messages.has(id)) node.remove(); // the stream showed it already
+        else { node.dataset.id = id; state.messages.set(id, node); }
+      }
+      show({ id, direction: "in", text });
     }
-    state.closed = false;
-    show({ id: answer.data.message_id, direction: "in", text });
+    giveBack();
+  };
+
+  // What could not be sent goes back in the box, before what was typed meanwhile.
+  const giveBack = () => {
+    const texts = state.outbox.map((o) => o.text);
+    for (const o of state.outbox) if (!o.node.dataset.id) o.node.remove();
+    state.outbox = [];
+    if (texts.length) input.value = [...texts, input.value].filter(Boolean).join("\n");
   };
 
   form.addEventListener("submit", submit);
-  input.addEventListener("input", () => { if (!input.value) state.draftId = null; });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
   });
-  // Another tab of this page started the session: follow it.
+  // Another tab of this page started the session: follow it, shown or not (once this tab
+  // has loaded the chat; until then, opening the panel reads it from storage).
+  const follow = (saved) => {
+    if (!saved || !saved.session_id || state.session || !state.chatbot) return;
+    if (state.chatbot.require_auth) return;
+    openSession(saved);
+  };
   addEventListener("storage", (event) => {
-    if (event.key === storeKey && event.newValue && !state.session && !panel.hidden) {
-      openSession(JSON.parse(event.newValue));
-    }
+    if (event.key !== storeKey || !event.newValue) return;
+    try { follow(JSON.parse(event.newValue)); } catch { /* not ours */ }
   });
 
   let loaded = false;
@@ -358,6 +482,7 @@
     bubble.setAttribute("aria-expanded", String(open));
     bubble.setAttribute("aria-label", open ? "Close chat" : "Open chat");
     if (open && !loaded) { loaded = true; loadChatbot(); }
+    else if (open) follow(recall());
     if (open && !form.hidden) input.focus();
     if (!open) bubble.focus();
   };
