@@ -29,13 +29,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOCLASH_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # The defaults of `noclash serve --host --port` (the options read these variables).
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     # Connection pool per process; concurrent requests beyond it wait for a connection.
-    pool_size: int = 10
-    pool_max_overflow: int = 20
-    # SQLite: how long a writer waits for the lock before "database is locked" (ms).
-    sqlite_busy_timeout_ms: int = 30_000
+    # Bounded below because SQLAlchemy takes a size of 0 as "no limit" and an overflow of
+    # -1 as "no limit on overflow": a typo would silently remove the bound.
+    pool_size: int = Field(default=10, ge=1)
+    pool_max_overflow: int = Field(default=20, ge=0)
+    # SQLite: how long a writer waits for the lock before "database is locked" (ms; 0:
+    # fail at once, never a negative wait).
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     # Channels.
     meta_verify_token: str | None = None
     meta_app_secret: str | None = None
@@ -46,9 +50,10 @@ class Settings(BaseSettings):
     # A duplicate waits this long (seconds) for the request holding its key to commit,
     # then answers 409 idempotency-key-in-progress with Retry-After.
     idempotency_wait_seconds: float = Field(default=10.0, gt=0)
-    # Input limits for public endpoints.
-    max_text_length: int = 4000
-    max_body_bytes: int = 64 * 1024
+    # Input limits for public endpoints. Below these bounds every message, or every POST
+    # with a body (Meta's and Telegram's webhooks included), would be refused.
+    max_text_length: int = Field(default=4000, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Abuse limits of the public endpoints (noclash.api.ratelimit), counted in the database
     # so that every process and host shares them: hits per fixed window, 0 disables one.
     rate_limit_window_seconds: int = Field(default=60, ge=1)

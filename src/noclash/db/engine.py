@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from noclash.config import Settings, normalise_database_url
 from noclash.db.dialects import _by_name
-from noclash.db.dialects.base import READ_ONLY_OPTION
+from noclash.db.dialects.base import READ_ONLY_OPTION, DatabaseUnavailable, UnsupportedDialect
 
 
-def create_engine(url: str, settings: Settings | None = None) -> Engine:
+def create_engine(
+    url: str, settings: Settings | None = None, *, must_exist: bool = False
+) -> Engine:
     """A SQLAlchemy engine for ``url`` with noclash's per-dialect settings.
 
     SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``; PostgreSQL gets a pool with
-    pre-ping. Both use the psycopg 3 / pysqlite drivers.
+    pre-ping. Both use the psycopg 3 / pysqlite drivers; a URL naming another database or
+    driver raises :class:`UnsupportedDialect` here, not an ImportError or a TypeError later.
+    ``must_exist``: a database that does not exist is an error instead of being created
+    (see :meth:`~noclash.db.dialects.base.Dialect.must_exist`).
     """
     settings = settings or Settings()
-    url = normalise_database_url(url)
-    name = sa.engine.make_url(url).get_backend_name()
-    dialect = _by_name(name)
+    try:
+        parsed = sa.engine.make_url(normalise_database_url(url))
+    except ArgumentError:
+        raise UnsupportedDialect(
+            "it is not a URL: write sqlite:///path/to/file.db or "
+            "postgresql://user@host/database"
+        ) from None
+    dialect = _by_name(parsed.get_backend_name())
+    dialect.check_url(parsed)
+    url = dialect.must_exist(parsed) if must_exist else parsed  # type: ignore[assignment]
     options = dialect.engine_options(
         pool_size=settings.pool_size,
         max_overflow=settings.pool_max_overflow,
@@ -27,6 +40,22 @@ def create_engine(url: str, settings: Settings | None = None) -> Engine:
     )
     engine = sa.create_engine(url, **options)
     dialect.configure_engine(engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    return engine
+
+
+def open_engine(url: str, settings: Settings | None = None, *, must_exist: bool = False) -> Engine:
+    """:func:`create_engine`, connected once: a database that cannot be opened (missing,
+    unreadable, not a database, a server that does not answer) raises
+    :class:`DatabaseUnavailable` with one line saying why, before any command's first query
+    fails with a traceback around it."""
+    engine = create_engine(url, settings, must_exist=must_exist)
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        engine.dispose()
+        message = _by_name(engine.dialect.name).open_error(exc.orig, engine.url)
+        raise DatabaseUnavailable(message) from None
     return engine
 
 

@@ -13,12 +13,32 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
 
 from noclash.db.dialects import dialect_for
 from noclash.db.engine import create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class UnknownRevision(Exception):
+    """The database is at a revision none of this noclash's migrations has: a newer
+    noclash migrated it, or it is another application's Alembic database. Nothing can
+    upgrade it (Alembic would fail with "Can't locate revision"), and serving it would
+    run this version's queries on a schema it does not know."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(
+            f"the database is at revision {revision}, which this noclash does not know "
+            "(a newer noclash, or another application's database)"
+        )
+        self.revision = revision
+
+
+class TargetBelowCurrent(Exception):
+    """``db upgrade`` was given a revision older than the database's: an upgrade never
+    goes down, and Alembic would do nothing and report success."""
 
 
 def _config() -> Config:
@@ -27,17 +47,62 @@ def _config() -> Config:
     return cfg
 
 
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    return _scripts().get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision as stored, known to this noclash or not (None: empty)."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _check_known(revision: str | None) -> str | None:
+    if revision is not None:
+        try:
+            _scripts().get_revision(revision)
+        except CommandError:
+            raise UnknownRevision(revision) from None
+    return revision
+
+
+def known_revision(engine: Engine) -> str | None:
+    """:func:`current_revision`, or :class:`UnknownRevision` for one this noclash lacks."""
+    return _check_known(current_revision(engine))
+
+
 def is_at_head(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision()
+    """Whether the database is at this noclash's newest migration; raises
+    :class:`UnknownRevision` for a revision it does not know, which "run `noclash db
+    upgrade` first" would not fix."""
+    return known_revision(engine) == head_revision()
+
+
+def _refuse_downgrade(current: str | None, target: str) -> None:
+    """Raise :class:`TargetBelowCurrent` when ``target`` is an ancestor of ``current``."""
+    if current is None:
+        return
+    scripts = _scripts()
+    try:
+        wanted = scripts.get_revision(target)
+    except CommandError:
+        return  # "head", relative or unknown targets: Alembic's own checks answer
+    if wanted is None or wanted.revision == current:
+        return
+    below = {r.revision for r in scripts.iterate_revisions(current, "base")}
+    if wanted.revision in below:
+        raise TargetBelowCurrent(
+            f"the database is at revision {current}, above {wanted.revision}: "
+            "`noclash db upgrade` never goes down"
+        )
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    return _check_known(MigrationContext.configure(conn).get_current_revision())
 
 
 def _run(engine: Engine, migrate: Callable[[Config], None]) -> None:
@@ -52,11 +117,22 @@ def _run(engine: Engine, migrate: Callable[[Config], None]) -> None:
 
 
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
-    _run(engine, lambda cfg: command.upgrade(cfg, revision))
+    """Migrate to ``revision``; :class:`UnknownRevision` for a database at a revision this
+    noclash does not know, :class:`TargetBelowCurrent` for a target below the database's."""
+
+    def migrate(cfg: Config) -> None:
+        _refuse_downgrade(_stored_revision(cfg.attributes["connection"]), revision)
+        command.upgrade(cfg, revision)
+
+    _run(engine, migrate)
 
 
 def downgrade_engine(engine: Engine, revision: str) -> None:
-    _run(engine, lambda cfg: command.downgrade(cfg, revision))
+    def migrate(cfg: Config) -> None:
+        _stored_revision(cfg.attributes["connection"])
+        command.downgrade(cfg, revision)
+
+    _run(engine, migrate)
 
 
 def upgrade(url: str, revision: str = "head") -> None:

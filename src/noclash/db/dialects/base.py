@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Execution option marking a connection that only reads (see noclash.db.engine.read_only).
@@ -21,7 +21,20 @@ READ_ONLY_OPTION = "noclash_read_only"
 
 
 class UnsupportedDialect(Exception):
-    """The database is neither SQLite nor PostgreSQL."""
+    """The database is neither SQLite nor PostgreSQL, or its URL names a driver or a kind of
+    database noclash cannot use (the message says what to write instead)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened: missing, unreadable, not a database, unreachable.
+    The message is one line for an operator, without SQL or parameters."""
+
+
+def driver_message(exc: BaseException) -> str:
+    """The driver's own message for ``exc`` on one line: SQLAlchemy's wrapper adds the
+    statement, its parameters and a link, and libpq's messages span lines."""
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split()) or type(orig).__name__
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,9 @@ class Dialect:
     # Parameters can be arrays that a statement turns into rows (``unnest``): a batch of
     # rows is one statement executed once, instead of one execution per row.
     supports_array_binds: ClassVar[bool] = False
+    # The one DBAPI driver noclash speaks to this database (SQLAlchemy's driver name): the
+    # per-connection settings and error parsing are written for it alone.
+    driver: ClassVar[str] = ""
 
     # -- statements -------------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
@@ -119,6 +135,27 @@ class Dialect:
         return False
 
     # -- engines and migrations -------------------------------------------------------------
+    def check_url(self, url: URL) -> None:
+        """Raise :class:`UnsupportedDialect` for a URL of this database that noclash cannot
+        use: another driver (its settings and error parsing are the wrong ones, or it is
+        not installed and the error would be an ImportError)."""
+        if url.get_driver_name() != self.driver:
+            raise UnsupportedDialect(
+                f"noclash connects to {self.name} with {self.driver}, not "
+                f"{url.get_driver_name()}: write the URL as {self.name}://..."
+            )
+
+    def must_exist(self, url: URL) -> URL:
+        """``url``, opened so that a database that does not exist is an error instead of
+        being created: for commands that only make sense on an existing database (a typo
+        in a path must not back up, or list the users of, a new empty file). A server
+        never creates a database on connect, so by default the URL is unchanged."""
+        return url
+
+    def open_error(self, exc: BaseException, url: URL) -> str:
+        """One line for an operator about ``exc``, raised while opening ``url``."""
+        return f"cannot open the database: {driver_message(exc)}"
+
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         """Keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
@@ -196,3 +233,12 @@ class MigrationCheckFailed(Exception):
 
 class BackupNotSupported(Exception):
     """This engine is backed up with its own tools; the message says which."""
+
+
+class BackupFailed(Exception):
+    """The copy could not be written (a full disk, an I/O error); nothing was left at the
+    target. The message is one line."""
+
+
+class BackupTargetExists(Exception):
+    """The backup's file appeared while it was being written; it was left alone."""

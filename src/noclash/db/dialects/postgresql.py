@@ -51,6 +51,8 @@ class PostgreSQLDialect(Dialect):
     supports_async_driver: ClassVar[bool] = True
     # unnest(%(ids)s::uuid[], ...): psycopg sends a Python list as an array.
     supports_array_binds: ClassVar[bool] = True
+    # psycopg 3 (noclash.config.normalise_database_url turns postgresql:// into it).
+    driver: ClassVar[str] = "psycopg"
 
     # Any constant works; this one spells "noclash" in ASCII, to be recognisable in pg_locks.
     MIGRATION_LOCK_KEY: ClassVar[int] = 0x6E6F636C617368

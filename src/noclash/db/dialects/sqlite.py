@@ -15,23 +15,31 @@ over while the rest starve.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote, unquote
 
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import SingletonThreadPool
 
 from noclash.db.dialects.base import (
     READ_ONLY_OPTION,
+    BackupFailed,
+    BackupTargetExists,
     Dialect,
     DriverUniqueError,
     MigrationCheckFailed,
+    UnsupportedDialect,
+    driver_message,
 )
 from noclash.db.dialects.sqlite_writers import QueuedConnection, connection_class
 
@@ -53,6 +61,8 @@ class SQLiteDialect(Dialect):
     server_generates_uuid4: ClassVar[bool] = False
     # SQLite's WITH clause only holds SELECTs.
     supports_dml_in_cte: ClassVar[bool] = False
+    # Python's sqlite3.
+    driver: ClassVar[str] = "pysqlite"
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)
@@ -78,6 +88,45 @@ class SQLiteDialect(Dialect):
             isinstance(exc, sqlite3.IntegrityError)
             and getattr(exc, "sqlite_errorcode", None) == _FOREIGN_KEY_CODE
         )
+
+    def check_url(self, url: URL) -> None:
+        super().check_url(url)
+        if _in_memory(url):
+            # Every pooled connection would open a database of its own, empty, and all of
+            # it is gone when the process exits.
+            raise UnsupportedDialect(
+                "an in-memory SQLite database (sqlite://) lasts one connection: give a file, "
+                "such as sqlite:///./noclash.db"
+            )
+
+    def must_exist(self, url: URL) -> URL:
+        """A ``file:`` URI with ``mode=rw``: SQLite opens the file for reading and writing
+        but never creates it."""
+        if _in_memory(url) or url.query.get("uri"):
+            return url
+        path = os.path.abspath(url.database or "")
+        return url.set(database="file:" + quote(path), query={**url.query, "mode": "rw",
+                                                               "uri": "true"})  # fmt: skip
+
+    def open_error(self, exc: BaseException, url: URL) -> str:
+        """sqlite3 says "unable to open database file" for a missing file, a missing
+        directory and a permission problem alike, without the path: say which."""
+        path = _path(url)
+        message = driver_message(exc)
+        if path is None:
+            return f"cannot open the SQLite database: {message}"
+        if not path.parent.is_dir():
+            return f"cannot open the SQLite database {path}: its directory does not exist"
+        if "unable to open" in message and not path.exists():
+            return f"the SQLite database {path} does not exist (check the path)"
+        if "not a database" in message:
+            return f"{path} is not a SQLite database ({message})"
+        if "unable to open" in message or "readonly" in message:
+            return (
+                f"cannot open the SQLite database {path}: {message} (noclash needs to read "
+                "and write the file and to create files beside it, in its directory)"
+            )
+        return f"cannot open the SQLite database {path}: {message}"
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         return {
@@ -183,14 +232,32 @@ class SQLiteDialect(Dialect):
     def backup(self, engine: Engine, target: str) -> None:
         """SQLite's online backup API: a consistent snapshot, WAL content included, taken
         while the server keeps writing (a plain file copy of ``noclash.db`` misses what is
-        still in ``noclash.db-wal``)."""
-        with engine.connect() as conn:
-            source = conn.connection.dbapi_connection
-            destination = sqlite3.connect(target)
-            try:
-                source.backup(destination)  # type: ignore[union-attr]
-            finally:
-                destination.close()
+        still in ``noclash.db-wal``).
+
+        The copy is written to a temporary file beside ``target`` and linked into place
+        only once complete and on disk: a backup that fails half-way (a full disk) leaves
+        no partial file that looks like a backup, nor one that blocks the retry. The link
+        fails if ``target`` appeared meanwhile (:class:`BackupTargetExists`): a backup
+        never overwrites."""
+        directory, name = os.path.split(os.path.abspath(target))
+        fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=directory)
+        os.close(fd)
+        try:
+            with engine.connect() as conn:
+                source = conn.connection.dbapi_connection
+                destination = sqlite3.connect(partial)
+                try:
+                    source.backup(destination)  # type: ignore[union-attr]
+                except sqlite3.Error as exc:  # the destination's: full, I/O error
+                    raise BackupFailed(f"the backup failed: {driver_message(exc)}") from None
+                finally:
+                    destination.close()
+            with open(partial, "rb+") as written:
+                os.fsync(written.fileno())
+            _place(partial, target)
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(partial)
 
     def settle(self, engine: Engine) -> None:
         """Move everything in the WAL into the main file and truncate the WAL, so that after
@@ -203,3 +270,30 @@ class SQLiteDialect(Dialect):
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
         engine.dispose()
 
+
+def _in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _path(url: URL) -> Path | None:
+    """The file of a SQLite URL (a plain path or a ``file:`` URI), absolute."""
+    database = url.database
+    if _in_memory(url) or not database:
+        return None
+    if url.query.get("uri") and database.startswith("file:"):
+        database = unquote(database[len("file:") :].split("?", 1)[0])
+    return Path(os.path.abspath(database))
+
+
+def _place(partial: str, target: str) -> None:
+    """Give the complete file ``partial`` the name ``target`` unless that exists."""
+    try:
+        os.link(partial, target)  # atomic, and fails if the name is taken
+    except FileExistsError:
+        raise BackupTargetExists(f"{target} exists: choose a new file") from None
+    except OSError:
+        # A file system without hard links: check, then rename (not atomic against
+        # another backup to the same name started in the same instant).
+        if os.path.lexists(target):
+            raise BackupTargetExists(f"{target} exists: choose a new file") from None
+        os.rename(partial, target)
