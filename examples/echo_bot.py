@@ -7,12 +7,18 @@ answers customer messages through noclash's API::
     export NOCLASH_URL=https://chat.example.com
     export NOCLASH_API_TOKEN=nc_...           # the chatbot owner's API token
     export NOCLASH_WEBHOOK_SECRET=whsec_...   # POST /api/chatbots/{id}/webhook-secret
-    python examples/echo_bot.py --port 8080
+    python examples/echo_bot.py --host 0.0.0.0 --port 8080
 
-then point the chatbot at it: ``PATCH /api/chatbots/{id}`` with
+It listens on 127.0.0.1 unless told otherwise (``--host`` or ``BOT_HOST``), which only
+this machine can reach: for noclash on another host to reach it, give it ``--host
+0.0.0.0`` (every interface) as above, or keep 127.0.0.1 behind a reverse proxy that
+serves ``https://bot.example.com/`` (TLS there, then plain HTTP to the bot). Then point
+the chatbot at that public URL: ``PATCH /api/chatbots/{id}`` with
 ``{"webhook_url": "https://bot.example.com/", "webhook_events": ["message.created"]}``
 (it answers customer messages only, so the other types need not be sent to it; it
-answers 2xx to any it gets anyway).
+answers 2xx to any it gets anyway). A bot on the same machine as noclash can keep
+127.0.0.1, with ``"webhook_url": "http://127.0.0.1:8080/"``, but noclash refuses a
+loopback or private address unless it runs with ``NOCLASH_ALLOW_PRIVATE_WEBHOOKS=1``.
 
 noclash sends an event until the bot answers 2xx, so the bot will see some events more
 than once (its answer was lost, it was slower than noclash waits, it failed). What keeps
