@@ -80,7 +80,11 @@ def test_serve_migrates_an_empty_sqlite_file_and_prints_an_admin_token(tmp_path)
         assert r.status_code == 201
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        rest, errors = proc.communicate(timeout=20)
+    # The token is the only stdout, whatever was served: the access log goes to stderr
+    # (`serve > admin-token.txt` grew a line per request).
+    assert rest == ""
+    assert '"POST /api/chatbots HTTP/1.1" 201' in errors
     # A second start finds users and creates no new admin.
     proc = subprocess.Popen(
         [*NOCLASH, "serve", "--port", str(free_port())],
@@ -95,6 +99,17 @@ def test_serve_migrates_an_empty_sqlite_file_and_prints_an_admin_token(tmp_path)
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert out.strip() == ""
+
+
+def test_the_admin_can_be_made_before_the_first_start_on_sqlite(tmp_path):
+    """docs/deployment.md: `noclash user create --admin` before the first start. On an
+    embedded database that does not exist yet it creates and migrates it, as serve would
+    (it said the database does not exist)."""
+    url = f"sqlite:///{tmp_path / 'first.db'}"
+    made = _run("user", "create", "--admin", "ops@example.com", url=url)
+    assert made.returncode == 0, made.stderr
+    assert re.fullmatch(r"nc_[0-9a-f]{32}", made.stdout.strip())
+    assert "ops@example.com\tyes" in _run("user", "list", url=url).stdout
 
 
 def test_serve_refuses_an_unmigrated_postgresql(fresh_pg_url):

@@ -93,6 +93,26 @@ def _open(database_url: str | None, *, must_exist: bool = True, at_head: bool = 
     return engine
 
 
+def _open_embedded_or_migrated(database_url: str | None) -> Engine:
+    """As :func:`_open`, but an embedded database (SQLite, which `serve` creates and
+    migrates itself) is created and migrated here too; a server database must have been
+    migrated (`noclash db upgrade`)."""
+    from noclash.db.dialects import dialect_for
+    from noclash.db.migrate import is_at_head, upgrade_engine
+
+    engine = _open(database_url, must_exist=False, at_head=False)
+    try:
+        if dialect_for(engine).embedded:
+            upgrade_engine(engine)
+        elif not is_at_head(engine):
+            _err("the database is not at the latest migration: run `noclash db upgrade` first")
+            raise typer.Exit(EXIT_UNUSABLE)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
 def _setting_errors(exc: Any) -> str:
     """A pydantic ValidationError of :class:`Settings` as one line naming each variable."""
     parts = []
@@ -356,11 +376,13 @@ def user_create(
     admin: Annotated[bool, typer.Option(help="Make the user an administrator.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Create a user and print its API token, and only it, on stdout."""
+    """Create a user and print its API token, and only it, on stdout. On an embedded
+    database (SQLite) that does not exist yet, it is created and migrated first, as
+    `serve` would, so the administrator can be made before the first start."""
     from noclash.chat.users import InvalidEmail, create_user
     from noclash.unique import UniqueViolation
 
-    engine = _open(database_url)
+    engine = _open_embedded_or_migrated(database_url)
     try:
         _user, token = create_user(engine, email, is_admin=admin)
     except UniqueViolation:

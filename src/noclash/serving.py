@@ -114,9 +114,12 @@ def logging_config() -> dict[str, Any]:
     """uvicorn's logging configuration plus noclash's loggers on the same stderr handler.
 
     Without it ``noclash.*`` records below WARNING go nowhere (Python's last-resort
-    handler prints warnings only), and warnings are printed without a level prefix.
+    handler prints warnings only), and warnings are printed without a level prefix. The
+    access log goes to stderr too: stdout is the admin token alone (``noclash serve >
+    admin-token.txt``), and uvicorn's default wrote a line there for every request.
     """
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config["loggers"]["noclash"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
