@@ -1,4 +1,4 @@
-"""The pages' answers to a review, in a real Chromium, on SQLite and PostgreSQL.
+"""The pages' answers to a review, in a real Chromium (on SQLite: see pytestmark below).
 
 Each test is one defect the review reproduced (tests/test_pages_browser.py has the set-up:
 the app, a real dispatcher, the loopback Telegram and Debian's chromium): a reply refused
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, Route, expect
 
@@ -30,6 +31,11 @@ from tests.test_pages_browser import (
     _widget,
     _widget_session,
 )
+
+# On SQLite alone: what these check is the pages' own behaviour (their scripts, against
+# the same API), which the engine does not change; tests/test_pages_browser.py runs the
+# issue's scenarios on both engines, and the API's answers are tested on both elsewhere.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 # The fixtures of tests/test_pages_browser.py, here by the same names.
 browser, stack, page = pages.browser, pages.stack, pages.page

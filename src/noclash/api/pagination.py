@@ -64,20 +64,20 @@ def optional_id(
 # name every list takes for next_cursor, so one paginator serves them all.
 CURSOR_ALIAS = Query(
     None,
-    description="next_cursor of the previous page: the same as after (one or the other).",
+    description="next_cursor of the previous page (given with after, it wins: the "
+    "list goes on from it).",
     json_schema_extra=ID_OR_EMPTY,
 )
 
 
 def after_or_cursor(after: str | None, cursor: str | None, what: str) -> UUID | None:
-    """The id a list starts after, given as ``after`` or as ``cursor`` (the name of every
-    other list's next_cursor; ignored, a generic paginator fetched the first page forever).
-    Both, naming different ids, is a 422 naming ``cursor``."""
+    """The id a list starts after: ``cursor`` when given (the name of every other list's
+    next_cursor; ignored here, a generic paginator fetched the first page forever), else
+    ``after``. A paginator that keeps the first request's ``after`` and adds the
+    ``cursor`` it was given is continuing from that cursor, so the cursor wins."""
     start = optional_id(after, "after", what)
     following = optional_id(cursor, "cursor", "one this API returned")
-    if start is not None and following is not None and start != following:
-        raise InvalidInput("give after or cursor, not two different ids", field="cursor")
-    return start or following
+    return following if following is not None else start
 
 
 async def page_params(
