@@ -196,6 +196,9 @@ def test_head_is_answered_as_get_without_a_body(setup):
     stream = client.head("/api/stream", params={"chatbot_id": bot["id"]}, timeout=10)
     assert stream.status_code == 200 and stream.content == b""
     assert stream.headers["content-type"].startswith("text/event-stream")
+    # At its head: not at the first keep-alive ping, 15 s later (nor does the next request
+    # on the connection wait that long).
+    assert stream.elapsed.total_seconds() < 5
     # The pages, outside the API's description, name their methods in a 405 too.
     refused = client.delete("/inbox")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"

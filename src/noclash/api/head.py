@@ -6,13 +6,15 @@ link checkers send ``HEAD``). Here a ``HEAD`` request runs as a ``GET`` through 
 layer (authentication, rate limits, CORS), and the client gets that answer's status and
 headers, ``Content-Length`` included, and no body.
 
-An event stream never ends by itself: its ``HEAD`` ends at the answer's head. The body
-is closed at once, and the server then tells the route that the client has gone (a
-finished answer's ``receive`` says ``http.disconnect``), so the stream stops.
+An event stream never ends by itself: its ``HEAD`` ends at the answer's head. An answer
+without ``Content-Length`` (a stream) is closed as soon as its head is sent, and the route
+is cancelled; left running, it held the connection (and the client's next request on it)
+until its first event or keep-alive ping, seconds later.
 """
 
 from __future__ import annotations
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -25,16 +27,26 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
         ended = False
+        async with anyio.create_task_group() as group:
 
-        async def head_only(message: Message) -> None:
-            nonlocal ended
-            if message["type"] == "http.response.start":
-                await send(message)
-            elif message["type"] == "http.response.body" and not ended:
-                ended = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            async def end() -> None:
+                nonlocal ended
+                if not ended:
+                    ended = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app({**scope, "method": "GET"}, receive, head_only)
+            async def head_only(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await send(message)
+                    if not any(k.lower() == b"content-length" for k, _ in message["headers"]):
+                        # A stream (no length): its head is all there is to answer, and
+                        # its body may not begin for seconds. Nothing more will be sent.
+                        await end()
+                        group.cancel_scope.cancel()
+                elif message["type"] == "http.response.body":
+                    await end()
+
+            await self.app({**scope, "method": "GET"}, receive, head_only)
 
 
 __all__ = ["HeadAsGet"]
