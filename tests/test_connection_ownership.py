@@ -233,3 +233,42 @@ def test_a_keyed_create_takes_no_lock_while_the_platform_is_asked(database_url):
         assert again.headers["idempotent-replayed"] == "true"
         assert again.json() == answers["keyed"].json()
         assert asked() == 1  # the replay did not ask the platform again
+
+
+def test_concurrent_copies_of_a_keyed_create_that_asks_the_platform_make_one(stack):
+    """16 copies of one keyed connection create, released together: each asks the
+    platform before it reaches the database (the key is claimed at the route's first
+    database call), then one claims the key and the others find it decided there and
+    replay its answer. One connection; sixteen identical 201s."""
+    bot = stack.chatbot()
+    telegram_bot = stack.telegram.add_bot(7002)
+    url = f"/api/chatbots/{bot['id']}/connections"
+    body = {"channel": "telegram", "external_id": "7002", "secret": "s3cret",
+            "access_token": telegram_bot.token}  # fmt: skip
+    copies = 16
+    barrier = threading.Barrier(copies)
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        client = stack.server.client(stack.token)
+        barrier.wait()
+        answer = client.post(url, json=body, headers={"Idempotency-Key": "race-7002"})
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=post) for _ in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [a.status_code for a in answers] == [201] * copies, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == copies - 1
+    with stack.server.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(sa.func.count()).select_from(connections).where(
+                connections.c.external_id == "7002"
+            )
+        ).scalar_one()
+    assert stored == 1

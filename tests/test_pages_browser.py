@@ -207,6 +207,18 @@ def _sign_in(stack: Stack, page: Page, path: str = "/inbox") -> None:
     expect(page.locator("#app-view")).to_be_visible()
 
 
+def _inbox_at(stack: Stack, page: Page, conversation: dict) -> None:
+    """Signed in, on ``conversation``'s page of the inbox."""
+    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+
+
+def _reply(page: Page, text: str) -> None:
+    """Type ``text`` into the inbox's reply box and send it with Ctrl+Enter."""
+    box = page.get_by_label("Reply")
+    box.fill(text)
+    box.press("Control+Enter")
+
+
 def _telegram_customer(stack: Stack, chat_id: int = 5550001) -> tuple[dict, dict]:
     bot = stack.chatbot(name="Support")
     connection, _token = stack.telegram_connection(bot["id"])
@@ -232,7 +244,7 @@ def test_a_former_slug_address_shows_the_conversation_at_its_current_one(stack, 
     renamed = stack.api.patch(f"/api/conversations/{conversation['id']}",
                               json={"title": "Parcel lost in Lyon"}).json()  # fmt: skip
     assert renamed["slug"] != conversation["slug"]
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+    _inbox_at(stack, page, conversation)
     expect(page.locator("#thread-title")).to_have_text("Parcel lost in Lyon")
     expect(page).to_have_url(f"{stack.server.base_url}/inbox/{conversation['chatbot_id']}/"
                              f"{renamed['slug']}")  # fmt: skip
@@ -241,7 +253,7 @@ def test_a_former_slug_address_shows_the_conversation_at_its_current_one(stack, 
 def test_a_reply_sent_twice_over_a_flaky_network_is_one_reply_delivered_once(stack, page):
     _connection, conversation = _telegram_customer(stack)
     statuses = _lose_first_answer(page, f"**/api/conversations/{conversation['id']}/messages")
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+    _inbox_at(stack, page, conversation)
     page.get_by_label("Reply").fill("On its way!")
     page.get_by_role("button", name="Send").dblclick()
     expect(page.locator("#thread-alert")).to_contain_text("not sent")
@@ -257,9 +269,8 @@ def test_a_reply_sent_twice_over_a_flaky_network_is_one_reply_delivered_once(sta
 def test_a_failed_delivery_shows_the_platforms_error_and_retry_sends_it(stack, page):
     _connection, conversation = _telegram_customer(stack)
     stack.telegram.fail_next(1, *TELEGRAM_BLOCKED)
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
-    page.get_by_label("Reply").fill("hello?")
-    page.get_by_label("Reply").press("Control+Enter")
+    _inbox_at(stack, page, conversation)
+    _reply(page, "hello?")
     failed = page.locator("#messages .message.out .delivery")
     expect(failed).to_contain_text("Failed: Telegram error 403: Forbidden: bot was blocked")
     failed.get_by_role("button", name="Retry").click()
@@ -323,8 +334,7 @@ def test_replies_and_visitor_messages_appear_live_within_two_seconds(stack, brow
     conversation = stack.api.get(f"/api/conversations/{session['conversation_id']}").json()
     _sign_in(stack, page, f"/inbox/{bot['id']}/{conversation['slug']}")
     expect(page.locator("#messages .message.in")).to_have_text(["hello, anyone?"])
-    page.get_by_label("Reply").fill("Hi! I am here.")
-    page.get_by_label("Reply").press("Control+Enter")
+    _reply(page, "Hi! I am here.")
     expect(_widget(visitor).locator(".msg.out")).to_have_text(["Hi! I am here."], timeout=2000)
     _say(_widget(visitor), "great, thanks")
     expect(page.locator("#messages .message.in")).to_have_text(

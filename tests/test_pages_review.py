@@ -22,7 +22,9 @@ from tests import test_pages_browser as pages
 from tests.support.platforms import TELEGRAM_BLOCKED, telegram_error
 from tests.test_pages_browser import (
     _count,
+    _inbox_at,
     _lose_first_answer,
+    _reply,
     _say,
     _sign_in,
     _start,
@@ -78,7 +80,7 @@ def test_a_reply_refused_because_the_conversation_was_closed_can_be_sent_after_r
 ):
     _connection, conversation = _telegram_customer(stack)
     page.route("**/api/stream*", lambda route: route.abort())  # the close is not announced
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+    _inbox_at(stack, page, conversation)
     expect(page.locator("#messages .message.in")).to_have_text(["my parcel?"])
     stack.api.post(f"/api/conversations/{conversation['id']}/close")  # closed elsewhere
     statuses = _posts(page)
@@ -100,7 +102,7 @@ def test_a_reply_refused_because_the_conversation_was_closed_can_be_sent_after_r
 def test_an_edited_reply_after_a_lost_answer_is_a_new_reply(stack, page):
     _connection, conversation = _telegram_customer(stack)
     statuses = _lose_first_answer(page, f"**/api/conversations/{conversation['id']}/messages")
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+    _inbox_at(stack, page, conversation)
     page.get_by_label("Reply").fill("On its way")
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#thread-alert")).to_contain_text("not sent")
@@ -135,7 +137,7 @@ def test_the_list_shows_the_newest_of_more_than_200_conversations(stack, page):
 def test_a_reply_typed_on_while_the_previous_one_is_sent_is_kept(stack, page):
     _connection, conversation = _telegram_customer(stack)
     page.add_init_script(SLOW_SENDS)
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
+    _inbox_at(stack, page, conversation)
     expect(page.locator("#messages .message.in")).to_have_text(["my parcel?"])
     box = page.get_by_label("Reply")
     box.fill("Let me check.")
@@ -153,9 +155,8 @@ def test_the_thread_is_not_rebuilt_while_a_reply_is_queued(stack, page):
     stack.telegram.fail_next(
         1, 429, telegram_error(429, "Too Many Requests: retry after 120", retry_after=120)
     )
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
-    page.get_by_label("Reply").fill("Let me check")
-    page.get_by_label("Reply").press("Control+Enter")
+    _inbox_at(stack, page, conversation)
+    _reply(page, "Let me check")
     expect(page.locator("#messages .message.out .delivery")).to_have_text("Queued")
     page.wait_for_timeout(500)
     page.evaluate("""() => { window.__added = 0;
@@ -177,9 +178,8 @@ def test_the_thread_is_not_rebuilt_while_a_reply_is_queued(stack, page):
 def test_retry_pressed_with_enter_keeps_the_keyboard_focus(stack, page):
     _connection, conversation = _telegram_customer(stack)
     stack.telegram.fail_next(1, *TELEGRAM_BLOCKED)
-    _sign_in(stack, page, f"/inbox/{conversation['chatbot_id']}/{conversation['slug']}")
-    page.get_by_label("Reply").fill("hello?")
-    page.get_by_label("Reply").press("Control+Enter")
+    _inbox_at(stack, page, conversation)
+    _reply(page, "hello?")
     delivery = page.locator("#messages .message.out .delivery")
     expect(delivery).to_contain_text("Failed")
     retry = delivery.get_by_role("button", name="Retry")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -71,46 +71,42 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _open(database_url: str | None, *, must_exist: bool = True, at_head: bool = True) -> Engine:
+def _open(
+    database_url: str | None,
+    *,
+    must_exist: bool = True,
+    at_head: bool = True,
+    migrate_embedded: bool = False,
+) -> Engine:
     """An engine on the configured database, connected once, for a command that works on
     noclash's tables. ``must_exist``: a SQLite path that does not exist is an error, not
     a new empty database (a typo must not list, or back up, a stray file). ``at_head``: a
     database that is not migrated is refused with what to run, before a query fails on a
     missing table; :func:`~noclash.db.migrate.is_at_head` also refuses a revision this
-    noclash does not know. Failures raise; :func:`main` turns them into one line."""
+    noclash does not know. ``migrate_embedded``: an embedded database (SQLite, which
+    `serve` creates and migrates itself) is migrated here instead, so `user create` can
+    make the administrator before the first start. Failures raise; :func:`main` turns
+    them into one line."""
+    from noclash.db.dialects import dialect_for
     from noclash.db.engine import open_engine
-    from noclash.db.migrate import is_at_head
+    from noclash.db.migrate import is_at_head, upgrade_engine
 
     settings = _settings(database_url)
     engine = open_engine(settings.sqlalchemy_url, settings, must_exist=must_exist)
     try:
-        if at_head and not is_at_head(engine):
-            _err("the database is not at the latest migration: run `noclash db upgrade` first")
-            raise typer.Exit(EXIT_UNUSABLE)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
-
-
-def _open_embedded_or_migrated(database_url: str | None) -> Engine:
-    """As :func:`_open`, but an embedded database (SQLite, which `serve` creates and
-    migrates itself) is created and migrated here too; a server database must have been
-    migrated (`noclash db upgrade`)."""
-    from noclash.db.dialects import dialect_for
-    from noclash.db.migrate import is_at_head, upgrade_engine
-
-    engine = _open(database_url, must_exist=False, at_head=False)
-    try:
-        if dialect_for(engine).embedded:
+        if migrate_embedded and dialect_for(engine).embedded:
             upgrade_engine(engine)
-        elif not is_at_head(engine):
-            _err("the database is not at the latest migration: run `noclash db upgrade` first")
-            raise typer.Exit(EXIT_UNUSABLE)
+        elif at_head and not is_at_head(engine):
+            _refuse_unmigrated()
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _refuse_unmigrated() -> NoReturn:
+    _err("the database is not at the latest migration: run `noclash db upgrade` first")
+    raise typer.Exit(EXIT_UNUSABLE)
 
 
 def _setting_errors(exc: Any) -> str:
@@ -277,8 +273,7 @@ def serve(
     if migrate if migrate is not None else dialect.embedded:
         upgrade_engine(engine)
     elif not is_at_head(engine):
-        _err("the database is not at the latest migration: run `noclash db upgrade` first")
-        raise typer.Exit(EXIT_UNUSABLE)
+        _refuse_unmigrated()
     created = bootstrap_admin(engine)
     if created is not None:
         email, token = created
@@ -382,7 +377,7 @@ def user_create(
     from noclash.chat.users import InvalidEmail, create_user
     from noclash.unique import UniqueViolation
 
-    engine = _open_embedded_or_migrated(database_url)
+    engine = _open(database_url, must_exist=False, migrate_embedded=True)
     try:
         _user, token = create_user(engine, email, is_admin=admin)
     except UniqueViolation:

@@ -8,7 +8,9 @@ import hashlib
 import sqlalchemy as sa
 
 from noclash.config import normalise_database_url
+from noclash.doctor import diagnose, repair
 from noclash.doctor.catalog import BACKUP_TABLE
+from noclash.doctor.model import Finding
 
 
 def snapshot(url: str) -> dict[str, dict[str, object]]:
@@ -55,3 +57,15 @@ def run_sql(url: str, *statements: str, autocommit: bool = False) -> None:
                     conn.exec_driver_sql(s)
     finally:
         engine.dispose()
+
+
+def assert_tokens_left_to_a_person(url: str, says: str) -> Finding:
+    """The weak-token finding of ``url`` names no repair and says why (``says``), and
+    ``repair --apply`` plans nothing and changes no row; the finding, for its fix SQL."""
+    before = snapshot(url)
+    [weak] = [f for f in diagnose(url).findings if f.check == "weak-tokens"]
+    assert weak.fix.repair is None
+    assert says in weak.message
+    assert repair(url, apply=True).actions == []
+    assert snapshot(url) == before
+    return weak

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from noclash.doctor import diagnose, repair
-from tests.doctor.helpers import run_sql, snapshot
+from tests.doctor.helpers import assert_tokens_left_to_a_person, run_sql, snapshot
 
 # 500 six-character hex tokens under a unique index: weak by the birthday bound.
 WEAK = "substr(md5('t' || g), 1, 6)"
@@ -72,13 +72,7 @@ def test_token_column_too_short_for_a_uuid(fresh_pg_url: str) -> None:
         "CONSTRAINT invites_code_uniq UNIQUE (code) DEFERRABLE INITIALLY DEFERRED)",
         f"INSERT INTO invites (code) SELECT {WEAK} FROM generate_series(1, 500) g",
     )
-    before = snapshot(fresh_pg_url)
-    [weak] = [f for f in diagnose(fresh_pg_url).findings if f.check == "weak-tokens"]
-    assert weak.fix.repair is None
-    assert "at most 8 characters" in weak.message
-    result = repair(fresh_pg_url, apply=True)
-    assert not result.actions
-    assert snapshot(fresh_pg_url) == before
+    weak = assert_tokens_left_to_a_person(fresh_pg_url, "at most 8 characters")
     # The SQL to run by hand widens the column first, and then works.
     run_sql(fresh_pg_url, *(s.replace(" CONCURRENTLY", "") for s in weak.fix.statements))
     assert not [f for f in diagnose(fresh_pg_url).findings if f.check == "weak-tokens"]
@@ -119,13 +113,7 @@ def test_token_a_foreign_key_references(fresh_pg_url: str, reference: str) -> No
         f"cart_token varchar(40) REFERENCES carts (cart_token) {reference})",
         "INSERT INTO cart_items (cart_token) SELECT cart_token FROM carts",
     )
-    before = snapshot(fresh_pg_url)
-    [weak] = [f for f in diagnose(fresh_pg_url).findings if f.check == "weak-tokens"]
-    assert weak.fix.repair is None
-    assert "foreign key references carts.cart_token" in weak.message
-    result = repair(fresh_pg_url, apply=True)
-    assert not result.actions
-    assert snapshot(fresh_pg_url) == before
+    assert_tokens_left_to_a_person(fresh_pg_url, "foreign key references carts.cart_token")
 
 
 def test_lint_skips_copy_data_of_a_pg_dump() -> None:
