@@ -10,11 +10,12 @@ This package knows nothing of chat; noclash's domain code is built on it.
 from noclash.unique.claim import insert_or_get
 from noclash.unique.errors import ClaimNotSettled, UniqueError, UniqueViolation
 from noclash.unique.ids import parse_uuid, uuid4, uuid7
-from noclash.unique.keys import UniqueKey, find_key, unique_keys
+from noclash.unique.keys import KeyRef, UniqueKey, find_key, unique_keys
 from noclash.unique.translate import translate, translating
 
 __all__ = [
     "ClaimNotSettled",
+    "KeyRef",
     "UniqueError",
     "UniqueKey",
     "UniqueViolation",

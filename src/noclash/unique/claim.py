@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Index, Row, UniqueConstraint, and_, select
+from sqlalchemy import Row, Table, and_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from noclash.db.dialects import dialect_for
 from noclash.unique.errors import ClaimNotSettled
-from noclash.unique.keys import UniqueKey, find_key
+from noclash.unique.keys import KeyRef, UniqueKey, find_key
 from noclash.unique.translate import translate
 
 DEFAULT_ATTEMPTS = 5
@@ -34,10 +34,10 @@ DEFAULT_ATTEMPTS = 5
 
 def insert_or_get(
     conn: Connection,
-    table: Any,
+    table: Table,
     values: Mapping[str, Any],
     *,
-    key: str | Index | UniqueConstraint | UniqueKey,
+    key: KeyRef | UniqueKey,
     lock: bool = False,
     attempts: int = DEFAULT_ATTEMPTS,
 ) -> tuple[Row[Any], bool]:
@@ -46,8 +46,19 @@ def insert_or_get(
     ``created`` is true only when this call's INSERT wrote the row. ``lock=True`` reads an
     existing winner ``FOR UPDATE`` (PostgreSQL; SQLite's write transaction already
     excludes other writers). The call belongs in the caller's transaction.
+
+    ``key`` is the key's name, its columns (for one left unnamed), the declared ``Index``
+    or constraint, or a :class:`UniqueKey`; an expression index (``lower(slug)``) is
+    targeted and read by its expressions.
     """
     unique = find_key(table, key)
+    if not unique.columns:
+        # An index on text() names no column: there is nothing to read the winner by, and
+        # an ON CONFLICT without a target would absorb a clash on any key of the table.
+        raise ValueError(
+            f"{table.name}: key {unique.name} is on an expression that names no column; "
+            "declare it with column expressions (sa.func.lower(table.c.slug))"
+        )
     dialect = dialect_for(conn)
     where = unique.where_for(dialect.name)
     missing = [c for c in unique.columns if c not in values]
@@ -57,10 +68,10 @@ def insert_or_get(
     insert = (
         dialect.insert(table)
         .values(dict(values))
-        .on_conflict_do_nothing(index_elements=list(unique.columns), index_where=where)
+        .on_conflict_do_nothing(index_elements=unique.conflict_target(), index_where=where)
         .returning(*table.c)
     )
-    match = [table.c[c] == values[c] for c in unique.columns]
+    match = unique.matches(values)
     if where is not None:
         match.append(where)
     read = select(table).where(and_(*match)).limit(1)

@@ -40,6 +40,10 @@ and the table is the caller's, with these columns (noclash's is ``idempotency_ke
     id (uuid, primary key), scope, key (UNIQUE (scope, key)), method, path, request_hash,
     response_status (NULL until completed), response_headers (JSON), response_body (bytes),
     created_at, expires_at (timezone-aware timestamps)
+
+Text columns may be ``Text`` or ``String`` of any length (a length, where declared, bounds
+``scope`` and ``path``); a ``DateTime(timezone=True)`` read back naive, as SQLite returns
+it, is taken as the UTC this module wrote.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +62,7 @@ from sqlalchemy.exc import DBAPIError
 
 from noclash.db.dialects import dialect_for
 from noclash.db.types import utcnow
+from noclash.unique.errors import UniqueError
 from noclash.unique.ids import uuid7
 
 MAX_KEY_LENGTH = 255
@@ -66,8 +71,11 @@ DEFAULT_LEASE = timedelta(minutes=5)
 _ATTEMPTS = 5
 
 
-class InvalidIdempotencyKey(ValueError):
-    """The key is empty, too long or not printable ASCII (RFC 9110 field value rules)."""
+class InvalidIdempotencyKey(UniqueError, ValueError):
+    """The key is empty, too long or not printable ASCII (RFC 9110 field value rules).
+
+    A :class:`UniqueError`, so ``except UniqueError`` catches everything this package
+    raises about data; still a ``ValueError``, as it always was."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,18 @@ class Mismatch:
 
 
 Outcome = Claimed | Replay | InProgress | Mismatch
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime.
+
+    The caller's table may declare its timestamps ``DateTime(timezone=True)``: SQLite then
+    stores the UTC wall-clock time this module binds without its offset and hands back a
+    naive datetime, which Python refuses to compare with an aware ``now`` (a TypeError on
+    every retry of a stored key). A naive value read back is therefore UTC; a ``now`` in
+    another zone is moved to UTC before it is bound, so SQLite's text compares right.
+    """
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def check_key(key: str) -> str:
@@ -163,10 +183,11 @@ def claim(
     """
     check_key(key)
     for column, value in (("scope", scope), ("path", path)):
-        limit = table.c[column].type.length
-        if not value or len(value) > limit:
-            raise ValueError(f"{column} must be 1 to {limit} characters")
-    now = now or utcnow()
+        # A Text column (or String without a length) has no limit to check against.
+        limit = getattr(table.c[column].type, "length", None)
+        if not value or (limit is not None and len(value) > limit):
+            raise ValueError(f"{column} must be 1 to {limit or 'any number of'} characters")
+    now = _utc(now or utcnow())
     dialect = dialect_for(conn)
     fresh = {
         "method": method.upper(),
@@ -216,8 +237,9 @@ def _claim(
         row = conn.execute(sa.select(table).where(where_key)).first()
         if row is None:  # purged between our INSERT and this read: try again
             continue
-        stale = row.response_status is None and row.created_at <= now - lease
-        if row.expires_at <= now or stale:
+        created_at, expires_at = _utc(row.created_at), _utc(row.expires_at)
+        stale = row.response_status is None and created_at <= now - lease
+        if expires_at <= now or stale:
             # Replace in one statement conditioned on what we saw, so of two concurrent
             # replacers exactly one matches; the loser loops and reads the winner's row.
             replaced = conn.execute(
@@ -241,7 +263,7 @@ def _claim(
         if row.request_hash != fresh["request_hash"]:
             return Mismatch(row.method, row.path)
         if row.response_status is None:
-            return InProgress(row.created_at)
+            return InProgress(created_at)
         return _replay(row)
     # Every attempt lost a race to a replacer or a purge: report it as in progress, the
     # caller's answer (409, retry later) is right for a key that busy.
@@ -287,7 +309,9 @@ def peek(
     fail when the service is down, when its answer is already stored.
     """
     row = lookup(conn, table, scope=scope, key=key)
-    if row is None or row.response_status is None or row.expires_at <= (now or utcnow()):
+    if row is None or row.response_status is None:
+        return None
+    if _utc(row.expires_at) <= _utc(now or utcnow()):
         return None
     if row.request_hash != request_hash:
         return Mismatch(row.method, row.path)
@@ -308,7 +332,7 @@ def purge_expired(
     conn: Connection, table: Table, *, now: datetime | None = None, limit: int = 1000
 ) -> int:
     """Delete up to ``limit`` expired keys (expired ones are also replaced on reuse)."""
-    now = now or utcnow()
+    now = _utc(now or utcnow())
     ids = sa.select(table.c.id).where(table.c.expires_at <= now).limit(limit)
     return conn.execute(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery()))).rowcount
 

@@ -42,7 +42,7 @@ def translate(exc: BaseException, metadata: MetaData | None = None) -> UniqueVio
     key = None
     if metadata is not None:
         if found.constraint:
-            key = key_by_name(metadata, found.constraint)
+            key = key_by_name(metadata, found.constraint, found.table, found.columns)
         elif found.table:
             key = key_by_columns(metadata, found.table, found.columns)
     if key is not None:
