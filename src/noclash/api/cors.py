@@ -3,7 +3,8 @@
 The widget runs on other sites' pages, so its API (``/api/widget/{public_token}/...`` and
 ``/api/public/chatbots/{public_token}``) is called cross-origin. A chatbot's
 ``allowed_origins`` (a list of ``scheme://host[:port]``) says which pages may; none set
-means any page may (the docs say so). For a request carrying ``Origin``:
+(null) means any page may, an empty list that none may (the docs say so). For a request
+carrying ``Origin``:
 
 - allowed: the answer carries ``Access-Control-Allow-Origin: <that origin>`` (never ``*``
   with a list, ``Vary: Origin`` always), and a preflight (``OPTIONS`` with
@@ -49,8 +50,11 @@ PREFLIGHT_MAX_AGE = "600"
 
 
 def origin_allowed(allowed: list[str] | None, origin: str) -> bool:
-    """``origin`` may use a chatbot whose list is ``allowed`` (None or empty: any)."""
-    return not allowed or origin.lower() in allowed
+    """``origin`` may use a chatbot whose list is ``allowed``: None (never set, or cleared
+    with null) lets any origin; a list, the empty one included, only its own. An owner
+    who empties the list has taken every site off it: reading ``[]`` as "any" would
+    open the widget to every page at the moment its owner meant to close it."""
+    return allowed is None or origin.lower() in allowed
 
 
 class WidgetCORSMiddleware:

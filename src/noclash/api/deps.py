@@ -75,9 +75,10 @@ async def still_valid(scope: Scope, digest: str) -> bool:
     cache: TokenCache = state.token_cache
     if cache.get(digest) is not None:
         return True
+    generation = cache.generation
     user = await anyio.to_thread.run_sync(lookup_token, state.engine, digest)
     if user is not None:
-        cache.put(digest, user)
+        cache.put(digest, user, generation)
     return user is not None
 
 
@@ -91,9 +92,10 @@ async def _lookup(scope: Scope) -> User | None:
     user = cache.get(digest)
     if user is None:
         # The lookup blocks on the database: run it off the event loop.
+        generation = cache.generation
         user = await anyio.to_thread.run_sync(lookup_token, state.engine, digest)
         if user is not None:
-            cache.put(digest, user)
+            cache.put(digest, user, generation)
     if user is None:
         raise Unauthenticated("the bearer token is not valid")
     return user

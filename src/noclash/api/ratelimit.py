@@ -37,8 +37,11 @@ What is limited:
 
 The client address is ``scope["client"]``: the peer, or the client an ``X-Forwarded-For``
 names when the peer is a trusted proxy (``NOCLASH_TRUSTED_PROXIES``, applied by the server,
-see :mod:`noclash.serving`). IPv6 addresses are counted per /64, the block one subscriber
-is given, so rotating through it does not multiply the budget.
+see :mod:`noclash.serving`). With ``*`` (any peer is a proxy) it is the rightmost entry of
+``X-Forwarded-For``, the one the connecting proxy wrote, and not uvicorn's choice then,
+the leftmost, which the client writes (:func:`client_address`). IPv6 addresses are counted
+per /64, the block one subscriber is given, so rotating through it does not multiply the
+budget.
 
 When the counter cannot be reached (the database is down, the pool is exhausted) the
 request goes through: the route then answers from the same database, 503 if it is really
@@ -166,9 +169,33 @@ class FixedWindowCounter:
         return result.rowcount
 
 
-def client_address(scope: Scope) -> str | None:
-    """The key a client is counted under: its IPv4 address or its IPv6 /64."""
+def _last_forwarded(scope: Scope) -> str | None:
+    """The rightmost address in the request's ``X-Forwarded-For`` (every such header, in
+    order), without a port or brackets; None when there is none."""
+    values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+    entries = [e.strip() for e in ",".join(values).split(",") if e.strip()]
+    if not entries:
+        return None
+    last = entries[-1]
+    if last.startswith("["):  # [2001:db8::1]:443
+        return last[1:].partition("]")[0] or None
+    if last.count(":") == 1:  # 203.0.113.7:443 (an IPv6 address has more colons)
+        return last.partition(":")[0] or None
+    return last
+
+
+def client_address(scope: Scope, *, any_proxy: bool = False) -> str | None:
+    """The key a client is counted under: its IPv4 address or its IPv6 /64.
+
+    ``any_proxy`` (``NOCLASH_TRUSTED_PROXIES=*``): every peer is a proxy, and the client is
+    the address the proxy that connected appended, the rightmost in ``X-Forwarded-For``.
+    uvicorn's ``scope["client"]`` is then the *leftmost* entry (with every hop trusted it
+    has no untrusted one to stop at), which is whatever the client wrote itself: a made-up
+    header per request would be a fresh budget per request."""
     client = scope.get("client")
+    forwarded = _last_forwarded(scope) if any_proxy else None
+    if forwarded is not None:
+        client = (forwarded, 0)
     if not client or not client[0]:
         return None
     host = client[0]
@@ -215,6 +242,8 @@ class RateLimitMiddleware:
             if any(per[family])
         ]
         self.auth_failures = settings.rate_limit_auth_failures_per_address
+        # The value uvicorn is given (noclash.serving): only "*" exactly is "any peer".
+        self.any_proxy = settings.trusted_proxies.strip() == "*"
 
     def limits_for(self, scope: Scope) -> list[Limit]:
         """The limits a request counts against, address first; none for other routes."""
@@ -226,7 +255,7 @@ class RateLimitMiddleware:
             if match is None:
                 continue
             limits = []
-            address = client_address(scope)
+            address = client_address(scope, any_proxy=self.any_proxy)
             if address is not None:
                 what = f"{family} from this address"
                 limits.append(Limit(f"{family}/address/{address}", per_address, what))
@@ -251,7 +280,7 @@ class RateLimitMiddleware:
                 await self._refuse(verdict, scope, receive, send)
                 return
         if self.auth_failures > 0 and _has_authorization(scope):
-            address = client_address(scope)
+            address = client_address(scope, any_proxy=self.any_proxy)
             if address is not None:
                 send = self._watch_failures(address, scope, receive, send)
         await self.app(scope, receive, send)

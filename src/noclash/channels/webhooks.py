@@ -11,12 +11,13 @@ Three rules, each kept here and nowhere else:
    loopback, private, shared (100.64/10), link-local, multicast, reserved or unspecified,
    in whatever form (an IPv4-mapped or NAT64 IPv6 address, a decimal ``2130706433``, a
    name that resolves to one). The API checks when the URL is set (:func:`check_url`,
-   ``socket.getaddrinfo`` in a worker thread); every connection the sender opens checks
-   again (:func:`client`), because DNS can change after the first check: it resolves the
-   name itself, refuses when an address is not public, and connects to the very address
-   it checked, so no second lookup can answer differently (DNS rebinding). TLS is still
-   verified against the name. ``NOCLASH_ALLOW_PRIVATE_WEBHOOKS=1`` lifts the address rule
-   (a bot on the same host or network; the test suite).
+   ``socket.getaddrinfo`` in a bounded set of threads of its own, :class:`_Resolvers`);
+   every connection the sender opens checks again (:func:`client`), because DNS can change
+   after the first check: it resolves the name itself, refuses when an address is not
+   public, and connects to the very address it checked, so no second lookup can answer
+   differently (DNS rebinding). TLS is still verified against the name.
+   ``NOCLASH_ALLOW_PRIVATE_WEBHOOKS=1`` lifts the address rule (a bot on the same host or
+   network; the test suite).
 2. **Signing.** ``Noclash-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
    "<t>." + body)>``, Stripe's scheme: the time is signed with the body, so a captured
    request cannot be replayed after the receiver's tolerance. The body is the event's
@@ -40,6 +41,7 @@ import json
 import secrets
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -156,12 +158,84 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# Threads resolving a webhook's host, at most, in one process: the rest wait for one.
+RESOLVER_THREADS = 32
+# How often a lookup that waits for a resolver thread looks again.
+_RESOLVER_POLL_SECONDS = 0.02
+
+
+class _Resolvers:
+    """Bounds the threads blocked in ``getaddrinfo`` for webhooks, counted from a thread's
+    start to its end, not while its caller waits.
+
+    Why: ``getaddrinfo`` cannot be cancelled, and a host whose DNS server never answers
+    (any owner can name one) holds its thread for the resolver's own timeout, seconds to
+    tens of seconds. On anyio's shared worker threads, the 40 that every request's token
+    lookup and database work take, 40 such names at once stalled every request of the
+    process until they timed out; and a caller that gave up released its share while its
+    thread ran on, so a steady flood grew threads without bound. Here lookups take a
+    limiter of their own (never the shared one), at most ``RESOLVER_THREADS`` are under
+    way, and a lookup beyond them waits (within its caller's timeout) for one to end: a
+    slow name delays other webhook lookups, nothing else.
+
+    The count is a plain lock-guarded integer rather than an anyio primitive: a process
+    resolves on several event loops (the API's, a dispatcher's), and the threads that end
+    a lookup are not on any of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.live = 0
+        self._lock = threading.Lock()
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self.live >= self.limit:
+                return False
+            self.live += 1
+            return True
+
+    def _give(self) -> None:
+        with self._lock:
+            self.live -= 1
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        while not self._take():
+            await anyio.sleep(_RESOLVER_POLL_SECONDS)
+        # Who gives the slot back: the thread when it ran, this task when it never did
+        # (cancelled before the thread took the call).
+        owner = ["task"]
+
+        def run() -> list[str]:
+            with self._lock:
+                if owner[0] != "task":
+                    raise OSError("the lookup was abandoned before it started")
+                owner[0] = "thread"
+            try:
+                return _getaddrinfo(host, port)
+            finally:
+                self._give()
+
+        try:
+            return await anyio.to_thread.run_sync(
+                run, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+            )
+        finally:
+            with self._lock:
+                never_ran = owner[0] == "task"
+                owner[0] = "gone"
+            if never_ran:
+                self._give()
+
+
+_resolvers = _Resolvers(RESOLVER_THREADS)
+
+
 async def addresses(host: str, port: int, *, allow_private: bool) -> list[str]:
-    """The addresses of ``host``, resolved in a worker thread (``getaddrinfo`` blocks), each
-    one public unless ``allow_private``; UnsafeWebhookUrl when one is not, or when the name
-    does not resolve."""
+    """The addresses of ``host``, resolved in a thread of its own (``getaddrinfo`` blocks;
+    :class:`_Resolvers`), each one public unless ``allow_private``; UnsafeWebhookUrl when
+    one is not, or when the name does not resolve."""
     try:
-        found = await anyio.to_thread.run_sync(_getaddrinfo, host, port, abandon_on_cancel=True)
+        found = await _resolvers.resolve(host, port)
     except (OSError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise UnsafeWebhookUrl(f"webhook_url's host {host} cannot be resolved: {reason}") from None

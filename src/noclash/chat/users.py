@@ -197,12 +197,19 @@ class TokenCache:
     pool checkout and a query per request. It decides nothing about uniqueness and holds
     only successful lookups (keyed by the token's hash), so an unknown token always goes
     to the database. Entries expire after ``ttl`` seconds.
+
+    A lookup runs in a thread while the process may revoke the same token: a read taken
+    before the revoke committed must not be cached after :meth:`forget` ran, or the
+    revoked token would work here for another ``ttl``. So a caller takes
+    :attr:`generation` before its lookup and passes it to :meth:`put`, which drops the
+    entry when anything was forgotten meanwhile.
     """
 
     def __init__(self, ttl: float = 10.0, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, User]] = {}
+        self.generation = 0  # how many times forget() ran
 
     def get(self, digest: str) -> User | None:
         entry = self._entries.get(digest)
@@ -210,14 +217,20 @@ class TokenCache:
             return None
         return entry[1]
 
-    def put(self, digest: str, user: User) -> None:
+    def put(self, digest: str, user: User, generation: int) -> None:
+        """Remember ``user`` for ``digest``, read by a lookup that began at
+        ``generation`` (nothing is remembered if a token was forgotten since)."""
+        if generation != self.generation:
+            return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + self.ttl, user)
 
     def forget(self, user_id: UUID) -> None:
         """Drop ``user_id``'s entries: a token this process revoked or replaced stops
-        working here at once (other processes forget it within ``ttl``)."""
+        working here at once (other processes forget it within ``ttl``), and no lookup
+        that began before now may put it back."""
+        self.generation += 1
         for digest, (_expires, user) in list(self._entries.items()):
             if user.id == user_id:
                 self._entries.pop(digest, None)
