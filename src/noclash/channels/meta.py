@@ -47,6 +47,7 @@ from noclash.channels.sending import (
     SendResult,
     gateway_timeout,
     json_body,
+    text_refusal,
     transport_result,
 )
 from noclash.db.tables import Channel
@@ -112,12 +113,18 @@ class Echo:
 @dataclass(frozen=True)
 class MetaBatch:
     """What a webhook body holds: the channel, the customer messages, the echoes, and how
-    many other events were acknowledged without storing anything."""
+    many other events were acknowledged without storing anything.
+
+    ``items`` is the customer messages and echoes together, in the body's order: Meta
+    batches a conversation's events into one POST (a customer's message, a Page inbox
+    answer, the customer's next message), and messages are listed in the order they were
+    stored, so they must be stored in the order Meta sent them."""
 
     channel: str | None
     events: list[InboundEvent]
     ignored: int
     echoes: tuple[Echo, ...] = ()
+    items: tuple[InboundEvent | Echo, ...] = ()
 
 
 def _id(value: Any, where: str) -> str:
@@ -141,6 +148,12 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
+# What a message Meta cannot show through the API (``is_unsupported``: a GIF or sticker on
+# Instagram, a type the API does not carry) or one with no text and no attachment is
+# stored as: an empty bubble would hide that the customer sent something.
+UNSUPPORTED_TEXT = "[unsupported message]"
+
+
 def _text(message: dict[str, Any]) -> str:
     text = message.get("text")
     if isinstance(text, str) and text:
@@ -151,7 +164,7 @@ def _text(message: dict[str, Any]) -> str:
             {str(a.get("type", "file")) for a in attachments if isinstance(a, dict)}
         ) or ["file"]
         return f"[attachment: {', '.join(kinds)}]"
-    return ""
+    return UNSUPPORTED_TEXT
 
 
 def parse(payload: Any) -> MetaBatch:
@@ -172,8 +185,7 @@ def parse(payload: Any) -> MetaBatch:
         raise PayloadError("entry is missing or not a list")
     if channel is None:
         return MetaBatch(None, [], len(entries))
-    events: list[InboundEvent] = []
-    echoes: list[Echo] = []
+    items: list[InboundEvent | Echo] = []
     ignored = 0
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -195,10 +207,10 @@ def parse(payload: Any) -> MetaBatch:
             if not isinstance(mid, str) or not mid:
                 raise PayloadError(f"{where}.message.mid is missing")
             if message.get("is_echo"):
-                echoes.append(_echo(channel, event, message, mid, where))
+                items.append(_echo(channel, event, message, mid, where))
                 continue
             recipient = event.get("recipient", entry.get("id"))
-            events.append(
+            items.append(
                 InboundEvent(
                     channel=channel,
                     recipient_id=_id(recipient, f"{where}.recipient"),
@@ -208,7 +220,9 @@ def parse(payload: Any) -> MetaBatch:
                     sent_at=_timestamp(event.get("timestamp")),
                 )
             )
-    return MetaBatch(channel, events, ignored, tuple(echoes))
+    events = [item for item in items if isinstance(item, InboundEvent)]
+    echoes = tuple(item for item in items if isinstance(item, Echo))
+    return MetaBatch(channel, events, ignored, echoes, tuple(items))
 
 
 def _echo(channel: str, event: dict, message: dict, mid: str, where: str) -> Echo:
@@ -237,8 +251,10 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006})
 # Refused for good: permission (10), invalid parameter (100), invalid token (190),
 # permissions (200), the person is not available (551).
 PERMANENT_CODES = frozenset({10, 100, 190, 200, 551})
-# Meta's own transient errors: unknown (1), service temporarily unavailable (2).
-TRANSIENT_CODES = frozenset({1, 2})
+# Meta's own transient errors: unknown (1), service temporarily unavailable (2), and the
+# Send API's "Temporary send message failure. Please try again later." (1200), which
+# comes as an HTTP 400 without is_transient: it was failed for good at the first attempt.
+TRANSIENT_CODES = frozenset({1, 2, 1200})
 
 
 def _error(response: httpx.Response) -> tuple[int | None, str]:
@@ -289,6 +305,12 @@ class MetaSender:
     confirms_by_echo: bool = True
 
     async def send(self, client: httpx.AsyncClient, message: Outgoing) -> SendResult:
+        """The Send API; a text longer than the platform carries (2000 characters on
+        Messenger, 1000 bytes on Instagram) fails at once, unasked: Meta refuses it on
+        every attempt."""
+        refusal = text_refusal(self.channel, message.text)
+        if refusal is not None:
+            return SendResult(Outcome.FAILED, error=f"not sent: {refusal}")
         body = {
             "recipient": {"id": message.recipient},
             "messaging_type": "RESPONSE",

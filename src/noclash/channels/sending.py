@@ -87,6 +87,47 @@ class Sender(Protocol):
         ...
 
 
+# The longest text each platform carries in one message, as it counts it: Messenger 2000
+# characters, Instagram 1000 bytes of UTF-8 (a 400-character reply in Japanese is over),
+# Telegram 4096 characters after entities parsing, counted in UTF-16 code units (an emoji
+# outside the BMP is two). A longer reply is refused by the platform, every time.
+TEXT_LIMITS: dict[str, tuple[int, str]] = {
+    Channel.MESSENGER: (2000, "characters"),
+    Channel.INSTAGRAM: (1000, "bytes of UTF-8"),
+    Channel.TELEGRAM: (4096, "UTF-16 code units"),
+}
+_PLATFORM_NAMES = {
+    Channel.MESSENGER: "Messenger", Channel.INSTAGRAM: "Instagram", Channel.TELEGRAM: "Telegram"
+}  # fmt: skip
+
+
+def _measure(text: str, unit: str) -> int:
+    if unit == "bytes of UTF-8":
+        return len(text.encode("utf-8", "surrogatepass"))
+    if unit == "UTF-16 code units":
+        return len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return len(text)
+
+
+def text_refusal(channel: str, text: str) -> str | None:
+    """Why ``channel`` can never carry ``text`` in one message (it is longer than the
+    platform's limit, :data:`TEXT_LIMITS`), or None. A sender fails such a reply at once,
+    without asking the platform and without retries; the API can refuse it when it is
+    written (a 422 naming ``text``) with the same words."""
+    limit = TEXT_LIMITS.get(channel)
+    if limit is None:
+        return None
+    most, unit = limit
+    size = _measure(text, unit)
+    if size <= most:
+        return None
+    name = _PLATFORM_NAMES.get(channel, channel)
+    return (
+        f"text is {size} {unit}, longer than the {most} a {name} message carries: "
+        "shorten it or send it as several replies"
+    )
+
+
 # A proxy's or gateway's answer that says nothing of what the platform did.
 GATEWAY_TIMEOUT = 504
 # The server timed the request out before it was processed.
@@ -123,6 +164,7 @@ def json_body(response: httpx.Response) -> dict:
 __all__ = [
     "GATEWAY_TIMEOUT",
     "REQUEST_TIMEOUT",
+    "TEXT_LIMITS",
     "CredentialRejected",
     "Outcome",
     "Outgoing",
@@ -131,5 +173,6 @@ __all__ = [
     "Sender",
     "gateway_timeout",
     "json_body",
+    "text_refusal",
     "transport_result",
 ]

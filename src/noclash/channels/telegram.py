@@ -17,7 +17,8 @@ An update with a message, as documented::
 The customer is the chat (``psid = str(chat.id)``), and the dedupe key is ``update_id``:
 Telegram redelivers the same update with the same id until it gets a 2xx. Other update
 kinds (edited messages, callback queries, channel posts, member updates) are acknowledged
-and ignored.
+and ignored, and so are service messages (a ``message`` that only says what happened to
+the chat: the bot added to a group, a pinned message, a group upgraded to a supergroup).
 
 Sending (:class:`TelegramSender`) is ``sendMessage`` with ``chat_id`` = the customer. The Bot
 API has no idempotency key and reports nothing back about sent messages, so a send whose
@@ -46,6 +47,7 @@ from noclash.channels.sending import (
     SendResult,
     gateway_timeout,
     json_body,
+    text_refusal,
     transport_result,
 )
 from noclash.db.tables import Channel
@@ -67,15 +69,51 @@ def verify_secret(header: str | None, secret: str | None) -> bool:
     return hmac.compare_digest(header.encode(), secret.encode())
 
 
-def _text(message: dict[str, Any]) -> str:
+# What a person can send besides text (the Bot API's ``Message`` content fields), most
+# specific first: a GIF comes as ``animation`` *and* ``document``, a venue with its
+# ``location``.
+CONTENT_KINDS = (
+    "animation", "photo", "video", "video_note", "voice", "audio", "document", "sticker",
+    "story", "paid_media", "contact", "dice", "game", "poll", "checklist", "venue",
+    "location", "invoice", "giveaway", "giveaway_winners",
+)  # fmt: skip
+# Service messages: Telegram reports what happened to the chat as a ``message`` with no
+# content (the bot added to a group, a member leaving, a title changed, a pinned message,
+# a group upgraded to a supergroup). Nobody wrote them: storing one made an empty
+# customer message, and opened a conversation when the bot joined a group.
+SERVICE_KINDS = frozenset({
+    "new_chat_members", "new_chat_member", "new_chat_participant", "left_chat_member",
+    "left_chat_participant", "new_chat_title", "new_chat_photo", "delete_chat_photo",
+    "group_chat_created", "supergroup_chat_created", "channel_chat_created",
+    "message_auto_delete_timer_changed", "migrate_to_chat_id", "migrate_from_chat_id",
+    "pinned_message", "successful_payment", "refunded_payment", "users_shared",
+    "chat_shared", "gift", "unique_gift", "connected_website", "write_access_allowed",
+    "passport_data", "proximity_alert_triggered", "boost_added", "chat_background_set",
+    "checklist_tasks_done", "checklist_tasks_added", "direct_message_price_changed",
+    "forum_topic_created", "forum_topic_edited", "forum_topic_closed",
+    "forum_topic_reopened", "general_forum_topic_hidden", "general_forum_topic_unhidden",
+    "giveaway_created", "giveaway_completed", "paid_message_price_changed",
+    "video_chat_scheduled", "video_chat_started", "video_chat_ended",
+    "video_chat_participants_invited", "web_app_data",
+})  # fmt: skip
+# A message with none of the above (a content type newer than this list): stored with
+# this text rather than dropped, since a person may have written it.
+UNSUPPORTED_TEXT = "[unsupported message]"
+
+
+def _text(message: dict[str, Any]) -> str | None:
+    """The message's text, caption or a note of what it carries; None for a service
+    message, which nobody wrote."""
     for key in ("text", "caption"):
         value = message.get(key)
         if isinstance(value, str) and value:
             return value
-    for kind in ("photo", "document", "voice", "video", "audio", "sticker", "location"):
+    for kind in CONTENT_KINDS:
         if kind in message:
             return f"[attachment: {kind}]"
-    return ""
+    if not SERVICE_KINDS.isdisjoint(message):
+        return None
+    return UNSUPPORTED_TEXT
 
 
 def _username(message: dict[str, Any]) -> str | None:
@@ -120,15 +158,28 @@ def parse(update: Any) -> InboundEvent | None:
     chat_id = json_integer(chat.get("id")) if isinstance(chat, dict) else None
     if chat_id is None:
         raise PayloadError("message.chat.id is missing or not an integer")
+    text = _text(message)
+    if text is None:
+        return None
     return InboundEvent(
         channel=Channel.TELEGRAM,
         recipient_id=None,
         psid=str(chat_id),
         platform_message_id=str(update_id),
-        text=_text(message),
+        text=text,
         sent_at=_date(message.get("date")),
         username=_username(message),
     )
+
+
+def migrated_chat(response: httpx.Response) -> int | None:
+    """The chat id a refused send names as its chat's new one
+    (``parameters.migrate_to_chat_id``: the group became a supergroup), or None."""
+    if response.status_code != 400:
+        return None
+    parameters = json_body(response).get("parameters")
+    moved = parameters.get("migrate_to_chat_id") if isinstance(parameters, dict) else None
+    return json_integer(moved)
 
 
 def _description(body: dict, status: int) -> str:
@@ -179,11 +230,21 @@ class TelegramSender:
         the URL's path it could make the call another one."""
         if not TOKEN_SHAPE.fullmatch(message.access_token):
             return SendResult(Outcome.FAILED, error=NOT_A_BOT_TOKEN)
+        refusal = text_refusal(self.channel, message.text)
+        if refusal is not None:
+            # Telegram answers 400 "message is too long" on every attempt.
+            return SendResult(Outcome.FAILED, error=f"not sent: {refusal}")
+        url = f"{self.api_url}/bot{message.access_token}/sendMessage"
         try:
             response = await client.post(
-                f"{self.api_url}/bot{message.access_token}/sendMessage",
-                json={"chat_id": message.recipient, "text": message.text},
+                url, json={"chat_id": message.recipient, "text": message.text}
             )
+            moved_to = migrated_chat(response)
+            if moved_to is not None:
+                # A group upgraded to a supergroup has a new chat id, and Telegram refuses
+                # (400, nothing delivered) to send to the old one, naming the new one: the
+                # reply goes there, in the same attempt. Once: a second move is an answer.
+                response = await client.post(url, json={"chat_id": moved_to, "text": message.text})
         except httpx.HTTPError as exc:
             return transport_result(exc)
         return send_result(response)

@@ -128,7 +128,9 @@ TELEGRAM_BODY = {
         "update_id": {**_INT64, "description": "The dedupe key."},
         "message": {
             "type": "object",
-            "description": "A customer message; an update without one is acknowledged.",
+            "description": "A customer message; an update without one, or a service "
+            "message (`new_chat_members`, `migrate_to_chat_id`, `pinned_message`, ...), is "
+            "acknowledged.",
             "required": ["chat"],
             "properties": {
                 "message_id": {"type": "integer"},
@@ -285,38 +287,36 @@ def _meta(engine: Engine, body: bytes, header: str | None, settings: Settings) -
     except PayloadError as exc:
         return _bad_payload(exc)
     valid, invalid = _valid(batch.events)
-    stored = duplicates = unrouted = 0
-    for event in valid:
-        with reading(engine) as conn:
-            connection = find_connection(conn, event.channel, event.recipient_id or "")
-        if connection is None:
-            unrouted += 1
-            log.warning(
-                "meta webhook: no %s connection for recipient %s (mid %s); acknowledged",
-                event.channel, event.recipient_id, event.platform_message_id,
-            )  # fmt: skip
-            continue
-        if _store(engine, connection.id, event, settings.max_text_length):
-            stored += 1
-        else:
-            duplicates += 1
-    settled = 0
-    for echo in batch.echoes:
-        outcome = _echo(engine, echo, settings.max_text_length)
-        if outcome == "settled":
-            settled += 1
-        elif outcome == "stored":
-            stored += 1
-        elif outcome == "duplicate":
-            duplicates += 1
-        elif outcome == "invalid":
-            invalid += 1
-        else:
-            unrouted += 1
+    storable = {id(event) for event in valid}
+    counts = dict.fromkeys(("stored", "duplicate", "unrouted", "settled", "invalid"), 0)
+    counts["invalid"] = invalid
+    # Customer messages and echoes in the body's order (a batch can hold a customer's
+    # message, a Page inbox answer and the customer's next message): messages are listed
+    # in the order they are stored.
+    for item in batch.items:
+        if isinstance(item, meta.Echo):
+            counts[_echo(engine, item, settings.max_text_length)] += 1
+        elif id(item) in storable:
+            counts[_customer_message(engine, item, settings.max_text_length)] += 1
     return JSONResponse(
-        {"stored": stored, "duplicates": duplicates, "ignored": batch.ignored,
-         "unrouted": unrouted, "settled": settled, "invalid": invalid}
+        {"stored": counts["stored"], "duplicates": counts["duplicate"],
+         "ignored": batch.ignored, "unrouted": counts["unrouted"],
+         "settled": counts["settled"], "invalid": counts["invalid"]}
     )  # fmt: skip
+
+
+def _customer_message(engine: Engine, event: InboundEvent, max_text: int) -> str:
+    """Store one customer message of a Meta body: ``stored``, ``duplicate`` (a
+    redelivery) or ``unrouted`` (no connection has its page)."""
+    with reading(engine) as conn:
+        connection = find_connection(conn, event.channel, event.recipient_id or "")
+    if connection is None:
+        log.warning(
+            "meta webhook: no %s connection for recipient %s (mid %s); acknowledged",
+            event.channel, event.recipient_id, event.platform_message_id,
+        )  # fmt: skip
+        return "unrouted"
+    return "stored" if _store(engine, connection.id, event, max_text) else "duplicate"
 
 
 def _valid(batch: list[InboundEvent]) -> tuple[list[InboundEvent], int]:
