@@ -14,7 +14,8 @@ Each test is a defect that was there, with the platform's documented behaviour i
 - a reply to a Telegram group that became a supergroup failed for good, though Telegram
   names the new chat (``parameters.migrate_to_chat_id``);
 - a reply longer than the platform carries (Messenger 2000 characters, Instagram 1000
-  bytes, Telegram 4096 UTF-16 code units) was sent, to be refused on every attempt.
+  bytes, Telegram 4096 UTF-16 code units) was stored and sent, to be refused on every
+  attempt.
 
 Every server test runs on SQLite and PostgreSQL, against the real app, a real dispatcher
 and the loopback platforms (tests/support/platforms.py).
@@ -32,7 +33,8 @@ import sqlalchemy as sa
 
 from noclash.channels import meta, telegram
 from noclash.channels.sending import text_refusal
-from noclash.db.tables import Channel, conversations, messages
+from noclash.chat import messages as chat_messages
+from noclash.db.tables import Channel, chatbots, conversations, messages
 from tests.channels import META_SECRET, META_VERIFY_TOKEN
 from tests.support.outbound import Stack, outbound_stack
 from tests.support.platforms import meta_error, telegram_error, wait_for
@@ -269,22 +271,39 @@ def test_a_reply_to_a_group_upgraded_to_a_supergroup_reaches_the_supergroup(stac
 
 
 @pytest.mark.parametrize("platform", ["messenger", "telegram"])
-def test_a_reply_longer_than_the_platform_carries_fails_at_once_unsent(stack, platform):
+def test_a_reply_longer_than_the_platform_carries_is_refused_and_never_sent(stack, platform):
     """Messenger carries 2000 characters, Telegram 4096 UTF-16 code units (2049 emoji
-    outside the BMP are 4098): such a reply was sent, to be refused every time. It fails
-    at its first attempt, nothing sent, saying the limit and what to do; one within the
-    limit is sent."""
+    outside the BMP are 4098): such a reply was stored and sent, to be refused every time.
+    The API refuses it with a 422 naming ``text`` and stores nothing; one stored another
+    way (by an application calling noclash.chat, or before this rule) fails at its first
+    attempt, nothing sent, saying the limit and what to do; one within the limit is sent."""
     if platform == "messenger":
         conversation, loopback = _meta_conversation(stack), stack.meta
         too_long, longest = "x" * 2001, "y" * 2000
     else:
         conversation, loopback = _telegram_conversation(stack, 4242), stack.telegram
         too_long, longest = "\U0001f600" * 2049, "\U0001f600" * 2048
-    message = stack.reply(conversation["id"], too_long).json()
-    failed = stack.wait_delivery(conversation["id"], message["id"], "failed", "sent")
+    limit = "2000" if platform == "messenger" else "4096"
+    before = stack.api.get(f"/api/conversations/{conversation['id']}/messages").json()
+    refused = stack.reply(conversation["id"], too_long)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert f"longer than the {limit}" in problem["detail"], problem
+    assert [f["field"] for f in problem["fields"]] == ["text"], problem
+    after = stack.api.get(f"/api/conversations/{conversation['id']}/messages").json()
+    assert after == before  # nothing stored
+
+    with stack.server.engine.begin() as conn:
+        owner = conn.execute(
+            sa.select(chatbots.c.owner_id)
+            .join(conversations, conversations.c.chatbot_id == chatbots.c.id)
+            .where(conversations.c.id == UUID(conversation["id"]))
+        ).scalar_one()
+        stored = chat_messages.send_reply(conn, conversation["id"], owner_id=owner, text=too_long)
+    failed = stack.wait_delivery(conversation["id"], str(stored.id), "failed", "sent")
     delivery = failed["delivery"]
     assert delivery["status"] == "failed" and delivery["attempts"] == 1, delivery
-    limit = "2000" if platform == "messenger" else "4096"
     assert f"longer than the {limit}" in delivery["last_error"]
     assert "several replies" in delivery["last_error"]
     time.sleep(0.2)

@@ -9,6 +9,7 @@ no platform delivery).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from noclash.chat import events
 from noclash.chat.conversations import get_conversation, insert_conversation
-from noclash.chat.errors import Conflict
+from noclash.chat.errors import Conflict, InvalidInput
 from noclash.chat.outbox import queue_delivery
 from noclash.chat.sql import sql_for
 from noclash.chat.sql.touch import touch
@@ -78,8 +79,14 @@ def send_reply(
     owner_id: UUID,
     text: str,
     now: datetime | None = None,
+    refuse_text: Callable[[str, str], str | None] | None = None,
 ) -> Row:
     """Store an agent's outbound message in an active conversation; CLOSED is a 409.
+
+    ``refuse_text(channel, text)`` says why the conversation's platform can never carry
+    ``text`` (:func:`noclash.channels.sending.text_refusal`, given by the API, since chat
+    knows no platform): such a reply is an :class:`InvalidInput` naming ``text`` and
+    nothing is stored, rather than a message whose delivery can only fail.
 
     A conversation on a platform that noclash sends to gets the message's delivery in the
     same transaction (:func:`~noclash.chat.outbox.queue_delivery`); a dispatcher sends it.
@@ -106,6 +113,10 @@ def send_reply(
         if conversation.connection_id is not None
         else None
     )
+    if connection is not None and refuse_text is not None:
+        why = refuse_text(connection.channel, text)
+        if why is not None:
+            raise InvalidInput(why, field="text")
     with translating(messages.metadata):
         row = conn.execute(
             sa.insert(messages)

@@ -25,6 +25,7 @@ from noclash.api.problems import ProblemType
 from noclash.api.responses import Rendered, link, problems
 from noclash.api.schemas import StrictModel, check_text
 from noclash.api.work import read, write
+from noclash.channels.sending import text_refusal
 from noclash.chat import messages, outbox
 from noclash.db.tables import DeliveryStatus, Direction
 
@@ -124,7 +125,9 @@ async def reply(
 
 
 def _reply(conn: Connection, conversation_id: str, owner_id: UUID, text: str) -> Any:
-    return messages.send_reply(conn, conversation_id, owner_id=owner_id, text=text)
+    return messages.send_reply(
+        conn, conversation_id, owner_id=owner_id, text=text, refuse_text=text_refusal
+    )
 
 
 def _message_out(row: Any) -> Response:
