@@ -30,6 +30,10 @@ class Column:
     default: str | None = None
     primary_key: bool = False
     identity: bool = False
+    # ``GENERATED ALWAYS AS (...)``: its value is computed, so no repair may write it and a
+    # table rebuild must not copy it. (SQLite's ``PRAGMA table_info`` leaves such columns
+    # out: a unique ``email_key AS (lower(email))`` was invisible to every check.)
+    generated: bool = False
 
     @property
     def is_text(self) -> bool:
@@ -185,6 +189,9 @@ class Table:
     # PostgreSQL: a partitioned table (PARTITION BY). An index on it cannot be built
     # CONCURRENTLY, and a unique one must include the partition key.
     partitioned: bool = False
+    # SQLite: a virtual table (FTS5, R*Tree, ...). It has no index, unique or not, and a
+    # repair could never build one on it.
+    virtual: bool = False
     # Columns a foreign key of some table references (``REFERENCES t(col)``): changing
     # their values fails, or cascades into the referencing rows.
     referenced: set[str] = field(default_factory=set)
@@ -207,13 +214,36 @@ class Table:
         """
         wanted = set(columns)
         for ix in self.unique_indexes():
-            if ix.has_expressions or not ix.valid:
+            if not ix.valid:
                 continue
             if whole_table and ix.predicate:
                 continue
-            if set(ix.column_names) <= wanted:
+            read = self.key_columns(ix)
+            if read is not None and read <= wanted:
                 return True
         return False
+
+    def key_columns(self, index: Index) -> set[str] | None:
+        """The columns the key of ``index`` is computed from, when that key's uniqueness
+        implies theirs; ``None`` when it may not.
+
+        A column key part reads its column. An expression reads the columns it names, and
+        counts only when built from functions that return NULL for NULL alone
+        (:data:`_NULL_ONLY_ON_NULL`): ``UNIQUE (lower(email))`` refuses two equal e-mails,
+        so it enforces the key ``email`` (the usual case-insensitive unique e-mail). It was
+        taken for no index at all, and a stated ``--key users.email`` got a warning that
+        nothing enforces it and a repair adding a second unique index. ``nullif(email, '')``
+        could map many rows to NULL, which never collides: such an index does not count.
+        """
+        read = set(index.column_names)
+        for part in index.key_parts:
+            if part.column is not None:
+                continue
+            named = expression_columns(part.expression, self.columns)
+            if named is None:
+                return None
+            read |= named
+        return read
 
     def covered_by_unique(self, column: str) -> bool:
         """Whether any unique index (even partial or composite) includes ``column``."""
@@ -243,7 +273,8 @@ class Orm:
 
 @dataclass(frozen=True)
 class UnreadableTable:
-    """A table the doctor's role may not read: no SELECT on it, or no USAGE on its schema.
+    """A table the doctor's role may not read: no SELECT on it, or no USAGE on its schema
+    (or, on SQLite, a virtual table whose module this build lacks).
 
     Every check skips it (one such table used to end the whole run with "cannot read") and
     the doctor reports it as a note; ``grants`` are the statements that let the role read it.
@@ -253,6 +284,9 @@ class UnreadableTable:
     # The privileges it lacks, in words ("USAGE on schema vault", "SELECT").
     missing: tuple[str, ...]
     grants: tuple[str, ...]
+    # Why it cannot be read when no privilege is missing (SQLite: a virtual table whose
+    # module or tokenizer this SQLite build does not have), in words.
+    reason: str | None = None
 
 
 @dataclass
@@ -273,6 +307,48 @@ class Catalog:
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)
+
+
+# Functions (and cast types) an expression index key may apply while its uniqueness still
+# implies the uniqueness of the columns it reads: each returns NULL only for a NULL argument.
+_NULL_ONLY_ON_NULL = frozenset(
+    {
+        "lower", "upper", "trim", "ltrim", "rtrim", "btrim", "unaccent", "casefold",
+        "text", "varchar", "character", "varying", "citext", "collate", "nocase", "binary",
+    }
+)  # fmt: skip
+_EXPR_TOKEN = re.compile(r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|([A-Za-z_][\w$]*)|(\S)""")
+
+
+def expression_columns(expression: str, columns: dict[str, Column] | list[str]) -> set[str] | None:
+    """The columns ``expression`` (an index key part) reads, or ``None`` unless it reads at
+    least one and every other word in it is in :data:`_NULL_ONLY_ON_NULL`.
+
+    Names are matched without regard to case (SQLite's catalog text is lower-cased; a
+    PostgreSQL column that differs only in case from another makes the set larger, so the
+    answer errs towards "not enforced"). String literals are ignored; any other literal
+    (a number, an operator other than ``(``, ``)``, ``,``, ``:`` and ``.``) makes the
+    answer ``None``.
+    """
+    by_lower: dict[str, list[str]] = {}
+    for name in columns:
+        by_lower.setdefault(name.lower(), []).append(name)
+    named: set[str] = set()
+    for m in _EXPR_TOKEN.finditer(expression):
+        quoted, word, other = m.group(1), m.group(2), m.group(3)
+        if quoted is None and word is None and other is None:
+            continue  # a string literal
+        if other is not None:
+            if other not in "(),:.":
+                return None
+            continue
+        text = quoted.replace('""', '"') if quoted is not None else word or ""
+        hits = by_lower.get(text.lower())
+        if hits:
+            named.update(hits)
+        elif quoted is not None or text.lower() not in _NULL_ONLY_ON_NULL:
+            return None
+    return named or None
 
 
 def check_values(definition: str, column: str) -> tuple[str, ...]:

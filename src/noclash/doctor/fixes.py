@@ -80,6 +80,18 @@ def index_name(
         n += 1
 
 
+def backup_sql(ctx: Context, table: str, where: str) -> str:
+    """The SELECT that copies the rows a step is about to change into the backup.
+
+    Every column; and for a SQLite table without a primary key, its rowid first: the
+    columns alone could not say which row a backed-up copy was (two rows that differ only
+    in the value the repair changed were indistinguishable), while every repair of such a
+    table picks and changes rows by rowid, which a rebuild keeps.
+    """
+    rowid = ctx.dialect.backup_row_id(ctx.catalog.tables[table])
+    return f"SELECT {f'{rowid}, ' if rowid else ''}* FROM {ctx.t(table)} WHERE {where}"
+
+
 def row_key(ctx: Context, table: str) -> str | None:
     """The one expression naming a row for a whole transaction, or ``None``."""
     pk = ctx.catalog.tables[table].primary_key
@@ -132,7 +144,7 @@ def close_active_duplicates(
     where = f"{key} IN ({ranked})"
     return Step(
         f"UPDATE {t} SET {ctx.q(life.column)} = {literal(life.closed[0])} WHERE {where}",
-        backup=f"SELECT * FROM {t} WHERE {where}",
+        backup=backup_sql(ctx, table, where),
     )
 
 
@@ -194,7 +206,7 @@ def suffix_duplicates(ctx: Context, table: str, column: str) -> list[Step] | Non
     return [
         Step(
             f"UPDATE {t} SET {q} = {q} || '-' || CAST({key} AS TEXT) WHERE {where}",
-            backup=f"SELECT * FROM {t} WHERE {where}",
+            backup=backup_sql(ctx, table, where),
         ),
         *add_unique_index(ctx, table, (column,)),
     ]
@@ -239,7 +251,7 @@ def backfill(ctx: Context, table: str, column: str, missing: str, *, hyphens: bo
     steps = [
         Step(
             f"UPDATE {t} SET {q} = {value} WHERE {missing}",
-            backup=f"SELECT * FROM {t} WHERE {missing}",
+            backup=backup_sql(ctx, table, missing),
         )
     ]
     if not ctx.catalog.tables[table].covered_by_unique(column):
@@ -304,7 +316,7 @@ def migrate_weak_tokens(ctx: Context, table: str, column: str) -> list[Step]:
     steps.append(
         Step(
             f"UPDATE {t} SET {ql} = {q}, {q} = {value} WHERE {weak}",
-            backup=f"SELECT * FROM {t} WHERE {weak}",
+            backup=backup_sql(ctx, table, weak),
         )
     )
     steps += [Step(s) for s in ctx.dialect.uuid_default_sql(ctx.conn, tab, column)]

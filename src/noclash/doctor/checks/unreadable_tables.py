@@ -6,6 +6,13 @@ locked-down table hid everything the others hold. Such tables are now left out o
 like sequences the role may not read (see `sequence-behind`): no check reads them and
 `noclash repair` plans nothing on them. Each is reported as a note, so a clean report
 says which tables it does not cover.
+
+SQLite has no privileges, but a virtual table whose module or tokenizer this SQLite build
+lacks (Signal Desktop's ``fts5(body, tokenize = 'signal_tokenizer')``, sqlite-vec's
+``vec0``, SpatiaLite's) cannot even be described: ``PRAGMA table_info`` fails with "no such
+tokenizer" / "no such module", and that ended the run with exit code 2 "cannot read the
+catalog". Such a table is skipped and reported here the same way (a virtual table has no
+index or constraint for a repair to change anyway).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ TITLE = "Tables the role cannot read"
 HELP = (
     "Run the doctor as a role that may read every table (the owner, or one granted "
     "`SELECT` on the table and `USAGE` on its schema), or accept that these tables are "
-    "not inspected."
+    "not inspected. On SQLite, inspect a copy with an SQLite that loads the virtual table's "
+    "module (the application's own build), or accept the same."
 )
 LINKS = (
     ("GRANT", "https://www.postgresql.org/docs/current/sql-grant.html"),
@@ -36,14 +44,14 @@ class UnreadableTablesEvidence(Evidence):
 
 def run(ctx: Context) -> Iterator[Finding]:
     for table in ctx.catalog.unreadable_tables:
+        why = table.reason or (
+            f"role {ctx.catalog.role} may not read it (no {' and no '.join(table.missing)})"
+        )
         yield Finding(
             check=ID,
             severity=Severity.NOTE,
             table=table.name,
-            message=(
-                f"{table.name} was not inspected: role {ctx.catalog.role} may not "
-                f"read it (no {' and no '.join(table.missing)})"
-            ),
+            message=f"{table.name} was not inspected: {why}",
             evidence=UnreadableTablesEvidence(missing=list(table.missing)),
             fix=Fix(statements=table.grants),
         )

@@ -140,6 +140,11 @@ class DoctorDialect:
         """The keyword that builds or drops an index without blocking writes, if any."""
         return " CONCURRENTLY" if self.supports_concurrent_index else ""
 
+    def backup_row_id(self, table: Table) -> str | None:
+        """What names a row of ``table`` in its backup when it has no primary key; ``None``
+        where nothing does beyond the transaction (PostgreSQL's ``ctid`` moves)."""
+        return None
+
     def drop_unique_sql(self, conn: Connection, table: Table, index: Index) -> list[str]:
         """Statements that remove the uniqueness ``index`` enforces (index or constraint)."""
         if index.constraint:

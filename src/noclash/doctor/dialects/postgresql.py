@@ -49,7 +49,8 @@ class PostgreSQLDoctor(DoctorDialect):
         ORDER BY n.nspname, c.relname"""
     _COLUMNS: ClassVar[str] = """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '', t.typtype, a.atttypid
+               pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '', t.typtype, a.atttypid,
+               a.attgenerated <> ''
         FROM pg_attribute a
         JOIN pg_type t ON t.oid = a.atttypid
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -302,6 +303,9 @@ class PostgreSQLDoctor(DoctorDialect):
 
     def _columns(self, conn: Connection, tables: dict[int, Table], oids: dict) -> None:
         enum_types: dict[int, list[tuple[Table, str]]] = {}
+        sql = self._COLUMNS
+        if conn.connection.driver_connection.info.server_version < 120000:
+            sql = sql.replace("a.attgenerated <> ''", "false")  # generated columns: 12+
         for (
             relid,
             cname,
@@ -311,9 +315,15 @@ class PostgreSQLDoctor(DoctorDialect):
             identity,
             typtype,
             typoid,
-        ) in conn.exec_driver_sql(self._COLUMNS, oids).all():
+            generated,
+        ) in conn.exec_driver_sql(sql, oids).all():
             tables[relid].columns[cname] = Column(
-                name=cname, type=ctype, nullable=not notnull, default=default, identity=identity
+                name=cname,
+                type=ctype,
+                nullable=not notnull,
+                default=default,
+                identity=identity,
+                generated=generated,
             )
             if typtype == "e":
                 enum_types.setdefault(typoid, []).append((tables[relid], cname))

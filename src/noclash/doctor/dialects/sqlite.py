@@ -33,6 +33,7 @@ from noclash.doctor.catalog import (
     IndexKey,
     SchemaObject,
     Table,
+    UnreadableTable,
 )
 from noclash.doctor.dialects.base import DoctorDialect, is_uuid_text, literal
 from noclash.doctor.errors import CannotConnect, UnsupportedSchema
@@ -208,6 +209,7 @@ def _inline_unique_span(create_sql: str, columns: tuple[str, ...]) -> tuple[int,
 
 
 _EVENTS = ("DELETE", "INSERT", "UPDATE")
+_VIRTUAL = re.compile(r"\s*CREATE\s+VIRTUAL\s+TABLE\b", re.I)
 
 
 def trigger_events(create_sql: str) -> tuple[str, ...]:
@@ -226,6 +228,23 @@ def trigger_events(create_sql: str) -> tuple[str, ...]:
             if word == "ON":
                 break
     return _EVENTS
+
+
+def _rowid_alias(table: Table) -> str | None:
+    """The first of ``rowid``, ``_rowid_``, ``oid`` that no column of ``table`` has taken:
+    the name that reaches its rowid (``None`` if all three are columns)."""
+    taken = {c.lower() for c in table.columns}
+    return next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
+
+
+def _without_rowid(create_sql: str) -> bool:
+    """Whether ``CREATE TABLE ... (...) <options>`` says ``WITHOUT ROWID`` after its body."""
+    try:
+        _start, body_end, _parts = _elements(create_sql)
+    except (ValueError, StopIteration):
+        return bool(re.search(r"\bWITHOUT\s+ROWID\b", create_sql, re.I))
+    words = [t[1].upper() for t in _tokens(create_sql[body_end + 1 :])]
+    return any(words[i : i + 2] == ["WITHOUT", "ROWID"] for i in range(len(words)))
 
 
 def _rename_created(create_sql: str, new_name: str) -> str:
@@ -404,7 +423,9 @@ class SQLiteDoctor(DoctorDialect):
         q = self.quote(conn, table.name)
         tmp = identifier("noclash_new", table.name)
         qt = self.quote(conn, tmp)
-        cols = ", ".join(self.quote(conn, c) for c in table.columns)
+        # Generated columns compute themselves in the new table (and cannot be written).
+        copied = [c.name for c in table.columns.values() if not c.generated]
+        cols = ", ".join(self.quote(conn, c) for c in copied)
         try:
             new_sql = _rename_created(
                 remove_inline_unique(table.create_sql, index.column_names), qt
@@ -415,7 +436,14 @@ class SQLiteDoctor(DoctorDialect):
                 f"({', '.join(index.column_names)}): its CREATE TABLE is not understood "
                 f"({exc or 'no table name'}); nothing was changed"
             ) from None
-        out = [new_sql, f"INSERT INTO {qt} ({cols}) SELECT {cols} FROM {q}"]
+        rowid = self._rowid_to_keep(table)
+        if rowid is not None:
+            # A rowid table without INTEGER PRIMARY KEY: copying the columns alone numbered
+            # the rows afresh, and whatever holds a rowid (an FTS external-content index,
+            # the application's own references, the backup's row ids) then named other rows.
+            out = [new_sql, f"INSERT INTO {qt} ({rowid}, {cols}) SELECT {rowid}, {cols} FROM {q}"]
+        else:
+            out = [new_sql, f"INSERT INTO {qt} ({cols}) SELECT {cols} FROM {q}"]
         if re.search(r"\bAUTOINCREMENT\b", table.create_sql, re.I):
             # Keep AUTOINCREMENT's high-water mark: ids of deleted rows are never reused.
             lit, new_lit = literal(table.name), literal(tmp)
@@ -433,6 +461,29 @@ class SQLiteDoctor(DoctorDialect):
         out += [ix.definition for ix in table.indexes if ix.definition and not ix.inline]
         out += [t.sql for t in table.triggers]
         return out
+
+    def backup_row_id(self, table: Table) -> str | None:
+        # A table without a primary key is a rowid table (WITHOUT ROWID needs one).
+        return None if table.primary_key else _rowid_alias(table)
+
+    @staticmethod
+    def _rowid_to_keep(table: Table) -> str | None:
+        """The name to copy the rowid by in a rebuild of ``table``: ``None`` when the rowid is
+        a column already (INTEGER PRIMARY KEY) or there is none (WITHOUT ROWID).
+
+        ``rowid``, ``_rowid_`` and ``oid`` all name it unless a column has taken the name
+        (Signal Desktop's ``messages`` has a column ``rowid``); if all three are taken the
+        rowid cannot be named, and the rebuild is refused rather than renumber the rows.
+        """
+        if any(ix.rowid for ix in table.indexes) or _without_rowid(table.create_sql):
+            return None
+        alias = _rowid_alias(table)
+        if alias is not None:
+            return alias
+        raise UnsupportedSchema(
+            f"cannot rebuild {table.name}: its columns rowid, _rowid_ and oid hide the rowid, "
+            f"which the copy must keep; nothing was changed"
+        )
 
     def read_catalog(self, conn: Connection) -> Catalog:
         catalog = Catalog(dialect=self.name, server_version=sqlite3.sqlite_version_info)
@@ -453,17 +504,53 @@ class SQLiteDoctor(DoctorDialect):
         for kind, name, _tbl, create_sql in schema:
             if kind != "table" or name.startswith("sqlite_") or name in IGNORED_TABLES:
                 continue
-            table = Table(name=name, schema=None, create_sql=create_sql or "")
-            table.triggers = [t for t in triggers if t.table == name]
+            table = Table(
+                name=name,
+                schema=None,
+                create_sql=create_sql or "",
+                virtual=bool(_VIRTUAL.match(create_sql or "")),
+            )
+            # ``tbl_name`` of a trigger is spelled as its CREATE TRIGGER wrote the table
+            # (``ON conversations`` for ``Conversations``), and SQLite matches it without
+            # regard to case: an exact match missed such triggers, so the plan did not name
+            # them and a table rebuild (which drops every trigger of the table) lost them.
+            table.triggers = [t for t in triggers if t.table.lower() == name.lower()]
             qn = self.quote(conn, name)
-            info = conn.exec_driver_sql(f"PRAGMA table_info({qn})").all()
-            for _cid, cname, ctype, notnull, dflt, pk in info:
+            try:
+                # table_xinfo, not table_info: the latter leaves out generated columns, so a
+                # UNIQUE ``email_key AS (lower(email))`` was invisible to every check and a
+                # ``--key`` naming it was refused as a column that does not exist.
+                xinfo = conn.exec_driver_sql(f"PRAGMA table_xinfo({qn})").all()
+            except sa.exc.OperationalError as exc:
+                if not table.virtual:
+                    raise
+                # A virtual table whose module (or FTS tokenizer) this SQLite build lacks:
+                # it cannot be described, let alone read. Skipped with a note, like a table
+                # the role may not read on PostgreSQL; it ended the whole run (exit 2).
+                said = str(exc.orig or exc).strip().splitlines()[0]
+                catalog.unreadable_tables.append(
+                    UnreadableTable(
+                        name=name,
+                        missing=(),
+                        grants=(),
+                        reason=(
+                            f"it is a virtual table this SQLite build cannot open ({said}); "
+                            f"run the doctor where its module is loaded to inspect it"
+                        ),
+                    )
+                )
+                continue
+            # hidden: 0 a column, 1 a virtual table's hidden column (FTS5's rank), 2 and 3
+            # a generated (VIRTUAL, STORED) column.
+            info = [r for r in xinfo if r[6] != 1]
+            for _cid, cname, ctype, notnull, dflt, pk, hidden in info:
                 table.columns[cname] = Column(
                     name=cname,
                     type=ctype or "",
                     nullable=not notnull and not pk,
                     default=dflt,
                     primary_key=bool(pk),
+                    generated=hidden in (2, 3),
                 )
             pk_cols = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
             for _seq, iname, unique, origin, partial in conn.exec_driver_sql(

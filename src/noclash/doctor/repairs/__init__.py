@@ -175,7 +175,12 @@ def plan_for(ctx: Context, report: Report) -> list[Action]:
             continue
         seen.add(key)
         action = modules[f.fix.repair].plan(ctx, f)
-        if action is not None and not _builds_on_partitioned(ctx, action):
+        if (
+            action is not None
+            and not _builds_on_partitioned(ctx, action)
+            and not _writes_generated(ctx, action)
+            and not _on_virtual_table(ctx, action)
+        ):
             action.triggers = _firing_triggers(ctx, action)
             actions.append(action)
     return actions
@@ -194,6 +199,26 @@ def _firing_triggers(ctx: Context, action: Action) -> tuple[str, ...]:
     if table is None or not action.changes or not any(s.backup for s in action.steps):
         return ()
     return tuple(t.name for t in table.triggers if "UPDATE" in t.events)
+
+
+def _writes_generated(ctx: Context, action: Action) -> bool:
+    """Whether ``action`` would write a generated column (``GENERATED ALWAYS AS``): the
+    database refuses that, and the right fix is to the values the expression reads, which
+    only a person can choose. Such a finding (a unique ``email_key AS (lower(email))`` that
+    holds ``''``) is left to a person."""
+    table = ctx.catalog.tables.get(action.table)
+    if table is None:
+        return False
+    return any(table.columns[c].generated for c in action.changes if c in table.columns)
+
+
+def _on_virtual_table(ctx: Context, action: Action) -> bool:
+    """Whether ``action`` works on a SQLite virtual table (a ``--key`` stated on an FTS
+    table), where no index can be built: the plan offered a repair whose ``CREATE UNIQUE
+    INDEX`` then failed every ``--apply`` ("virtual tables may not be indexed"). Such a
+    finding is left to a person."""
+    table = ctx.catalog.tables.get(action.table)
+    return table is not None and table.virtual
 
 
 def _builds_on_partitioned(ctx: Context, action: Action) -> bool:
@@ -334,12 +359,41 @@ def _run_steps(
     for step in steps:
         progress(step.sql[:120])
         if step.backup:
-            rows = [dict(r) for r in run_sql(conn, step.backup).mappings().all()]
-            backup.save(conn, action.repair, action.table, rows)
+            _back_up(conn, step.backup, action, backup, progress)
         result = run_sql(conn, step.sql)
         if step.backup and result.rowcount and result.rowcount > 0:
             changed += result.rowcount
     return changed
+
+
+# Rows read and saved per round trip of a backup: the memory a backup needs, whatever the
+# size of the table.
+BACKUP_BATCH = 5000
+
+
+def _back_up(
+    conn: Connection,
+    select: str,
+    action: Action,
+    backup: Backup,
+    progress: Callable[[str], None],
+) -> None:
+    """Copy the rows ``select`` reads into ``backup``, :data:`BACKUP_BATCH` at a time.
+
+    The rows were all fetched into one list first: a repair of 500,000 rows of a table took
+    nearly 1 GB of memory before its UPDATE ran, so a table ten times that size could not be
+    repaired at all. The SELECT is streamed (a server-side cursor on PostgreSQL, SQLite's own
+    cursor) and each batch is saved before the next is read; the backup is still written in
+    the repair's transaction, before the change.
+    """
+    result = conn.exec_driver_sql(
+        select, execution_options={"no_parameters": True, "yield_per": BACKUP_BATCH}
+    )
+    saved = 0
+    for batch in result.mappings().partitions(BACKUP_BATCH):
+        backup.save(conn, action.repair, action.table, [dict(r) for r in batch])
+        saved += len(batch)
+        progress(f"backed up {saved} rows of {action.table}")
 
 
 def _run_outside_transaction(
