@@ -221,3 +221,26 @@ def test_repair_plan_as_json(legacy_sqlite: str) -> None:
         "partial-unique",
     }
     assert all(a["locks"] and a["statements"] for a in doc["actions"])
+
+
+def test_a_repair_of_a_database_another_connection_holds_says_so(legacy_sqlite: str) -> None:
+    """The application writes (or left a transaction open) while ``repair --apply`` runs:
+    the repair waits, then says the database is locked and that nothing was changed. It
+    said "cannot read ...: database is locked", which read as a broken database."""
+    import sqlite3
+
+    path = make_url(legacy_sqlite).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = invoke("repair", legacy_sqlite, *SLUG_KEY, "--apply")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 2, result.output
+    assert "is locked by another connection" in result.output
+    assert "nothing was changed" in result.output
+    assert "Traceback" not in result.output
+    # Once the lock is released the same repair goes through.
+    assert invoke("repair", legacy_sqlite, *SLUG_KEY, "--apply").exit_code in (0, 1)

@@ -62,7 +62,35 @@ def reading(what: str) -> Iterator[None]:
     except DoctorError:
         raise
     except sa.exc.DBAPIError as exc:
-        raise CannotRead(f"cannot read {what}: {first_line(exc)}") from exc
+        raise CannotRead(cannot_read(what, exc)) from exc
+
+
+# How the drivers say that another connection holds a lock the doctor waited for in vain:
+# SQLite's SQLITE_BUSY (5, "database is locked"; 6 is SQLITE_LOCKED, a lock inside one
+# connection's shared cache), PostgreSQL's lock_not_available (lock_timeout).
+_SQLITE_BUSY = 5
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_locked(exc: sa.exc.DBAPIError) -> bool:
+    orig = exc.orig
+    return (
+        getattr(orig, "sqlite_errorcode", None) == _SQLITE_BUSY
+        or getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+    )
+
+
+def cannot_read(what: str, exc: sa.exc.DBAPIError) -> str:
+    """The report of a driver error while working on ``what``. A lock held by another
+    connection (the application's own writes, a long transaction) is said as such: the
+    driver's "database is locked" after "cannot read" made a busy database look broken."""
+    if is_locked(exc):
+        return (
+            f"{what} is locked by another connection (the application's writes, or a "
+            f"transaction left open): nothing was changed; run it again when the lock is "
+            f"released ({first_line(exc)})"
+        )
+    return f"cannot read {what}: {first_line(exc)}"
 
 
 def run_sql(conn: Connection, sql: str) -> sa.CursorResult:

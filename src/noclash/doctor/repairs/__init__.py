@@ -31,7 +31,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from noclash.doctor.connect import connection, display_url, first_line, open_engine, run_sql
+from noclash.doctor.connect import (
+    cannot_read,
+    connection,
+    display_url,
+    first_line,
+    open_engine,
+    run_sql,
+)
 from noclash.doctor.context import Context, Options
 from noclash.doctor.diagnose import inspect, read_only_session, run_checks
 from noclash.doctor.errors import CannotRead, DoctorError, RepairFailed, UnsupportedSchema
@@ -280,7 +287,7 @@ def repair(
     except ValueError as exc:  # a schema the SQL editing cannot parse: say so, no traceback
         raise UnsupportedSchema(f"cannot plan a repair for this schema: {exc}") from exc
     except sa.exc.DBAPIError as exc:
-        raise CannotRead(f"cannot read {target}: {first_line(exc)}") from exc
+        raise CannotRead(cannot_read(target, exc)) from exc
     finally:
         if isinstance(database, str):
             engine.dispose()
