@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # SQLite: how long a writer waits for the lock before "database is locked" (ms; 0:
     # fail at once, never a negative wait).
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # PostgreSQL: how long a statement waits for a row or table lock another session holds
+    # before it fails, answered 503 with Retry-After (ms; 0: no bound, PostgreSQL's own
+    # default). Without it one transaction left open elsewhere (a psql session, a stuck
+    # job) made every request touching its rows wait for as long as it stayed open.
+    lock_timeout_ms: int = Field(default=30_000, ge=0)
     # Channels.
     meta_verify_token: str | None = None
     meta_app_secret: str | None = None

@@ -85,8 +85,9 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
     """The answer to an error from the database layer; None when ``exc`` is not one.
 
     Most specific first: a unique violation (409), a reference to a row deleted meanwhile
-    (404), data the database refused (422), the database or the pool out of reach (503
-    with Retry-After), anything else (500).
+    (404), data the database refused (422), a database that accepts no writes now (503
+    with Retry-After: a standby, a maintenance switch), the database or the pool out of
+    reach (503 with Retry-After), anything else (500).
     """
     if isinstance(exc, PoolTimeout):
         # Every pooled connection stayed busy for pool_timeout: overload, transient.
@@ -111,6 +112,19 @@ def database_error(exc: BaseException, method: str, path: str) -> JSONResponse |
         return problem(
             422, "a value in the request cannot be stored", kind=ProblemType.INVALID_INPUT
         )
+    if any(d.is_read_only(exc.orig) for d in _DIALECTS):
+        # A standby after a failover, a database set read-only for maintenance: nothing
+        # was stored and the same request succeeds once writes are accepted again. On
+        # PostgreSQL the driver raises it as an InternalError, which was a 500.
+        log.warning("database read-only on %s %s: %s", method, path, exc.orig)
+        return unavailable("the database accepts no writes at the moment (it is read-only); "
+                           "retry later")  # fmt: skip
+    if any(d.is_lock_timeout(exc.orig) for d in _DIALECTS):
+        # Another transaction held a lock this request needed for longer than the bound
+        # (NOCLASH_LOCK_TIMEOUT_MS): nothing was stored; the retry runs once it lets go.
+        log.warning("lock wait timed out on %s %s: %s", method, path, exc.orig)
+        return unavailable("a record this request must change is locked by another "
+                           "transaction; retry later")  # fmt: skip
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         log.warning("database unavailable on %s %s: %s", method, path, exc)
         return unavailable()

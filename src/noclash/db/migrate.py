@@ -17,7 +17,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from noclash.db.dialects import dialect_for
-from noclash.db.engine import create_engine
+from noclash.db.engine import create_engine, read_only
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -56,8 +56,14 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The database's revision as stored, known to this noclash or not (None: empty)."""
-    with engine.connect() as conn:
+    """The database's revision as stored, known to this noclash or not (None: empty).
+
+    A read, on a read-only connection: on SQLite a plain connection's transaction is a
+    ``BEGIN IMMEDIATE``, so ``/readyz`` (which asks this on every probe) queued for the
+    file's write lock behind every writer, and while another process held that lock it
+    answered "database unreachable" after the whole busy timeout, though the server was
+    reading and the lock's holder about to let go."""
+    with read_only(engine).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

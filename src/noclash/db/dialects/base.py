@@ -124,6 +124,14 @@ class Dialect:
         dialect's driver, as for :meth:`unique_error`)."""
         return False
 
+    def is_read_only(self, exc: BaseException) -> bool:
+        """True when the DBAPI exception ``exc`` says the database accepts no writes now
+        (a PostgreSQL hot standby or ``default_transaction_read_only``, a SQLite file its
+        process may not write): nothing was stored, and the same request succeeds once
+        writes are accepted again (a failover ends, the operator lifts it). ``False`` for
+        another dialect's driver, as for :meth:`unique_error`."""
+        return False
+
     # -- lock waits -------------------------------------------------------------------------
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
         """Bound how long this transaction's next statements wait for a row or index lock
@@ -160,8 +168,12 @@ class Dialect:
         """Keyword arguments for :func:`sqlalchemy.create_engine`."""
         return {}
 
-    def configure_engine(self, engine: Engine, *, busy_timeout_ms: int) -> None:
-        """Install per-connection settings (events) on a new engine."""
+    def configure_engine(
+        self, engine: Engine, *, busy_timeout_ms: int, lock_timeout_ms: int = 0
+    ) -> None:
+        """Install per-connection settings (events) on a new engine. ``busy_timeout_ms``
+        bounds SQLite's wait for its write lock, ``lock_timeout_ms`` a server's wait for
+        row and table locks (0: unbounded); each dialect uses the one it has."""
 
     def lock_for_migrations(self, conn: Connection) -> None:
         """Serialise concurrent migration runs from several processes (same transaction)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -21,6 +22,11 @@ from noclash.db.dialects.base import (
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 LOCK_NOT_AVAILABLE = "55P03"
+# read_only_sql_transaction: a write on a hot standby, or in a database, role or session
+# whose default_transaction_read_only is on.
+READ_ONLY_SQL_TRANSACTION = "25006"
+# Where a pooled connection remembers the lock_timeout it was given (configure_engine).
+LOCK_TIMEOUT_INFO = "noclash_lock_timeout_ms"
 # The columns in a unique violation's detail: ``Key (a, b)=(1, 2) already exists.``
 _DETAIL_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=")
 # A pyformat placeholder, or an escaped percent sign (kept as it is).
@@ -85,9 +91,19 @@ class PostgreSQLDialect(Dialect):
     def is_foreign_key_violation(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == FOREIGN_KEY_VIOLATION
 
+    def is_read_only(self, exc: BaseException) -> bool:
+        # psycopg raises it as an InternalError (SQLSTATE class 25, "invalid transaction
+        # state"), which nothing else maps to a 503.
+        return getattr(exc, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
+
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
-        # SET LOCAL: the bound ends with the transaction, whatever happens to it.
-        value = "DEFAULT" if seconds is None else str(max(1, round(seconds * 1000)))
+        # SET LOCAL: the bound ends with the transaction, whatever happens to it. None
+        # goes back to the connection's own bound (configure_engine): SET LOCAL ... DEFAULT
+        # would mean the server's default, no bound at all, for the rest of the transaction.
+        if seconds is None:
+            value = str(conn.connection.info.get(LOCK_TIMEOUT_INFO, "DEFAULT"))
+        else:
+            value = str(max(1, round(seconds * 1000)))
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {value}")
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
@@ -95,6 +111,53 @@ class PostgreSQLDialect(Dialect):
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_pre_ping": True}
+
+    def configure_engine(
+        self, engine: Engine, *, busy_timeout_ms: int, lock_timeout_ms: int = 0
+    ) -> None:
+        """Bound every session's lock waits at ``lock_timeout_ms`` (0: leave them unbounded).
+
+        Why: PostgreSQL waits for a row or table lock as long as its holder keeps it, and
+        by default forever. A transaction left open by another client (a psql session, a
+        stuck job, an ``idle in transaction`` connection) on a row a request must lock held
+        that request, its pool connection and its thread for as long; the next requests for
+        that row queued behind it until the pool was empty and every route timed out. With
+        the bound the wait fails with SQLSTATE 55P03, a 503 with ``Retry-After``
+        (:mod:`noclash.api.errors`), rolled back like any failed request; a keyed create
+        then keeps no key and its retry runs anew.
+
+        Session-level ``SET`` once per new connection (no round trip per transaction),
+        committed at once; the value is kept in the pool record so that
+        :meth:`limit_lock_wait` can return to it. The migrations' connection waits
+        unbounded (:meth:`migration_connection`), as before.
+        """
+        if lock_timeout_ms <= 0:
+            return
+
+        @event.listens_for(engine, "connect")
+        def _bound_lock_waits(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            dbapi_conn.commit()
+            record.info[LOCK_TIMEOUT_INFO] = int(lock_timeout_ms)
+
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[Connection]:
+        """A connection whose lock waits are unbounded while migrations run: a migration
+        waits its turn behind another process's (the advisory lock) and for the tables it
+        alters, however long, as ``noclash db upgrade`` always has. Its bound is set back
+        afterwards, before the connection returns to the pool."""
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            bound = conn.connection.info.get(LOCK_TIMEOUT_INFO)
+            if bound is None:
+                yield conn
+                return
+            _set_session(raw, "lock_timeout = 0")
+            try:
+                yield conn
+            finally:
+                if not conn.invalidated:
+                    _set_session(raw, f"lock_timeout = {int(bound)}")
 
     def lock_for_migrations(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.MIGRATION_LOCK_KEY})
@@ -141,6 +204,13 @@ class PostgreSQLDialect(Dialect):
             "(restore with pg_restore), or continuous archiving for point-in-time recovery; "
             "see docs/deployment.md"
         )
+
+
+def _set_session(raw: Any, setting: str) -> None:
+    """``SET setting`` for the session, on the driver's connection outside any transaction
+    of SQLAlchemy's (committed at once, so it outlives whatever follows)."""
+    raw.execute(f"SET {setting}")
+    raw.commit()
 
 
 class _PgNotificationSession:

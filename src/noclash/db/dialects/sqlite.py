@@ -49,6 +49,9 @@ _UNIQUE_CODES = {2067, 1555}
 _FOREIGN_KEY_CODE = 787
 # SQLITE_BUSY and its extended codes (another connection holds the write lock).
 _BUSY_CODES = {5, 261, 517, 773}
+# SQLITE_READONLY (the primary code of every SQLITE_READONLY_* extended code): the file,
+# or its directory for the journal, may not be written by this process.
+_READONLY_CODE = 8
 _COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w.]+(?:, [\w.]+)*)$")
 _INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<name>[^']+)'$")
 
@@ -88,6 +91,10 @@ class SQLiteDialect(Dialect):
             isinstance(exc, sqlite3.IntegrityError)
             and getattr(exc, "sqlite_errorcode", None) == _FOREIGN_KEY_CODE
         )
+
+    def is_read_only(self, exc: BaseException) -> bool:
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF == _READONLY_CODE
 
     def check_url(self, url: URL) -> None:
         super().check_url(url)
@@ -141,8 +148,15 @@ class SQLiteDialect(Dialect):
         }
 
     def configure_engine(
-        self, engine: Engine, *, busy_timeout_ms: int, autocheckpoint: bool = True
+        self,
+        engine: Engine,
+        *,
+        busy_timeout_ms: int,
+        lock_timeout_ms: int = 0,
+        autocheckpoint: bool = True,
     ) -> None:
+        # lock_timeout_ms is PostgreSQL's: every SQLite writer waits for the one write
+        # lock at BEGIN IMMEDIATE, bounded by busy_timeout_ms, and then waits for nothing.
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is DEFERRED).
