@@ -107,6 +107,7 @@ def test_a_read_only_postgresql_is_a_503_and_the_keyed_retry_creates_once(
             keyed = http.post("/api/chatbots", json={"name": name}, headers=key)
             plain = http.post("/api/chatbots", json={"name": name})
             listed = http.get("/api/chatbots")
+            unready = http.get("/readyz")
         finally:
             # Lifted, and nothing else done: the server's sessions were opened read-only.
             admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
@@ -114,6 +115,10 @@ def test_a_read_only_postgresql_is_a_503_and_the_keyed_retry_creates_once(
         _assert_retry_later(plain)
         assert "read-only" in keyed.json()["detail"]
         assert listed.status_code == 200  # reads go on
+        # ... but a load balancer must not send writes here: not ready, retry later.
+        assert unready.status_code == 503 and unready.headers.get("retry-after") == "1"
+        assert unready.json()["type"] == "https://noclash.dev/problems/not-ready"
+        assert "accepts no writes" in unready.json()["detail"], unready.json()
         # Writable again, and the server finds out by itself (no restart, no session
         # killed): the retries with the same key create, once, then replay.
         tries = []
@@ -126,11 +131,13 @@ def test_a_read_only_postgresql_is_a_503_and_the_keyed_retry_creates_once(
             time.sleep(0.2)
         assert tries[-1] == 201 and len(tries) <= 2, tries
         again = http.post("/api/chatbots", json={"name": name}, headers=key)
+        ready = http.get("/readyz")
         served.stop()
         stderr = served.stderr()
     assert first.status_code == 201, first.text
     assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
+    assert ready.status_code == 200, ready.text
     assert _count(database_url, "chatbots", "name", name) == 1
     assert "Traceback" not in stderr and " 500 " not in stderr, stderr
 
@@ -186,11 +193,13 @@ def test_a_lock_held_by_another_postgresql_client_is_a_bounded_503(
         assert http.patch(f"/api/chatbots/{locked['id']}", json={"name": "x"}).status_code == 200
         first = http.post("/api/chatbots", json={"name": name}, headers=key)
         again = http.post("/api/chatbots", json={"name": name}, headers=key)
+        ready = http.get("/readyz")
         served.stop()
         stderr = served.stderr()
     assert first.status_code == 201, first.text
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
+    assert ready.status_code == 200, ready.text
     assert _count(database_url, "chatbots", "name", name) == 1
     assert "Traceback" not in stderr, stderr
 
@@ -255,10 +264,12 @@ def test_sqlite_held_exclusive_by_another_process_is_bounded_and_readyz_answers(
         # The lock is gone: the keyed retry creates once, then replays.
         first = http.post("/api/chatbots", json={"name": name}, headers=key)
         again = http.post("/api/chatbots", json={"name": name}, headers=key)
+        ready = http.get("/readyz")
         served.stop()
         stderr = served.stderr()
     assert first.status_code == 201, first.text
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
+    assert ready.status_code == 200, ready.text
     assert _count(database_url, "chatbots", "name", name) == 1
     assert "Traceback" not in stderr, stderr

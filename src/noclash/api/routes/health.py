@@ -16,6 +16,7 @@ from noclash.api.errors import RETRY_AFTER, problem
 from noclash.api.problems import ProblemType
 from noclash.api.responses import problems
 from noclash.api.work import deliver
+from noclash.db.dialects import dialect_for
 from noclash.db.engine import read_only
 from noclash.db.migrate import current_revision, head_revision
 
@@ -39,7 +40,7 @@ async def healthz() -> dict:
 
 @router.get("/readyz", response_model=Readiness, responses=problems(ProblemType.NOT_READY))
 async def readyz(request: Request) -> Response:
-    """The database answers and its schema is at the newest migration."""
+    """The database answers, accepts writes, and its schema is at the newest migration."""
     return await deliver(request, _ready)
 
 
@@ -47,11 +48,22 @@ def _ready(engine: Engine) -> Response:
     try:
         with read_only(engine).connect() as conn:
             conn.execute(text("SELECT 1"))
+            writable = dialect_for(engine).accepts_writes(conn)
         current = current_revision(engine)
     except SQLAlchemyError as exc:
         return problem(
             503,
             f"database unreachable: {type(exc).__name__}",
+            kind=ProblemType.NOT_READY,
+            headers=RETRY_AFTER,
+        )
+    if not writable:
+        # Every webhook and every create writes: a process on a standby (after a failover)
+        # or a database switched read-only can serve nothing a platform sends.
+        return problem(
+            503,
+            "the database accepts no writes (read-only: a standby, or "
+            "default_transaction_read_only)",
             kind=ProblemType.NOT_READY,
             headers=RETRY_AFTER,
         )

@@ -132,6 +132,12 @@ class Dialect:
         another dialect's driver, as for :meth:`unique_error`."""
         return False
 
+    def accepts_writes(self, conn: Connection) -> bool:
+        """Whether a transaction this session begins may write (``/readyz`` asks, so a load
+        balancer stops sending to a database that refuses every write). True by default:
+        SQLite says so only when a write is tried."""
+        return True
+
     # -- lock waits -------------------------------------------------------------------------
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
         """Bound how long this transaction's next statements wait for a row or index lock

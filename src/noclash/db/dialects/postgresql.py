@@ -96,6 +96,14 @@ class PostgreSQLDialect(Dialect):
         # state"), which nothing else maps to a 503.
         return getattr(exc, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
 
+    def accepts_writes(self, conn: Connection) -> bool:
+        # A hot standby is in recovery; default_transaction_read_only is the setting an
+        # operator (or a failover tool) uses to stop writes on a primary. The session's
+        # own setting, not transaction_read_only: the probe's transaction may be read-only.
+        return not conn.exec_driver_sql(
+            "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only')::bool"
+        ).scalar_one()
+
     def limit_lock_wait(self, conn: Connection, seconds: float | None) -> None:
         # SET LOCAL: the bound ends with the transaction, whatever happens to it. None
         # goes back to the connection's own bound (configure_engine): SET LOCAL ... DEFAULT
