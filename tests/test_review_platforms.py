@@ -323,3 +323,43 @@ def test_text_limits_count_as_each_platform_counts():
     assert text_refusal(Channel.TELEGRAM, "é" * 4097) is not None
     assert text_refusal(Channel.MESSENGER, "日" * 2000) is None
     assert text_refusal(Channel.WIDGET, "x" * 100_000) is None
+
+
+# -- Meta: a large batch is taken whole ------------------------------------------------------
+
+
+def test_a_meta_batch_larger_than_the_api_body_limit_is_stored(server):
+    """Meta batches many updates in one POST and escapes every non-ASCII character as
+    ``\\uXXXX`` (six bytes a letter): 150 Cyrillic messages are over the API's 64 KiB body
+    limit. That was a 413, which Meta answers by sending the same body again, forever,
+    so every message in it was lost. Webhooks take up to NOCLASH_MAX_WEBHOOK_BODY_BYTES
+    (1 MiB); beyond that, still a 413; other routes keep their 64 KiB."""
+    connection = _connection(server, "messenger", PAGE)
+    text = "Здравствуйте, где мой заказ? " * 3
+    items = [_customer(f"m_big_{i}", f"{text}{i}", 1_700_000_000_000 + i) for i in range(150)]
+    body = {"object": "page", "entry": [{"id": PAGE, "time": 1, "messaging": items}]}
+    raw = json.dumps(body).encode()  # json.dumps escapes non-ASCII, as Meta does
+    assert server.settings.max_body_bytes < len(raw) < server.settings.max_webhook_body_bytes
+
+    def post(payload: bytes):
+        return server.client().post(
+            "/webhooks/meta",
+            content=payload,
+            headers={"Content-Type": "application/json",
+                     "X-Hub-Signature-256": meta.sign(payload, META_SECRET)},
+        )  # fmt: skip
+
+    answer = post(raw)
+    assert answer.status_code == 200, answer.text
+    stored = _transcript(server, connection)
+    assert [t for _psid, _direction, t in stored] == [f"{text}{i}" for i in range(150)]
+
+    huge = b" " * server.settings.max_webhook_body_bytes + raw
+    refused = post(huge)
+    assert refused.status_code == 413
+    assert str(server.settings.max_webhook_body_bytes) in refused.json()["detail"]
+    # An API route keeps the smaller limit.
+    other = server.client(server.user()).post(
+        "/api/chatbots", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert other.status_code == 413

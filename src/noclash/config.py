@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # with a body (Meta's and Telegram's webhooks included), would be refused.
     max_text_length: int = Field(default=4000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The platforms' webhooks (/webhooks/...): Meta batches up to a thousand updates in one
+    # POST, each non-ASCII letter escaped in six bytes; a 413 there is redelivered forever.
+    max_webhook_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Abuse limits of the public endpoints (noclash.api.ratelimit), counted in the database
     # so that every process and host shares them: hits per fixed window, 0 disables one.
     rate_limit_window_seconds: int = Field(default=60, ge=1)

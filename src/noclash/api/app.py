@@ -101,7 +101,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # Innermost: a client that leaves a stream is no error (see StreamDisconnects).
     app.add_middleware(StreamDisconnects)
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_webhook_body_bytes=settings.max_webhook_body_bytes,
+    )
     # A refused request reads no body, and a 429 is never an idempotent answer.
     app.add_middleware(RateLimitMiddleware, engine=app.state.engine, settings=settings)
     # Outermost: a page of another site is refused (or its preflight answered) before

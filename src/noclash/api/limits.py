@@ -3,7 +3,11 @@
 Two limits, one ASGI middleware in front of everything else:
 
 - **size**: a body larger than ``max_body_bytes`` is a 413, refused by its Content-Length
-  before a byte is read, or by counting while it arrives (chunked);
+  before a byte is read, or by counting while it arrives (chunked). The platforms'
+  webhooks (``/webhooks/...``) have a limit of their own, ``max_webhook_body_bytes``: Meta
+  batches up to a thousand updates in one POST and escapes every non-ASCII character as
+  ``\\uXXXX``, so a busy Page's body can be megabytes, and a 413 there is no answer a
+  person reads: Meta sends the same body again, and again, and it never shrinks;
 - **nesting**: a body whose brackets nest deeper than ``max_json_depth`` is a 400
   ``malformed-json``. No legitimate request nests that deep, and every parser behind this
   point recurses per level (``json.loads`` in FastAPI, in the idempotency key's request
@@ -29,6 +33,8 @@ from noclash.api.errors import problem
 from noclash.api.problems import ProblemType
 
 MAX_JSON_DEPTH = 64
+# Where the platforms (Meta, Telegram) post their webhooks: bodies there may be larger.
+WEBHOOKS_PREFIX = "/webhooks/"
 
 # A JSON string literal, escapes included. The body of the literal is matched possessively
 # and an unterminated one runs to the end of the input, so every match attempt that starts
@@ -65,21 +71,31 @@ class BodyLimitMiddleware:
     """Refuse bodies that are too large (413) or nested too deep (400) before the app runs."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_json_depth: int = MAX_JSON_DEPTH
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_json_depth: int = MAX_JSON_DEPTH,
+        max_webhook_body_bytes: int | None = None,
     ) -> None:
         self.app = app
-        self.max = max_body_bytes
+        self.max_body = max_body_bytes
+        self.max_webhook_body = max_webhook_body_bytes or max_body_bytes
         self.max_depth = max_json_depth
+
+    def _limit(self, scope: Scope) -> int:
+        path: str = scope.get("path", "")
+        return self.max_webhook_body if path.startswith(WEBHOOKS_PREFIX) else self.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         framed = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.max:
-                    await self._too_large(scope, receive, send)
+                if value.isdigit() and int(value) > limit:
+                    await self._too_large(limit, scope, receive, send)
                     return
                 framed = value != b"0"
             elif name == b"transfer-encoding":
@@ -89,9 +105,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            message = await self._read(receive)
+            message = await self._read(receive, limit)
         except _TooLarge:
-            await self._too_large(scope, receive, send)
+            await self._too_large(limit, scope, receive, send)
             return
         if message["type"] != "http.request":
             # The client went away before its body arrived: nobody is left to answer, and
@@ -114,7 +130,7 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> Message:
+    async def _read(self, receive: Receive, limit: int) -> Message:
         """The whole body as one message (the server never hands over more than its
         Content-Length, and a chunked body is counted), or the disconnect that ended it."""
         parts: list[bytes] = []
@@ -125,7 +141,7 @@ class BodyLimitMiddleware:
                 return message
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max:
+            if seen > limit:
                 raise _TooLarge
             if not message.get("more_body", False):
                 if not parts:
@@ -134,8 +150,8 @@ class BodyLimitMiddleware:
                 return {"type": "http.request", "body": b"".join(parts), "more_body": False}
             parts.append(chunk)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"the request body exceeds {self.max} bytes"
+    async def _too_large(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body exceeds {limit} bytes"
         # RFC 9110's name for 413 (Python 3.11's HTTPStatus still says "Request Entity").
         answer = problem(413, detail, kind=ProblemType.BODY_TOO_LARGE, title="Content Too Large")
         await answer(scope, receive, send)

@@ -121,7 +121,10 @@ class ProblemType(StrEnum):
         "a request with this Idempotency-Key is still running (Retry-After)",
     )
     # -- 413, 422, 429, 431 -----------------------------------------------------------------
-    BODY_TOO_LARGE = "body-too-large", 413, "the body exceeds NOCLASH_MAX_BODY_BYTES"
+    BODY_TOO_LARGE = (
+        "body-too-large", 413,
+        "the body exceeds NOCLASH_MAX_BODY_BYTES (NOCLASH_MAX_WEBHOOK_BODY_BYTES on /webhooks/)",
+    )  # fmt: skip
     INVALID_INPUT = (
         "invalid-input",
         422,
