@@ -375,3 +375,42 @@ def test_hosts_that_never_resolve_do_not_stall_the_api(database_url, silent_dns)
         while webhooks._resolvers.live and time.monotonic() < deadline:
             time.sleep(0.05)
         assert webhooks._resolvers.live == 0
+
+
+def test_a_database_error_never_carries_its_parameters(engine) -> None:
+    """SQLAlchemy writes a failed statement's parameters into the exception's text, and
+    the API logs database errors (a session killed, a timeout) with that text: a webhook
+    secret or an access token being saved at that moment went to the logs. Every engine
+    noclash makes hides them (the dispatcher's own engines too)."""
+    import sqlalchemy as sa
+
+    from noclash.db.dialects import dialect_for
+
+    secret = "whsec_" + uuid.uuid4().hex
+    statement = sa.text("INSERT INTO no_such_table (secret) VALUES (:secret)")
+    engines = [engine]
+    dialect = dialect_for(engine)
+    quick = None if dialect.supports_async_driver else dialect.nonblocking_engine(engine)
+    if quick is not None:
+        engines.append(quick)
+    for each in engines:
+        with pytest.raises(sa.exc.DBAPIError) as caught, each.begin() as conn:
+            conn.execute(statement, {"secret": secret})
+        assert secret not in str(caught.value), str(caught.value)
+    if quick is not None:
+        quick.dispose()
+    if dialect.supports_async_driver:
+
+        async def attempt() -> str:
+            async_engine = dialect.async_engine(engine, pool_size=1, max_overflow=0)
+            try:
+                async with async_engine.begin() as conn:
+                    await conn.execute(statement, {"secret": secret})
+            except sa.exc.DBAPIError as exc:
+                return str(exc)
+            finally:
+                await async_engine.dispose()
+            return "no error"
+
+        text = asyncio.run(attempt())
+        assert "no_such_table" in text and secret not in text, text

@@ -20,6 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 READ_ONLY_OPTION = "noclash_read_only"
 
 
+
+# Every engine noclash makes. SQLAlchemy writes a failed statement's parameters into the
+# exception's text, and the API and the dispatcher log database errors: a webhook secret,
+# an access token or a customer's message would be written to the logs with them.
+ENGINE_OPTIONS: dict[str, object] = {"hide_parameters": True}
+
 class UnsupportedDialect(Exception):
     """The database is neither SQLite nor PostgreSQL, or its URL names a driver or a kind of
     database noclash cannot use (the message says what to write instead)."""
@@ -171,8 +177,9 @@ class Dialect:
         return f"cannot open the database: {driver_message(exc)}"
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
-        """Keyword arguments for :func:`sqlalchemy.create_engine`."""
-        return {}
+        """Keyword arguments for :func:`sqlalchemy.create_engine` (each dialect adds its
+        own to these)."""
+        return dict(ENGINE_OPTIONS)
 
     def configure_engine(
         self, engine: Engine, *, busy_timeout_ms: int, lock_timeout_ms: int = 0

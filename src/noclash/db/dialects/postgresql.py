@@ -118,7 +118,14 @@ class PostgreSQLDialect(Dialect):
         return getattr(exc, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
-        return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_pre_ping": True}
+        return {
+            **super().engine_options(
+                pool_size=pool_size, max_overflow=max_overflow, busy_timeout_ms=busy_timeout_ms
+            ),
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_pre_ping": True,
+        }
 
     def configure_engine(
         self, engine: Engine, *, busy_timeout_ms: int, lock_timeout_ms: int = 0

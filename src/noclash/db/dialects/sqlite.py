@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import SingletonThreadPool
 
 from noclash.db.dialects.base import (
+    ENGINE_OPTIONS,
     READ_ONLY_OPTION,
     BackupFailed,
     BackupTargetExists,
@@ -137,6 +138,9 @@ class SQLiteDialect(Dialect):
 
     def engine_options(self, *, pool_size: int, max_overflow: int, busy_timeout_ms: int) -> dict:
         return {
+            **super().engine_options(
+                pool_size=pool_size, max_overflow=max_overflow, busy_timeout_ms=busy_timeout_ms
+            ),
             "pool_size": pool_size,
             "max_overflow": max_overflow,
             "connect_args": {
@@ -202,7 +206,8 @@ class SQLiteDialect(Dialect):
         if engine.url.database in (None, "", ":memory:"):
             return None
         quick = create_engine(engine.url, poolclass=SingletonThreadPool, pool_size=1,
-                              connect_args={"check_same_thread": False})  # fmt: skip
+                              connect_args={"check_same_thread": False},
+                              **ENGINE_OPTIONS)  # fmt: skip
         self.configure_engine(quick, busy_timeout_ms=0, autocheckpoint=False)
         return quick
 
