@@ -363,3 +363,25 @@ def test_a_meta_batch_larger_than_the_api_body_limit_is_stored(server):
         "/api/chatbots", content=raw, headers={"Content-Type": "application/json"}
     )
     assert other.status_code == 413
+
+
+# -- Meta: a tapped button is what the customer said ------------------------------------------
+
+
+def test_a_postback_is_stored_as_the_customers_message_once(server):
+    """Get Started, a persistent menu item, an ice breaker: Meta sends a ``postback``
+    (``title``, ``payload``, ``mid``) instead of a message. It was dropped, so the
+    customer's first question never reached the inbox or the bot. Its title is stored as
+    the customer's message, deduplicated by its mid; a postback without them is ignored."""
+    connection = _connection(server, "messenger", PAGE)
+    tapped = {"sender": {"id": PSID}, "recipient": {"id": PAGE}, "timestamp": 1_700_000_000_000,
+              "postback": {"mid": "m_postback_1", "title": "Where is my order?",
+                           "payload": "ORDER_STATUS"}}  # fmt: skip
+    old_style = {"sender": {"id": PSID}, "recipient": {"id": PAGE}, "timestamp": 1,
+                 "postback": {"payload": "USER_DEFINED_PAYLOAD"}}  # fmt: skip
+    body = {"object": "page", "entry": [{"id": PAGE, "time": 1, "messaging": [tapped, old_style]}]}
+    first = _post_meta(server, body)
+    again = _post_meta(server, body)  # Meta redelivers
+    assert first != again
+    assert _transcript(server, connection) == [(PSID, "in", "Where is my order?")]
+    assert _conversation_count(server) == 1

@@ -17,7 +17,8 @@ A POST body looks like the documented example::
 
 Customer messages become :class:`InboundEvent` values and echoes (``is_echo``: every
 message the Page sent, ours and those a person wrote in the Page inbox) become
-:class:`Echo` values. Deliveries, reads, reactions, postbacks and deleted messages are
+:class:`Echo` values; a postback (a button tapped) with a ``title`` and ``mid`` is a customer
+message too. Deliveries, reads, reactions, older postbacks and deleted messages are
 acknowledged and ignored, because acknowledging is what stops Meta from retrying them.
 
 Sending (:class:`MetaSender`) is the Send API, ``POST {graph}/me/messages`` with the Page
@@ -200,6 +201,13 @@ def parse(payload: Any) -> MetaBatch:
             if not isinstance(event, dict):
                 raise PayloadError(f"{where} is not an object")
             message = event.get("message")
+            if message is None and isinstance(event.get("postback"), dict):
+                postback = _postback(channel, entry, event, where)
+                if postback is None:
+                    ignored += 1
+                else:
+                    items.append(postback)
+                continue
             if not isinstance(message, dict) or message.get("is_deleted"):
                 ignored += 1
                 continue
@@ -223,6 +231,26 @@ def parse(payload: Any) -> MetaBatch:
     events = [item for item in items if isinstance(item, InboundEvent)]
     echoes = tuple(item for item in items if isinstance(item, Echo))
     return MetaBatch(channel, events, ignored, echoes, tuple(items))
+
+
+def _postback(channel: str, entry: dict, event: dict, where: str) -> InboundEvent | None:
+    """A tap on a button (Get Started, a persistent menu item, a template's button, an
+    Instagram ice breaker) as the customer's message: its ``title``, the words the
+    customer chose, often their first question; deduplicated by its ``mid`` like a
+    message. None for a postback without both (older payloads had neither): nothing to
+    show, and nothing to deduplicate it by."""
+    postback = event["postback"]
+    title, mid = postback.get("title"), postback.get("mid")
+    if not (isinstance(title, str) and title and isinstance(mid, str) and mid):
+        return None
+    return InboundEvent(
+        channel=channel,
+        recipient_id=_id(event.get("recipient", entry.get("id")), f"{where}.recipient"),
+        psid=_id(event.get("sender"), f"{where}.sender"),
+        platform_message_id=mid,
+        text=title,
+        sent_at=_timestamp(event.get("timestamp")),
+    )
 
 
 def _echo(channel: str, event: dict, message: dict, mid: str, where: str) -> Echo:
