@@ -385,3 +385,29 @@ def test_a_postback_is_stored_as_the_customers_message_once(server):
     assert first != again
     assert _transcript(server, connection) == [(PSID, "in", "Where is my order?")]
     assert _conversation_count(server) == 1
+
+
+def test_a_telegram_update_numbered_like_an_old_one_is_still_stored(server):
+    """Telegram picks the next update_id at random after a week without updates: a new
+    message can come with the number of one stored long ago. Deduplicated by update_id,
+    it was dropped as that old message's duplicate. The key is the chat and the message's
+    id: a real redelivery (the same update again) is still a duplicate."""
+    connection = _connection(server, "telegram", "7001", secret=BOT_SECRET)
+
+    def update(update_id: int, chat_id: int, message_id: int, text: str) -> dict:
+        person = {"id": chat_id, "first_name": "A"}
+        return {"update_id": update_id,
+                "message": {"message_id": message_id, "date": 1_700_000_000, "text": text,
+                            "chat": {**person, "type": "private"},
+                            "from": {**person, "is_bot": False}}}  # fmt: skip
+
+    assert _post_telegram(server, connection, update(500, 42, 7, "first week"))["stored"] == 1
+    again = _post_telegram(server, connection, update(500, 42, 7, "first week"))
+    assert again["duplicates"] == 1  # a redelivery
+    later = _post_telegram(server, connection, update(500, 42, 912, "a week later"))
+    assert later["stored"] == 1, later
+    other_chat = _post_telegram(server, connection, update(501, 43, 7, "another customer"))
+    assert other_chat["stored"] == 1, other_chat
+    assert sorted(t for _p, _d, t in _transcript(server, connection)) == [
+        "a week later", "another customer", "first week"
+    ]

@@ -116,7 +116,7 @@ def test_telegram_documented_update():
     event = telegram.parse(payload("telegram_message"))
     assert event is not None
     assert (event.psid, event.platform_message_id, event.text, event.username) == (
-        "1111111", "10000", "/start", "Test",
+        "1111111", "1111111:1365", "/start", "Test",
     )  # fmt: skip
     assert event.sent_at == datetime.fromtimestamp(1441645532, tz=UTC)
 
@@ -136,8 +136,10 @@ def test_an_integral_number_is_an_integer_whatever_its_spelling():
     refused it (a float) with a 400; both now read the same JSON number."""
     body = payload("telegram_message")
     body["update_id"], body["message"]["chat"]["id"] = -493.0, 1111111.0
+    body["message"]["message_id"] = 1365.0
     event = telegram.parse(body)
-    assert event is not None and (event.platform_message_id, event.psid) == ("-493", "1111111")
+    assert event is not None
+    assert (event.platform_message_id, event.psid) == ("1111111:1365", "1111111")
     with pytest.raises(PayloadError):
         telegram.parse({**body, "update_id": 1.5})
     with pytest.raises(PayloadError):

@@ -51,7 +51,7 @@ def test_documented_update_becomes_one_message(live_server, telegram):
     assert conv["psid"] == "1111111" and conv["title"] == "Test"
     assert conv["last_message_at"].startswith("2015-09-07T17:05:32")
     (msg,) = client.get(f"/api/conversations/{conv['id']}/messages").json()["items"]
-    assert msg["platform_message_id"] == "10000" and msg["text"] == "/start"
+    assert msg["platform_message_id"] == "1111111:1365" and msg["text"] == "/start"
 
 
 def test_a_lone_surrogate_is_stored_as_a_replacement_not_a_500(live_server, telegram):

@@ -14,8 +14,9 @@ An update with a message, as documented::
                           "username": "Test"},
                  "text": "/start"}}
 
-The customer is the chat (``psid = str(chat.id)``), and the dedupe key is ``update_id``:
-Telegram redelivers the same update with the same id until it gets a 2xx. Other update
+The customer is the chat (``psid = str(chat.id)``), and the dedupe key is the chat and the
+message's id (:func:`dedupe_key`): Telegram redelivers the same update, with the same
+message, until it gets a 2xx. Other update
 kinds (edited messages, callback queries, channel posts, member updates) are acknowledged
 and ignored, and so are service messages (a ``message`` that only says what happened to
 the chat: the bot added to a group, a pinned message, a group upgraded to a supergroup).
@@ -139,6 +140,20 @@ def _date(value: Any) -> datetime | None:
         return None
 
 
+def dedupe_key(update_id: int, chat_id: int, message_id: Any) -> str:
+    """What makes a Telegram message the same message when it comes again:
+    ``<chat id>:<message id>`` (a message id is unique within its chat, and a redelivered
+    update carries the same message).
+
+    Not ``update_id`` alone: Telegram numbers updates in sequence, but "if there are no new
+    updates for at least a week, then identifier of the next update will be chosen
+    randomly", and a random id equal to one stored before would have dropped a new message
+    as a duplicate of an old one. An update without an integer ``message_id`` (none the Bot
+    API sends) falls back to its ``update_id``, which never contains a colon."""
+    number = json_integer(message_id)
+    return f"{chat_id}:{number}" if number is not None else str(update_id)
+
+
 def parse(update: Any) -> InboundEvent | None:
     """The customer message in ``update``, or None for update kinds that carry none.
 
@@ -165,7 +180,7 @@ def parse(update: Any) -> InboundEvent | None:
         channel=Channel.TELEGRAM,
         recipient_id=None,
         psid=str(chat_id),
-        platform_message_id=str(update_id),
+        platform_message_id=dedupe_key(update_id, chat_id, message.get("message_id")),
         text=text,
         sent_at=_date(message.get("date")),
         username=_username(message),

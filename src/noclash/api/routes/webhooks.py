@@ -125,7 +125,10 @@ TELEGRAM_BODY = {
     "additionalProperties": True,
     "required": ["update_id"],
     "properties": {
-        "update_id": {**_INT64, "description": "The dedupe key."},
+        "update_id": {
+            **_INT64,
+            "description": "The update's number (the dedupe key is the chat and message_id).",
+        },
         "message": {
             "type": "object",
             "description": "A customer message; an update without one, or a service "
@@ -133,7 +136,10 @@ TELEGRAM_BODY = {
             "acknowledged.",
             "required": ["chat"],
             "properties": {
-                "message_id": {"type": "integer"},
+                "message_id": {
+                    "type": "integer",
+                    "description": "With chat.id, the dedupe key (update_id without it).",
+                },
                 "date": {"description": "Seconds since the epoch (ignored unless an integer)."},
                 "chat": {
                     "type": "object",
