@@ -411,3 +411,25 @@ def test_a_telegram_update_numbered_like_an_old_one_is_still_stored(server):
     assert sorted(t for _p, _d, t in _transcript(server, connection)) == [
         "a week later", "another customer", "first week"
     ]
+
+
+def test_a_telegram_secret_setwebhook_would_refuse_is_refused(server):
+    """Telegram's setWebhook takes a secret_token of 1 to 256 letters, digits, _ and -:
+    a connection stored with "my secret!" could never be registered, so it would never
+    receive an update. Creating or changing it to such a secret is a 422 naming secret."""
+    client = server.client(server.user())
+    bot = client.post("/api/chatbots", json={"name": "b"}).json()["id"]
+    for bad in ("my secret!", "x" * 257, "s3cret/../", "ключ"):
+        refused = client.post(
+            f"/api/chatbots/{bot}/connections",
+            json={"channel": "telegram", "external_id": "7001", "secret": bad},
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        assert [f["field"] for f in refused.json()["fields"]] == ["secret"]
+    made = client.post(
+        f"/api/chatbots/{bot}/connections",
+        json={"channel": "telegram", "external_id": "7001", "secret": "A-z_09" * 40},
+    )
+    assert made.status_code == 201, made.text
+    patched = client.patch(f"/api/connections/{made.json()['id']}", json={"secret": "no way"})
+    assert patched.status_code == 422 and patched.json()["fields"][0]["field"] == "secret"

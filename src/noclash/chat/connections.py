@@ -18,6 +18,7 @@ Deleting a connection keeps the history a team relies on (:func:`delete_connecti
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,16 @@ Row = sa.Row[Any]
 DELETE_ATTEMPTS = 20
 # Channels whose webhook is authenticated by the connection's own secret.
 SECRET_REQUIRED = frozenset({Channel.TELEGRAM})
+# What the platform accepts as that secret. Telegram's setWebhook takes a secret_token of
+# "1-256 characters. Only characters A-Z, a-z, 0-9, _ and - are allowed": any other is
+# refused there, so a connection stored with one could never receive an update.
+SECRET_SHAPES = {
+    Channel.TELEGRAM: (
+        re.compile(r"[A-Za-z0-9_-]{1,256}"),
+        "1 to 256 characters, each a letter A-Z or a-z, a digit, _ or - "
+        "(what Telegram's setWebhook accepts as secret_token)",
+    )
+}
 
 
 def create_connection(
@@ -79,6 +90,7 @@ def create_connection(
         raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}", field="channel")
     if channel in SECRET_REQUIRED and not secret:
         raise InvalidInput(f"a {channel} connection needs a secret", field="secret")
+    _check_secret(channel, secret)
     _check_access_token(channel, access_token)
     bot = get_chatbot(conn, chatbot_id, owner_id=owner_id)
     if channel == Channel.WIDGET and external_id != str(bot.public_token):
@@ -97,6 +109,12 @@ def create_connection(
     }
     with translating(connections.metadata):
         return conn.execute(sa.insert(connections).values(values).returning(*connections.c)).one()
+
+
+def _check_secret(channel: str, secret: str | None) -> None:
+    shape = SECRET_SHAPES.get(channel)
+    if secret is not None and shape is not None and not shape[0].fullmatch(secret):
+        raise InvalidInput(f"a {channel} connection's secret must be {shape[1]}", field="secret")
 
 
 def _check_access_token(channel: str, access_token: str | None) -> None:
@@ -129,6 +147,8 @@ def update_connection(
         _check_access_token(row.channel, changes["access_token"])
     if "secret" in changes and changes["secret"] is None and row.channel in SECRET_REQUIRED:
         raise InvalidInput(f"a {row.channel} connection needs a secret", field="secret")
+    if "secret" in changes:
+        _check_secret(row.channel, changes["secret"])
     if not changes:
         return row
     updated = conn.execute(
