@@ -56,6 +56,10 @@ from typing import Any
 log = logging.getLogger("echo_bot")
 
 TOLERANCE = 300  # seconds: refuse older signatures (replays) and clocks too far apart
+# The most a request body is read: an event is a few KiB (a message's text and its ids).
+# Bodies are read before their signature can be checked, so anyone who can reach the bot
+# could otherwise make it hold as much as they send, or wait for ever on a length of -1.
+MAX_BODY_BYTES = 1 << 20
 
 
 def verify(body: bytes, header: str, secret: str, now: float | None = None) -> bool:
@@ -180,8 +184,17 @@ def _problem_type(body: str) -> str:
 def serve(bot: EchoBot, host: str, port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
+            length = self.headers.get("Content-Length", "")
+            # noclash always sends Content-Length; anything else is refused unread.
+            if not (length.isascii() and length.isdigit()):
+                self.close_connection = True
+                self._answer(411, "Content-Length required")
+                return
+            if int(length) > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._answer(413, "body too large")
+                return
+            body = self.rfile.read(int(length))
             status, text = bot.receive(body, self.headers.get("Noclash-Signature") or "")
             self._answer(status, text)
 

@@ -63,6 +63,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from noclash.api.deps import CurrentUser, OptionalUser, bearer_digest, still_valid
 from noclash.api.errors import Throttled
+from noclash.api.pagination import ID_OR_EMPTY, optional_id
 from noclash.api.problems import ProblemType
 from noclash.api.responses import problems
 from noclash.api.work import deliver, reading
@@ -175,7 +176,7 @@ def _agent_feed(
     bind: Engine | Connection,
     hub: Hub,
     owner_id: UUID,
-    chatbot_id: str | None,
+    chatbot_id: UUID | None,
     last: str | None,
     horizon: datetime | None,
 ) -> Feed:
@@ -199,12 +200,18 @@ def _agent_feed(
 async def agent_feed(
     request: Request,
     user: CurrentUser,
-    chatbot_id: str | None = Query(None, description="One of your chatbots (default: all)."),
+    chatbot_id: str | None = Query(
+        None, description="One of your chatbots (default: all).", json_schema_extra=ID_OR_EMPTY
+    ),
     last_event_id: LastEventIdQuery = None,
     last_event_id_header: LastEventIdHeader = None,
 ) -> Feed:
     last = last_event_id_header or last_event_id
-    work = (_hub(request), user.id, chatbot_id, last, _horizon(request))
+    # As the pull API reads it: empty is all of them (``GET /api/stream?chatbot_id=``, a
+    # URL template left blank, was a 404 that a browser's EventSource never retries), and
+    # what is not an id is a 422 naming it.
+    chosen = optional_id(chatbot_id, "chatbot_id", "a chatbot id")
+    work = (_hub(request), user.id, chosen, last, _horizon(request))
     feed = await deliver(request, _agent_feed, *work)
     return replace(feed, token_digest=bearer_digest(request.scope))
 
@@ -255,6 +262,11 @@ async def agent_stream(
 async def visitor_stream(
     request: Request, session_id: str, feed: Annotated[Feed, Depends(visitor_feed)]
 ) -> AsyncIterator[Following]:
+    # Counted by the session, not by the path's text: the routes take an id in either
+    # case and without dashes, and a count by spelling gave each of those billions of
+    # spellings STREAMS_PER_SESSION streams of its own. visitor_feed found the session,
+    # so the id parses.
+    session_id = str(parse_uuid(session_id))
     opened = _visitor_streams(request)
     if opened[session_id] >= STREAMS_PER_SESSION:
         raise Throttled(
