@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -221,3 +222,44 @@ def test_the_pull_api_of_an_owner_with_very_many_chatbots(server: LiveServer) ->
     conversation = items[0]["conversation_id"]
     one = client.get("/api/events", params={"conversation_id": conversation})
     assert one.status_code == 200 and one.json()["items"] == items
+
+
+def _status_changes(client: httpx.Client, bot: dict) -> list[tuple[str, str]]:
+    answer = client.get(
+        "/api/events",
+        params={"chatbot_id": bot["id"], "type": "conversation.status_changed", "limit": 100},
+    )
+    assert answer.status_code == 200, answer.text
+    return [(e["data"]["from"], e["data"]["to"]) for e in answer.json()["items"]]
+
+
+def test_a_customer_message_that_wakes_a_snooze_announces_it_once(server: LiveServer) -> None:
+    """A customer's message wakes a SNOOZED conversation (it is OPEN again), but no
+    ``conversation.status_changed`` said so: streams and bots saw the snooze and never its
+    end. Now the message's ``message.created`` is followed by SNOOZED -> OPEN, once, even
+    when 16 messages of the customer arrive together; a message to an open conversation
+    changes nothing."""
+    client, bot, connection = _custom_bot(server, server.user())
+    conversation = _inbound(client, connection, "m0")["conversation_id"]
+    snoozed = client.post(f"/api/conversations/{conversation}/snooze", json={})
+    assert snoozed.status_code == 200, snoozed.text
+    assert _status_changes(client, bot) == [("OPEN", "SNOOZED")]
+
+    def deliver(i: int) -> None:
+        _inbound(client, connection, f"burst-{i}")
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert client.get(f"/api/conversations/{conversation}").json()["status"] == "OPEN"
+    assert _status_changes(client, bot) == [("OPEN", "SNOOZED"), ("SNOOZED", "OPEN")]
+    _inbound(client, connection, "after")
+    assert _status_changes(client, bot) == [("OPEN", "SNOOZED"), ("SNOOZED", "OPEN")]
+    # In the order a reader sees them: the waking message's message.created, then the wake.
+    items = client.get("/api/events", params={"chatbot_id": bot["id"], "limit": 100}).json()
+    types = [e["type"] for e in items["items"]]
+    changes = [i for i, t in enumerate(types) if t == "conversation.status_changed"]
+    wake = changes[1]
+    assert types[wake - 1] == "message.created"

@@ -159,6 +159,7 @@ def _announce(conn: Connection, delivered: _Delivered) -> None:
                 conn, event_id, chatbot_id, result.conversation_id,
                 type=type, webhook=bool(delivered.webhook), now=message["created_at"],
             )  # fmt: skip
+        _announce_wake(conn, delivered)
         return
     conversation = delivered.conversation
     if (result.created_conversation and conversation is None) or chatbot_id is None:
@@ -169,6 +170,16 @@ def _announce(conn: Connection, delivered: _Delivered) -> None:
     batch = [events.conversation_event(conversation)] if result.created_conversation else []
     batch.append(events.message_event(message, chatbot_id))
     events.record_all(conn, batch, webhook=delivered.webhook)
+    _announce_wake(conn, delivered)
+
+
+def _announce_wake(conn: Connection, delivered: _Delivered) -> None:
+    """``conversation.status_changed`` (SNOOZED to OPEN) after the ``message.created`` of
+    a customer's message that woke its snoozed conversation: streams and bots saw the
+    snooze and would otherwise never learn that it ended."""
+    if delivered.woke:
+        row = conn.execute(_CONVERSATION, {"conversation_id": delivered.result.conversation_id})
+        events.status_changed(conn, row.one(), Status.SNOOZED)
 
 
 def check_ids(psid: str, platform_message_id: str, sent_at: datetime | None = None) -> None:
@@ -213,6 +224,8 @@ class _Delivered(NamedTuple):
     announced: tuple[tuple[UUID, EventType], ...] = ()
     # The message this delivery stored, its columns (None: it stored none).
     message: dict[str, Any] | None = None
+    # The message woke its SNOOZED conversation (its touch found it snoozed).
+    woke: bool = False
 
 
 def _stored(conn: Connection, connection_id: UUID, platform_message_id: str) -> Row | None:
@@ -262,7 +275,8 @@ def _receive(
             result = InboundResult(seen.conversation_id, seen.message_id, False, False)
             said = {"chatbot_id": seen.chatbot_id, "webhook": seen.has_webhook,
                     "announced": ((seen.event_id, MESSAGE),) if seen.event_id else (),
-                    "message": inbound_message(params, seen.conversation_id)}  # fmt: skip
+                    "message": inbound_message(params, seen.conversation_id),
+                    "woke": seen.touched_status == Status.SNOOZED}  # fmt: skip
             if not seen.needs_touch or seen.touched_id is not None:
                 return _Delivered(result, **said)
             # Another transaction holds the row's touch lock. Not possible when exclusive

@@ -168,6 +168,8 @@ class Seen(NamedTuple):
     because another transaction held it; ``status`` then says whether it was SNOOZED.
     ``has_webhook``: whether the chatbot has a webhook (None: the statement did not say).
     ``event_id``: the stored message's ``message.created``, when the statement wrote it.
+    ``touched_status``: the conversation's status as the touch of the stored message found
+    it, under the row's lock (None: no touch); SNOOZED means this message woke it.
     """
 
     chatbot_id: UUID | None
@@ -180,6 +182,7 @@ class Seen(NamedTuple):
     touched_id: UUID | None = None
     has_webhook: bool | None = None
     event_id: UUID | None = None
+    touched_status: str | None = None
 
 
 class Started(NamedTuple):

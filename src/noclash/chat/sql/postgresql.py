@@ -158,7 +158,7 @@ def _deliver_statement(insert: Any, pinned: bool = False, announce: bool = False
         active = active.where(conversations.c.id == param("locked_id", conversations.c.id))
     active = active.cte("active")
     lockable = (
-        sa.select(conversations.c.id)
+        sa.select(conversations.c.id, conversations.c.status)
         .where(conversations.c.id.in_(sa.select(active.c.id)), needs_touch(conversations))
         .with_for_update(key_share=True, skip_locked=True)
         .cte("lockable")
@@ -196,12 +196,17 @@ def _deliver_statement(insert: Any, pinned: bool = False, announce: bool = False
         active.c.needs_touch,
         touched.c.id.label("touched_id"),
         has_webhook(connections.c.chatbot_id),
+        # The status the touch found, read under the row's lock (lockable's, the latest
+        # committed version): SNOOZED means this message woke it. active's status is the
+        # statement's look before that lock, which a concurrent change can outdate.
+        sa.case((touched.c.id.is_not(None), lockable.c.status)).label("touched_status"),
     ]
     source = (
         connections.outerjoin(active, sa.true())
         .outerjoin(stored, sa.true())
         .outerjoin(known, sa.true())
         .outerjoin(touched, sa.true())
+        .outerjoin(lockable, sa.true())
     )
     if announce:
         chatbot = (

@@ -49,6 +49,18 @@ _CHATBOT = (
     .where(connections.c.id == param("connection", connections.c.id))
     .scalar_subquery()
 )
+# The conversation's status before the message's touch trigger ran: SQLite computes a
+# row's RETURNING values before the AFTER triggers its change fires (RETURNING is coded as
+# the first of them), and the whole statement runs under the file's write lock, so this
+# is the status the trigger found. SNOOZED: this message woke it.
+# tests/test_review_events.py checks it on every run, in case a SQLite ever orders otherwise.
+# Written out: SQLAlchemy renders RETURNING's columns unqualified, and an unqualified
+# "id" in a subquery there is ambiguous.
+_STATUS_BEFORE_TOUCH = sa.literal_column(
+    "(SELECT touched.status FROM conversations AS touched"
+    " WHERE touched.id = messages.conversation_id)",
+    type_=conversations.c.status.type,
+)
 
 
 @cache
@@ -74,6 +86,7 @@ def _deliver_statement(insert: Any) -> Any:
             messages.c.conversation_id,
             _CHATBOT.label("chatbot_id"),
             has_webhook(_CHATBOT),
+            _STATUS_BEFORE_TOUCH.label("touched_status"),
         )
     )
 
@@ -137,7 +150,8 @@ class SQLiteChatSQL(ChatSQL):
             stored = conn.execute(_deliver_statement(self.insert), params).first()
         if stored is not None:
             return Seen(stored.chatbot_id, stored.conversation_id, stored.id, None, None,
-                        has_webhook=stored.has_webhook)  # fmt: skip
+                        has_webhook=stored.has_webhook,
+                        touched_status=stored.touched_status)  # fmt: skip
         return conn.execute(_MISSED, params).first()
 
     def start(
