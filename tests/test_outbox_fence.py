@@ -147,7 +147,7 @@ def test_the_one_statement_claim_returns_what_the_claim_and_its_read_return(engi
                 token = params["b_token"]
                 replies = [outbox.Claimed(
                     id=r[0], claim_token=token, attempts=r[1], destination=r[2], recipient=r[3],
-                    text=r[6], access_token=r[7], connection_gone=bool(r[5]),
+                    text=r[6], access_token=r[7], connection_gone=r[5] is None,
                 ) for r in rows if r[4] is None]  # fmt: skip
                 got = replies + outbox._events(conn, token, params)
             else:

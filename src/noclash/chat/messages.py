@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from noclash.chat import events
 from noclash.chat.conversations import get_conversation, insert_conversation
 from noclash.chat.errors import Conflict, InvalidInput
-from noclash.chat.outbox import queue_delivery
+from noclash.chat.outbox import queue_delivery, settle_unlabelled_echo
 from noclash.chat.sql import sql_for
 from noclash.chat.sql.touch import touch
 from noclash.db.dialects import dialect_for
@@ -159,7 +159,9 @@ def record_page_message(
     """Store a message a person sent to ``psid`` from the platform's own inbox (a Meta
     Page inbox echo), once, as an outgoing message of the customer's active conversation
     (started if there is none). Returns the new message's id, None when it was stored
-    before (a redelivered echo): ``(connection_id, platform_message_id)`` decides.
+    before (a redelivered echo): ``(connection_id, platform_message_id)`` decides; None
+    too when it is the echo of one of noclash's own replies that came back without its
+    metadata (:func:`~noclash.chat.outbox.settle_unlabelled_echo` settles that reply).
 
     It needs no delivery: the platform has already delivered it.
     """
@@ -169,6 +171,12 @@ def record_page_message(
         messages.c.platform_message_id == platform_message_id,
     )
     if conn.execute(known).first() is not None:
+        return None
+    # An echo of noclash's own send whose metadata did not come back (Instagram) is
+    # not a Page inbox message: it settles that send and stores nothing.
+    if settle_unlabelled_echo(
+        conn, connection, psid=psid, mid=platform_message_id, text=text, now=now
+    ):
         return None
     for _ in range(PAGE_MESSAGE_ATTEMPTS):
         conversation, created = insert_conversation(

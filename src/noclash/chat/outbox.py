@@ -204,7 +204,12 @@ def _claim_statement() -> sa.Update:
         deliveries.c.destination,
         deliveries.c.recipient,
         deliveries.c.event_id,
-        deliveries.c.connection_id.is_(None).label("connection_gone"),
+        # The connection's id itself, not ``connection_id IS NULL``: SQLite 3.40 (Debian
+        # 12's, the one this project's Python links) evaluates ``IS NULL`` in RETURNING as
+        # false for a NULL column of a table with a NOT NULL column before it, so a
+        # reply whose connection was deleted looked connected and failed as having no
+        # access token (telling the agent to PATCH a connection that no longer exists).
+        deliveries.c.connection_id,
         # A reply's text and its connection's token, read by the claim itself (one
         # statement, no second read of the batch). The updated row's columns are
         # named in full: SQLite renders RETURNING's own columns unqualified, which
@@ -381,10 +386,11 @@ def claim_due(
         return [_claimed(row, token) for row in _CLAIM_WITH_EVENTS.on(conn).execute(conn, params)]
     claimed = _CLAIM.on(conn).execute(conn, params)
     replies, has_events = [], False
-    for id_, attempts, destination, recipient, event_id, gone, text, access_token in claimed:
+    for id_, attempts, destination, recipient, event_id, via, text, access_token in claimed:
         if event_id is not None:
             has_events = True
             continue
+        gone = via is None
         replies.append(
             _reply_claim(token, id_, attempts, destination, recipient, gone, text, access_token)
         )
@@ -670,6 +676,81 @@ def settle_by_echo(
     return row is not None
 
 
+# How many times an echo without our metadata looks for the send it may be of, when a
+# concurrent echo settles the one it found first (two identical replies in flight).
+UNLABELLED_ECHO_LOOKS = 3
+
+
+def settle_unlabelled_echo(
+    conn: Connection,
+    connection: Row,
+    *,
+    psid: str,
+    mid: str,
+    text: str,
+    now: datetime | None = None,
+) -> bool:
+    """True when an echo that does not carry a delivery id of ours in its metadata is
+    nonetheless of one of noclash's own sends to ``psid`` through ``connection``: it is
+    then settled (or was already) and must store nothing.
+
+    Why: Meta does not always give the metadata back (Instagram's echoes may leave it
+    out), and such an echo was stored as a message sent from the Page inbox, so the
+    transcript showed the reply twice. It is ours when
+
+    - a delivery to the customer already has the echo's ``mid`` as its platform id (the
+      send's answer came first: nothing to do), or
+    - a reply to the customer is on its way (``sending``: in flight, or waiting for its
+      echo after a lost answer) or ``unknown``, with the echo's text: the echo came
+      before the send's answer was written, or instead of it. That delivery, the oldest
+      such, is settled as ``sent`` with the echo's ``mid``, as a labelled echo settles
+      it; the dispatcher's own outcome is then dropped by its claim's fence.
+
+    A person who types, in the Page inbox, the very text of a reply noclash is sending to
+    the same customer at that moment is taken for that reply's echo: the customer got the
+    text, and the transcript shows it once.
+
+    Read through the customer's conversations (``ix_conversations_connection_id_psid_status``
+    then ``ix_deliveries_conversation_id_id``): the customer's deliveries, never the
+    connection's whole history.
+    """
+    now = now or utcnow()
+    customers = (
+        sa.select(conversations.c.id)
+        .where(conversations.c.connection_id == connection.id, conversations.c.psid == psid)
+        .scalar_subquery()
+    )
+    to_customer = (
+        deliveries.c.conversation_id.in_(customers),
+        deliveries.c.destination == connection.channel,
+        deliveries.c.recipient == psid,
+    )
+    settled = sa.select(deliveries.c.id).where(
+        *to_customer, deliveries.c.platform_message_id == mid
+    )
+    if conn.execute(settled.limit(1)).first() is not None:
+        return True
+    on_its_way = (
+        sa.select(deliveries.c.id)
+        .join(messages, messages.c.id == deliveries.c.message_id)
+        .where(
+            *to_customer,
+            deliveries.c.status.in_((DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)),
+            messages.c.text == text,
+        )
+        .order_by(deliveries.c.id)
+        .limit(1)
+    )
+    for _ in range(UNLABELLED_ECHO_LOOKS):
+        found = conn.execute(on_its_way).scalar()
+        if found is None:
+            return False
+        if settle_by_echo(conn, found, mid, now):
+            return True
+        # A concurrent echo settled that one first: look for the next.
+    return False
+
+
 def fail_webhook_deliveries(conn: Connection, chatbot_id: UUID, now: datetime | None = None) -> int:
     """Fail the chatbot's events still on their way to its webhook (its ``webhook_url`` was
     removed), each with :data:`WEBHOOK_REMOVED` and its ``delivery.failed`` event; how
@@ -727,15 +808,23 @@ def retry(
 ) -> Row:
     """Queue a ``failed`` or ``unknown`` delivery of the caller's message again, due now,
     with a fresh count of attempts. Returns the delivery. Any other state is a 409 (it is
-    already on its way, or sent); a message without a platform delivery is a 404."""
+    already on its way, or sent); a message without a platform delivery is a 404.
+
+    A delivery that could only fail again is a 409 too, naming why: its connection was
+    deleted (``connection_id``) or has no access token (``access_token``). Queuing it
+    would answer "queued", fail it at the next claim and announce a second
+    ``delivery.failed``: a Retry button that says yes and does nothing, which is what a
+    support team least trusts. (``POST /api/connections/{id}/retry-failed`` refuses the
+    same way.)"""
     now = now or utcnow()
     ident = message_id if isinstance(message_id, UUID) else parse_uuid(message_id)
     if ident is None:
         raise NotFound("message not found")
     owned = (
-        sa.select(deliveries)
+        sa.select(deliveries, connections.c.access_token)
         .join(conversations, conversations.c.id == deliveries.c.conversation_id)
         .join(chatbots, chatbots.c.id == conversations.c.chatbot_id)
+        .outerjoin(connections, connections.c.id == deliveries.c.connection_id)
         .where(deliveries.c.message_id == ident, chatbots.c.owner_id == owner_id)
         .with_for_update(of=deliveries)
     )
@@ -746,6 +835,19 @@ def retry(
         raise Conflict(
             f"the delivery is {delivery.status}; only a failed or unknown one is retried",
             fields=("status",),
+            current_status=delivery.status,
+        )
+    if delivery.connection_id is None:
+        raise Conflict(
+            "the message's connection was deleted: nothing can send it any more",
+            fields=("connection_id",),
+            current_status=delivery.status,
+        )
+    if not delivery.access_token:
+        raise Conflict(
+            "the connection has no access_token: set one (PATCH /api/connections/{id}) "
+            "before sending again",
+            fields=("access_token",),
             current_status=delivery.status,
         )
     events.queued_delivery()
@@ -785,4 +887,5 @@ __all__ = [
     "retry",
     "settle",
     "settle_by_echo",
+    "settle_unlabelled_echo",
 ]

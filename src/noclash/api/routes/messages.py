@@ -139,13 +139,16 @@ def _message_out(row: Any) -> Response:
     response_model=MessageOut,
     responses=problems(
         ProblemType.CONFLICT,
-        s409="The delivery is queued, sending or sent: only failed or unknown is retried",
+        s409="The delivery is queued, sending or sent (only failed or unknown is retried), "
+        "or could only fail again: its connection was deleted (fields: connection_id) or "
+        "has no access_token (fields: access_token)",
     ),
 )  # fmt: skip
 async def retry(request: Request, message_id: str, user: CurrentUser) -> Response:
     """Send a ``failed`` or ``unknown`` reply again: its delivery is queued, due now, with a
     fresh count of attempts, and the dispatcher really sends it (nothing is marked sent
-    that the platform did not accept)."""
+    that the platform did not accept). A reply that could only fail again (its connection
+    deleted, or without an access token) is a 409 naming why, and is left as it was."""
     return await write(request, _retry, message_id, user.id, render=_retried)
 
 
