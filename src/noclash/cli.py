@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # 2, the database or the configuration cannot be used, as the doctor documents it.
 EXIT_UNUSABLE = 2
 
+# SQLite's busy timeout for `db upgrade`: the longest it takes (2**31 - 1 ms, 24 days),
+# so that it waits behind another process's migration without a bound, as on PostgreSQL.
+MIGRATION_BUSY_TIMEOUT_MS = 2**31 - 1
+
 app = typer.Typer(
     help="noclash: chat backends where a duplicate key is never a 500.",
     no_args_is_help=True,
@@ -77,6 +81,7 @@ def _open(
     must_exist: bool = True,
     at_head: bool = True,
     migrate_embedded: bool = False,
+    migrating: bool = False,
 ) -> Engine:
     """An engine on the configured database, connected once, for a command that works on
     noclash's tables. ``must_exist``: a SQLite path that does not exist is an error, not
@@ -85,13 +90,19 @@ def _open(
     missing table; :func:`~noclash.db.migrate.is_at_head` also refuses a revision this
     noclash does not know. ``migrate_embedded``: an embedded database (SQLite, which
     `serve` creates and migrates itself) is migrated here instead, so `user create` can
-    make the administrator before the first start. Failures raise; :func:`main` turns
-    them into one line."""
+    make the administrator before the first start. ``migrating``: SQLite's writers wait
+    for the write lock without a bound (:data:`MIGRATION_BUSY_TIMEOUT_MS`), since another
+    process's migration holds it for as long as it runs (0009 rebuilds ``events``: a
+    minute or more on a few million), and giving up after
+    ``NOCLASH_SQLITE_BUSY_TIMEOUT_MS`` failed the second of two upgrades started at once.
+    Failures raise; :func:`main` turns them into one line."""
     from noclash.db.dialects import dialect_for
     from noclash.db.engine import open_engine
     from noclash.db.migrate import is_at_head, upgrade_engine
 
     settings = _settings(database_url)
+    if migrating:
+        settings = settings.model_copy(update={"sqlite_busy_timeout_ms": MIGRATION_BUSY_TIMEOUT_MS})
     engine = open_engine(settings.sqlalchemy_url, settings, must_exist=must_exist)
     try:
         if migrate_embedded and dialect_for(engine).embedded:
@@ -132,7 +143,7 @@ def _unusable(exc: BaseException) -> str | None:
         UnsupportedDialect,
         driver_message,
     )
-    from noclash.db.migrate import TargetBelowCurrent, UnknownRevision
+    from noclash.db.migrate import ForeignTables, TargetBelowCurrent, UnknownRevision
 
     if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
         return _setting_errors(exc)
@@ -142,7 +153,7 @@ def _unusable(exc: BaseException) -> str | None:
     if isinstance(exc, UnsupportedDialect):
         return f"the database URL (--database-url, NOCLASH_DATABASE_URL) cannot be used: {exc}"
     if isinstance(exc, (DatabaseUnavailable, MigrationCheckFailed, UnknownRevision,
-                        TargetBelowCurrent, CommandError)):  # fmt: skip
+                        TargetBelowCurrent, ForeignTables, CommandError)):  # fmt: skip
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
@@ -515,11 +526,13 @@ def db_upgrade(
 ) -> None:
     """Migrate the database to REVISION (default: head).
 
-    It never goes down: a REVISION below the database's is refused (exit 2).
+    It never goes down: a REVISION below the database's is refused (exit 2). Started while
+    another process migrates, it waits for that migration, however long, then migrates
+    what is left (often nothing).
     """
     from noclash.db.migrate import current_revision, upgrade_engine
 
-    engine = _open(database_url, must_exist=False, at_head=False)
+    engine = _open(database_url, must_exist=False, at_head=False, migrating=True)
     try:
         upgrade_engine(engine, revision)
         _err(f"database at revision {current_revision(engine)}")

@@ -598,6 +598,9 @@ _LAST_GIVEN = sa.select(event_sequence.c.last_seq).where(event_sequence.c.one ==
 # (even if a row of the batch was deleted while it was numbered, leaving a gap).
 _HIGHEST_SEQ = sa.select(sa.func.max(events.c.seq)).where(events.c.seq.is_not(None))
 _HIGHEST = _HIGHEST_SEQ.scalar_subquery()
+_LAST_GIVEN_AND_HIGHEST = sa.select(event_sequence.c.last_seq, _HIGHEST.label("highest")).where(
+    event_sequence.c.one == 1
+)
 _ADVANCE = (
     sa.update(event_sequence)
     .where(event_sequence.c.one == 1)
@@ -610,13 +613,19 @@ _ADVANCE = (
 
 
 def _last_given(conn: Connection, dialect: Dialect) -> int:
-    """The counter's value: the last ``seq`` given. A database whose schema was made from
-    the metadata, not the migrations, has no row yet: it starts at the highest ``seq``
-    held, as migration 0011 starts it (``ON CONFLICT DO NOTHING``: whoever inserts it
-    first wins, and both read the one row)."""
-    last = conn.execute(_LAST_GIVEN).scalar()
-    if last is not None:
-        return int(last)
+    """The last ``seq`` given: the counter's value, or the highest ``seq`` held when that
+    is higher. A database whose schema was made from the metadata, not the migrations, has
+    no row yet: it starts at the highest ``seq`` held, as migration 0011 starts it (``ON
+    CONFLICT DO NOTHING``: whoever inserts it first wins, and both read the one row).
+
+    Why the highest held too: during a rolling upgrade across 0011 a process of the older
+    version still numbers events from ``max(seq)`` and never moves the counter; numbering
+    from the counter alone would then hand out a number already held, fail on
+    ``uq_events_seq`` every time, and number nothing ever again. The counter still wins
+    when the newest events were deleted (the reason it exists)."""
+    row = conn.execute(_LAST_GIVEN_AND_HIGHEST).first()
+    if row is not None:
+        return max(int(row.last_seq), int(row.highest or 0))
     highest = sa.func.coalesce(_HIGHEST, 0)
     conn.execute(
         dialect.insert(event_sequence).values(one=1, last_seq=highest).on_conflict_do_nothing()

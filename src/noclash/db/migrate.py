@@ -14,10 +14,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 
 from noclash.db.dialects import dialect_for
+from noclash.db.dialects.base import MigrationCheckFailed
 from noclash.db.engine import create_engine, read_only
+from noclash.db.tables import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,6 +37,23 @@ class UnknownRevision(Exception):
             "(a newer noclash, or another application's database)"
         )
         self.revision = revision
+
+
+class ForeignTables(Exception):
+    """The database has no noclash revision but already holds tables with the names of
+    noclash's: another application's database (a mistyped URL), or a noclash database
+    whose ``alembic_version`` was lost. The first migration would stop on the first
+    such table with the driver's "relation \"chatbots\" already exists", which reads as
+    a half-made noclash database whose tables could be dropped."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(
+            "the database has no noclash revision (no alembic_version) but already holds "
+            f"tables named as noclash's: {', '.join(tables)}; another application's "
+            "database? Nothing was created: point --database-url / NOCLASH_DATABASE_URL "
+            "at an empty database or at noclash's own"
+        )
+        self.tables = tables
 
 
 class TargetBelowCurrent(Exception):
@@ -111,13 +131,60 @@ def _stored_revision(conn: Connection) -> str | None:
     return _check_known(MigrationContext.configure(conn).get_current_revision())
 
 
-def _run(engine: Engine, migrate: Callable[[Config], None]) -> None:
-    """One transaction on the dialect's migration connection: lock, migrate, check, commit."""
+def _nothing_to_run(current: str | None, target: str) -> bool:
+    """Whether migrating from ``current`` to ``target`` runs no migration: the target is
+    the revision the database is at ("head" on a database at the head, every start of
+    `serve` on SQLite). A target this cannot resolve (relative, unknown) counts as work:
+    Alembic's own checks answer it."""
+    try:
+        wanted = _scripts().get_revision(target)
+    except CommandError:
+        return False
+    return (wanted.revision if wanted is not None else None) == current
+
+
+def _refuse_foreign_tables(conn: Connection) -> None:
+    """Raise :class:`ForeignTables` when a database without a revision already has a
+    table the first migration creates (the one place it could collide)."""
+    taken = sorted(set(inspect(conn).get_table_names()) & set(metadata.tables))
+    if taken:
+        raise ForeignTables(taken)
+
+
+def _run(engine: Engine, target: str, migrate: Callable[[Config], None]) -> None:
+    """One transaction on the dialect's migration connection: lock, check, migrate, check
+    again, commit.
+
+    The checks (:meth:`~noclash.db.dialects.base.Dialect.check_migrated`) judge what the
+    migrations did, so they run only when a migration runs, and once before it too. A
+    SQLite file is written with foreign keys off by anything but noclash (the sqlite3
+    shell's default), so a chatbot deleted by hand leaves its connections and
+    conversations pointing nowhere. Checked only after the run, that database refused
+    every later `serve` (which migrates to head on each start, with nothing to run),
+    saying "the migration would leave N rows ..." of a migration that changed nothing: the
+    server could not start at all. Rows already broken before a migration are named as
+    such, with nothing changed, since no check could then tell what the migration broke.
+    """
     cfg = _config()
     dialect = dialect_for(engine)
     with dialect.migration_connection(engine) as conn, conn.begin():
         dialect.lock_for_migrations(conn)
         cfg.attributes["connection"] = conn
+        current = _stored_revision(conn)
+        if _nothing_to_run(current, target):
+            migrate(cfg)  # Alembic's own no-op, and the refusals of the caller's checks
+            return
+        if current is None:
+            _refuse_foreign_tables(conn)
+        try:
+            dialect.check_migrated(conn)
+        except MigrationCheckFailed:
+            raise MigrationCheckFailed(
+                "nothing was migrated: the database already holds rows whose foreign keys "
+                "point nowhere (written with foreign keys off, as the sqlite3 shell does; "
+                "`PRAGMA foreign_key_check` lists them), so no migration could be checked: "
+                "delete those rows, then migrate again"
+            ) from None
         migrate(cfg)
         dialect.check_migrated(conn)
 
@@ -130,7 +197,7 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
         _refuse_downgrade(_stored_revision(cfg.attributes["connection"]), revision)
         command.upgrade(cfg, revision)
 
-    _run(engine, migrate)
+    _run(engine, revision, migrate)
 
 
 def downgrade_engine(engine: Engine, revision: str) -> None:
@@ -138,7 +205,7 @@ def downgrade_engine(engine: Engine, revision: str) -> None:
         _stored_revision(cfg.attributes["connection"])
         command.downgrade(cfg, revision)
 
-    _run(engine, migrate)
+    _run(engine, revision, migrate)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
