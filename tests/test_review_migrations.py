@@ -159,6 +159,35 @@ def test_db_upgrade_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout
     assert f"database at revision {head_revision()}" in waited.stderr
 
 
+def test_serve_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(tmp_path: Path):
+    """Two `noclash serve` started at once on a file to migrate: the second waits for the
+    first's migration however long it takes (it gave up after the serving engine's busy
+    timeout, exit 2 "database is locked"). Here another process holds the write lock, as
+    a migration does, for longer than that timeout; serve then migrates and serves."""
+    from tests.support.serve import serving
+
+    url = f"sqlite:///{tmp_path / 'noclash.db'}"
+    upgrade(url, "0010")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(tmp_path / 'noclash.db')!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(3)\n"
+            "c.execute('COMMIT')\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with serving(url, tmp_path, env={"NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "500"}) as served:
+            ready = httpx.get(f"{served.base_url}/readyz", timeout=5)
+    finally:
+        assert holder.wait(timeout=30) == 0
+    assert ready.status_code == 200 and ready.json()["migration"] == head_revision()
+
+
 # -- 3. A rolling upgrade across 0011 (docs/deployment.md, "Upgrades", step 4) ---------------
 
 

@@ -282,7 +282,14 @@ def serve(
     engine = _open(database_url, must_exist=False, at_head=False)
     dialect = dialect_for(engine)
     if migrate if migrate is not None else dialect.embedded:
-        upgrade_engine(engine)
+        # Through an engine that waits for the write lock as `db upgrade` does: a second
+        # `serve` started beside one migrating a large file waits for that migration,
+        # where the serving engine's busy timeout gave up (exit 2, "database is locked").
+        migrator = _open(database_url, must_exist=False, at_head=False, migrating=True)
+        try:
+            upgrade_engine(migrator)
+        finally:
+            migrator.dispose()
     elif not is_at_head(engine):
         _refuse_unmigrated()
     created = bootstrap_admin(engine)
