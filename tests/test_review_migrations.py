@@ -552,3 +552,28 @@ def test_postgresql_migration_killed_half_way_is_rolled_back_and_runs_again(fres
         time.sleep(0.05)
     engine.dispose()
     _after_the_kill_then_again(fresh_pg_url, count)
+
+
+def test_readyz_keeps_a_running_process_ready_when_a_newer_noclash_migrated(database_url):
+    """A rolling upgrade: `db upgrade` of the new version, then restarts one by one. The
+    old processes answered /readyz 503 "database at migration X, expected Y" as soon as the
+    database moved on, so a load balancer dropped every one of them before any new
+    process was up. A revision this process does not know (a newer one) keeps it ready;
+    one it knows that is not its head (the database behind it) is still not ready."""
+    from tests.support.server import start_live_server
+
+    def set_revision(engine: sa.Engine, revision: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+    with start_live_server(database_url) as live:
+        client = live.client()
+        assert client.get("/readyz").json() == {"status": "ready", "migration": head_revision()}
+        set_revision(live.engine, "9999_from_a_newer_noclash")
+        newer = client.get("/readyz")
+        assert newer.status_code == 200, newer.text
+        assert newer.json() == {"status": "ready", "migration": "9999_from_a_newer_noclash"}
+        set_revision(live.engine, "0010")
+        behind = client.get("/readyz")
+        assert behind.status_code == 503 and behind.json()["type"].endswith("/not-ready")
+        set_revision(live.engine, str(head_revision()))

@@ -96,6 +96,15 @@ def _check_known(revision: str | None) -> str | None:
     return revision
 
 
+def is_known(revision: str) -> bool:
+    """Whether this noclash has the migration ``revision`` (a newer noclash's is not)."""
+    try:
+        _check_known(revision)
+    except UnknownRevision:
+        return False
+    return True
+
+
 def known_revision(engine: Engine) -> str | None:
     """:func:`current_revision`, or :class:`UnknownRevision` for one this noclash lacks."""
     return _check_known(current_revision(engine))

@@ -18,7 +18,7 @@ from noclash.api.responses import problems
 from noclash.api.work import deliver
 from noclash.db.dialects import dialect_for
 from noclash.db.engine import read_only
-from noclash.db.migrate import current_revision, head_revision
+from noclash.db.migrate import current_revision, head_revision, is_known
 
 router = APIRouter(tags=["health"])
 
@@ -68,6 +68,13 @@ def _ready(engine: Engine) -> Response:
             headers=RETRY_AFTER,
         )
     head = head_revision()
+    if current is not None and current != head and not is_known(current):
+        # A newer noclash migrated the database under this running process: a rolling
+        # upgrade (docs/deployment.md, "Upgrades"). Migrations add before they remove, so
+        # this process goes on serving until it is restarted; a 503 here would make a load
+        # balancer drop every old process before any new one is up. (A process started
+        # on it is refused: `serve` checks once, at start.)
+        return JSONResponse({"status": "ready", "migration": current})
     if current != head:
         return problem(
             503,
