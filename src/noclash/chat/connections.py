@@ -111,10 +111,18 @@ def create_connection(
         return conn.execute(sa.insert(connections).values(values).returning(*connections.c)).one()
 
 
-def _check_secret(channel: str, secret: str | None) -> None:
+def secret_refusal(channel: str, secret: str | None) -> str | None:
+    """Why ``channel``'s platform would refuse ``secret`` (:data:`SECRET_SHAPES`), or None."""
     shape = SECRET_SHAPES.get(channel)
     if secret is not None and shape is not None and not shape[0].fullmatch(secret):
-        raise InvalidInput(f"a {channel} connection's secret must be {shape[1]}", field="secret")
+        return f"a {channel} connection's secret must be {shape[1]}"
+    return None
+
+
+def _check_secret(channel: str, secret: str | None) -> None:
+    why = secret_refusal(channel, secret)
+    if why is not None:
+        raise InvalidInput(why, field="secret")
 
 
 def _check_access_token(channel: str, access_token: str | None) -> None:
@@ -147,8 +155,10 @@ def update_connection(
         _check_access_token(row.channel, changes["access_token"])
     if "secret" in changes and changes["secret"] is None and row.channel in SECRET_REQUIRED:
         raise InvalidInput(f"a {row.channel} connection needs a secret", field="secret")
-    if "secret" in changes:
-        _check_secret(row.channel, changes["secret"])
+    if "secret" in changes and (why := secret_refusal(row.channel, changes["secret"])):
+        # A conflict with what the connection is (its channel), which the request's schema
+        # cannot know: the same secret is fine on a widget or custom connection.
+        raise Conflict(why, fields=("secret",), channel=row.channel)
     if not changes:
         return row
     updated = conn.execute(

@@ -60,7 +60,11 @@ def _secret_rule(schema: dict[str, Any]) -> None:
     schema["if"] = {
         "properties": {"channel": {"enum": sorted(str(c) for c in chat.SECRET_REQUIRED)}}
     }
-    schema["then"] = {"required": ["secret"], "properties": {"secret": {"type": "string"}}}
+    (pattern, _words) = chat.SECRET_SHAPES[Channel.TELEGRAM]
+    schema["then"] = {
+        "required": ["secret"],
+        "properties": {"secret": {"type": "string", "pattern": f"^{pattern.pattern}$"}},
+    }
 
 
 class ConnectionIn(StrictModel):
@@ -214,7 +218,12 @@ async def prove_ownership(
 @router.patch(
     "/{connection_id}",
     response_model=ConnectionOut,
-    responses=problems(ProblemType.PLATFORM_UNAVAILABLE),
+    responses=problems(
+        ProblemType.PLATFORM_UNAVAILABLE,
+        ProblemType.CONFLICT,
+        s409="The secret does not suit the connection's channel (Telegram's setWebhook "
+        "takes 1 to 256 of A-Z a-z 0-9 _ -)",
+    ),
 )
 async def update_connection(
     request: Request, connection_id: str, body: ConnectionPatch, user: CurrentUser
