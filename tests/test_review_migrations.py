@@ -159,6 +159,42 @@ def test_db_upgrade_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout
     assert f"database at revision {head_revision()}" in waited.stderr
 
 
+def _holding_the_write_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process that holds the SQLite file's write lock for ``seconds``, as a
+    migration does; returns once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            f"time.sleep({seconds})\n"
+            "c.execute('COMMIT')\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_user_create_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(
+    tmp_path: Path,
+):
+    """`noclash user create` migrates an embedded database first (so the administrator
+    can be made before the first start); beside a migration that holds the write lock
+    longer than the busy timeout it waits for it, as `serve` and `db upgrade` do."""
+    url = f"sqlite:///{tmp_path / 'noclash.db'}"
+    upgrade(url, "0010")
+    holder = _holding_the_write_lock(tmp_path / "noclash.db", 3)
+    try:
+        made = _run("user", "create", "ops@example.com", url=url,
+                    env={"NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "500"})  # fmt: skip
+    finally:
+        assert holder.wait(timeout=30) == 0
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("nc_")
+
+
 def test_serve_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(tmp_path: Path):
     """Two `noclash serve` started at once on a file to migrate: the second waits for the
     first's migration however long it takes (it gave up after the serving engine's busy

@@ -98,7 +98,7 @@ def _open(
     Failures raise; :func:`main` turns them into one line."""
     from noclash.db.dialects import dialect_for
     from noclash.db.engine import open_engine
-    from noclash.db.migrate import is_at_head, upgrade_engine
+    from noclash.db.migrate import is_at_head
 
     settings = _settings(database_url)
     if migrating:
@@ -106,13 +106,30 @@ def _open(
     engine = open_engine(settings.sqlalchemy_url, settings, must_exist=must_exist)
     try:
         if migrate_embedded and dialect_for(engine).embedded:
-            upgrade_engine(engine)
+            if not is_at_head(engine):
+                _migrate(database_url)
         elif at_head and not is_at_head(engine):
             _refuse_unmigrated()
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _migrate(database_url: str | None) -> None:
+    """Migrate to the head through an engine of its own that waits for the write lock as
+    long as another process's migration holds it (``migrating``): a second `serve` (or a
+    `user create`) started beside one migrating a large SQLite file waits for it, where
+    the serving engine's busy timeout gave up (exit 2, "database is locked"). Callers ask
+    first whether the database is at the head already (a read, which takes no write
+    lock): a database at the head never waits here for a lock held by anything else."""
+    from noclash.db.migrate import upgrade_engine
+
+    migrator = _open(database_url, must_exist=False, at_head=False, migrating=True)
+    try:
+        upgrade_engine(migrator)
+    finally:
+        migrator.dispose()
 
 
 def _refuse_unmigrated() -> NoReturn:
@@ -275,21 +292,15 @@ def serve(
     from noclash.api.app import create_app
     from noclash.chat.users import bootstrap_admin
     from noclash.db.dialects import dialect_for
-    from noclash.db.migrate import is_at_head, upgrade_engine
+    from noclash.db.migrate import is_at_head
     from noclash.serving import uvicorn_options
 
     settings = _settings(database_url)
     engine = _open(database_url, must_exist=False, at_head=False)
     dialect = dialect_for(engine)
     if migrate if migrate is not None else dialect.embedded:
-        # Through an engine that waits for the write lock as `db upgrade` does: a second
-        # `serve` started beside one migrating a large file waits for that migration,
-        # where the serving engine's busy timeout gave up (exit 2, "database is locked").
-        migrator = _open(database_url, must_exist=False, at_head=False, migrating=True)
-        try:
-            upgrade_engine(migrator)
-        finally:
-            migrator.dispose()
+        if not is_at_head(engine):
+            _migrate(database_url)
     elif not is_at_head(engine):
         _refuse_unmigrated()
     created = bootstrap_admin(engine)
