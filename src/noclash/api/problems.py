@@ -150,13 +150,15 @@ class ProblemType(StrEnum):
     UNAVAILABLE = (
         "unavailable",
         503,
-        "the database or a pooled connection cannot be had, a claim kept colliding, or the "
+        "the database or a pooled connection cannot be had, accepts no writes (read-only), "
+        "or a lock another client held outlasted its bound; a claim kept colliding; or the "
         "process has too many connections; retry (Retry-After)",
     )
     NOT_READY = (
         "not-ready",
         503,
-        "the database cannot be reached or is not at the newest migration",
+        "the database cannot be reached, accepts no writes, or is behind this process's "
+        "newest migration",
     )
     NOT_CONFIGURED = (
         "not-configured",
