@@ -27,7 +27,8 @@
     status: "OPEN",
     conversation: null,
     messages: [],
-    replyKey: null, // {key, text}: the Idempotency-Key made for exactly this text
+    replyKey: null, // {key, text, conversation}: the Idempotency-Key made for exactly this
+    drafts: new Map(), // conversation id -> the reply typed there, kept while another is open
     sending: false,
     stream: null,
     lastEventId: null,
@@ -44,6 +45,10 @@
       this.problem = problem || {};
     }
   }
+
+  // The fields a problem names: a 422 lists objects ({field, ...}), a 409 plain names.
+  const fieldsOf = (error) => error instanceof ApiError && Array.isArray(error.problem.fields)
+    ? error.problem.fields.map((f) => (f && typeof f === "object" ? f.field : f)) : [];
 
   const api = async (path, { method = "GET", body, headers = {} } = {}) => {
     const response = await fetch(path, {
@@ -144,17 +149,39 @@
     if (state.chatbot !== chatbot || state.status !== status) return; // switched meanwhile
     const items = all.sort((a, b) =>
       (b.last_message_at || b.created_at).localeCompare(a.last_message_at || a.created_at));
+    // Items are kept by id and changed only where they changed: the list is a live region,
+    // and rebuilding it on every event (each message re-reads it) had a screen reader read
+    // every conversation again, and took the keyboard focus off a link in it.
     const list = $("list");
-    list.replaceChildren(...items.map((c) => {
-      const link = el("a", { href: `/inbox/${c.chatbot_id}/${encodeURIComponent(c.slug)}`,
-        "data-id": c.id },
-        el("span", { class: "title" }, c.title || c.psid || c.slug),
-        el("span", { class: "when" }, when(c.last_message_at || c.created_at)));
+    const nodes = new Map([...list.children].map((li) => [li.dataset.id, li]));
+    let previous = null;
+    for (const c of items) {
+      const href = `/inbox/${c.chatbot_id}/${encodeURIComponent(c.slug)}`;
+      const title = c.title || c.psid || c.slug;
+      const stamp = when(c.last_message_at || c.created_at);
+      let li = nodes.get(c.id);
+      nodes.delete(c.id);
+      if (!li) {
+        li = el("li", { "data-id": c.id }, el("a", { href, "data-id": c.id },
+          el("span", { class: "title" }, title), el("span", { class: "when" }, stamp)));
+      } else {
+        const link = li.querySelector("a");
+        if (link.getAttribute("href") !== href) link.setAttribute("href", href);
+        const [titleNode, whenNode] = link.children;
+        if (titleNode.textContent !== title) titleNode.textContent = title;
+        if (whenNode.textContent !== stamp) whenNode.textContent = stamp;
+      }
+      const link = li.querySelector("a");
       if (state.conversation && state.conversation.id === c.id) {
         link.setAttribute("aria-current", "page");
+      } else {
+        link.removeAttribute("aria-current");
       }
-      return el("li", {}, link);
-    }));
+      const expected = previous ? previous.nextSibling : list.firstChild;
+      if (expected !== li) list.insertBefore(li, expected);
+      previous = li;
+    }
+    for (const li of nodes.values()) li.remove();
     $("list-empty").hidden = items.length > 0;
   };
 
@@ -168,6 +195,7 @@
 
   $("chatbot").addEventListener("change", (event) => {
     state.chatbot = event.target.value;
+    leaveConversation();
     state.conversation = null;
     history.pushState({}, "", "/inbox");
     route();
@@ -212,8 +240,25 @@
     await showConversation(data);
   };
 
+  // A draft belongs to its conversation: opening another one put the text in front of
+  // another customer (Ctrl+Enter sent it there), and coming back it was gone.
+  const leaveConversation = () => {
+    const c = state.conversation;
+    if (!c) return;
+    if ($("reply").value) state.drafts.set(c.id, $("reply").value);
+    else state.drafts.delete(c.id);
+    $("reply").value = "";
+    textAccepted();
+  };
+  const enterConversation = (id) => {
+    $("reply").value = state.drafts.get(id) || "";
+    state.drafts.delete(id);
+  };
+
   const showConversation = async (conversation) => {
     if (!state.conversation || state.conversation.id !== conversation.id) {
+      leaveConversation();
+      enterConversation(conversation.id);
       $("messages").replaceChildren();
       resetPoll();
     }
@@ -348,7 +393,14 @@
     try {
       await api(`/api/messages/${message.id}/retry`, { method: "POST" });
     } catch (error) {
+      // A 409 naming the connection (deleted) or its access_token (none) is a reply that
+      // could only fail again: say why, or Retry looks like it did nothing. A 409 naming
+      // the status (already on its way, or sent) needs no words: the re-read shows it.
+      const named = fieldsOf(error);
       if (error.status !== 409) showError(error);
+      else if (named.includes("connection_id") || named.includes("access_token")) {
+        alertBox(`Not sent again: ${error.message}.`);
+      }
     }
     resetPoll();
     try {
@@ -395,6 +447,11 @@
 
   // -- replying -------------------------------------------------------------------------------
   const reply = $("reply");
+  const textAccepted = () => {
+    reply.removeAttribute("aria-invalid");
+    reply.removeAttribute("aria-describedby");
+  };
+  reply.addEventListener("input", textAccepted);
   reply.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
@@ -409,7 +466,9 @@
     if (state.sending) return;
     // One key per composed text: every send of it, however often clicked, is one reply;
     // an edited text is another reply, with another key.
-    if (!state.replyKey || state.replyKey.text !== text) state.replyKey = { key: uuid(), text };
+    if (!state.replyKey || state.replyKey.text !== text || state.replyKey.conversation !== c.id) {
+      state.replyKey = { key: uuid(), text, conversation: c.id };
+    }
     const key = state.replyKey.key;
     state.sending = true;
     $("send").disabled = true;
@@ -417,10 +476,18 @@
       await api(`/api/conversations/${c.id}/messages`,
         { method: "POST", body: { text }, headers: { "Idempotency-Key": key } });
       if (state.replyKey && state.replyKey.key === key) state.replyKey = null;
-      // Remove what was sent; what was typed meanwhile stays.
-      if (reply.value === text) reply.value = "";
-      else if (reply.value.startsWith(text)) reply.value = reply.value.slice(text.length).trimStart();
-      alertBox(null);
+      // Remove what was sent; what was typed meanwhile stays (in this conversation's box,
+      // or in its kept draft when the agent opened another one meanwhile).
+      const here = state.conversation && state.conversation.id === c.id;
+      const left = here ? reply.value : (state.drafts.get(c.id) || "");
+      const rest = left === text ? ""
+        : left.startsWith(text) ? left.slice(text.length).trimStart() : left;
+      if (here) {
+        reply.value = rest;
+        alertBox(null);
+        textAccepted();
+      } else if (rest) state.drafts.set(c.id, rest);
+      else state.drafts.delete(c.id);
     } catch (error) {
       // Any answer from the server is stored under the key (a refusal too): the key is
       // kept only when there was no answer (a network error), for the resend.
@@ -443,6 +510,17 @@
         alertBox(`The reply was not sent (${error.message}).`);
       } else {
         alertBox(`The reply was not sent (${error.message}). Send again: it will be sent once.`);
+      }
+      // The text is still in the box: the focus goes back there to fix it or send it again
+      // (a click on Send left it nowhere: the button was disabled under it). A refusal of
+      // the text itself (too long for the platform: a 422 naming text) marks the box
+      // invalid, described by the alert, until it is edited.
+      if (state.conversation && state.conversation.id === c.id) {
+        if (fieldsOf(error).includes("text")) {
+          reply.setAttribute("aria-invalid", "true");
+          reply.setAttribute("aria-describedby", "thread-alert");
+        }
+        if (!$("composer").hidden) reply.focus();
       }
     } finally {
       state.sending = false;
@@ -539,6 +617,7 @@
         }
         await openBySlug(chatbotId, decodeURIComponent(slug));
       } else {
+        leaveConversation();
         state.conversation = null;
         $("thread-view").hidden = true;
         $("thread-empty").hidden = false;
@@ -546,6 +625,7 @@
       await Promise.all([loadCounts(), loadList()]);
     } catch (error) {
       if (error.status === 404) {
+        leaveConversation();
         state.conversation = null;
         $("thread-view").hidden = true;
         $("thread-empty").hidden = false;

@@ -105,8 +105,9 @@
   const heading = el("h2", {}, "Chat");
   const closeButton = el("button", { type: "button", "aria-label": "Close chat" }, "×");
   const body = el("div", { class: "body", role: "log", "aria-live": "polite" });
-  const input = el("textarea", { "aria-label": "Your message", placeholder: "Write a message…",
-    maxLength: 4000 });
+  // No maxLength: it cut a longer paste silently and the cut text was sent; the server
+  // refuses what it does not take (a 422, said in the panel) and the text stays.
+  const input = el("textarea", { "aria-label": "Your message", placeholder: "Write a message…" });
   const send = el("button", { class: "primary", type: "submit" }, "Send");
   const form = el("form", { hidden: true }, input, send);
   const panel = el("section", { class: "panel", hidden: true, role: "dialog",
@@ -125,6 +126,7 @@
     lastEventId: null, // resumes a stream this widget had to re-create
     banner: null, // the one "Reconnecting…" notice
     retryTimer: null, // the next stream attempt (after a refusal) or poll
+    offSite: false, // the chatbot's allowed_origins took this site off: nothing more to try
   };
 
   const notice = (text, { error = false, action = null } = {}) => {
@@ -252,6 +254,7 @@
         action: { label: "Retry", run: () => startSession(button) } });
       return;
     }
+    if (answer.status === 403) { offSite(); return; }
     if (!answer.ok) {
       button.disabled = false;
       const why = answer.status === 429 ? "Too many conversations started; wait a moment."
@@ -266,11 +269,37 @@
   // -- a session ----------------------------------------------------------------------------
   const sessionUrl = () => `${api}/${encodeURIComponent(state.session.session_id)}`;
 
+  // The chatbot's owner took this site off its allowed_origins (an empty list: every
+  // site) while the chat was open: every read, stream and send is a 403 from now on (or a
+  // refused preflight, a network error to this page). Say so once and stop asking: it
+  // said "Reconnecting…" forever, and offered a Retry that could never work. The session
+  // is kept (the owner may allow this site again; a reload then continues it).
+  class OffSite extends Error {}
+  const offSite = () => {
+    if (state.offSite) return;
+    state.offSite = true;
+    stopListening();
+    state.session = null;
+    giveBack(); // a message on its way was not sent: no faded bubble left pending
+    form.hidden = true;
+    notice("This chat is not available on this site.", { error: true });
+  };
+  // A send that met a network error may have met a refused preflight: the widget's
+  // public read is a simple request, whose 403 this page can read.
+  const checkSite = async () => {
+    try {
+      const answer = await fetchJSON(`${base}/api/public/chatbots/${encodeURIComponent(token)}`);
+      if (answer.status === 403) offSite();
+    } catch { /* unreachable: nothing to tell */ }
+    return state.offSite;
+  };
+
   const catchUp = async () => {
     // Everything after the last message shown, page by page. False: the session is gone.
     for (;;) {
       const after = state.lastId ? `&after=${encodeURIComponent(state.lastId)}` : "";
       const answer = await fetchJSON(`${sessionUrl()}/messages?limit=200${after}`);
+      if (answer.status === 403) { offSite(); throw new OffSite(); }
       if (answer.status === 404) return false;
       if (!answer.ok) throw new Error(`messages: ${answer.status}`);
       for (const m of answer.data.items) show(m);
@@ -310,7 +339,8 @@
     body.replaceChildren();
     try {
       if (!(await catchUp())) { forget(); offerStart(); return; }
-    } catch {
+    } catch (error) {
+      if (error instanceof OffSite) return;
       notice("Cannot load the conversation (network error).", { error: true,
         action: { label: "Retry", run: () => openSession(session) } });
       return;
@@ -426,6 +456,21 @@
       }
       if (state.session !== session) break;
       if (answer && answer.status === 404) { giveBack(); ended(); return; }
+      if ((answer && answer.status === 403) || (!answer && (await checkSite()))) {
+        offSite();
+        return;
+      }
+      if (answer && answer.status === 422) {
+        // The text itself is refused (longer than the server takes): the same text would
+        // be refused again, so no Retry; say why, and give it back to be shortened.
+        state.draft = null;
+        giveBack();
+        const why = answer.data && answer.data.detail;
+        notice(why ? `Your message was not sent: ${why}.` : "Your message was not sent.",
+          { error: true });
+        input.focus();
+        return;
+      }
       if (!answer || !answer.ok) {
         // A definite refusal stored nothing: a resend may use a new id.
         if (answer && answer.status !== 429) state.draft = null;
