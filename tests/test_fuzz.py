@@ -9,7 +9,7 @@ connections, conversations, widget sessions, messages...). The fuzzer is an admi
 and plays Meta's and Telegram's part, so every route and both webhook parsers are reached
 (``tests/support/fuzz_hooks.py``); ``tests/schemathesis.toml`` is its configuration.
 
-Budget: ``max-time`` seconds per database (100 unless ``NOCLASH_FUZZ_SECONDS`` says
+Budget: ``max-time`` seconds per database (60 unless ``NOCLASH_FUZZ_SECONDS`` says
 otherwise), from a fixed seed so a failure reproduces (``NOCLASH_FUZZ_SEED`` picks another:
 a longer run with other seeds is the way to look for more). schemathesis runs in its own
 process, so the server keeps the suite's process (and its GIL) to itself.
@@ -32,7 +32,7 @@ from tests.support.server import start_live_server
 
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "tests" / "schemathesis.toml"
-SECONDS = int(os.environ.get("NOCLASH_FUZZ_SECONDS", "100"))
+SECONDS = int(os.environ.get("NOCLASH_FUZZ_SECONDS", "60"))
 SEED = os.environ.get("NOCLASH_FUZZ_SEED", "15")
 
 

@@ -28,6 +28,10 @@ from noclash.unique import uuid7
 from tests.support.server import LiveServer, free_port, start_live_server
 from tests.support.sse import StreamReader, stream
 
+# What these tests check does not depend on the database engine (parsing, addresses,
+# HTTP, the pages' rules): they run on SQLite alone, to keep the suite within its time.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 # Only wake-ups deliver an event within a test's patience: the re-read is a minute away.
 SLOW_REREAD = {"stream_reread_seconds": 60.0}
 
@@ -46,6 +50,7 @@ def _spellings(session_id: str) -> list[str]:
             session_id[:8].upper() + session_id[8:]]  # fmt: skip
 
 
+@SQLITE_ONLY
 def test_a_session_id_spelled_otherwise_is_the_same_session_for_the_stream_limit(
     server: LiveServer,
 ) -> None:

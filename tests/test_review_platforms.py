@@ -40,6 +40,10 @@ from tests.support.outbound import Stack, outbound_stack
 from tests.support.platforms import meta_error, telegram_error, wait_for
 from tests.support.server import LiveServer, start_live_server
 
+# What these tests check does not depend on the database engine (parsing, addresses,
+# HTTP, the pages' rules): they run on SQLite alone, to keep the suite within its time.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 PAGE = "104871234567890"
 PSID = "6543210987654321"
 BOT_SECRET = "s3cret"
@@ -123,6 +127,7 @@ def _page_inbox_echo(mid: str, text: str, ms: int) -> dict:
             "message": {"is_echo": True, "mid": mid, "text": text}}  # fmt: skip
 
 
+@SQLITE_ONLY
 def test_a_batched_meta_body_is_stored_in_its_order_once(server):
     """Meta batches events into one POST (``entry[].messaging[]``, several entries): a
     customer's question, the answer a person wrote in the Page inbox (its echo), the
@@ -184,6 +189,7 @@ SERVICE_MESSAGES = [
 ]  # fmt: skip
 
 
+@SQLITE_ONLY
 def test_telegram_service_messages_store_nothing_and_open_no_conversation(server):
     """Adding the bot to a group sends a ``message`` with ``new_chat_members`` and no
     text: it was stored as an empty customer message, in a new conversation titled by
@@ -238,6 +244,7 @@ def _telegram_conversation(stack: Stack, chat_id: int) -> dict:
     return stack.telegram_customer(connection, chat_id, "hello", update_id=900001)
 
 
+@SQLITE_ONLY
 def test_meta_temporary_send_failure_1200_is_retried_and_sent_once(stack):
     """Meta documents ``1200 Temporary send message failure. Please try again later.``
     (HTTP 400, no ``is_transient``); it was failed for good at the first attempt."""
@@ -252,6 +259,7 @@ def test_meta_temporary_send_failure_1200_is_retried_and_sent_once(stack):
     assert [m["text"] for m in stack.meta.delivered()] == ["your order shipped"]
 
 
+@SQLITE_ONLY
 def test_a_reply_to_a_group_upgraded_to_a_supergroup_reaches_the_supergroup(stack):
     """Telegram refuses a send to a group that became a supergroup with 400 and
     ``parameters.migrate_to_chat_id``, the new chat: the reply was failed for good. It is
@@ -328,6 +336,7 @@ def test_text_limits_count_as_each_platform_counts():
 # -- Meta: a large batch is taken whole ------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_a_meta_batch_larger_than_the_api_body_limit_is_stored(server):
     """Meta batches many updates in one POST and escapes every non-ASCII character as
     ``\\uXXXX`` (six bytes a letter): 150 Cyrillic messages are over the API's 64 KiB body
@@ -368,6 +377,7 @@ def test_a_meta_batch_larger_than_the_api_body_limit_is_stored(server):
 # -- Meta: a tapped button is what the customer said ------------------------------------------
 
 
+@SQLITE_ONLY
 def test_a_postback_is_stored_as_the_customers_message_once(server):
     """Get Started, a persistent menu item, an ice breaker: Meta sends a ``postback``
     (``title``, ``payload``, ``mid``) instead of a message. It was dropped, so the
@@ -409,10 +419,13 @@ def test_a_telegram_update_numbered_like_an_old_one_is_still_stored(server):
     other_chat = _post_telegram(server, connection, update(501, 43, 7, "another customer"))
     assert other_chat["stored"] == 1, other_chat
     assert sorted(t for _p, _d, t in _transcript(server, connection)) == [
-        "a week later", "another customer", "first week"
+        "a week later",
+        "another customer",
+        "first week",
     ]
 
 
+@SQLITE_ONLY
 def test_a_telegram_secret_setwebhook_would_refuse_is_refused(server):
     """Telegram's setWebhook takes a secret_token of 1 to 256 letters, digits, _ and -:
     a connection stored with "my secret!" could never be registered, so it would never

@@ -48,6 +48,10 @@ from tests.support.platforms import LoopbackPlatform, running
 from tests.support.serve import Served, serving
 from tests.support.server import start_live_server
 
+# What these tests check does not depend on the database engine (parsing, addresses,
+# HTTP, the pages' rules): they run on SQLite alone, to keep the suite within its time.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 PROBLEM = "application/problem+json"
 ORIGIN_NOT_ALLOWED = "https://noclash.dev/problems/origin-not-allowed"
 RATE_LIMITED = "https://noclash.dev/problems/rate-limited"
@@ -68,6 +72,7 @@ def _from(live, origin: str) -> httpx.Client:
     return client
 
 
+@SQLITE_ONLY
 def test_an_empty_origin_list_lets_no_site_use_the_widget(live_server):
     owner = live_server.client(live_server.user())
     bot = owner.post("/api/chatbots", json={"name": "closed", "allowed_origins": []}).json()
@@ -137,6 +142,7 @@ def _limited(answer: httpx.Response) -> bool:
     )
 
 
+@SQLITE_ONLY
 def test_with_every_peer_trusted_a_made_up_forwarded_for_buys_no_budget(
     database_url: str, tmp_path: Path
 ):
@@ -247,6 +253,7 @@ def test_the_sender_does_not_follow_a_redirect():
         assert inside.requests == []
 
 
+@SQLITE_ONLY
 def test_a_ping_does_not_follow_a_redirect(database_url):
     with (
         running(LoopbackBot()) as inside,
@@ -336,6 +343,7 @@ def silent_dns(monkeypatch) -> Iterator[SilentDns]:
         time.sleep(0.05)
 
 
+@SQLITE_ONLY
 def test_hosts_that_never_resolve_do_not_stall_the_api(database_url, silent_dns):
     """60 webhook URLs at once whose names take 4 s to resolve (the API waits 2 s): each is
     a 422 within its timeout, as before; meanwhile another user's requests, which need
