@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time as clock
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -24,6 +27,7 @@ from noclash.unique import (
     translating,
     uuid7,
 )
+from noclash.unique.ids import uuid7_floor
 
 md = sa.MetaData()
 _LIVE = sa.text("state = 'live'")
@@ -224,3 +228,32 @@ def test_insert_or_get_under_concurrency(lib_engine):
     assert len({row.id for row, _ in results}) == 1
     with lib_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(things)).scalar() == 1
+
+
+def test_uuid7_stays_on_the_clock_and_in_order_however_many_are_made():
+    """The uuid6 package's uuid7 added a millisecond per id made within one: 66,000 ids
+    put a process 66 s ahead of the clock, so its ids sorted after those other processes
+    made later, and the retention rule ("made before t", read from the id) kept events
+    made seconds ago (a pruning test failed after a test had made 66,000 chatbots). Ids
+    are ordered within a millisecond by a counter instead (RFC 9562, method 1)."""
+    start = datetime.now(UTC)
+    made = [uuid7() for _ in range(100_000)]
+    end_ms = clock.time_ns() // 1_000_000
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in made[:100])
+    assert made[0] >= uuid7_floor(start)
+    assert (made[-1].int >> 80) <= end_ms  # not one millisecond ahead of the clock
+
+    per_thread: list[list[uuid.UUID]] = [[] for _ in range(8)]
+
+    def make(out: list[uuid.UUID]) -> None:
+        out.extend(uuid7() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [u for out in per_thread for u in out]
+    assert len(set(every)) == len(every)
+    assert all(out == sorted(out) for out in per_thread)
