@@ -142,6 +142,24 @@ def test_a_read_only_postgresql_is_a_503_and_the_keyed_retry_creates_once(
     assert "Traceback" not in stderr and " 500 " not in stderr, stderr
 
 
+def _assert_the_keyed_retry_creates_once(
+    http: httpx.Client, served: Served, url: str, name: str, key: dict[str, str]
+) -> None:
+    """Once the fault is gone: the keyed create goes through once and its retry replays
+    it, the server is ready, one row, and no traceback was logged. Stops ``served``."""
+    first = http.post("/api/chatbots", json={"name": name}, headers=key)
+    again = http.post("/api/chatbots", json={"name": name}, headers=key)
+    ready = http.get("/readyz")
+    served.stop()
+    stderr = served.stderr()
+    assert first.status_code == 201, first.text
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert ready.status_code == 200, ready.text
+    assert _count(url, "chatbots", "name", name) == 1
+    assert "Traceback" not in stderr, stderr
+
+
 @contextmanager
 def _holding(url: str, *statements: str) -> Iterator[psycopg.Connection]:
     """Another client's transaction that ran ``statements`` and keeps their locks until
@@ -191,17 +209,7 @@ def test_a_lock_held_by_another_postgresql_client_is_a_bounded_503(
 
         # The lock is gone: the same requests go through, the keyed one once.
         assert http.patch(f"/api/chatbots/{locked['id']}", json={"name": "x"}).status_code == 200
-        first = http.post("/api/chatbots", json={"name": name}, headers=key)
-        again = http.post("/api/chatbots", json={"name": name}, headers=key)
-        ready = http.get("/readyz")
-        served.stop()
-        stderr = served.stderr()
-    assert first.status_code == 201, first.text
-    assert again.headers.get("idempotent-replayed") == "true"
-    assert again.json()["id"] == first.json()["id"]
-    assert ready.status_code == 200, ready.text
-    assert _count(database_url, "chatbots", "name", name) == 1
-    assert "Traceback" not in stderr, stderr
+        _assert_the_keyed_retry_creates_once(http, served, database_url, name, key)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -262,14 +270,4 @@ def test_sqlite_held_exclusive_by_another_process_is_bounded_and_readyz_answers(
         assert writes_took < 20, f"two writes took {writes_took:.1f} s"  # not a hang
         assert listed.status_code == 200
         # The lock is gone: the keyed retry creates once, then replays.
-        first = http.post("/api/chatbots", json={"name": name}, headers=key)
-        again = http.post("/api/chatbots", json={"name": name}, headers=key)
-        ready = http.get("/readyz")
-        served.stop()
-        stderr = served.stderr()
-    assert first.status_code == 201, first.text
-    assert again.headers.get("idempotent-replayed") == "true"
-    assert again.json()["id"] == first.json()["id"]
-    assert ready.status_code == 200, ready.text
-    assert _count(database_url, "chatbots", "name", name) == 1
-    assert "Traceback" not in stderr, stderr
+        _assert_the_keyed_retry_creates_once(http, served, database_url, name, key)

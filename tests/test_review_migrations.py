@@ -128,37 +128,6 @@ def test_an_upgrade_over_rows_orphaned_by_hand_is_refused_as_such(tmp_path: Path
     assert f"database at revision {head_revision()}" in done.stderr
 
 
-# -- 2. `noclash db upgrade` on SQLite waits for another process's migration ---------------
-
-
-def test_db_upgrade_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(tmp_path: Path):
-    """Two `noclash db upgrade` at once: one migrates, the other waits for it and finds
-    nothing to do (docs/deployment.md: it "waits without a bound in any case"). On SQLite
-    the waiter gave up after NOCLASH_SQLITE_BUSY_TIMEOUT_MS (30 s: less than migration
-    0009 takes on a few million events) with "database is locked", exit 2. Here another
-    process holds the write lock, as a migration does, for longer than that timeout."""
-    url = f"sqlite:///{tmp_path / 'noclash.db'}"
-    upgrade(url, "0010")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sqlite3, sys, time\n"
-            f"c = sqlite3.connect({str(tmp_path / 'noclash.db')!r}, isolation_level=None)\n"
-            "c.execute('BEGIN IMMEDIATE')\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(3)\n"
-            "c.execute('COMMIT')\n"
-        )],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        waited = _run("db", "upgrade", url=url, env={"NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "500"})
-    finally:
-        assert holder.wait(timeout=30) == 0
-    assert waited.returncode == 0, waited.stderr
-    assert f"database at revision {head_revision()}" in waited.stderr
-
-
 def _holding_the_write_lock(path: Path, seconds: float) -> subprocess.Popen:
     """Another process that holds the SQLite file's write lock for ``seconds``, as a
     migration does; returns once it holds it."""
@@ -175,6 +144,26 @@ def _holding_the_write_lock(path: Path, seconds: float) -> subprocess.Popen:
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
     return holder
+
+
+# -- 2. `noclash db upgrade` on SQLite waits for another process's migration ---------------
+
+
+def test_db_upgrade_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(tmp_path: Path):
+    """Two `noclash db upgrade` at once: one migrates, the other waits for it and finds
+    nothing to do (docs/deployment.md: it "waits without a bound in any case"). On SQLite
+    the waiter gave up after NOCLASH_SQLITE_BUSY_TIMEOUT_MS (30 s: less than migration
+    0009 takes on a few million events) with "database is locked", exit 2. Here another
+    process holds the write lock, as a migration does, for longer than that timeout."""
+    url = f"sqlite:///{tmp_path / 'noclash.db'}"
+    upgrade(url, "0010")
+    holder = _holding_the_write_lock(tmp_path / "noclash.db", 3)
+    try:
+        waited = _run("db", "upgrade", url=url, env={"NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "500"})
+    finally:
+        assert holder.wait(timeout=30) == 0
+    assert waited.returncode == 0, waited.stderr
+    assert f"database at revision {head_revision()}" in waited.stderr
 
 
 def test_user_create_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(
@@ -204,19 +193,8 @@ def test_serve_on_sqlite_waits_for_a_migration_longer_than_the_busy_timeout(tmp_
 
     url = f"sqlite:///{tmp_path / 'noclash.db'}"
     upgrade(url, "0010")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sqlite3, sys, time\n"
-            f"c = sqlite3.connect({str(tmp_path / 'noclash.db')!r}, isolation_level=None)\n"
-            "c.execute('BEGIN IMMEDIATE')\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(3)\n"
-            "c.execute('COMMIT')\n"
-        )],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = _holding_the_write_lock(tmp_path / "noclash.db", 3)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         with serving(url, tmp_path, env={"NOCLASH_SQLITE_BUSY_TIMEOUT_MS": "500"}) as served:
             ready = httpx.get(f"{served.base_url}/readyz", timeout=5)
     finally:

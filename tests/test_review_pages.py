@@ -94,15 +94,22 @@ def test_a_telegram_reply_is_never_cut_by_the_reply_box(stack, page):
 # -- the inbox: Retry that could only fail again ------------------------------------------------
 
 
-def test_retry_of_a_reply_whose_connection_was_deleted_says_why(stack, page):
-    """The 409 naming ``connection_id`` was swallowed: Retry looked like it did nothing.
-    The inbox says why it cannot be sent again, and the focus stays on Retry."""
-    connection, conversation = _telegram_customer(stack)
+def _a_failed_reply(stack, page, conversation: dict):
+    """The inbox open at ``conversation`` with a reply the platform refused for good
+    (Telegram 403); its delivery line."""
     stack.telegram.fail_next(1, *TELEGRAM_BLOCKED)
     _inbox_at(stack, page, conversation)
     _reply(page, "hello?")
     failed = page.locator("#messages .message.out .delivery")
     expect(failed).to_contain_text("Failed: Telegram error 403")
+    return failed
+
+
+def test_retry_of_a_reply_whose_connection_was_deleted_says_why(stack, page):
+    """The 409 naming ``connection_id`` was swallowed: Retry looked like it did nothing.
+    The inbox says why it cannot be sent again, and the focus stays on Retry."""
+    connection, conversation = _telegram_customer(stack)
+    failed = _a_failed_reply(stack, page, conversation)
     assert stack.api.delete(f"/api/connections/{connection['id']}").status_code == 204
     retry = failed.get_by_role("button", name="Retry")
     retry.focus()
@@ -115,11 +122,7 @@ def test_retry_of_a_reply_whose_connection_was_deleted_says_why(stack, page):
 
 def test_retry_of_a_reply_without_an_access_token_says_why(stack, page):
     connection, conversation = _telegram_customer(stack)
-    stack.telegram.fail_next(1, *TELEGRAM_BLOCKED)
-    _inbox_at(stack, page, conversation)
-    _reply(page, "hello?")
-    failed = page.locator("#messages .message.out .delivery")
-    expect(failed).to_contain_text("Failed: Telegram error 403")
+    failed = _a_failed_reply(stack, page, conversation)
     cleared = stack.api.patch(f"/api/connections/{connection['id']}", json={"access_token": None})
     assert cleared.status_code == 200, cleared.text
     failed.get_by_role("button", name="Retry").click()
