@@ -27,6 +27,7 @@ from noclash.db.types import utcnow
 from noclash.unique import uuid7
 from tests.support.server import LiveServer, free_port, start_live_server
 from tests.support.sse import StreamReader, stream
+from tests.test_stream import _bot, _inbound
 
 # What these tests check does not depend on the database engine (parsing, addresses,
 # HTTP, the pages' rules): they run on SQLite alone, to keep the suite within its time.
@@ -89,22 +90,6 @@ def test_a_session_id_spelled_otherwise_is_the_same_session_for_the_stream_limit
     assert again.status == 200
 
 
-def _custom_bot(live: LiveServer, token: str) -> tuple[httpx.Client, dict, dict]:
-    client = live.client(token)
-    bot = client.post("/api/chatbots", json={"name": "review"}).json()
-    connection = client.post(
-        f"/api/chatbots/{bot['id']}/connections", json={"channel": "custom", "external_id": "sms"}
-    ).json()
-    return client, bot, connection
-
-
-def _inbound(client: httpx.Client, connection: dict, message_id: str, psid: str = "ada") -> dict:
-    body = {"psid": psid, "message_id": message_id, "text": f"text of {message_id}"}
-    answer = client.post(f"/api/connections/{connection['id']}/inbound", json=body)
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
 def test_an_empty_chatbot_id_streams_every_chatbot_as_the_pull_api_reads_it(
     server: LiveServer,
 ) -> None:
@@ -114,7 +99,7 @@ def test_an_empty_chatbot_id_streams_every_chatbot_as_the_pull_api_reads_it(
     is every chatbot, and what is not an id is a 422 naming ``chatbot_id`` (it was a 404,
     which said the chatbot was not the caller's)."""
     token = server.user()
-    client, _bot, connection = _custom_bot(server, token)
+    client, _chatbot, connection = _bot(server, token)
     every = {"chatbot_id": ""}
     with stream(server.base_url, "/api/stream", token=token, params=every) as reader:
         assert reader.status == 200, reader.body
@@ -200,7 +185,7 @@ def test_the_pull_api_of_an_owner_with_very_many_chatbots(server: LiveServer) ->
     later", for ever. Past LISTED_CHATBOTS the scope is a subquery of the owner's
     chatbots; the answer is the same, with and without ``type``."""
     token = server.user()
-    client, bot, connection = _custom_bot(server, token)
+    client, bot, connection = _bot(server, token)
     _inbound(client, connection, "m-1")
     with server.engine.connect() as conn:
         owner_id = conn.execute(
@@ -244,14 +229,19 @@ def test_a_customer_message_that_wakes_a_snooze_announces_it_once(server: LiveSe
     end. Now the message's ``message.created`` is followed by SNOOZED -> OPEN, once, even
     when 16 messages of the customer arrive together; a message to an open conversation
     changes nothing."""
-    client, bot, connection = _custom_bot(server, server.user())
+    token = server.user()
+    client, bot, connection = _bot(server, token)
     conversation = _inbound(client, connection, "m0")["conversation_id"]
     snoozed = client.post(f"/api/conversations/{conversation}/snooze", json={})
     assert snoozed.status_code == 200, snoozed.text
     assert _status_changes(client, bot) == [("OPEN", "SNOOZED")]
 
+    barrier = threading.Barrier(16)
+
     def deliver(i: int) -> None:
-        _inbound(client, connection, f"burst-{i}")
+        sender = server.client(token)  # a connection of its own: the 16 really race
+        barrier.wait()
+        _inbound(sender, connection, f"burst-{i}")
 
     threads = [threading.Thread(target=deliver, args=(i,)) for i in range(16)]
     for t in threads:

@@ -31,10 +31,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from noclash.channels.meta import sign
 from noclash.chat.outbox import CONNECTION_GONE
 from noclash.db.tables import deliveries, messages
-from tests.support.outbound import APP_SECRET, Stack, dispatching, outbound_stack
+from tests.support.outbound import Stack, dispatching, outbound_stack
 from tests.support.platforms import (
     TELEGRAM_BAD_GATEWAY,
     TELEGRAM_BLOCKED,
@@ -74,15 +73,7 @@ def _echo_without_metadata(stack: Stack, mid: str, text: str) -> dict:
         {"sender": {"id": PAGE}, "recipient": {"id": PSID}, "timestamp": ms,
          "message": message},
     ]}]}  # fmt: skip
-    raw = json.dumps(body).encode()
-    answer = stack.server.client().post(
-        "/webhooks/meta",
-        content=raw,
-        headers={"Content-Type": "application/json",
-                 "X-Hub-Signature-256": sign(raw, APP_SECRET)},
-    )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+    return stack.post_meta(json.dumps(body).encode())
 
 
 def _transcript(stack: Stack, conversation_id: str) -> list[tuple[str, str]]:

@@ -159,9 +159,9 @@ class Stack:
         assert answer.status_code == 200, answer.text
         return self.conversation_of(str(chat_id))
 
-    def meta_customer(self, page_id: str, psid: str, text: str, mid: str) -> dict:
-        """A customer's Messenger message in, signed, through the real webhook."""
-        body = messenger_body(page_id, psid, mid, text, int(time.time() * 1000))
+    def post_meta(self, body: bytes) -> dict:
+        """``body`` posted to the real Meta webhook, signed with the app secret; its
+        receipt (asserted 200)."""
         answer = self.server.client().post(
             "/webhooks/meta",
             content=body,
@@ -169,6 +169,11 @@ class Stack:
                      "X-Hub-Signature-256": sign(body, APP_SECRET)},
         )  # fmt: skip
         assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def meta_customer(self, page_id: str, psid: str, text: str, mid: str) -> dict:
+        """A customer's Messenger message in, signed, through the real webhook."""
+        self.post_meta(messenger_body(page_id, psid, mid, text, int(time.time() * 1000)))
         return self.conversation_of(psid)
 
     def conversation_of(self, psid: str) -> dict:
